@@ -1,0 +1,151 @@
+"""The engine's public contract: what a UI sends in and what it gets back.
+
+Everything here is plain data (no MLX objects), so UIs, tests and fake
+engines can use it without importing MLX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+from concurrent.futures import Future
+
+import numpy as np
+
+
+Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    # False: the last user message's content is fed to the model verbatim
+    # (no chat template, no conversation reuse).
+    chat_template: bool = True
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    model_type: str
+    num_layers: int  # all decoder layers
+    moe_layers: tuple[int, ...]  # decoder-layer index of every streamed MoE layer
+    num_experts: int
+    top_k: int
+    expert_bytes: int  # bytes of one expert in memory (all projections)
+    total_expert_bytes: int  # every routed expert of the model, in memory
+    resident_bytes: int  # backbone kept in memory (everything but routed experts)
+    cache_budget_bytes: int
+    cache_slots: int
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    tokens: tuple[int, ...]
+    prompt_tokens: int  # tokens prefilled for this request (after KV reuse)
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    time_to_first_token: float
+    peak_rss_bytes: int
+    cache_budget_bytes: int
+    cache_peak_bytes: int
+    expert_hits: int
+    expert_misses: int
+    bytes_read: int
+    io_wait_seconds: float
+    prefetch_issued: int = 0
+    prefetch_used: int = 0
+
+
+# ---- events streamed back for one generate request -------------------------
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    token: int
+
+
+@dataclass(frozen=True)
+class GenerationDone:
+    stats: GenerationStats
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationFailed:
+    message: str  # one line, says what to do
+
+
+GenerationEvent = TextDelta | GenerationDone | GenerationFailed
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    fraction: float  # 0..1
+    message: str
+
+
+# ---- telemetry -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TelemetrySnapshot:
+    """A consistent copy of the engine's counters, cheap to poll at ~10 Hz."""
+
+    state: str  # "empty" | "loading" | "idle" | "generating" | "error"
+    step: int  # forward passes so far (each prefill chunk or decode token is one)
+    moe_layers: tuple[int, ...] = ()
+    # Arrays shaped [len(moe_layers), num_experts]
+    hits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    misses: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    resident: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    last_use_step: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    last_miss_step: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    bytes_read: int = 0
+    reads: int = 0
+    read_seconds: float = 0.0  # summed latency of individual reads
+    io_wait_seconds: float = 0.0  # time the decoder waited on reads
+    prefetch_issued: int = 0
+    prefetch_used: int = 0
+    prompt_tps: float = 0.0
+    generation_tps: float = 0.0
+    rss_bytes: int = 0
+    peak_rss_bytes: int = 0
+    mlx_active_bytes: int = 0
+    cache_bytes: int = 0
+    cache_peak_bytes: int = 0
+    cache_budget_bytes: int = 0
+    resident_weight_bytes: int = 0
+    model: ModelInfo | None = None
+    error: str | None = None
+
+
+class GenerationStream(Protocol):
+    """Events of one request, in order; the last is GenerationDone or GenerationFailed."""
+
+    def __iter__(self): ...  # blocking iterator of GenerationEvent
+
+    def __aiter__(self): ...  # asyncio iterator of GenerationEvent
+
+
+class EngineClient(Protocol):
+    """What a UI needs from an engine; the real one is engine.Engine."""
+
+    def load(self, model_dir: str, cache_bytes: int | None = None,
+             on_progress=None) -> Future: ...  # Future[ModelInfo]
+
+    def generate(self, messages: Sequence[Message],
+                 params: GenerationParams = GenerationParams()) -> GenerationStream: ...
+
+    def cancel(self) -> None: ...  # stops the running request between tokens
+
+    def reset(self) -> Future: ...  # forget the conversation's KV cache
+
+    def snapshot(self) -> TelemetrySnapshot: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,37 @@
+"""The `outlier` command. Each subcommand lives in its own module under
+outlier_tui.commands; this file only wires arguments to them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from outlier_tui.commands import COMMANDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="outlier",
+        description="Chat with Mixture-of-Experts models whose experts stream from the SSD.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `outlier` opens the chat app
+        args = parser.parse_args(["chat", *argv])
+    try:
+        return int(COMMANDS[args.command].run(args) or 0)
+    except KeyboardInterrupt:
+        print("outlier: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
