@@ -7,19 +7,16 @@ a script, telemetry from a small simulated expert cache.
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.events import EventStream
 from engine.api import (
     GenerationDone,
-    GenerationEvent,
     GenerationFailed,
     GenerationParams,
     GenerationStats,
@@ -29,35 +26,6 @@ from engine.api import (
     TelemetrySnapshot,
     TextDelta,
 )
-
-_END = object()
-
-
-class EventStream:
-    """Events of one request, consumable from a thread or from asyncio."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-
-    def put(self, event: GenerationEvent) -> None:
-        self._queue.put(event)
-        if isinstance(event, (GenerationDone, GenerationFailed)):
-            self._queue.put(_END)
-
-    def __iter__(self) -> Iterator[GenerationEvent]:
-        while (event := self._queue.get()) is not _END:
-            yield event
-
-    async def __aiter__(self):
-        while True:
-            try:
-                event = self._queue.get_nowait()
-            except queue.Empty:
-                event = await asyncio.to_thread(self._queue.get)
-            if event is _END:
-                return
-            yield event
-
 
 def default_answer(messages: Sequence[Message]) -> str:
     last = messages[-1]["content"] if messages else ""

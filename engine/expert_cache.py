@@ -1,0 +1,148 @@
+"""Slot bookkeeping of the expert cache: which expert sits in which slot.
+
+The cache holds a fixed number of slots (budget // bytes per expert). It
+does no I/O: `plan` says which experts must be read into which slots, the
+streamer does the reading. Keys are (moe_row, expert).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from engine.cache_policy import EvictionPolicy, Key, LRUPolicy
+from engine.errors import BudgetError
+
+
+@dataclass
+class Plan:
+    """What one call needs: a slot for every key, and which of them to load."""
+
+    slots: list[int]
+    loads: list[tuple[Key, int]] = field(default_factory=list)  # misses: (key, slot)
+    pending: list[Any] = field(default_factory=list)  # read tickets of hits still loading
+    hits: int = 0
+
+
+class ExpertCache:
+    def __init__(self, num_slots: int, policy: EvictionPolicy | None = None,
+                 record_trace: bool = False) -> None:
+        if num_slots < 1:
+            raise BudgetError("the expert cache needs at least one slot")
+        self.num_slots = num_slots
+        self.policy = policy or LRUPolicy()
+        self._slot_of: dict[Key, int] = {}
+        self._key_of: list[Key | None] = [None] * num_slots
+        self._free = list(range(num_slots - 1, -1, -1))
+        self._loading: dict[Key, Any] = {}  # key -> read ticket
+        self._prefetched: set[Key] = set()
+        self._protected: set[Key] = set()
+        self.peak_used = 0
+        self.prefetch_issued = 0
+        self.prefetch_used = 0
+        self.trace: list[Key] | None = [] if record_trace else None
+
+    # ---- queries -----------------------------------------------------------
+
+    @property
+    def used(self) -> int:
+        return self.num_slots - len(self._free)
+
+    def slot_of(self, key: Key) -> int | None:
+        return self._slot_of.get(key)
+
+    def resident_keys(self) -> list[Key]:
+        return list(self._slot_of)
+
+    # ---- planning ----------------------------------------------------------
+
+    def plan(self, keys: Iterable[Key]) -> Plan:
+        """Give every key a slot for the current call; it stays protected until the next call."""
+        keys = list(keys)
+        if len(keys) > self.num_slots:
+            raise BudgetError(f"{len(keys)} experts requested at once but the cache has "
+                              f"{self.num_slots} slots")
+        self._protected = set(keys)
+        plan = Plan(slots=[])
+        for key in keys:
+            if self.trace is not None:
+                self.trace.append(key)
+            slot = self._slot_of.get(key)
+            if slot is not None:
+                plan.hits += 1
+                if key in self._loading:
+                    plan.pending.append(self._loading[key])
+                if key in self._prefetched:
+                    self._prefetched.discard(key)
+                    self.prefetch_used += 1
+            else:
+                slot = self._take_slot()
+                self._assign(key, slot)
+                plan.loads.append((key, slot))
+            self.policy.on_access(key)
+            plan.slots.append(slot)
+        return plan
+
+    def plan_prefetch(self, keys: Iterable[Key]) -> list[tuple[Key, int]]:
+        """Slots for speculative loads; skips keys already cached and never evicts
+        what the current call uses."""
+        loads = []
+        for key in keys:
+            if key in self._slot_of:
+                continue
+            slot = self._take_slot(allow_fail=True)
+            if slot is None:
+                break
+            self._assign(key, slot)
+            self._prefetched.add(key)
+            self.prefetch_issued += 1
+            loads.append((key, slot))
+        return loads
+
+    def mark_loading(self, keys: Iterable[Key], ticket: Any) -> None:
+        for key in keys:
+            self._loading[key] = ticket
+
+    def loaded(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self._loading.pop(key, None)
+
+    def drop(self, keys: Iterable[Key]) -> None:
+        """Forget keys whose bytes are not valid (a failed read)."""
+        for key in keys:
+            slot = self._slot_of.pop(key, None)
+            self._loading.pop(key, None)
+            self._prefetched.discard(key)
+            if slot is not None:
+                self._key_of[slot] = None
+                self._free.append(slot)
+                self.policy.on_evict(key)
+
+    # ---- internals ---------------------------------------------------------
+
+    def _assign(self, key: Key, slot: int) -> None:
+        self._slot_of[key] = slot
+        self._key_of[slot] = key
+        self.policy.on_insert(key)
+        self.peak_used = max(self.peak_used, self.used)
+
+    def _take_slot(self, allow_fail: bool = False) -> int | None:
+        if self._free:
+            return self._free.pop()
+        victim = self.policy.choose_victim(self._evictable)
+        if victim is None:
+            if allow_fail:
+                return None
+            raise BudgetError("no evictable slot: every slot holds an expert in use")
+        slot = self._slot_of.pop(victim)
+        self._key_of[slot] = None
+        self._prefetched.discard(victim)
+        self.policy.on_evict(victim)
+        self.on_evict(victim)
+        return slot
+
+    def _evictable(self, key: Key) -> bool:
+        return key in self._slot_of and key not in self._protected and key not in self._loading
+
+    def on_evict(self, key: Key) -> None:
+        """Hook for telemetry; replaced by the streamer."""

@@ -1,0 +1,153 @@
+"""Turn chat messages into tokens with one model: prefill, decode, stream.
+
+A Conversation owns the KV cache of one chat and the exact tokens it holds,
+so a follow-up prefills only what is new (the longest common prefix is kept;
+a cache that cannot be trimmed is rebuilt).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import mlx.core as mx
+from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.sample_utils import make_sampler
+
+from engine.api import GenerationParams, GenerationStats, Message
+from engine.loader import LoadedModel
+from engine.telemetry import peak_rss_bytes
+
+PREFILL_STEP = 512
+
+
+@dataclass
+class Conversation:
+    cache: list | None = None
+    tokens: list[int] = field(default_factory=list)  # exactly what `cache` has seen
+
+    def clear(self) -> None:
+        self.cache = None
+        self.tokens = []
+
+
+def prompt_tokens(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> list[int]:
+    tok = loaded.tokenizer
+    if params.chat_template and getattr(tok, "has_chat_template", False):
+        text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    else:
+        text = messages[-1]["content"] if messages else ""
+    bos = getattr(tok, "bos_token", None)
+    return list(tok.encode(text, add_special_tokens=bos is None or not text.startswith(bos)))
+
+
+def _reuse_prefix(conv: Conversation, model, tokens: list[int]) -> int:
+    """Keep the cached prefix shared with `tokens`; return how many tokens to skip."""
+    common = 0
+    for a, b in zip(conv.tokens, tokens):
+        if a != b:
+            break
+        common += 1
+    common = min(common, len(tokens) - 1)  # always prefill at least one token for logits
+    if conv.cache is None or common == 0:
+        conv.cache, conv.tokens = make_prompt_cache(model), []
+        return 0
+    drop = len(conv.tokens) - common
+    if drop:
+        if not can_trim_prompt_cache(conv.cache):
+            conv.cache, conv.tokens = make_prompt_cache(model), []
+            return 0
+        trim_prompt_cache(conv.cache, drop)
+        del conv.tokens[common:]
+    return common
+
+
+def generate(
+    loaded: LoadedModel,
+    conv: Conversation,
+    messages: Sequence[Message],
+    params: GenerationParams,
+    cancel: threading.Event,
+    emit: Callable[[str, int], None],
+) -> tuple[GenerationStats, bool]:
+    """Run one request; returns (stats, cancelled). On any exception the caller
+    must clear `conv`: a forward that failed half-way left the KV cache inconsistent."""
+    model, tok, telemetry = loaded.model, loaded.tokenizer, loaded.telemetry
+    if loaded.reader is not None:
+        loaded.reader.check_files()
+    before = telemetry.totals()
+    tokens = prompt_tokens(loaded, messages, params)
+    if params.seed is not None:
+        mx.random.seed(params.seed)
+    sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
+
+    start = time.perf_counter()
+    skip = _reuse_prefix(conv, model, tokens)
+    todo = tokens[skip:]
+    logits = None
+    for i in range(0, len(todo), PREFILL_STEP):
+        chunk = todo[i:i + PREFILL_STEP]
+        telemetry.begin_step()
+        logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
+        mx.eval(logits)
+        conv.tokens.extend(chunk)
+    prompt_time = time.perf_counter() - start
+    prompt_tps = len(todo) / prompt_time if prompt_time > 0 else 0.0
+    telemetry.record_speed(prompt_tps=prompt_tps)
+
+    detok = tok.detokenizer
+    detok.reset()
+    eos = set(tok.eos_token_ids)
+    generated: list[int] = []
+    cancelled = False
+    first_token_at = decode_start = time.perf_counter()
+    while True:
+        token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        token_id = int(token.item())
+        if not generated:
+            first_token_at = time.perf_counter()
+        if token_id in eos:
+            break
+        generated.append(token_id)
+        detok.add_token(token_id)
+        if piece := detok.last_segment:
+            emit(piece, token_id)
+        if len(generated) >= params.max_tokens:
+            break
+        if cancel.is_set():
+            cancelled = True
+            break
+        telemetry.begin_step()
+        logits = model(mx.array([[token_id]]), cache=conv.cache)[:, -1, :]
+        conv.tokens.append(token_id)
+        mx.eval(logits)
+        elapsed = time.perf_counter() - first_token_at
+        if elapsed > 0:
+            telemetry.record_speed(generation_tps=(len(generated)) / elapsed)
+    detok.finalize()
+    if piece := detok.last_segment:
+        emit(piece, generated[-1] if generated else -1)
+    decode_time = time.perf_counter() - first_token_at
+    generation_tps = (len(generated) - 1) / decode_time if len(generated) > 1 and decode_time > 0 else 0.0
+    telemetry.record_speed(generation_tps=generation_tps)
+    after = telemetry.totals()
+    stats = GenerationStats(
+        tokens=tuple(generated),
+        prompt_tokens=len(todo),
+        generation_tokens=len(generated),
+        prompt_tps=prompt_tps,
+        generation_tps=generation_tps,
+        time_to_first_token=first_token_at - start,
+        peak_rss_bytes=peak_rss_bytes(),
+        cache_budget_bytes=loaded.info.cache_budget_bytes,
+        cache_peak_bytes=after["cache_peak_bytes"],
+        expert_hits=after["hits"] - before["hits"],
+        expert_misses=after["misses"] - before["misses"],
+        bytes_read=after["bytes_read"] - before["bytes_read"],
+        io_wait_seconds=after["io_wait_seconds"] - before["io_wait_seconds"],
+        prefetch_issued=after["prefetch_issued"] - before["prefetch_issued"],
+        prefetch_used=after["prefetch_used"] - before["prefetch_used"],
+    )
+    return stats, cancelled

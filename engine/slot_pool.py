@@ -1,0 +1,45 @@
+"""MLX buffers that hold cached experts: one [slots, ...] array per expert tensor.
+
+Each array has a writable numpy view over the same memory, so the reader can
+`pread` into a slot and the next `gather_qmm` sees the bytes without a copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+# dtypes numpy cannot view directly are stored under a same-width integer type
+_STORAGE = {mx.bfloat16: mx.uint16}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]  # one expert's shape
+    dtype: mx.Dtype  # dtype the kernels read
+
+
+class SlotPool:
+    def __init__(self, specs: dict[str, TensorSpec], num_slots: int) -> None:
+        self.num_slots = num_slots
+        self.specs = specs
+        self.arrays: dict[str, mx.array] = {}
+        self.views: dict[str, np.ndarray] = {}
+        for name, spec in specs.items():
+            storage = mx.zeros((num_slots, *spec.shape), dtype=_STORAGE.get(spec.dtype, spec.dtype))
+            mx.eval(storage)
+            self.views[name] = np.array(memoryview(storage), copy=False)
+            array = storage.view(spec.dtype) if spec.dtype in _STORAGE else storage
+            mx.eval(array)
+            self.arrays[name] = array
+
+    @staticmethod
+    def slot_nbytes(specs: dict[str, TensorSpec]) -> int:
+        return sum(math.prod(s.shape) * s.dtype.size for s in specs.values())
+
+    @property
+    def nbytes(self) -> int:
+        return self.num_slots * self.slot_nbytes(self.specs)

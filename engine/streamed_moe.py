@@ -1,0 +1,194 @@
+"""The streamed replacement for mlx-lm's SwitchGLU.
+
+At each MoE layer the router's choice is pulled to the host (the one sync
+per layer the design allows), the chosen experts are made resident in cache
+slots (hits in place, misses read by the SSD reader), and the same
+gather_qmm / gather_mm maths as SwitchGLU runs over the slot buffers with
+expert ids remapped to slot ids.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from engine.checkpoint import MoELayerFiles
+from engine.errors import ExpertReadError
+from engine.expert_cache import ExpertCache
+from engine.reader import ExpertReader, ReadJob
+from engine.slot_pool import SlotPool
+from engine.telemetry import Telemetry
+
+_TAGS = {mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.uint32: "U32",
+         mx.uint8: "U8", mx.int32: "I32"}
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How one projection multiplies: quantized (group_size, bits, mode) or dense."""
+
+    name: str
+    quantized: bool
+    group_size: int = 0
+    bits: int = 0
+    mode: str = "affine"
+    has_bias: bool = False
+
+
+class ExpertStreamer:
+    """Makes experts resident on demand; shared by every streamed layer."""
+
+    def __init__(self, layers: list[MoELayerFiles], pool: SlotPool, cache: ExpertCache,
+                 reader: ExpertReader, telemetry: Telemetry, prefetch: bool = False) -> None:
+        self.layers = layers
+        self.pool = pool
+        self.cache = cache
+        self.reader = reader
+        self.telemetry = telemetry
+        self.prefetch_enabled = prefetch
+        cache.on_evict = self._evicted
+        # on-disk dtype tag where it differs from the slot's dtype (the reader converts)
+        self._convert = {}
+        for name, spec in pool.specs.items():
+            disk = layers[0].tensors[name].location.dtype
+            self._convert[name] = None if _TAGS.get(spec.dtype) == disk else disk
+
+    @property
+    def num_slots(self) -> int:
+        return self.cache.num_slots
+
+    def fetch(self, row: int, experts: np.ndarray) -> np.ndarray:
+        """Slot of every expert (sorted, unique) of this call, all loaded on return."""
+        keys = [(row, int(e)) for e in experts]
+        plan = self.cache.plan(keys)
+        missed = [e for (_, e), _ in plan.loads]
+        self.telemetry.record_access(row, experts, missed)
+        tickets = list(plan.pending)
+        if plan.loads:
+            tickets.append(self._submit(plan.loads))
+        if tickets:
+            start = time.perf_counter()
+            try:
+                for ticket in tickets:
+                    ticket.wait()
+            except ExpertReadError:
+                self.cache.drop(keys)
+                self.telemetry.set_resident(keys, False)
+                raise
+            finally:
+                self.telemetry.add_io_wait(time.perf_counter() - start)
+            self.cache.loaded(keys)
+        return np.asarray(plan.slots, dtype=np.uint32)
+
+    def prefetch(self, row: int, experts: np.ndarray) -> None:
+        """Start reading a later layer's predicted experts without waiting."""
+        loads = self.cache.plan_prefetch((row, int(e)) for e in experts)
+        if loads:
+            self._submit(loads)
+            self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
+
+    def _submit(self, loads: list[tuple[tuple[int, int], int]]):
+        jobs = []
+        for (row, expert), slot in loads:
+            files = self.layers[row]
+            for name, tensor in files.tensors.items():
+                offset, nbytes = tensor.expert_range(expert)
+                jobs.append(ReadJob(tensor.location.file, offset, nbytes,
+                                    self.pool.views[name][slot], self._convert[name]))
+        ticket = self.reader.submit(jobs)
+        keys = [key for key, _ in loads]
+        self.cache.mark_loading(keys, ticket)
+        self.telemetry.set_resident(keys, True)
+        self.telemetry.record_cache(self.cache.used, self.cache.peak_used)
+        return ticket
+
+    def _evicted(self, key: tuple[int, int]) -> None:
+        self.telemetry.set_resident([key], False)
+
+
+class StreamedSwitchGLU(nn.Module):
+    """Drop-in for SwitchGLU whose expert weights live in the shared slot pool."""
+
+    def __init__(self, row: int, streamer: ExpertStreamer, projections: dict[str, Projection],
+                 activation: Callable, predict_next: Callable[[mx.array], mx.array] | None = None,
+                 next_row: int | None = None) -> None:
+        super().__init__()
+        self._row = row
+        self._streamer = streamer
+        self._projections = projections
+        self._act = activation
+        self._predict_next = predict_next
+        self._next_row = next_row
+
+    def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        inds = np.array(indices.astype(mx.uint32))  # host sync: the bytes to fetch depend on it
+        unique = np.unique(inds)
+        if len(unique) > self._streamer.num_slots:
+            return self._chunked(x, inds, unique)
+        slot_of = self._streamer.fetch(self._row, unique)
+        slots = slot_of[np.searchsorted(unique, inds)]
+        y = self._glu(x, mx.array(slots))
+        if self._streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
+            predicted = np.unique(np.array(self._predict_next(x).astype(mx.uint32)))
+            self._streamer.prefetch(self._next_row, predicted)
+        return y
+
+    def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:
+        """More distinct experts than slots (a long prefill): run them a slot-pool at a time."""
+        k, dim = inds.shape[-1], x.shape[-1]
+        rows = x.reshape(-1, dim)
+        flat = inds.reshape(-1)
+        pieces, order = [], []
+        size = self._streamer.num_slots
+        for start in range(0, len(unique), size):
+            chunk = unique[start:start + size]
+            slot_of = self._streamer.fetch(self._row, chunk)
+            pos = np.nonzero(np.isin(flat, chunk))[0]
+            idx = slot_of[np.searchsorted(chunk, flat[pos])]
+            y = self._glu(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
+            mx.eval(y)  # the next chunk may overwrite these slots
+            pieces.append(y)
+            order.append(pos)
+        inverse = np.argsort(np.concatenate(order))
+        out = mx.concatenate(pieces)[mx.array(inverse)]
+        return out.reshape(*inds.shape, dim)
+
+    def _glu(self, x: mx.array, idx: mx.array) -> mx.array:
+        """SwitchGLU.__call__ with pool arrays and slot ids (same sorting rule)."""
+        x = mx.expand_dims(x, (-2, -3))
+        do_sort = idx.size >= 64
+        inv_order = None
+        shape = idx.shape
+        if do_sort:
+            flat = idx.flatten()
+            order = mx.argsort(flat)
+            inv_order = mx.argsort(order)
+            x = x.flatten(0, -3)[order // shape[-1]]
+            idx = flat[order]
+        up = self._linear("up_proj", x, idx, do_sort)
+        gate = self._linear("gate_proj", x, idx, do_sort)
+        y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+        if do_sort:
+            y = mx.unflatten(y[inv_order], 0, shape)
+        return y.squeeze(-2)
+
+    def _linear(self, name: str, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
+        proj = self._projections[name]
+        arrays = self._streamer.pool.arrays
+        if proj.quantized:
+            y = mx.gather_qmm(
+                x, arrays[f"{name}.weight"], arrays[f"{name}.scales"], arrays.get(f"{name}.biases"),
+                rhs_indices=idx, transpose=True, group_size=proj.group_size, bits=proj.bits,
+                mode=proj.mode, sorted_indices=sorted_indices,
+            )
+        else:
+            y = mx.gather_mm(x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx,
+                             sorted_indices=sorted_indices)
+        if proj.has_bias:
+            y = y + mx.expand_dims(arrays[f"{name}.bias"][idx], -2)
+        return y

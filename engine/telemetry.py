@@ -1,0 +1,161 @@
+"""Counters the engine and reader update and any UI polls.
+
+Updates happen a few times per MoE layer per token under one lock; readers
+take a consistent copy with `snapshot()` (the UI polls at <= 10 Hz).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+from dataclasses import replace
+from typing import Iterable
+
+import numpy as np
+import psutil
+
+from engine.api import ModelInfo, TelemetrySnapshot
+
+
+def peak_rss_bytes() -> int:
+    """The process's lifetime peak resident set size."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process = psutil.Process()
+        self.reset_layout((), 0)
+        self._state = "empty"
+        self._error: str | None = None
+        self._model: ModelInfo | None = None
+        self._read_stats = None
+
+    def reset_layout(self, moe_layers: tuple[int, ...], num_experts: int) -> None:
+        shape = (len(moe_layers), num_experts)
+        with getattr(self, "_lock", threading.Lock()):
+            self._moe_layers = moe_layers
+            self._hits = np.zeros(shape, np.int64)
+            self._misses = np.zeros(shape, np.int64)
+            self._resident = np.zeros(shape, bool)
+            self._last_use = np.zeros(shape, np.int64)
+            self._last_miss = np.zeros(shape, np.int64)
+            self._step = 0
+            self._io_wait = 0.0
+            self._prefetch_issued = 0
+            self._prefetch_used = 0
+            self._prompt_tps = 0.0
+            self._generation_tps = 0.0
+            self._cache_used = 0
+            self._cache_peak = 0
+            self._slot_bytes = 0
+            self._budget = 0
+            self._resident_weights = 0
+
+    # ---- writers (engine thread, reader threads) ------------------------------
+
+    def set_model(self, info: ModelInfo | None, slot_bytes: int = 0, read_stats=None) -> None:
+        with self._lock:
+            self._model = info
+            self._slot_bytes = slot_bytes
+            self._budget = info.cache_budget_bytes if info else 0
+            self._resident_weights = info.resident_bytes if info else 0
+            self._read_stats = read_stats
+
+    def set_state(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            self._error = error
+
+    def begin_step(self) -> int:
+        with self._lock:
+            self._step += 1
+            return self._step
+
+    def record_access(self, row: int, experts: np.ndarray, missed: Iterable[int]) -> None:
+        missed = list(missed)
+        with self._lock:
+            self._last_use[row, experts] = self._step
+            self._hits[row, experts] += 1
+            if missed:
+                self._hits[row, missed] -= 1
+                self._misses[row, missed] += 1
+                self._last_miss[row, missed] = self._step
+
+    def set_resident(self, keys: Iterable[tuple[int, int]], resident: bool) -> None:
+        with self._lock:
+            for row, expert in keys:
+                self._resident[row, expert] = resident
+
+    def record_cache(self, used_slots: int, peak_slots: int) -> None:
+        with self._lock:
+            self._cache_used = used_slots
+            self._cache_peak = peak_slots
+
+    def add_io_wait(self, seconds: float) -> None:
+        with self._lock:
+            self._io_wait += seconds
+
+    def record_prefetch(self, issued: int, used: int) -> None:
+        with self._lock:
+            self._prefetch_issued = issued
+            self._prefetch_used = used
+
+    def record_speed(self, prompt_tps: float | None = None, generation_tps: float | None = None) -> None:
+        with self._lock:
+            if prompt_tps is not None:
+                self._prompt_tps = prompt_tps
+            if generation_tps is not None:
+                self._generation_tps = generation_tps
+
+    # ---- readers -------------------------------------------------------------
+
+    def totals(self) -> dict:
+        """Scalar counters (cheap): what per-request stats are computed from."""
+        with self._lock:
+            stats = self._read_stats
+            return {
+                "hits": int(self._hits.sum()),
+                "misses": int(self._misses.sum()),
+                "io_wait_seconds": self._io_wait,
+                "bytes_read": stats.bytes_read if stats else 0,
+                "cache_peak_bytes": self._cache_peak * self._slot_bytes,
+                "prefetch_issued": self._prefetch_issued,
+                "prefetch_used": self._prefetch_used,
+                "step": self._step,
+            }
+
+    def snapshot(self, mlx_active_bytes: int = 0) -> TelemetrySnapshot:
+        rss = self._process.memory_info().rss
+        with self._lock:
+            stats = self._read_stats
+            return TelemetrySnapshot(
+                state=self._state,
+                step=self._step,
+                moe_layers=self._moe_layers,
+                hits=self._hits.copy(),
+                misses=self._misses.copy(),
+                resident=self._resident.copy(),
+                last_use_step=self._last_use.copy(),
+                last_miss_step=self._last_miss.copy(),
+                bytes_read=stats.bytes_read if stats else 0,
+                reads=stats.reads if stats else 0,
+                read_seconds=stats.read_seconds if stats else 0.0,
+                io_wait_seconds=self._io_wait,
+                prefetch_issued=self._prefetch_issued,
+                prefetch_used=self._prefetch_used,
+                prompt_tps=self._prompt_tps,
+                generation_tps=self._generation_tps,
+                rss_bytes=rss,
+                peak_rss_bytes=max(rss, peak_rss_bytes()),
+                mlx_active_bytes=mlx_active_bytes,
+                cache_bytes=self._cache_used * self._slot_bytes,
+                cache_peak_bytes=self._cache_peak * self._slot_bytes,
+                cache_budget_bytes=self._budget,
+                resident_weight_bytes=self._resident_weights,
+                model=self._model,
+                error=self._error,
+            )
