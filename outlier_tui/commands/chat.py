@@ -1,0 +1,61 @@
+"""`outlier chat`: the full-screen chat app, or with --plain (or piped input) the line-mode chat."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "chat with a model (full-screen app; --plain or piped input for line mode)"
+
+
+def _positive_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the cache size must be more than 0 MiB")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the full-screen app and the plain mode."""
+    parser.add_argument("--model", metavar="DIR",
+                        help="an mlx-community MoE model folder (default: the built-in demo model, built on first use)")
+    parser.add_argument("--cache-mb", metavar="MB", type=_positive_mb,
+                        help="expert-cache budget in MiB (default: chosen by the engine)")
+    parser.add_argument("--theme", metavar="NAME",
+                        help="colour theme (app: a theme from themes/; --plain: a Pygments style for code)")
+    parser.add_argument("--plain", action="store_true",
+                        help="line-mode chat instead of the full-screen app (automatic when stdin is not a terminal)")
+    parser.add_argument("--chat", metavar="ID",
+                        help="continue chat ID ('last': the most recent; 'new': a new saved chat, also for piped input)")
+    parser.add_argument("--no-stats", action="store_true",
+                        help="plain mode: no stats line after each answer")
+    parser.add_argument("--max-tokens", metavar="N", type=_positive_int,
+                        help="longest answer in tokens (default: the engine's)")
+    parser.add_argument("--temperature", metavar="T", type=float,
+                        help="sampling temperature (default 0: greedy)")
+    parser.add_argument("--fake-engine", action="store_true",
+                        help="use the scripted fake engine, no model (UI demos and tests)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plain mode when asked for or when stdin is a pipe; the Textual app otherwise."""
+    if getattr(args, "plain", False) or not sys.stdin.isatty():
+        from outlier_tui.plain.main import run_plain
+
+        return run_plain(args)
+    from outlier_tui.app import run_app
+
+    return run_app(args)

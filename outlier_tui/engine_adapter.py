@@ -1,0 +1,20 @@
+"""The one place outlier_tui constructs an engine.
+
+Keeping the import here means the UIs never pull MLX in unless a real model
+is used, and tests or UI demos can swap in the scripted FakeEngine.
+"""
+
+from __future__ import annotations
+
+from engine.api import EngineClient
+
+
+def make_engine(fake: bool = False) -> EngineClient:
+    """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no model needed)."""
+    if fake:
+        from engine.fake import FakeEngine
+
+        return FakeEngine()
+    from engine import Engine
+
+    return Engine()

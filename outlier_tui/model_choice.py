@@ -1,0 +1,34 @@
+"""Which model folder a UI opens: the one the user named, or the embedded demo model.
+
+Both UIs call resolve_model_dir so that `--model` means the same everywhere
+and a missing folder fails with the same one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from engine.errors import CheckpointError
+
+ProgressFn = Callable[[float, str], None]
+
+
+def resolve_model_dir(model: Optional[str], on_progress: Optional[ProgressFn] = None) -> Path:
+    """The model folder to load; builds the demo model (once, with progress) when model is None.
+
+    on_progress(fraction 0..1, message) reports the demo build. A named folder
+    is only checked for existence here; the engine validates its contents.
+    """
+    if model:
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise CheckpointError(f"Model folder {path} does not exist: pass --model with an mlx-community model folder.")
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is not a folder: pass --model with an mlx-community model folder.")
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path} has no config.json: pass --model with an mlx-community model folder.")
+        return path.resolve()
+    from engine.demo import ensure_demo_model
+
+    return Path(ensure_demo_model(on_progress=on_progress))

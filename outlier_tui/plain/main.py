@@ -1,0 +1,166 @@
+"""Start-up of the plain mode: read the arguments, open the store, load the model, run.
+
+Interactive when standard input is a terminal, pipe mode otherwise. Every
+failure ends as `outlier: <one line>` on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional, TextIO
+
+from engine.api import GenerationParams, LoadProgress
+from engine.errors import OutlierError
+from outlier_tui.store import ConversationStore
+
+
+class UsageError(OutlierError):
+    """A bad command-line value (e.g. --chat naming no chat)."""
+
+
+class ProgressLine:
+    """Model build/load progress on stderr: one rewritten line on a terminal, else a line per step."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = _isatty(stream)
+        self._last = ""
+        self._dirty = False
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self._tty:
+            line = f"\r\x1b[K{fraction:4.0%} {message}"
+            self._dirty = True
+        elif message != self._last:
+            line = f"{fraction:4.0%} {message}\n"
+        else:
+            return
+        self._last = message
+        self._stream.write(line)
+        self._stream.flush()
+
+    def load_progress(self, progress: LoadProgress) -> None:
+        """Adapter for the engine's on_progress (a LoadProgress object)."""
+        self(progress.fraction, progress.message)
+
+    def done(self) -> None:
+        if self._dirty:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._dirty = False
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def choose_chat(store: ConversationStore, value: Optional[str], interactive: bool,
+                question: str = "") -> Optional[int]:
+    """--chat ID|last|new → the chat to continue (None: a new chat in the REPL, nothing saved in a pipe)."""
+    if value is None:
+        return None
+    if value == "new":
+        if interactive:
+            return None
+        from outlier_tui.plain.session import title_from
+
+        return store.create_chat(title_from(question)).id
+    if value == "last":
+        chats = store.list_chats()
+        if not chats:
+            raise UsageError("--chat last: there are no saved chats yet.")
+        return chats[0].id
+    try:
+        return store.get_chat(int(value)).id
+    except (ValueError, KeyError):
+        raise UsageError(f"--chat {value}: no such chat (use an id from /chats, 'last' or 'new').") from None
+
+
+def params_from(args: argparse.Namespace) -> GenerationParams:
+    """Generation settings from the command line (engine defaults where not given)."""
+    defaults = GenerationParams()
+    max_tokens = getattr(args, "max_tokens", None)
+    temperature = getattr(args, "temperature", None)
+    return GenerationParams(
+        max_tokens=max_tokens if max_tokens is not None else defaults.max_tokens,
+        temperature=temperature if temperature is not None else defaults.temperature,
+    )
+
+
+def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
+              stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
+    """The plain chat: interactive on a terminal, pipe mode when stdin is not one."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        return _run(args, stdin, stdout, stderr)
+    except OutlierError as exc:
+        stderr.write(f"outlier: {_first_line(exc)}\n")
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        if os.environ.get("OUTLIER_DEBUG"):
+            traceback.print_exc(file=stderr)
+        from outlier_tui.plain.turn import one_line
+
+        stderr.write(f"outlier: {one_line(exc)} (set OUTLIER_DEBUG=1 for details)\n")
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from outlier_tui.engine_adapter import make_engine
+    from outlier_tui.model_choice import resolve_model_dir
+
+    interactive = _isatty(stdin)
+    question = ""
+    if not interactive:
+        question = stdin.read().rstrip()
+        if not question.strip():
+            raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
+    fake = bool(getattr(args, "fake_engine", False))
+    progress = ProgressLine(stderr)
+    with ConversationStore() as store:
+        chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
+        model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
+        progress.done()
+        cache_mb = getattr(args, "cache_mb", None)
+        cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
+        engine = make_engine(fake=fake)
+        try:
+            try:
+                info = engine.load(str(model_dir), cache_bytes=cache_bytes,
+                                   on_progress=progress.load_progress).result()
+            finally:
+                progress.done()
+            params = params_from(args)
+            show_stats = not getattr(args, "no_stats", False)
+            if not interactive:
+                from outlier_tui.plain.pipe import run_pipe
+
+                return run_pipe(engine, question, stdout, stderr, store=store, chat_id=chat_id,
+                                params=params, show_stats=show_stats)
+            from outlier_tui.plain.render import pygments_style, wants_color
+            from outlier_tui.plain.session import PlainSession
+
+            session = PlainSession(
+                engine, store, chat_id=chat_id, params=params, show_stats=show_stats,
+                color=wants_color(stdout), style=pygments_style(getattr(args, "theme", None)),
+                out=stdout, err=stderr, model_name=Path(info.path).name,
+            )
+            return session.run()
+        finally:
+            engine.close()

@@ -1,0 +1,63 @@
+"""Human-readable engine statistics for the plain REPL: one line per answer, a table for /stats."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from engine.api import GenerationStats, TelemetrySnapshot
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB': short enough for a one-line summary."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _hit_rate(hits: int, misses: int) -> str:
+    total = hits + misses
+    return f"{hits / total:.0%}" if total else "n/a"
+
+
+def answer_line(stats: GenerationStats, rss_bytes: Optional[int] = None) -> str:
+    """The one-line summary printed after each answer."""
+    parts = [
+        f"{stats.generation_tokens} tok",
+        f"{stats.generation_tps:.1f} tok/s",
+        f"prompt {stats.prompt_tokens} tok @ {stats.prompt_tps:.0f} tok/s",
+        f"experts {_hit_rate(stats.expert_hits, stats.expert_misses)} hit "
+        f"({stats.expert_hits} hits, {stats.expert_misses} misses)",
+        f"RSS {human_bytes(rss_bytes if rss_bytes else stats.peak_rss_bytes)}",
+    ]
+    return " · ".join(parts)
+
+
+def snapshot_table(snap: TelemetrySnapshot, last: Optional[GenerationStats] = None) -> str:
+    """The /stats report: throughput, expert cache, reads and memory."""
+    hits, misses = int(snap.hits.sum()), int(snap.misses.sum())
+    rows: list[tuple[str, str]] = []
+    if snap.model is not None:
+        m = snap.model
+        rows.append(("model", f"{m.path} ({m.model_type}, {len(m.moe_layers)} MoE layers × "
+                              f"{m.num_experts} experts, top-{m.top_k})"))
+    rows.append(("state", snap.state + (f" — {snap.error}" if snap.error else "")))
+    rows.append(("speed", f"generation {snap.generation_tps:.1f} tok/s, prompt {snap.prompt_tps:.0f} tok/s"))
+    if last is not None:
+        rows.append(("last answer", f"{last.generation_tokens} tok, first token after "
+                                    f"{last.time_to_first_token:.2f} s, {last.expert_hits} hits / "
+                                    f"{last.expert_misses} misses"))
+    rows.append(("experts", f"{hits} hits, {misses} misses, hit rate {_hit_rate(hits, misses)}"))
+    avg = f", avg {snap.read_seconds / snap.reads * 1000:.1f} ms/read" if snap.reads else ""
+    rows.append(("SSD reads", f"{snap.reads} reads, {human_bytes(snap.bytes_read)}{avg}, "
+                              f"decoder waited {snap.io_wait_seconds:.2f} s"))
+    if snap.prefetch_issued:
+        rows.append(("prefetch", f"{snap.prefetch_used} of {snap.prefetch_issued} used"))
+    rows.append(("memory", f"RSS {human_bytes(snap.rss_bytes)} (peak {human_bytes(snap.peak_rss_bytes)}), "
+                           f"resident weights {human_bytes(snap.resident_weight_bytes)}"))
+    slots = f", {snap.model.cache_slots} slots" if snap.model is not None else ""
+    rows.append(("expert cache", f"{human_bytes(snap.cache_bytes)} of {human_bytes(snap.cache_budget_bytes)} "
+                                 f"budget (peak {human_bytes(snap.cache_peak_bytes)}){slots}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
