@@ -1,0 +1,42 @@
+"""Where the app reads user settings (themes, keymap) from.
+
+One place decides the config directory so themes and keymap agree, and tests
+can point it elsewhere with OUTLIER_CONFIG_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["config_dir", "read_toml", "ConfigError"]
+
+
+class ConfigError(Exception):
+    """A user config file exists but cannot be used; the message is one line."""
+
+
+def config_dir() -> Path:
+    """The user's Outlier config folder; OUTLIER_CONFIG_DIR overrides it."""
+    override = os.environ.get("OUTLIER_CONFIG_DIR")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("outlier"))
+
+
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file, turning every failure into a one-line ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None

@@ -1,0 +1,91 @@
+"""Turns successive telemetry snapshots into the numbers the memory pane shows.
+
+Pure (the caller passes the clock reading), so rates derived from counter
+deltas, like SSD MB/s, are deterministic in tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from engine.api import TelemetrySnapshot
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+RATE_WINDOW_S = 1.0  # SSD throughput is averaged over about this long
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in binary units with three significant-ish digits: '812 MiB', '5.50 GiB'."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            if unit == "B":
+                return f"{int(n)} B"
+            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}" if abs(n) < 100 \
+                else f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # unreachable; keeps type checkers calm
+
+
+def sparkline(values: list[float], width: int) -> str:
+    """The last `width` values as block characters scaled between their min and max.
+
+    A flat series is drawn at mid height, so "no change" looks different from "low".
+    """
+    if width <= 0:
+        return ""
+    shown = values[-width:]
+    if not shown:
+        return ""
+    low, top = min(shown), max(shown)
+    if top - low <= 1e-9 * max(abs(top), 1.0):
+        return SPARK_CHARS[len(SPARK_CHARS) // 2 - 1] * len(shown)
+    steps = len(SPARK_CHARS) - 1
+    return "".join(SPARK_CHARS[int(round((v - low) / (top - low) * steps))] for v in shown)
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    """One frame of the memory pane."""
+
+    rss_bytes: int
+    peak_rss_bytes: int
+    rss_history: tuple[float, ...]
+    mlx_active_bytes: int
+    cache_bytes: int
+    cache_budget_bytes: int
+    resident_weight_bytes: int
+    prompt_tps: float
+    generation_tps: float
+    read_bytes_per_s: float
+    bytes_read: int
+    io_wait_seconds: float
+    state: str
+
+
+class MemoryHistory:
+    """Keeps the RSS history and recent bytes_read samples between snapshots."""
+
+    def __init__(self, history: int = 240) -> None:
+        self._rss: deque[float] = deque(maxlen=history)
+        self._reads: deque[tuple[float, int]] = deque()
+
+    def update(self, snap: TelemetrySnapshot, now: float) -> MemoryView:
+        """Fold one snapshot taken at clock reading `now` into the history."""
+        self._rss.append(float(snap.rss_bytes))
+        if self._reads and snap.bytes_read < self._reads[-1][1]:
+            self._reads.clear()  # counters restarted (a new model was loaded)
+        self._reads.append((now, snap.bytes_read))
+        while len(self._reads) > 2 and now - self._reads[1][0] >= RATE_WINDOW_S:
+            self._reads.popleft()
+        (t0, b0), (t1, b1) = self._reads[0], self._reads[-1]
+        rate = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        return MemoryView(
+            rss_bytes=snap.rss_bytes, peak_rss_bytes=snap.peak_rss_bytes,
+            rss_history=tuple(self._rss), mlx_active_bytes=snap.mlx_active_bytes,
+            cache_bytes=snap.cache_bytes, cache_budget_bytes=snap.cache_budget_bytes,
+            resident_weight_bytes=snap.resident_weight_bytes, prompt_tps=snap.prompt_tps,
+            generation_tps=snap.generation_tps, read_bytes_per_s=rate,
+            bytes_read=snap.bytes_read, io_wait_seconds=snap.io_wait_seconds, state=snap.state,
+        )

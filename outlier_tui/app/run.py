@@ -1,0 +1,50 @@
+"""run_app(args): wire the real engine, store and model choice into the app."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.api import GenerationParams
+
+
+def params_from_args(args: argparse.Namespace) -> GenerationParams:
+    """Generation settings from `outlier chat` options (defaults suit coding answers)."""
+    values: dict = {"max_tokens": getattr(args, "max_tokens", None) or 2048}
+    temperature = getattr(args, "temperature", None)
+    if temperature is not None:
+        values["temperature"] = temperature
+    return GenerationParams(**values)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Run the full-screen app until the user quits; returns the exit status."""
+    from outlier_tui.app.main import OutlierApp
+    from outlier_tui.engine_adapter import make_engine
+    from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.store import ConversationStore, StoreError
+
+    try:
+        store = ConversationStore()
+    except StoreError as exc:
+        print(f"outlier: {exc}")
+        return 1
+    fake = bool(getattr(args, "fake_engine", False))
+    engine = make_engine(fake=fake)
+    cache_mb = getattr(args, "cache_mb", None)
+    model = getattr(args, "model", None)
+    resolver = None if fake else resolve_model_dir
+    try:
+        app = OutlierApp(
+            engine, store,
+            model_dir=model or ("fake-model" if fake else None),
+            cache_bytes=int(cache_mb * 2**20) if cache_mb else None,
+            theme=getattr(args, "theme", None),
+            chat=getattr(args, "chat", None),
+            resolve_model=resolver,
+            params=params_from_args(args),
+        )
+        app.run()
+        return int(app.return_code or 0)
+    finally:
+        engine.close()
+        store.close()

@@ -1,0 +1,277 @@
+"""Pilot tests of the chat: send, stream, cancel, chats, export, clipboard, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.fake import FakeEngine
+from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
+from outlier_tui.app.prompt_input import PromptInput
+from outlier_tui.app.screens import ChatListScreen, InputDialog
+from outlier_tui.app.status_bar import ModelStatus, TopBar
+from app_helpers import ready, send
+
+LONG = " ".join(f"word{i}" for i in range(200))
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    """Poll until predicate() is true (tests never assert on wall-clock speed)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_send_streams_answer_and_saves_it(make_app, store):
+    engine = FakeEngine(script=["Hello **there**!\n\n```python\nprint(1)\n```"])
+    app = make_app(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "Say hi")
+        assert app.query_one(PromptInput).text == ""
+        msgs = store.messages(app.chat.id)
+        assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "complete")]
+        assert msgs[1].content.startswith("Hello **there**!")
+        assert engine.requests[0][0] == [{"role": "user", "content": "Say hi"}]
+        answer = app.query_one(ChatLog).last_answer()
+        assert answer.status == "complete" and "tokens" in str(answer.query_one(".note").render())
+        assert app.chat.title == "Say hi"  # first message names the chat
+        assert "Say hi" in str(app.query_one(TopBar).render())
+
+
+async def test_newline_key_does_not_send(make_app, store):
+    app = make_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("a", "ctrl+j", "b")
+        assert app.query_one(PromptInput).text == "a\nb"
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        assert store.messages(app.chat.id)[0].content == "a\nb"
+
+
+async def test_answer_streams_in_pieces(make_app):
+    engine = FakeEngine(script=[LONG], token_delay=0.01)
+    app = make_app(engine)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "go", wait=False)
+        await wait_for(lambda: (a := app.query_one(ChatLog).last_answer()) is not None
+                       and "word5 " in a.text)
+        answer = app.query_one(ChatLog).last_answer()
+        assert answer.status == "partial" and app.generating
+        assert "word199" not in answer.text
+        await app.workers.wait_for_complete()
+        assert answer.status == "complete" and answer.text.endswith("word199")
+        assert not app.generating
+
+
+async def test_escape_cancels_and_keeps_partial_answer(make_app, store):
+    engine = FakeEngine(script=[LONG, "second"], token_delay=0.01)
+    app = make_app(engine)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "long one", wait=False)
+        await wait_for(lambda: "word3 " in (app.query_one(ChatLog).last_answer() or
+                                           AssistantMessage()).text)
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        answer = store.messages(app.chat.id)[-1]
+        assert answer.status == "cancelled"
+        assert answer.content.startswith("word0 word1 word2 word3") and "word199" not in answer.content
+        widget = app.query_one(ChatLog).last_answer()
+        assert widget.status == "cancelled" and "stopped" in str(widget.query_one(".note").render())
+        # The next request carries the kept text, so the engine's KV prefix stays valid.
+        await send(pilot, "next")
+        sent = engine.requests[-1][0]
+        assert sent[1] == {"role": "assistant", "content": answer.content}
+        assert sent[-1] == {"role": "user", "content": "next"}
+
+
+async def test_new_chat_switch_and_delete(make_app, store):
+    app = make_app(FakeEngine(script=["first answer", "second answer"]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "first chat")
+        first = app.chat.id
+        await pilot.press("ctrl+n")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.chat.id != first and not app.query(UserMessage)
+        await send(pilot, "second chat")
+        second = app.chat.id
+        assert len(store.list_chats()) == 2
+
+        await pilot.press("ctrl+o")
+        assert isinstance(app.screen, ChatListScreen)
+        await pilot.press("down", "enter")  # newest first: the first chat is second
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.chat.id == first
+        assert [w.text for w in app.query(UserMessage)] == ["first chat"]
+        assert app.query_one(ChatLog).last_answer().text == "first answer"
+
+        await pilot.press("ctrl+o")
+        await pilot.press("d")  # highlighted: the current (first) chat
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert [c.id for c in store.list_chats()] == [second]
+        assert app.chat.id == second
+
+
+async def test_rename_export_and_system_prompt(make_app, store, tmp_path):
+    engine = FakeEngine(script=["one", "two"])
+    app = make_app(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "hello")
+        await pilot.press("ctrl+r")
+        dialog = app.screen
+        assert isinstance(dialog, InputDialog)
+        dialog.query_one("Input").value = "Renamed"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert store.get_chat(app.chat.id).title == "Renamed"
+
+        await pilot.press("ctrl+t")
+        app.screen.query_one("#dialog-text").insert("Answer in French.")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert store.get_chat(app.chat.id).system_prompt == "Answer in French."
+        await send(pilot, "again")
+        assert engine.requests[-1][0][0] == {"role": "system", "content": "Answer in French."}
+
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, InputDialog)
+        await pilot.press("enter")  # accept the default path
+        await pilot.pause()
+        exported = tmp_path / "exports" / f"outlier-{app.chat.id}-renamed.md"
+        text = exported.read_text()
+        assert text.startswith("# Renamed") and "## You\n\nhello" in text and "Answer in French." in text
+
+
+async def test_copy_last_answer_and_code_block(make_app):
+    app = make_app(FakeEngine(script=["Use:\n\n```python\nx = 1\n```\n\nDone."]))
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+g")  # nothing yet: a warning, no crash
+        await send(pilot, "code please")
+        await pilot.press("ctrl+g")
+        assert app.clipboard.startswith("Use:") and app.clipboard.endswith("Done.")
+        await pilot.press("ctrl+f")
+        assert app.clipboard == "x = 1\n"
+
+
+async def test_theme_switch_from_command_palette(make_app):
+    app = make_app(theme="outlier-dark")
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        assert app.theme == "outlier-dark"
+        await pilot.press("ctrl+p")
+        await pilot.press(*"outlier-light")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.theme == "outlier-light"
+        assert app.current_theme.dark is False
+
+
+async def test_every_action_is_in_the_palette(make_app):
+    app = make_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        actions = {action for _, _, action in app.palette_commands()}
+        bound = {b.action for b in app.BINDINGS}
+        assert bound <= actions | {"quit"}
+        assert "delete_chat" in actions and "set_theme('outlier-light')" in actions
+
+
+async def test_user_keymap_remaps_bindings(make_app, tmp_path):
+    keymap = tmp_path / "keymap.toml"
+    keymap.write_text('new_chat = "f9"\n')
+    app = make_app(keymap_file=keymap)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        first = app.chat.id
+        await send(pilot, "x")
+        await pilot.press("f9")
+        await app.workers.wait_for_complete()
+        assert app.chat.id != first
+        assert "[f9]" in dict((t, h) for t, h, _ in app.palette_commands())["New chat"]
+
+
+async def test_load_error_is_shown_and_another_folder_can_be_loaded(make_app, store):
+    reason = "Model folder /nope does not exist: pass --model with an mlx-community model folder."
+    engine = FakeEngine(fail_with=reason)
+    app = make_app(engine, model_dir="/nope")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await ready(pilot)
+        status = app.query_one(ModelStatus)
+        assert app.model_state == "error" and status.display
+        assert reason in str(status.render())
+        await send(pilot, "anyone there?")
+        assert app.query_one(PromptInput).text == "anyone there?"  # kept, not lost
+        assert store.messages(app.chat.id) == []
+        await pilot.press("ctrl+n")  # still usable
+        await app.workers.wait_for_complete()
+
+        engine.fail_with = None
+        app.query_one(PromptInput).clear()
+        await pilot.press("ctrl+l")
+        dialog = app.screen
+        assert isinstance(dialog, InputDialog)
+        dialog.query_one("Input").value = "/models/good"
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.model_state == "ready" and not status.display
+        assert app.model_info.path == "/models/good"
+        await send(pilot, "now?")
+        assert store.messages(app.chat.id)[-1].status == "complete"
+
+
+async def test_error_in_the_middle_of_an_answer(make_app, store):
+    engine = FakeEngine(script=["one two three four five"], fail_generate_after=3)
+    app = make_app(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "fail please")
+        answer = store.messages(app.chat.id)[-1]
+        assert answer.status == "error" and answer.content == "one two three "
+        widget = app.query_one(ChatLog).last_answer()
+        note = str(widget.query_one(".note").render())
+        assert widget.status == "error" and "simulated I/O error" in note
+        assert not app.generating
+        engine.fail_generate_after = None
+        await send(pilot, "retry")  # the app recovers
+        assert store.messages(app.chat.id)[-1].status == "complete"
+
+
+async def test_partial_answer_is_saved_while_streaming(make_app, store):
+    clock = iter(range(10_000))
+    engine = FakeEngine(script=[LONG], token_delay=0.01)
+    app = make_app(engine, clock=lambda: float(next(clock)), save_interval=1.0)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "stream", wait=False)
+        await wait_for(lambda: len(store.messages(app.chat.id)) == 2
+                       and "word4 " in store.messages(app.chat.id)[1].content)
+        user, answer = store.messages(app.chat.id)
+        assert (user.status, answer.status) == ("complete", "partial")
+        await pilot.press("escape")
+        await app.workers.wait_for_complete()
+
+
+async def test_history_shows_interrupted_answers(make_app, store):
+    chat = store.create_chat("Old")
+    store.add_message(chat.id, "user", "question")
+    store.add_message(chat.id, "assistant", "half an ans", status="partial")
+    app = make_app(chat=str(chat.id))
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        widget = app.query_one(ChatLog).last_answer()
+        assert widget.text == "half an ans"
+        assert "interrupted" in str(widget.query_one(".note").render())

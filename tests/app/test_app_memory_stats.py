@@ -1,0 +1,48 @@
+"""Memory-pane numbers: byte formatting, sparkline, SSD MB/s from bytes_read deltas."""
+
+from __future__ import annotations
+
+from engine.api import TelemetrySnapshot
+from outlier_tui.app.memory_stats import SPARK_CHARS, MemoryHistory, human_bytes, sparkline
+
+
+def test_human_bytes():
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(5 * 2**20) == "5.00 MiB"
+    assert human_bytes(220 * 2**30) == "220 GiB"
+    assert human_bytes(5.5 * 2**30) == "5.50 GiB"
+
+
+def test_sparkline_scales_between_min_and_max_and_keeps_the_tail():
+    line = sparkline([0, 1, 2, 3, 4, 5, 6, 7, 100, 200], width=3)
+    assert line == SPARK_CHARS[0] + SPARK_CHARS[3] + SPARK_CHARS[-1]
+    assert len(set(sparkline([5.0] * 10, 10))) == 1
+    assert sparkline([], 5) == "" and sparkline([1.0], 0) == ""
+
+
+def snap(bytes_read: int, rss: int = 100) -> TelemetrySnapshot:
+    return TelemetrySnapshot(state="generating", step=1, bytes_read=bytes_read, rss_bytes=rss)
+
+
+def test_read_rate_from_deltas_over_about_a_second():
+    history = MemoryHistory()
+    assert history.update(snap(0), now=0.0).read_bytes_per_s == 0.0
+    history.update(snap(50 << 20), now=0.5)
+    view = history.update(snap(100 << 20), now=1.0)
+    assert view.read_bytes_per_s == 100 << 20
+    # Older samples drop out of the window: only the last second counts.
+    view = history.update(snap(100 << 20), now=2.5)
+    assert view.read_bytes_per_s == 0.0
+
+
+def test_counter_restart_does_not_give_negative_rates():
+    history = MemoryHistory()
+    history.update(snap(500), now=0.0)
+    assert history.update(snap(10), now=0.1).read_bytes_per_s == 0.0
+
+
+def test_rss_history_is_bounded():
+    history = MemoryHistory(history=3)
+    for i in range(5):
+        view = history.update(snap(0, rss=i), now=float(i))
+    assert view.rss_history == (2.0, 3.0, 4.0)
