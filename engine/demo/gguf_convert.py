@@ -279,7 +279,7 @@ def write_dense(gguf_path: Path, out_dir: Path, progress: Progress | None = None
     cfg["attention_bias"] = False
     specs = [TensorSpec(k, v.dtype, tuple(v.shape)) for k, v in tensors.items()]
     write_checkpoint(
-        out_dir, specs, tensors.items(), max_shard_bytes=2 << 30,
+        out_dir, specs, tensors.items(), shards=1,
         on_tensor=lambda done, total: progress(0.1 + 0.85 * done / total, "writing the dense model"),
     )
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -35,18 +35,15 @@ class TensorSpec:
         return int(math.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-def plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:
-    """Split specs, in order, into shards of at most max_shard_bytes (a single
-    tensor larger than that gets a shard of its own)."""
-    shards: list[list[TensorSpec]] = [[]]
-    size = 0
+def plan_shards(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
+    """Split specs, in order, into at most `shards` runs of about equal bytes."""
+    total = sum(s.nbytes for s in specs) or 1
+    out: list[list[TensorSpec]] = [[] for _ in range(max(1, shards))]
+    offset = 0
     for spec in specs:
-        if shards[-1] and size + spec.nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += spec.nbytes
-    return shards
+        out[min(len(out) - 1, offset * len(out) // total)].append(spec)
+        offset += spec.nbytes
+    return [s for s in out if s]
 
 
 def _header(specs: list[TensorSpec]) -> bytes:
@@ -68,14 +65,15 @@ def write_checkpoint(
     out_dir: Path,
     specs: list[TensorSpec],
     tensors: Iterable[tuple[str, np.ndarray]],
-    max_shard_bytes: int,
+    shards: int = 1,
     on_tensor=None,
 ) -> list[str]:
-    """Write `tensors` (yielded in the order of `specs`) as model.safetensors or
-    as model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json.
+    """Write `tensors` (yielded in the order of `specs`) as model.safetensors
+    (shards=1) or as about equal model-0000i-of-0000n.safetensors shards plus
+    model.safetensors.index.json.
     on_tensor(bytes_written_so_far, total_bytes) is called after each tensor.
     Returns the file names written."""
-    shards = plan_shards(specs, max_shard_bytes)
+    shards = plan_shards(specs, shards)
     n = len(shards)
     names = (
         ["model.safetensors"]
