@@ -1,9 +1,9 @@
-"""The engine thread: the one owner of all MLX work.
+"""The engine: one thread owns all MLX work.
 
 Since mlx 0.31 MLX streams belong to the thread that made them, so loading,
-prefill and decode all run here; callers talk to it through a request queue
-and get Futures or EventStreams back. Cancellation is an Event checked
-between tokens.
+prefill and decode all run on one long-lived thread; callers get Futures or
+EventStreams back and never block on the model. Cancellation is an Event
+checked between tokens.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import queue
 import threading
 import traceback
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from engine.api import (
@@ -30,37 +29,67 @@ from engine.events import EventStream
 from engine.telemetry import Telemetry
 
 
-@dataclass
-class _Request:
-    kind: str  # "load" | "generate" | "reset" | "stop"
-    args: tuple = ()
-    future: Future | None = None
-    stream: EventStream | None = None
+class MLXThread:
+    """The process's one MLX thread, shared by every Engine, alive until exit.
+
+    It never ends on purpose: with mlx 0.32, once a thread that created MLX
+    streams (mlx-lm makes one when imported) has exited, the process aborts at
+    interpreter shutdown ("terminate called without an active exception").
+    An idle daemon thread blocked on its queue exits cleanly.
+    """
+
+    _shared: "MLXThread | None" = None
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> "MLXThread":
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="outlier-mlx", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            fn, future = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # delivered to whoever waits on the future
+                future.set_exception(exc)
 
 
 class Engine:
-    """Thread-safe facade; every public method returns immediately."""
+    """Thread-safe facade; every public method returns immediately. All MLX
+    work runs, in submission order, on the shared MLXThread."""
 
     def __init__(self, *, reader_threads: int = 4, prefetch: bool = False, policy: str = "lru",
                  compute_dtype: Any = "auto", record_trace: bool = False) -> None:
         self._options = dict(reader_threads=reader_threads, prefetch=prefetch, policy=policy,
                              compute_dtype=compute_dtype, record_trace=record_trace)
         self.telemetry = Telemetry()
-        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._mlx = MLXThread.shared()
         self._cancels: set[threading.Event] = set()  # of requests not finished yet
         self._cancels_lock = threading.Lock()
         self._loaded = None
         self._conversation = None
-        self._thread = threading.Thread(target=self._serve, name="outlier-engine", daemon=True)
-        self._thread.start()
+        self._closed = False
 
     # ---- public API (any thread) ------------------------------------------------
 
     def load(self, model_dir: str, cache_bytes: int | None = None,
              on_progress: Callable[[LoadProgress], None] | None = None) -> Future:
-        future: Future = Future()
-        self._requests.put(_Request("load", (str(model_dir), cache_bytes, on_progress), future))
-        return future
+        return self._mlx.submit(lambda: self._load(str(model_dir), cache_bytes, on_progress))
 
     def generate(self, messages: Sequence[Message],
                  params: GenerationParams = GenerationParams()) -> EventStream:
@@ -68,8 +97,8 @@ class Engine:
         cancel = threading.Event()
         with self._cancels_lock:
             self._cancels.add(cancel)
-        self._requests.put(_Request("generate", ([dict(m) for m in messages], params, cancel),
-                                    stream=stream))
+        messages = [dict(m) for m in messages]
+        self._mlx.submit(lambda: self._generate(messages, params, cancel, stream))
         return stream
 
     def cancel(self) -> None:
@@ -78,57 +107,37 @@ class Engine:
                 event.set()
 
     def reset(self) -> Future:
-        future: Future = Future()
-        self._requests.put(_Request("reset", (), future))
-        return future
+        return self._mlx.submit(lambda: self._conversation and self._conversation.clear())
 
     def snapshot(self) -> TelemetrySnapshot:
         active = 0
-        try:
+        if self._loaded is not None:
             import mlx.core as mx
 
             active = mx.get_active_memory()
-        except (ImportError, AttributeError):
-            pass
         return self.telemetry.snapshot(mlx_active_bytes=active)
 
     def run_on_engine(self, fn: Callable[[Any], Any]) -> Future:
-        """Run fn(loaded_model) on the engine thread (tests, benchmarks)."""
-        future: Future = Future()
-        self._requests.put(_Request("call", (fn,), future))
-        return future
+        """Run fn(loaded_model) on the MLX thread (tests, benchmarks)."""
+        return self._mlx.submit(lambda: fn(self._loaded))
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Cancel what runs and free the model; waits so nothing computes at exit."""
+        if self._closed:
+            return
+        self._closed = True
         self.cancel()
-        if self._thread.is_alive():
-            done: Future = Future()
-            self._requests.put(_Request("stop", (), done))
-            self._thread.join(timeout=30)
+        try:
+            self._mlx.submit(self._unload).result(timeout=timeout)
+        except TimeoutError:
+            pass
 
-    # ---- engine thread ----------------------------------------------------------
+    # ---- on the MLX thread --------------------------------------------------------
 
-    def _serve(self) -> None:
-        while True:
-            request = self._requests.get()
-            if request.kind == "stop":
-                self._unload()
-                request.future.set_result(None)
-                return
-            handler = getattr(self, f"_handle_{request.kind}")
-            try:
-                handler(request)
-            except Exception as exc:  # keep serving whatever one request did
-                message = _one_line(exc)
-                if request.stream is not None:
-                    request.stream.put(GenerationFailed(message))
-                elif request.future is not None and not request.future.done():
-                    request.future.set_exception(exc if isinstance(exc, OutlierError) else OutlierError(message))
-
-    def _handle_load(self, request: _Request) -> None:
+    def _load(self, path: str, cache_bytes: int | None, on_progress) -> ModelInfo:
         from engine.generation import Conversation
         from engine.loader import load_streamed_model
 
-        path, cache_bytes, on_progress = request.args
         self._unload()
         self.telemetry.set_state("loading")
 
@@ -141,49 +150,37 @@ class Engine:
                                                on_progress=progress, **self._options)
         except Exception as exc:
             self.telemetry.set_state("error", _one_line(exc))
-            raise
+            if isinstance(exc, OutlierError):
+                raise
+            raise OutlierError(_one_line(exc)) from exc
         self._conversation = Conversation()
         self.telemetry.set_state("idle")
-        request.future.set_result(self._loaded.info)
+        return self._loaded.info
 
-    def _handle_generate(self, request: _Request) -> None:
+    def _generate(self, messages, params, cancel: threading.Event, stream: EventStream) -> None:
         from engine.generation import generate
 
-        messages, params, cancel = request.args
-        stream = request.stream
         try:
-            self._generate(messages, params, cancel, stream)
+            if self._loaded is None:
+                raise EngineStateError(
+                    "No model is loaded yet: wait for loading to finish or pick a model folder.")
+            self.telemetry.set_state("generating")
+            try:
+                stats, cancelled = generate(
+                    self._loaded, self._conversation, messages, params, cancel,
+                    lambda text, token: stream.put(TextDelta(text, token)),
+                )
+            except BaseException:
+                self._conversation.clear()  # a half-run forward left the KV cache inconsistent
+                raise
+            finally:
+                self.telemetry.set_state("idle")
+            stream.put(GenerationDone(stats, cancelled=cancelled))
+        except Exception as exc:  # every failure ends the stream; the thread keeps serving
+            stream.put(GenerationFailed(_one_line(exc)))
         finally:
             with self._cancels_lock:
                 self._cancels.discard(cancel)
-
-    def _generate(self, messages, params, cancel, stream) -> None:
-        from engine.generation import generate
-
-        if self._loaded is None:
-            stream.put(GenerationFailed(str(EngineStateError(
-                "No model is loaded yet: wait for loading to finish or pick a model folder."))))
-            return
-        self.telemetry.set_state("generating")
-        try:
-            stats, cancelled = generate(
-                self._loaded, self._conversation, messages, params, cancel,
-                lambda text, token: stream.put(TextDelta(text, token)),
-            )
-        except Exception:
-            self._conversation.clear()  # a half-run forward left the KV cache inconsistent
-            self.telemetry.set_state("idle")
-            raise
-        self.telemetry.set_state("idle")
-        stream.put(GenerationDone(stats, cancelled=cancelled))
-
-    def _handle_reset(self, request: _Request) -> None:
-        if self._conversation is not None:
-            self._conversation.clear()
-        request.future.set_result(None)
-
-    def _handle_call(self, request: _Request) -> None:
-        request.future.set_result(request.args[0](self._loaded))
 
     def _unload(self) -> None:
         if self._loaded is not None:

@@ -1,0 +1,88 @@
+"""`outlier generate`: one prompt in, the streamed answer on stdout.
+
+Progress and errors go to stderr; errors are one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+HELP = "Answer one prompt with a local MoE model and print the answer as it streams."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="DIR", help="mlx-community model folder (default: the demo MoE)")
+    parser.add_argument("--prompt", required=True, help="the prompt text ('-' reads standard input)")
+    parser.add_argument("--max-tokens", type=int, default=256, metavar="N")
+    parser.add_argument("--temp", type=float, default=0.0, metavar="T", help="sampling temperature (0: greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
+    parser.add_argument("--seed", type=int, default=None, metavar="S")
+    parser.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                        help="expert-cache budget in MiB (default: chosen from free memory)")
+    parser.add_argument("--no-chat-template", action="store_true",
+                        help="feed the prompt verbatim instead of as one user message")
+    parser.add_argument("--prefetch", action="store_true",
+                        help="speculatively read the next layer's experts (off by default)")
+    parser.add_argument("--reader-threads", type=int, default=4, metavar="N",
+                        help="concurrent SSD reads (default 4)")
+    parser.add_argument("--stats-json", metavar="PATH", help="write generation statistics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, OutlierError, TextDelta
+    from outlier_tui.model_choice import resolve_model_dir
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.max_tokens < 1:
+        return _fail("--max-tokens must be at least 1")
+    engine = None
+    try:
+        model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
+        engine = Engine(prefetch=args.prefetch, reader_threads=args.reader_threads)
+        cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
+        engine.load(str(model_dir), cache_bytes).result()
+        params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
+                                  seed=args.seed, chat_template=not args.no_chat_template)
+        for event in engine.generate([{"role": "user", "content": prompt}], params):
+            if isinstance(event, TextDelta):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, GenerationFailed):
+                sys.stdout.write("\n")
+                return _fail(event.message)
+            elif isinstance(event, GenerationDone):
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                if args.stats_json:
+                    stats = asdict(event.stats)
+                    stats["tokens"] = list(stats["tokens"])
+                    Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
+        return 0
+    except OutlierError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def _fail(message: str) -> int:
+    print(f"outlier: {message}", file=sys.stderr)
+    return 1
+
+
+def _progress_bar(label: str):
+    def show(fraction: float, message: str) -> None:
+        width = 30
+        filled = int(width * max(0.0, min(1.0, fraction)))
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {message[:40]:<40}")
+        if fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show

@@ -1,0 +1,73 @@
+"""`outlier generate` as a user runs it: a subprocess, stdout, exit codes, --stats-json."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlx.core as mx
+
+from checkpoints import resident_oracle
+
+STATS_KEYS = {"tokens", "prompt_tokens", "generation_tokens", "prompt_tps", "generation_tps",
+              "peak_rss_bytes", "cache_budget_bytes", "cache_peak_bytes", "expert_hits",
+              "expert_misses", "bytes_read", "io_wait_seconds"}
+
+
+def outlier(*args):
+    return subprocess.run([sys.executable, "-m", "outlier_tui.cli", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def _oracle_raw_tokens(path, prompt, n):
+    model, tok = resident_oracle(path)
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    logits = model(mx.array([tok.encode(prompt)]), cache=cache)[:, -1, :]
+    out = []
+    for _ in range(n):
+        t = int(mx.argmax(logits, -1).item())
+        if t in tok.eos_token_ids:
+            break
+        out.append(t)
+        logits = model(mx.array([[t]]), cache=cache)[:, -1, :]
+    return out
+
+
+def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
+    path = checkpoint_factory("qwen3_moe")
+    stats_path = tmp_path / "stats.json"
+    result = outlier("generate", "--model", str(path), "--prompt", "Hello, world",
+                     "--max-tokens", "16", "--no-chat-template", "--cache-mb", "0.05",
+                     "--stats-json", str(stats_path))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(stats_path.read_text())
+    assert STATS_KEYS <= set(stats)
+    assert stats["tokens"] == _oracle_raw_tokens(path, "Hello, world", 16)
+    assert stats["generation_tokens"] == len(stats["tokens"])
+    assert stats["cache_budget_bytes"] == int(0.05 * 1024 * 1024)
+    assert 0 < stats["cache_peak_bytes"] <= stats["cache_budget_bytes"]
+    assert stats["expert_misses"] > 0 and stats["bytes_read"] > 0
+    assert "Traceback" not in result.stderr
+
+
+def test_generate_with_chat_template(checkpoint_factory):
+    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "hi",
+                     "--max-tokens", "4", "--temp", "0.7", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_model_path_is_one_line(tmp_path):
+    result = outlier("generate", "--model", str(tmp_path / "nowhere"), "--prompt", "hi")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("outlier: ") and "nowhere" in lines[0]
+    assert result.stdout == ""
+
+
+def test_budget_too_small_says_what_works(checkpoint_factory):
+    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "hi",
+                     "--cache-mb", "0.001")
+    assert result.returncode == 1
+    assert "--cache-mb" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,114 @@
+"""Cache bookkeeping and eviction policies, checked against brute force."""
+
+import itertools
+import random
+
+import pytest
+
+from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, make_policy
+from engine.errors import BudgetError
+from engine.expert_cache import ExpertCache
+
+
+def simulate(trace, slots, policy):
+    """Replay single-key calls through the real cache bookkeeping; returns hits."""
+    cache = ExpertCache(slots, policy)
+    hits = 0
+    for key in trace:
+        plan = cache.plan([key])
+        hits += plan.hits
+        cache.loaded([key])
+    return hits
+
+
+def brute_force_optimal_hits(trace, slots):
+    """Best possible hits over every eviction choice (tiny traces only)."""
+    best = 0
+
+    def go(i, resident, hits):
+        nonlocal best
+        if i == len(trace):
+            best = max(best, hits)
+            return
+        key = trace[i]
+        if key in resident:
+            go(i + 1, resident, hits + 1)
+        elif len(resident) < slots:
+            go(i + 1, resident | {key}, hits)
+        else:
+            for victim in resident:
+                go(i + 1, (resident - {victim}) | {key}, hits)
+
+    go(0, frozenset(), 0)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_belady_is_optimal(seed):
+    rng = random.Random(seed)
+    trace = [rng.randrange(5) for _ in range(11)]
+    assert simulate(trace, 2, BeladyPolicy(trace)) == brute_force_optimal_hits(trace, 2)
+
+
+def test_lru_evicts_least_recently_used():
+    cache = ExpertCache(2, LRUPolicy())
+    for key in ["a", "b", "a", "c"]:  # c evicts b (a was used after b)
+        cache.plan([key]); cache.loaded([key])
+    assert set(cache.resident_keys()) == {"a", "c"}
+
+
+def test_lfu_evicts_least_frequently_used():
+    cache = ExpertCache(2, LFUPolicy())
+    for key in ["a", "a", "a", "b", "c"]:
+        cache.plan([key]); cache.loaded([key])
+    assert set(cache.resident_keys()) == {"a", "c"}
+
+
+def test_never_evicts_what_the_call_needs():
+    cache = ExpertCache(3, LRUPolicy())
+    plan = cache.plan(["a", "b", "c"])
+    assert sorted(plan.slots) == [0, 1, 2] and len(plan.loads) == 3
+    cache.loaded(["a", "b", "c"])
+    plan = cache.plan(["c", "d", "a"])  # must evict b, the only key not in this call
+    assert set(cache.resident_keys()) == {"a", "c", "d"}
+    assert plan.hits == 2
+
+
+def test_prefetch_never_evicts_current_call_or_loading_keys():
+    cache = ExpertCache(2, LRUPolicy())
+    cache.plan(["a", "b"])
+    cache.mark_loading(["a", "b"], ticket=None)
+    assert cache.plan_prefetch(["x"]) == []
+    cache.loaded(["a", "b"])
+    assert cache.plan_prefetch(["x"]) == []  # a and b are still protected by the current call
+    cache.plan(["a"])  # next call: b may now go
+    loads = cache.plan_prefetch(["x"])
+    assert loads and loads[0][0] == "x" and set(cache.resident_keys()) == {"a", "x"}
+    cache.plan(["x"])
+    assert cache.prefetch_used == 1 and cache.prefetch_issued == 1
+
+
+def test_call_larger_than_cache_is_refused():
+    with pytest.raises(BudgetError):
+        ExpertCache(2).plan(["a", "b", "c"])
+
+
+def test_failed_read_frees_the_slot():
+    cache = ExpertCache(2)
+    cache.plan(["a"])
+    cache.drop(["a"])
+    assert cache.resident_keys() == [] and cache.used == 0
+
+
+def test_lru_close_to_optimal_on_a_local_trace():
+    rng = random.Random(1)
+    hot = list(range(8))
+    trace = [rng.choice(hot) if rng.random() < 0.8 else rng.randrange(64) for _ in range(2000)]
+    lru = simulate(trace, 12, LRUPolicy())
+    opt = simulate(trace, 12, BeladyPolicy(trace))
+    assert opt >= lru > 0
+
+
+def test_unknown_policy_name():
+    with pytest.raises(ValueError):
+        make_policy("fifo-ish")
