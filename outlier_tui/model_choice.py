@@ -29,6 +29,9 @@ def resolve_model_dir(model: Optional[str], on_progress: Optional[ProgressFn] = 
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} has no config.json: pass --model with an mlx-community model folder.")
         return path.resolve()
-    from engine.demo import ensure_demo_model
-
+    try:
+        from engine.demo import ensure_demo_model
+    except ImportError:
+        raise CheckpointError("The built-in demo model is not available in this install: "
+                              "pass --model with an mlx-community model folder.") from None
     return Path(ensure_demo_model(on_progress=on_progress))

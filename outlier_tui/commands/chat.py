@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stats", action="store_true",
                         help="plain mode: no stats line after each answer")
     parser.add_argument("--max-tokens", metavar="N", type=_positive_int,
-                        help="longest answer in tokens (default: the engine's)")
+                        help="longest answer in tokens (default 2048)")
     parser.add_argument("--temperature", metavar="T", type=float,
                         help="sampling temperature (default 0: greedy)")
     parser.add_argument("--fake-engine", action="store_true",

@@ -83,14 +83,18 @@ def choose_chat(store: ConversationStore, value: Optional[str], interactive: boo
         raise UsageError(f"--chat {value}: no such chat (use an id from /chats, 'last' or 'new').") from None
 
 
+# Chat answers (code, explanations) run longer than the engine's generic default;
+# the full-screen app uses the same limit.
+CHAT_MAX_TOKENS = 2048
+
+
 def params_from(args: argparse.Namespace) -> GenerationParams:
-    """Generation settings from the command line (engine defaults where not given)."""
-    defaults = GenerationParams()
+    """Generation settings from the command line (chat defaults where not given)."""
     max_tokens = getattr(args, "max_tokens", None)
     temperature = getattr(args, "temperature", None)
     return GenerationParams(
-        max_tokens=max_tokens if max_tokens is not None else defaults.max_tokens,
-        temperature=temperature if temperature is not None else defaults.temperature,
+        max_tokens=max_tokens if max_tokens is not None else CHAT_MAX_TOKENS,
+        temperature=temperature if temperature is not None else GenerationParams().temperature,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 from typing import Optional, TextIO
 
 from prompt_toolkit import PromptSession
@@ -262,8 +261,3 @@ class PlainSession:
             raise
         except Exception as exc:
             collector.fail(one_line(exc))
-
-    def history_path(self) -> Optional[Path]:
-        """The input-history file, if this session keeps one on disk."""
-        history = self.prompt.history
-        return Path(history.filename) if isinstance(history, FileHistory) else None
