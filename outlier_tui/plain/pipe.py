@@ -14,7 +14,7 @@ from outlier_tui.plain.stats import answer_line
 from outlier_tui.plain.turn import AnswerCollector, TurnResult, one_line
 from outlier_tui.store import ConversationStore
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 
 
 def ask_once(
@@ -55,6 +55,11 @@ def ask_once(
     except KeyboardInterrupt:
         engine.cancel()
         collector.cancel()
+    except BrokenPipeError:  # the reader went away (`| head`): stop generating, keep what was said
+        engine.cancel()
+        collector.cancel()
+        collector.finish()
+        raise
     except Exception as exc:
         collector.fail(one_line(exc))
     renderer.finish()
@@ -74,9 +79,13 @@ def run_pipe(
     params: GenerationParams = GenerationParams(),
     show_stats: bool = True,
 ) -> int:
-    """Answer one piped question; returns 0, 1 (failed) or 130 (interrupted)."""
-    result = ask_once(engine, question, out, store=store, chat_id=chat_id, params=params,
-                      color=wants_color(out))
+    """Answer one piped question; returns 0, 1 (failed), 130 (interrupted) or 141 (stdout closed)."""
+    try:
+        result = ask_once(engine, question, out, store=store, chat_id=chat_id, params=params,
+                          color=wants_color(out))
+    except BrokenPipeError:
+        _silence(out)
+        return EXIT_BROKEN_PIPE
     if result.stats is not None and show_stats:
         err.write(answer_line(result.stats) + "\n")
     if chat_id is not None:
@@ -88,3 +97,18 @@ def run_pipe(
         err.write("outlier: interrupted\n")
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _silence(out: TextIO) -> None:
+    """Point a closed stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+    import sys
+
+    if out is not sys.stdout:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -198,6 +198,8 @@ class PlainSession:
     async def send(self, text: str) -> TurnResult:
         """Send one user message (saved before generation starts) and stream the answer."""
         chat_id = self.ensure_chat(text)
+        if not self.store.messages(chat_id) and self.store.get_chat(chat_id).title == "New chat":
+            self.store.rename_chat(chat_id, title_from(text))  # made by /system before any message
         self.store.add_message(chat_id, "user", text)
         messages = self.store.engine_messages(chat_id)
         answer_id = self.store.add_message(chat_id, "assistant", "", status="partial")

@@ -26,6 +26,7 @@ def test_system_set_show_clear(driver, engine, store):
     assert engine.requests[0][0][0] == {"role": "system", "content": "You are a pirate."}
     assert engine.requests[1][0][0]["role"] == "user"  # cleared
     assert store.get_chat(store.list_chats()[0].id).system_prompt == ""
+    assert store.list_chats()[0].title == "ahoy"  # named by the first message, not by /system
 
 
 def test_multiline_system_prompt(driver, engine, store):

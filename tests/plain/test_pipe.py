@@ -50,6 +50,33 @@ def test_run_pipe_failure_exits_1_with_one_line():
     assert err.getvalue().startswith("outlier: Reading experts") and err.getvalue().count("\n") == 1
 
 
+class ClosedAfter(io.StringIO):
+    """A stdout whose reader goes away after `n` writes (like `| head -c 5`)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def write(self, text: str) -> int:
+        if self.n <= 0:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.n -= 1
+        return super().write(text)
+
+
+def test_closed_stdout_stops_generation_quietly(store):
+    engine = FakeEngine(script=[" ".join(["word"] * 200)], token_delay=0.001)
+    engine.load("fake").result()
+    chat = store.create_chat()
+    out, err = ClosedAfter(3), io.StringIO()
+    assert run_pipe(engine, "q", out, err, store=store, chat_id=chat.id, show_stats=False) == 141
+    assert err.getvalue() == ""
+    assert out.getvalue() == "word word word "
+    answer = store.messages(chat.id)[-1]
+    assert answer.status == "cancelled" and answer.content.startswith("word word word word")
+    engine.close()
+
+
 def test_run_plain_pipe_saves_only_with_chat(store):
     out, err = io.StringIO(), io.StringIO()
     assert run_plain(fake_args(), stdin=io.StringIO("one-off\n"), stdout=out, stderr=err) == 0
