@@ -102,7 +102,7 @@ def generate(
     eos = set(tok.eos_token_ids)
     generated: list[int] = []
     cancelled = False
-    first_token_at = decode_start = time.perf_counter()
+    first_token_at = time.perf_counter()
     while True:
         token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
         token_id = int(token.item())

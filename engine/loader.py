@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten, tree_map
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles
-from engine.errors import BudgetError, CheckpointError, OutlierError, UnsupportedModelError
+from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
 from engine.slot_pool import SlotPool, TensorSpec
@@ -97,18 +97,16 @@ def load_streamed_model(
 
     streamer = reader = None
     moe_layers = tuple(layer for layer, _, _ in rows)
-    slot_bytes = total_expert_bytes = num_experts = top_k = slots = 0
-    budget = 0
+    slot_bytes = total_expert_bytes = num_experts = top_k = slots = budget = 0
     if rows:
-        first_files = rows[0][2]
-        num_experts = first_files.num_experts
+        num_experts = rows[0][2].num_experts
         top_k = _top_k(config)
         specs = _pool_specs(rows, compute_dtype)
         slot_bytes = SlotPool.slot_nbytes(specs)
         total_expert_bytes = slot_bytes * num_experts * len(rows)
 
-    # Resident part: everything the model still holds (the experts were swapped out).
-    for layer, (parent, attr, switch), files in [(r[0], r[1], r[2]) for r in rows]:
+    # Resident part: everything the model still holds once the experts are swapped out.
+    for _, (parent, attr, _switch), _ in rows:
         setattr(parent, attr, _Placeholder())
     resident_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     progress(0.25, f"loading {resident_bytes / MB:.0f} MB of resident weights")
@@ -119,8 +117,11 @@ def load_streamed_model(
 
     if rows:
         minimum = top_k * slot_bytes
-        budget = auto_cache_bytes(total_expert_bytes, resident_bytes) if cache_bytes is None else cache_bytes
-        budget = min(max(budget, minimum), total_expert_bytes) if cache_bytes is None else budget
+        if cache_bytes is None:
+            budget = min(max(auto_cache_bytes(total_expert_bytes, resident_bytes), minimum),
+                         total_expert_bytes)
+        else:
+            budget = cache_bytes
         if budget < minimum:
             raise BudgetError(
                 f"A cache of {budget / MB:.1f} MB cannot hold one layer's {top_k} experts; "
@@ -295,5 +296,3 @@ def _num_layers(config: dict) -> int:
     cfg = config.get("text_config", config)
     return int(cfg.get("num_hidden_layers", cfg.get("n_layers", 0)))
 
-
-__all__ = ["LoadedModel", "load_streamed_model", "auto_cache_bytes", "default_compute_dtype", "OutlierError"]

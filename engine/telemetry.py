@@ -9,7 +9,6 @@ from __future__ import annotations
 import resource
 import sys
 import threading
-from dataclasses import replace
 from typing import Iterable
 
 import numpy as np
