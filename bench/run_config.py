@@ -1,0 +1,141 @@
+"""One benchmark configuration in its own process (peak RSS is per process,
+MLX memory is released at exit). The orchestrator runs, e.g.:
+
+    python -m bench.run_config streamed --model DIR --cache-bytes N --prefetch 0 \
+        --tokens 64 --passes 2 --json out.json
+
+Modes: `probe` (model sizes, for choosing budgets), `streamed` (the engine),
+`resident` (mlx-lm with every weight in memory, same decode loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+
+from bench import measure, pagecache
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result = {"probe": _probe, "streamed": _streamed, "resident": _resident}[args.mode](args)
+    result["peak_rss_bytes"] = measure.process_peak_rss()
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run_config")
+    p.add_argument("mode", choices=["probe", "streamed", "resident"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--json", required=True, help="where to write the figures")
+    p.add_argument("--cache-bytes", type=int, default=0)
+    p.add_argument("--prefetch", type=int, choices=[0, 1], default=0)
+    p.add_argument("--reader-threads", type=int, default=4)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--passes", type=int, default=2, help="pass 1 cold, later passes warm cache")
+    p.add_argument("--no-drop", action="store_true", help="leave the page cache alone between passes")
+    p.add_argument("--profile", help="write cProfile stats of the last pass here (text)")
+    return p
+
+
+def _probe(args) -> dict:
+    from engine.loader import load_streamed_model
+
+    loaded = load_streamed_model(args.model, cache_bytes=None)
+    try:
+        info = loaded.info
+        rows = [loaded.index.moe_layers[layer] for layer in info.moe_layers]
+        disk_expert = sum(t.expert_nbytes for t in rows[0].tensors.values()) if rows else 0
+        return {
+            "model_type": info.model_type, "num_layers": info.num_layers,
+            "moe_layers": len(info.moe_layers), "num_experts": info.num_experts, "top_k": info.top_k,
+            "expert_bytes": info.expert_bytes, "total_expert_bytes": info.total_expert_bytes,
+            "resident_bytes": info.resident_bytes, "disk_expert_bytes": disk_expert,
+            "reads_per_expert": len(rows[0].tensors) if rows else 0,
+            "files": [str(f) for f in sorted(loaded.index.file_sizes)],
+            "file_bytes": sum(loaded.index.file_sizes.values()),
+        }
+    finally:
+        loaded.close()
+
+
+def _streamed(args) -> dict:
+    from engine.loader import load_streamed_model
+
+    from bench import optimal
+
+    files = measure.model_files(args.model)
+    telemetry = measure.StepTelemetry()
+    start = time.perf_counter()
+    loaded = load_streamed_model(args.model, cache_bytes=args.cache_bytes, prefetch=bool(args.prefetch),
+                                 record_trace=True, reader_threads=args.reader_threads,
+                                 telemetry=telemetry)
+    load_s = time.perf_counter() - start
+    try:
+        before = (lambda i: None) if args.no_drop else (lambda i: pagecache.drop(files))
+        profiler = cProfile.Profile() if args.profile else None
+        passes, offsets, tokens = _run(loaded, telemetry, args, before, profiler)
+        trace = loaded.streamer.cache.trace
+        slots = loaded.info.cache_slots
+        replay = optimal.compare(trace, slots, count_from=offsets[-1]) if trace else None
+        return {
+            "mode": "streamed", "cache_bytes": args.cache_bytes, "cache_slots": slots,
+            "prefetch": bool(args.prefetch), "reader_threads": args.reader_threads,
+            "load_s": load_s, "passes": passes, "tokens": tokens, "replay": replay,
+            "trace_accesses": len(trace),
+        }
+    finally:
+        loaded.close()
+
+
+def _resident(args) -> dict:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_lm.utils import load
+
+    from engine.api import ModelInfo
+    from engine.checkpoint import CheckpointIndex
+    from engine.loader import LoadedModel
+
+    start = time.perf_counter()
+    model, tokenizer = load(args.model)
+    half = (mx.float16, mx.bfloat16)
+    model.update(tree_map(lambda a: a.astype(mx.float32) if a.dtype in half else a, model.parameters()))
+    mx.eval(model.parameters())
+    load_s = time.perf_counter() - start
+    index = CheckpointIndex.open(args.model)
+    weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    info = ModelInfo(path=str(index.path), model_type=index.model_type, num_layers=0, moe_layers=(),
+                     num_experts=0, top_k=0, expert_bytes=0, total_expert_bytes=0,
+                     resident_bytes=weight_bytes, cache_budget_bytes=0, cache_slots=0)
+    telemetry = measure.StepTelemetry()
+    loaded = LoadedModel(model, tokenizer, dict(index.config), info, index, None, None, telemetry)
+    profiler = cProfile.Profile() if args.profile else None
+    passes, _, tokens = _run(loaded, telemetry, args, lambda i: None, profiler)
+    return {"mode": "resident", "load_s": load_s, "weight_bytes": weight_bytes, "passes": passes,
+            "tokens": tokens}
+
+
+def _run(loaded, telemetry, args, before, profiler):
+    """All passes; the last one under the profiler when asked."""
+    if profiler is None or args.passes < 2:
+        return measure.run_passes(loaded, telemetry, args.tokens, args.passes, before)
+    passes, offsets, _ = measure.run_passes(loaded, telemetry, args.tokens, args.passes - 1, before)
+    profiler.enable()
+    last, last_offsets, tokens = measure.run_passes(loaded, telemetry, args.tokens, 1, before)
+    profiler.disable()
+    stream = open(args.profile, "w")
+    with stream:
+        pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
+    return passes + last, offsets + [last_offsets[0]], tokens
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`outlier bench`: measure the engine against a resident mlx-lm run, the raw
+disk and the optimal cache, side by side in one run; print a Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
+
+QUICK = dict(tokens=24, passes=2, raw_mb=256, prefetch_budgets=[25.0])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="DIR", help="mlx-community MoE folder (default: the demo MoE)")
+    parser.add_argument("--budgets", default="100,50,25,10", metavar="LIST",
+                        help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)")
+    parser.add_argument("--tokens", type=int, default=None, metavar="N",
+                        help="tokens decoded per pass (default 96, --quick 24)")
+    parser.add_argument("--passes", type=int, default=None, metavar="N",
+                        help="passes per configuration: 1 cold + N-1 warm (default 3, --quick 2)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="repeat every configuration N times round-robin; report medians")
+    parser.add_argument("--reader-threads", type=int, default=4, metavar="N")
+    parser.add_argument("--memcap-mb", type=float, default=1024, metavar="MB",
+                        help="memory limit for the cgroup runs (0 skips them)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer tokens and passes, prefetch on at 25%% only: a few minutes")
+    parser.add_argument("--json", metavar="PATH", help="write every figure and the five ratios as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG of tok/s and hit rate against budget")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import orchestrate, report
+    from bench.workload import parse_budgets
+    from engine.errors import OutlierError
+    from outlier_tui.model_choice import resolve_model_dir
+
+    try:
+        budgets = parse_budgets(args.budgets)
+    except ValueError as exc:
+        return _fail(f"--budgets: {exc}")
+    for name in ("tokens", "passes", "rounds", "reader_threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return _fail(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        model_dir = resolve_model_dir(args.model, on_progress=_progress_line)
+    except OutlierError as exc:
+        return _fail(str(exc))
+    opts = orchestrate.Options(
+        model_dir=Path(model_dir), budgets=budgets,
+        tokens=args.tokens or (QUICK["tokens"] if args.quick else 96),
+        passes=args.passes or (QUICK["passes"] if args.quick else 3),
+        rounds=args.rounds,
+        prefetch_budgets=QUICK["prefetch_budgets"] if args.quick else None,
+        reader_threads=args.reader_threads,
+        raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,
+        memcap_bytes=int(args.memcap_mb * 1024 * 1024) if args.memcap_mb > 0 else None,
+        command="outlier bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"]
+        else "outlier bench",
+        progress=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
+    )
+    try:
+        result = orchestrate.run(opts)
+    except (RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(report.markdown(result))
+    if args.json:
+        report.write_json(result, args.json)
+    if args.plot:
+        from bench.plot import write_plot
+
+        write_plot(result, args.plot)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"outlier: {message}", file=sys.stderr)
+    return 1
+
+
+def _progress_line(fraction: float, message: str) -> None:
+    sys.stderr.write(f"\rbuilding demo model {fraction:4.0%} {message[:50]:<50}")
+    if fraction >= 1.0:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
