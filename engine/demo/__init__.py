@@ -11,13 +11,14 @@ from engine.demo.build import (
     ensure_demo_model,
     ensure_dense_model,
 )
-from engine.demo.errors import DemoBuildError
+from engine.demo.errors import DemoBuildError, DemoDownloadError
 from engine.demo.paths import cache_root, dense_model_dir, moe_model_dir
 
 __all__ = [
     "DEFAULT_EXPERTS",
     "DEFAULT_TOP_K",
     "DemoBuildError",
+    "DemoDownloadError",
     "build_demo_model",
     "cache_root",
     "dense_model_dir",

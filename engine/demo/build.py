@@ -45,7 +45,7 @@ def ensure_demo_model(
     final = paths.moe_model_dir(experts, top_k)
     if _complete(final, COMPLETE_MARKER):
         return final
-    return build_demo_model(final, experts, top_k, on_progress)
+    return build_demo_model(final, experts, top_k, on_progress, replace_incomplete=True)
 
 
 def build_demo_model(
@@ -54,9 +54,11 @@ def build_demo_model(
     top_k: int = DEFAULT_TOP_K,
     on_progress: ProgressFn | None = None,
     force: bool = False,
+    replace_incomplete: bool = False,
 ) -> Path:
-    """Build the MoE demo checkpoint into out_dir (replacing a previous demo
-    build there only when force is set)."""
+    """Build the MoE demo checkpoint into out_dir. A finished demo build there
+    is kept unless force is set; any other non-empty folder there is an error
+    unless replace_incomplete is set (the cache folder's own leftovers)."""
     _check_shape(experts, top_k)
     out_dir = Path(out_dir).expanduser().absolute()
     progress = Progress(on_progress)
@@ -64,7 +66,12 @@ def build_demo_model(
         if _complete(out_dir, COMPLETE_MARKER) and not force:
             progress(1.0, f"demo model ready in {out_dir}")
             return out_dir
-        if out_dir.exists() and any(out_dir.iterdir()) and not _complete(out_dir, COMPLETE_MARKER):
+        if (
+            out_dir.exists()
+            and not replace_incomplete
+            and (not out_dir.is_dir() or any(out_dir.iterdir()))
+            and not _complete(out_dir, COMPLETE_MARKER)
+        ):
             raise DemoBuildError(f"{out_dir} exists and is not a demo model; choose another --out folder")
         dense_dir = _ensure_dense(progress.part(0.0, 0.18))
         with _staging(out_dir) as tmp:
@@ -270,4 +277,7 @@ def _replace(tmp: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)

