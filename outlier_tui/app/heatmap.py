@@ -1,8 +1,8 @@
 """The expert-cache heatmap: one strip per row of layers, one cell per bin of experts.
 
-Cells: background = how hot the bin's hottest resident expert is (recently
-used, often hit); "·" = used before but evicted; "▪" on the miss colour = a
-miss since the previous frame. Right of each row: that row's hit rate.
+Cells: background = how much of the bin is resident and how hot its resident
+experts are (recently used, often hit); "·" = used before but evicted; a "▪"
+in the miss colour = a miss since the previous frame (at least the latest step). Right of each row: that row's hit rate.
 Fed by `show(snapshot)` from the app's telemetry timer, never per token.
 """
 
@@ -15,6 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.color import Color, ColorParseError
 from textual.strip import Strip
+from textual.theme import Theme
 from textual.widget import Widget
 
 from engine.api import TelemetrySnapshot
@@ -26,10 +27,29 @@ MISS_GLYPH = "▪"
 EVICTED_GLYPH = "·"
 
 
-class HeatPalette:
-    """Rich styles for the heatmap cells, derived from the current theme."""
+KIND_EMPTY, KIND_EVICTED, KIND_MISS, KIND_RESIDENT, KIND_RESIDENT_MISS = range(5)
 
-    def __init__(self, variables: dict[str, str]) -> None:
+
+def cell_codes(heat: np.ndarray, resident: np.ndarray, missed: np.ndarray,
+               used: np.ndarray) -> np.ndarray:
+    """One int per cell: kind * 100 + heat level * 10 + resident level (equal code, equal look)."""
+    h = np.minimum((heat * HEAT_LEVELS).astype(np.int64), HEAT_LEVELS - 1)
+    r = np.minimum((resident * RESIDENT_LEVELS).astype(np.int64), RESIDENT_LEVELS - 1)
+    kind = np.where(resident > 0, np.where(missed, KIND_RESIDENT_MISS, KIND_RESIDENT),
+                    np.where(missed, KIND_MISS, np.where(used, KIND_EVICTED, KIND_EMPTY)))
+    shading = np.where(resident > 0, h * 10 + r, 0)
+    return kind * 100 + shading
+
+
+class HeatPalette:
+    """Rich styles for the heatmap cells, derived from the current theme.
+
+    Resident cells follow a three-stop ramp (heat-warm → heat-mid → heat-hot)
+    chosen to stay saturated, and fade toward heat-cold when only part of the
+    bin is resident.
+    """
+
+    def __init__(self, variables: dict[str, str], base: Style | None = None) -> None:
         def pick(*names: str, default: str) -> Color:
             for name in names:
                 try:
@@ -40,27 +60,60 @@ class HeatPalette:
 
         self.cold = pick("heat-cold", "panel", default="#202830")
         self.warm = pick("heat-warm", "primary", default="#3070a0")
+        self.mid = pick("heat-mid", "success", default="#3fb08a")
         self.hot = pick("heat-hot", "accent", default="#f0c040")
         self.miss = pick("heat-miss", "error", default="#e05060")
         self.text = pick("foreground", default="#e0e0e0")
-        self.muted = self.cold.blend(self.text, 0.45)
+        self.muted = self.cold.blend(self.text, 0.55)
+        self.base = base or Style()  # the widget's own colours, under labels and blanks
         self._cells: dict[tuple[int, int], Style] = {}
+        self._by_code: dict[int, tuple[str, Style]] = {}
         self.empty = Style(bgcolor=self.cold.rich_color)
         self.evicted = Style(color=self.muted.rich_color, bgcolor=self.cold.rich_color)
-        self.missed = Style(color=self.text.rich_color, bgcolor=self.miss.rich_color, bold=True)
-        self.label = Style(color=self.muted.rich_color)
-        self.rate = Style(color=self.text.rich_color)
+        self.miss_mark = Style(color=self.miss.rich_color, bold=True)
+        self.label = self.base + Style(color=self.muted.rich_color)
+        self.rate = self.base + Style(color=self.text.rich_color)
+
+    def cell(self, code: int) -> tuple[str, Style]:
+        """Glyph and style for a cell code from `cell_codes`."""
+        found = self._by_code.get(code)
+        if found is None:
+            kind, h, r = code // 100, (code // 10) % 10, code % 10
+            if kind == KIND_RESIDENT:
+                found = (" ", self.resident(h / (HEAT_LEVELS - 1), (r + 0.5) / RESIDENT_LEVELS))
+            elif kind == KIND_RESIDENT_MISS:
+                style = self.resident(h / (HEAT_LEVELS - 1), (r + 0.5) / RESIDENT_LEVELS)
+                found = (MISS_GLYPH, style + self.miss_mark)
+            elif kind == KIND_MISS:
+                found = (MISS_GLYPH, self.empty + self.miss_mark)
+            elif kind == KIND_EVICTED:
+                found = (EVICTED_GLYPH, self.evicted)
+            else:
+                found = (" ", self.empty)
+            self._by_code[code] = found
+        return found
+
+    @classmethod
+    def for_theme(cls, theme: Theme, base: Style | None = None) -> "HeatPalette":
+        """The palette for `theme` (its generated colours plus its own variables)."""
+        return cls({**theme.to_color_system().generate(), **theme.variables}, base)
+
+    def ramp(self, heat: float) -> Color:
+        """warm at 0, mid at 0.5, hot at 1."""
+        if heat <= 0.5:
+            return self.warm.blend(self.mid, heat * 2)
+        return self.mid.blend(self.hot, (heat - 0.5) * 2)
 
     def resident(self, heat: float, fraction: float) -> Style:
-        """Background for a bin with `fraction` resident and hottest expert `heat`."""
+        """Background for a bin with `fraction` resident whose resident experts have `heat`."""
         h = min(HEAT_LEVELS - 1, int(heat * HEAT_LEVELS))
         r = min(RESIDENT_LEVELS - 1, int(fraction * RESIDENT_LEVELS))
         key = (h, r)
         style = self._cells.get(key)
         if style is None:
-            base = self.cold.blend(self.warm, 0.4 + 0.6 * (r + 1) / RESIDENT_LEVELS)
-            colour = base.blend(self.hot, h / (HEAT_LEVELS - 1))
-            style = self._cells[key] = Style(bgcolor=colour.rich_color)
+            colour = self.ramp(h / (HEAT_LEVELS - 1))
+            paleness = 0.6 * (1 - (r + 1) / RESIDENT_LEVELS)
+            style = self._cells[key] = Style(bgcolor=colour.blend(self.cold, paleness).rich_color)
         return style
 
 
@@ -116,13 +169,13 @@ class ExpertHeatmap(Widget):
         if self._lines is None or self._lines_size != (width, height):
             self._lines = self._build(width, height)
             self._lines_size = (width, height)
-        return self._lines[y] if y < len(self._lines) else Strip.blank(width)
+        return self._lines[y] if y < len(self._lines) else Strip.blank(width, self.rich_style)
 
     # ---- building the frame ------------------------------------------------
 
     def _build(self, width: int, height: int) -> list[Strip]:
         if self._palette is None:
-            self._palette = HeatPalette(self.app.theme_variables)
+            self._palette = HeatPalette.for_theme(self.app.current_theme, self.rich_style)
         pal = self._palette
         snap = self._snapshot
         layers, experts = snap.hits.shape if snap is not None and snap.hits.ndim == 2 else (0, 0)
@@ -145,51 +198,48 @@ class ExpertHeatmap(Widget):
         for r in range(grid.heat.shape[0]):
             lines.append(self._row(grid, r, label_w, cell_w, width))
         if chrome:
-            lines.append(self._legend(width))
+            lines.extend(Strip.blank(width, pal.base) for _ in range(height - 1 - len(lines)))
+            lines.append(self._legend(width))  # always on the pane's last line
         return lines
 
     def _summary(self, grid: HeatGrid, layers: int, experts: int, width: int) -> Strip:
         pal = self._palette
         assert pal is not None
         rate = grid.total_hit_rate
-        parts = [f"{layers}×{experts}"]
+        parts = [f"{layers}×{experts}", "hit --" if math.isnan(rate) else f"hit {rate:.0%}"]
         if grid.experts_per_col > 1:
             parts.append(f"{grid.experts_per_col}/col")
         if grid.layers_per_row > 1:
-            parts.append(f"{grid.layers_per_row} layers/row")
-        parts.append("hit --" if math.isnan(rate) else f"hit {rate:.0%}")
+            parts.append(f"{grid.layers_per_row}L/row")
         text = " · ".join(parts)
-        return Strip([Segment(text[:width], pal.label)]).adjust_cell_length(width)
+        if len(text) > width:
+            text = " ".join(parts)
+        return Strip([Segment(text[:width], pal.label)]).adjust_cell_length(width, pal.base)
 
     def _row(self, grid: HeatGrid, r: int, label_w: int, cell_w: int, width: int) -> Strip:
         pal = self._palette
         assert pal is not None
-        first, last = grid.row_layers[r]
+        first, _last = grid.row_layers[r]
         segments = [Segment(f"L{first}".ljust(label_w), pal.label)]
-        heat, resident = grid.heat[r], grid.resident[r]
-        missed, used = grid.missed[r], grid.used[r]
+        codes = cell_codes(grid.heat[r], grid.resident[r], grid.missed[r], grid.used[r])
+        # One Segment per run of equal cells, not per cell: ~10x fewer objects per frame.
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(codes)) + 1))
+        ends = np.append(starts[1:], len(codes))
         pad = " " * (cell_w - 1)
-        for c in range(heat.shape[0]):
-            if missed[c]:
-                segments.append(Segment(MISS_GLYPH + pad, pal.missed))
-            elif resident[c] > 0:
-                style = pal.resident(float(heat[c]), float(resident[c]))
-                segments.append(Segment(" " + pad, style))
-            elif used[c]:
-                segments.append(Segment(EVICTED_GLYPH + pad, pal.evicted))
-            else:
-                segments.append(Segment(" " + pad, pal.empty))
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            glyph, style = pal.cell(int(codes[start]))
+            segments.append(Segment((glyph + pad) * (end - start), style))
         rate = grid.hit_rate[r]
         segments.append(Segment("   --" if np.isnan(rate) else f"{rate:5.0%}", pal.rate))
-        return Strip(segments).adjust_cell_length(width)
+        return Strip(segments).adjust_cell_length(width, pal.base)
 
     def _legend(self, width: int) -> Strip:
         pal = self._palette
         assert pal is not None
+        ramp = [Segment(" ", pal.resident(h, 1.0)) for h in (0.0, 0.34, 0.67, 1.0)]
         segments = [
-            Segment(" ", pal.resident(1.0, 1.0)), Segment("hot ", pal.label),
-            Segment(" ", pal.resident(0.0, 1.0)), Segment("cached ", pal.label),
-            Segment(MISS_GLYPH, pal.missed), Segment("miss ", pal.label),
+            Segment("idle", pal.label), *ramp, Segment("hot ", pal.label),
+            Segment(MISS_GLYPH, pal.miss_mark), Segment("miss ", pal.label),
             Segment(EVICTED_GLYPH, pal.evicted), Segment("evicted", pal.label),
         ]
-        return Strip(segments).crop(0, width).adjust_cell_length(width)
+        return Strip(segments).crop(0, width).adjust_cell_length(width, pal.base)

@@ -47,7 +47,7 @@ def reduce_bins(a: np.ndarray, edges: np.ndarray, axis: int, how: str) -> np.nda
 class HeatGrid:
     """What one frame of the heatmap shows, already binned to the screen."""
 
-    heat: np.ndarray  # [rows, cols] 0..1, recency and hit count of the bin's hottest expert
+    heat: np.ndarray  # [rows, cols] 0..1, mean recency/hit score of the bin's resident experts
     resident: np.ndarray  # [rows, cols] fraction of the bin's experts that are resident
     missed: np.ndarray  # [rows, cols] bool, a miss after `since_step`
     used: np.ndarray  # [rows, cols] bool, any expert of the bin was ever used
@@ -86,7 +86,12 @@ def compute_grid(snapshot: TelemetrySnapshot, rows: int, cols: int, since_step: 
     def both(a: np.ndarray, how: str) -> np.ndarray:
         return reduce_bins(reduce_bins(a, col_edges, 1, how), row_edges, 0, how)
 
-    heat = both(expert_heat(snapshot, window) * snapshot.resident, "max")
+    # Mean over resident experts, not max: with 200+ experts per cell a max
+    # would paint every cell hot.
+    resident_count = both(snapshot.resident.astype(np.float64), "sum")
+    heat_sum = both(expert_heat(snapshot, window) * snapshot.resident, "sum")
+    heat = np.divide(heat_sum, resident_count, out=np.zeros_like(heat_sum),
+                     where=resident_count > 0)
     resident = both(snapshot.resident.astype(np.float64), "mean")
     missed = both(snapshot.last_miss_step > max(since_step, 0), "any")
     used = both(snapshot.last_use_step > 0, "any")

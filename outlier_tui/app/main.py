@@ -16,8 +16,9 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
@@ -161,6 +162,7 @@ class OutlierApp(App):
         self._answer_worker: Worker | None = None
         self.generating = False
         self.startup_warnings: list[str] = []
+        self._main_screen: Screen | None = None
 
     # ---- layout ------------------------------------------------------------
 
@@ -180,7 +182,13 @@ class OutlierApp(App):
                 yield memory
         yield Footer()
 
+    @property
+    def main_screen(self) -> Screen:
+        """The chat screen, even while a dialog is on top (timers and workers use it)."""
+        return self._main_screen or self.screen
+
     async def on_mount(self) -> None:
+        self._main_screen = self.screen
         themes, warnings = load_themes(self._theme_dirs)
         for theme in themes.values():
             self.register_theme(theme)
@@ -191,9 +199,9 @@ class OutlierApp(App):
         self.startup_warnings = warnings + keymap_warnings + ([warning] if warning else [])
         for text in self.startup_warnings:
             self.notify(text, title="Settings", severity="warning", timeout=10)
-        self.query_one(ModelStatus).show_progress(0.0, "waiting for the screen")
+        self.main_screen.query_one(ModelStatus).show_progress(0.0, "waiting for the screen")
         await self._open_initial_chat()
-        self.query_one(PromptInput).focus()
+        self.main_screen.query_one(PromptInput).focus()
         if self._telemetry_interval:
             self.set_interval(self._telemetry_interval, self.refresh_telemetry)
         self.refresh_telemetry()
@@ -260,7 +268,7 @@ class OutlierApp(App):
         """Show a saved chat (history from the store)."""
         self.chat = self.store.get_chat(chat_id)
         widgets = [self._message_widget(m) for m in self.store.messages(chat_id)]
-        await self.query_one(ChatLog).show(widgets)
+        await self.main_screen.query_one(ChatLog).show(widgets)
         self._update_top_bar()
 
     @staticmethod
@@ -278,7 +286,7 @@ class OutlierApp(App):
         state = "generating" if self.generating else (
             "ready" if self.model_state == "ready" else self.model_state)
         title = self.chat.title if self.chat else ""
-        self.query_one(TopBar).set_state(title, model, state)
+        self.main_screen.query_one(TopBar).set_state(title, model, state)
 
     async def _stop_answer(self) -> None:
         """Cancel a running answer and wait until it is saved (the engine stops between tokens)."""
@@ -411,7 +419,7 @@ class OutlierApp(App):
     # ---- clipboard, panes, focus -------------------------------------------
 
     def _last_answer_text(self) -> str | None:
-        answer = self.query_one(ChatLog).last_answer()
+        answer = self.main_screen.query_one(ChatLog).last_answer()
         if self.generating and answer is not None:  # the one streaming now
             return answer.text if answer.text.strip() else None
         if self.chat is None:
@@ -445,21 +453,21 @@ class OutlierApp(App):
         self._toggle_pane("#memory")
 
     def _toggle_pane(self, selector: str) -> None:
-        pane = self.query_one(selector)
+        pane = self.main_screen.query_one(selector)
         pane.display = not pane.display
-        side = self.query_one("#side")
+        side = self.main_screen.query_one("#side")
         side.display = any(child.display for child in side.children)
         if pane.display:
             self.refresh_telemetry()
 
     def action_focus_chat(self) -> None:
-        self.query_one(ChatLog).focus()
+        self.main_screen.query_one(ChatLog).focus()
 
     def action_focus_prompt(self) -> None:
-        self.query_one(PromptInput).focus()
+        self.main_screen.query_one(PromptInput).focus()
 
     def action_scroll_chat(self, direction: int) -> None:
-        log = self.query_one(ChatLog)
+        log = self.main_screen.query_one(ChatLog)
         if direction < 0:
             log.scroll_page_up()
         else:
@@ -471,13 +479,16 @@ class OutlierApp(App):
 
     # ---- telemetry ---------------------------------------------------------
 
-    def refresh_telemetry(self, now: float | None = None) -> TelemetrySnapshot:
+    def refresh_telemetry(self, now: float | None = None) -> TelemetrySnapshot | None:
         """Poll the engine once and redraw the side panes (the timer calls this)."""
+        try:
+            heatmap = self.main_screen.query_one(ExpertHeatmap)
+            memory = self.main_screen.query_one(MemoryPane)
+        except NoMatches:  # the app is shutting down
+            return None
         snapshot = self._snapshot_source()
-        heatmap = self.query_one(ExpertHeatmap)
         if heatmap.display:
             heatmap.show(snapshot)
-        memory = self.query_one(MemoryPane)
         view = self._memory_history.update(snapshot, self._clock() if now is None else now)
         if memory.display:
             memory.show(view)
@@ -509,12 +520,12 @@ class OutlierApp(App):
 
     def on_load_progressed(self, message: LoadProgressed) -> None:
         if self.model_state == "loading":
-            self.query_one(ModelStatus).show_progress(message.fraction, message.text)
+            self.main_screen.query_one(ModelStatus).show_progress(message.fraction, message.text)
 
     @work(exclusive=True, group="load")
     async def _load(self, model_dir: str | None) -> None:
         await self._stop_answer()
-        status = self.query_one(ModelStatus)
+        status = self.main_screen.query_one(ModelStatus)
         self.model_info = None
         self.model_state = "loading"
         status.show_progress(0.0, "starting")
@@ -572,7 +583,7 @@ class OutlierApp(App):
     @work(exclusive=True, group="answer")
     async def _answer(self, chat_id: int, text: str) -> None:
         store = self.store
-        log = self.query_one(ChatLog)
+        log = self.main_screen.query_one(ChatLog)
         try:
             if not store.messages(chat_id) and store.get_chat(chat_id).title == DEFAULT_TITLE:
                 store.rename_chat(chat_id, chat_title_from(text))
@@ -603,7 +614,7 @@ class OutlierApp(App):
             async for event in self.engine.generate(messages, self.params):
                 if isinstance(event, TextDelta):
                     recorder.append(event.text)
-                    await widget.write(event.text)
+                    widget.write(event.text)
                 elif isinstance(event, GenerationDone):
                     return ("cancelled" if event.cancelled else "complete"), stats_line(event.stats)
                 elif isinstance(event, GenerationFailed):

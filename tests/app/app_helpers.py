@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from engine.api import ModelInfo, TelemetrySnapshot
+from outlier_tui.app.chat_view import AssistantMessage
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.themes import bundled_theme_dirs
 
@@ -20,24 +23,40 @@ async def ready(pilot) -> None:
 
 async def send(pilot, text: str, wait: bool = True) -> None:
     """Type `text` into the message box and press Enter; optionally wait for the answer."""
-    prompt = pilot.app.query_one(PromptInput)
+    app = pilot.app
+    prompt = app.query_one(PromptInput)
     prompt.focus()
     prompt.insert(text)
+    before = len(app.query(AssistantMessage))
     await pilot.press("enter")
-    if wait:
-        await pilot.app.workers.wait_for_complete()
+    if wait:  # until the new answer is on screen and finished
+        await wait_until(lambda: len(app.query(AssistantMessage)) > before
+                         and app.query(AssistantMessage).last().status != "partial"
+                         and not app.generating)
+        await app.workers.wait_for_complete()
         await pilot.pause()
 
 
-def synthetic_snapshot(layers: int = 60, experts: int = 512, step: int = 40,
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    """Poll until predicate() is true (tests never assert on wall-clock speed)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def synthetic_snapshot(layers: int = 60, experts: int = 512, step: int = 400,
                        seed: int = 7) -> TelemetrySnapshot:
     """A deterministic snapshot of a big model: some experts hot, some missed at `step`."""
     rng = np.random.default_rng(seed)
     hits = rng.poisson(3.0, (layers, experts)) * (rng.random((layers, experts)) < 0.3)
     misses = (rng.random((layers, experts)) < 0.2).astype(np.int64)
     resident = (hits > 0) | (misses > 0)
-    last_use = np.where(resident, rng.integers(1, step + 1, (layers, experts)), 0)
-    last_miss = np.where(misses > 0, rng.integers(1, step + 1, (layers, experts)), 0)
+    use_age = rng.geometric(0.05, (layers, experts)) - 1  # mostly recent
+    miss_age = rng.geometric(0.004, (layers, experts)) - 1  # misses: spread out
+    last_use = np.where(resident, np.maximum(step - use_age, 1), 0)
+    last_miss = np.where(misses > 0, np.maximum(step - miss_age, 1), 0)
     info = ModelInfo(path="/models/demo", model_type="qwen3_5_moe", num_layers=layers,
                      moe_layers=tuple(range(layers)), num_experts=experts, top_k=10,
                      expert_bytes=7_077_888, total_expert_bytes=layers * experts * 7_077_888,

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from engine.fake import FakeEngine
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import ChatListScreen, InputDialog
 from outlier_tui.app.status_bar import ModelStatus, TopBar
-from app_helpers import ready, send
+from app_helpers import ready, send, wait_until
 
 LONG = " ".join(f"word{i}" for i in range(200))
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    """Poll until predicate() is true (tests never assert on wall-clock speed)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def test_send_streams_answer_and_saves_it(make_app, store):
@@ -46,8 +35,7 @@ async def test_newline_key_does_not_send(make_app, store):
         await ready(pilot)
         await pilot.press("a", "ctrl+j", "b")
         assert app.query_one(PromptInput).text == "a\nb"
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await send(pilot, "")
         assert store.messages(app.chat.id)[0].content == "a\nb"
 
 
@@ -57,7 +45,7 @@ async def test_answer_streams_in_pieces(make_app):
     async with app.run_test() as pilot:
         await ready(pilot)
         await send(pilot, "go", wait=False)
-        await wait_for(lambda: (a := app.query_one(ChatLog).last_answer()) is not None
+        await wait_until(lambda: (a := app.query_one(ChatLog).last_answer()) is not None
                        and "word5 " in a.text)
         answer = app.query_one(ChatLog).last_answer()
         assert answer.status == "partial" and app.generating
@@ -73,7 +61,7 @@ async def test_escape_cancels_and_keeps_partial_answer(make_app, store):
     async with app.run_test() as pilot:
         await ready(pilot)
         await send(pilot, "long one", wait=False)
-        await wait_for(lambda: "word3 " in (app.query_one(ChatLog).last_answer() or
+        await wait_until(lambda: "word3 " in (app.query_one(ChatLog).last_answer() or
                                            AssistantMessage()).text)
         await pilot.press("escape")
         await app.workers.wait_for_complete()
@@ -212,7 +200,8 @@ async def test_load_error_is_shown_and_another_folder_can_be_loaded(make_app, st
         status = app.query_one(ModelStatus)
         assert app.model_state == "error" and status.display
         assert reason in str(status.render())
-        await send(pilot, "anyone there?")
+        await send(pilot, "anyone there?", wait=False)
+        await pilot.pause()
         assert app.query_one(PromptInput).text == "anyone there?"  # kept, not lost
         assert store.messages(app.chat.id) == []
         await pilot.press("ctrl+n")  # still usable
@@ -257,7 +246,7 @@ async def test_partial_answer_is_saved_while_streaming(make_app, store):
     async with app.run_test() as pilot:
         await ready(pilot)
         await send(pilot, "stream", wait=False)
-        await wait_for(lambda: len(store.messages(app.chat.id)) == 2
+        await wait_until(lambda: len(store.messages(app.chat.id)) == 2
                        and "word4 " in store.messages(app.chat.id)[1].content)
         user, answer = store.messages(app.chat.id)
         assert (user.status, answer.status) == ("complete", "partial")
