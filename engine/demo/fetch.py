@@ -144,9 +144,20 @@ def _run_pip(cmd: list[str], progress: Progress) -> tuple[int, list[str]]:
     return proc.wait(), lines
 
 
+_NETWORK = re.compile(
+    r"(Connection refused|Failed to establish a new connection|Temporary failure in name resolution"
+    r"|Name or service not known|nodename nor servname|Network is unreachable|timed out"
+    r"|ProxyError|SSLError|CERTIFICATE_VERIFY_FAILED)"
+)
+
+
 def _pip_reason(lines: list[str]) -> str:
     if any("No module named pip" in line for line in lines):
         return "pip is not available in this Python environment"
+    for line in lines:
+        m = _NETWORK.search(line)
+        if m:
+            return f"the package index could not be reached: {m.group(1)}"
     errors = [line for line in lines if line.startswith("ERROR:")]
     text = (errors or lines or ["pip failed without output"])[-1]
     text = text.removeprefix("ERROR:").strip()

@@ -71,14 +71,16 @@ def _build(args: argparse.Namespace) -> int:
 
     bar = ProgressBar("demo model")
     started = time.monotonic()
-    if args.out:
-        path = build_demo_model(Path(args.out), args.experts, args.top_k, bar, force=args.force)
-    elif args.force:
-        path = build_demo_model(moe_model_dir(args.experts, args.top_k), args.experts, args.top_k,
-                                bar, force=True)
-    else:
-        path = ensure_demo_model(bar, experts=args.experts, top_k=args.top_k)
-    bar.close()
+    try:
+        if args.out:
+            path = build_demo_model(Path(args.out), args.experts, args.top_k, bar, force=args.force)
+        elif args.force:
+            path = build_demo_model(moe_model_dir(args.experts, args.top_k), args.experts,
+                                    args.top_k, bar, force=True)
+        else:
+            path = ensure_demo_model(bar, experts=args.experts, top_k=args.top_k)
+    finally:
+        bar.close()
     info = _read_info(path)
     if info and time.monotonic() - started > 1:
         s = info["routing_stats_held_out"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+TEST_EXPERTS = 8  # the demo MoE the tests build (the default build has 64)
+TEST_TOP_K = 2
+
 
 def float32_resident(path: Path):
     """mlx-lm's own model, every weight resident, floats cast to float32."""
