@@ -29,9 +29,12 @@ class StepTelemetry(Telemetry):
     def __init__(self) -> None:
         super().__init__()
         self.steps: list[tuple[float, dict]] = []
+        self.trace: list | None = None  # the cache's routing trace, to mark where steps start
 
     def begin_step(self) -> int:
-        self.steps.append((time.perf_counter(), self.totals()))
+        totals = self.totals()
+        totals["trace_len"] = len(self.trace) if self.trace is not None else 0
+        self.steps.append((time.perf_counter(), totals))
         return super().begin_step()
 
 
@@ -44,6 +47,8 @@ class PassResult:
 def run_pass(loaded, telemetry: StepTelemetry, tokens: int) -> PassResult:
     """One request on a fresh Conversation; figures for prefill and decode apart."""
     telemetry.steps.clear()
+    cache = loaded.streamer.cache if loaded.streamer is not None else None
+    issued0, used0 = (cache.prefetch_issued, cache.prefetch_used) if cache else (0, 0)
     stats, _ = generate(loaded, Conversation(), workload.messages(), workload.params(tokens),
                         threading.Event(), lambda text, token: None)
     end_time = time.perf_counter()
@@ -60,14 +65,16 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int) -> PassResult:
         "misses": stats.expert_misses,
         "bytes_read": stats.bytes_read,
         "io_wait_s": stats.io_wait_seconds,
-        "prefetch_issued": stats.prefetch_issued,
-        "prefetch_used": stats.prefetch_used,
+        # exact, from the cache itself (telemetry refreshes these only when a prefetch is issued)
+        "prefetch_issued": cache.prefetch_issued - issued0 if cache else 0,
+        "prefetch_used": cache.prefetch_used - used0 if cache else 0,
     }
     if len(telemetry.steps) > prefill_steps and decode_tokens:
         start_time, start = telemetry.steps[prefill_steps]
         decode_s = end_time - start_time
         d = {k: end[k] - start[k] for k in ("hits", "misses", "bytes_read", "io_wait_seconds")}
         fig.update({
+            "trace_decode_offset": start["trace_len"],
             "decode_s": decode_s,
             "decode_hits": d["hits"],
             "decode_misses": d["misses"],

@@ -34,6 +34,8 @@ class Options:
     budgets: list[float] = field(default_factory=lambda: [100.0, 50.0, 25.0, 10.0])
     tokens: int = 96
     passes: int = 3  # pass 1 cold, the rest warm
+    resident_passes: int | None = None  # None: same as passes (resident has no cache to warm)
+    memcap_tokens: int = 16
     rounds: int = 1
     prefetch_budgets: list[float] | None = None  # None: prefetch on at every budget
     reader_threads: int = 4
@@ -61,6 +63,8 @@ def run(opts: Options) -> dict:
         "command": opts.command,
         "model": probe,
         "settings": {"budgets_percent": budgets, "tokens": opts.tokens, "passes": opts.passes,
+                     "resident_passes": opts.resident_passes or opts.passes,
+                     "memcap_tokens": opts.memcap_tokens,
                      "rounds": opts.rounds, "reader_threads": opts.reader_threads,
                      "prefetch_budgets_percent": opts.prefetch_budgets or budgets},
         "resident": _combine([r["resident"] for r in rounds]),
@@ -95,6 +99,7 @@ class _Work:
     def config(self, mode: str, extra: list[str], required: bool = True) -> dict:
         """The run's figures; a failed optional run gives {"error": its last stderr line}."""
         argv, out = self.argv(mode, extra)
+        start = time.perf_counter()
         done = subprocess.run(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, timeout=self.opts.timeout_s)
         if done.returncode != 0:
@@ -104,7 +109,7 @@ class _Work:
                 raise RuntimeError(message)
             self.opts.progress(message)
             return {"error": tail[0], "returncode": done.returncode}
-        return json.loads(out.read_text())
+        return json.loads(out.read_text()) | {"wall_s": time.perf_counter() - start}
 
 
 def _round(work: _Work, probe: dict, files: list[Path], budgets: list[float], index: int) -> dict:
@@ -112,7 +117,8 @@ def _round(work: _Work, probe: dict, files: list[Path], budgets: list[float], in
     common = ["--tokens", str(opts.tokens), "--passes", str(opts.passes)]
     opts.progress(f"round {index + 1}: resident baseline (mlx-lm, every weight in memory)")
     pagecache.drop(files)
-    resident = work.config("resident", common)
+    resident = work.config("resident", ["--tokens", str(opts.tokens),
+                                        "--passes", str(opts.resident_passes or opts.passes)])
     configs = []
     prefetch_at = set(opts.prefetch_budgets if opts.prefetch_budgets is not None else budgets)
     for budget in budgets:
@@ -212,13 +218,25 @@ def _disk(opts: Options, probe: dict, files: list[Path], rounds: list[dict]) -> 
     from bench import disk
 
     index = CheckpointIndex.open(opts.model_dir)
-    opts.progress("disk baseline: raw cold reads of the expert ranges")
-    keys = disk.sample_experts(index, opts.raw_read_bytes)
-    cold = pagecache.drop(files)
-    raw = disk.read_stream(index, keys, opts.reader_threads) | {"page_cache_before": cold}
-    out = {"raw": raw, "read_sizes": _read_sizes(index)}
     quarter = find(rounds[-1]["configs"], 25.0, False) or {}
     batches = (quarter.get("replay") or {}).get("lru_miss_batches") or []
+    out = {"read_sizes": _read_sizes(index)}
+    opts.progress("disk baseline: raw cold reads, shuffled experts of the whole model")
+    keys = disk.sample_experts(index, opts.raw_read_bytes)
+    cold = pagecache.drop(files)
+    out["random"] = disk.read_stream(index, keys, opts.reader_threads) | {"page_cache_before": cold}
+    if batches:
+        # raw = the very experts the engine missed at 25%, in its order, reads always in flight
+        opts.progress("disk baseline: raw cold reads of the engine's own misses")
+        # (repeats included: an expert evicted and read again comes from the page cache for
+        # both, as it did for the engine)
+        keys = [tuple(key) for batch in batches for key in batch]
+        cold = pagecache.drop(files)
+        out["raw"] = disk.read_stream(index, keys, opts.reader_threads) | {
+            "page_cache_before": cold, "source": "engine misses",
+            "repeat_fraction": 1 - len(set(keys)) / len(keys)}
+    else:
+        out["raw"] = out["random"] | {"source": "shuffled experts"}
     if batches:
         opts.progress("disk baseline: the engine's own miss batches, cold")
         cold = pagecache.drop(files)
@@ -243,7 +261,7 @@ def _memcap(work: _Work, probe: dict, files: list[Path], budgets: list[float]) -
         if cap is None:
             return out | {"skipped": why}
         work.opts.progress(f"memory cap {limit / MB:.0f} MB: {mode}")
-        argv, json_out = work.argv(mode, ["--tokens", str(min(work.opts.tokens, 32)), "--passes", "1",
+        argv, json_out = work.argv(mode, ["--tokens", str(work.opts.memcap_tokens), "--passes", "1",
                                           *extra])
         pagecache.drop(files)
         try:

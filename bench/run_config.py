@@ -77,6 +77,7 @@ def _streamed(args) -> dict:
                                  record_trace=True, reader_threads=args.reader_threads,
                                  telemetry=telemetry)
     load_s = time.perf_counter() - start
+    telemetry.trace = loaded.streamer.cache.trace if loaded.streamer is not None else None
     try:
         before = (lambda i: None) if args.no_drop else (lambda i: pagecache.drop(files))
         profiler = cProfile.Profile() if args.profile else None
@@ -84,10 +85,16 @@ def _streamed(args) -> dict:
         trace = loaded.streamer.cache.trace
         slots = loaded.info.cache_slots
         replay = optimal.compare(trace, slots, count_from=offsets[-1]) if trace else None
+        decode_from = passes[-1].get("trace_decode_offset")
+        replay_decode = None
+        if trace and decode_from is not None:
+            replay_decode = optimal.compare(trace, slots, count_from=decode_from)
+            replay_decode.pop("lru_miss_batches")
         return {
             "mode": "streamed", "cache_bytes": args.cache_bytes, "cache_slots": slots,
             "prefetch": bool(args.prefetch), "reader_threads": args.reader_threads,
             "load_s": load_s, "passes": passes, "tokens": tokens, "replay": replay,
+            "replay_decode": replay_decode,
             "trace_accesses": len(trace),
         }
     finally:

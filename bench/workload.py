@@ -6,12 +6,7 @@ from __future__ import annotations
 
 from engine.api import GenerationParams, Message
 
-PROMPT = (
-    "Write a Python function that parses a CSV file of sales records (date, region, amount), "
-    "groups the totals by region and month, and prints a sorted report. Explain each step "
-    "of the code in detail, then show example output and discuss edge cases such as missing "
-    "values, bad dates and very large files."
-)
+PROMPT = "Write a Python function that reverses a linked list, and explain it."
 
 
 def messages() -> list[Message]:

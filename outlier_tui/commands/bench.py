@@ -10,7 +10,8 @@ from pathlib import Path
 
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
 
-QUICK = dict(tokens=24, passes=2, raw_mb=256, prefetch_budgets=[25.0])
+QUICK = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
+             prefetch_budgets=[25.0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budgets", default="100,50,25,10", metavar="LIST",
                         help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)")
     parser.add_argument("--tokens", type=int, default=None, metavar="N",
-                        help="tokens decoded per pass (default 96, --quick 24)")
+                        help="tokens decoded per pass (default 48, --quick 12)")
     parser.add_argument("--passes", type=int, default=None, metavar="N",
-                        help="passes per configuration: 1 cold + N-1 warm (default 3, --quick 2)")
-    parser.add_argument("--rounds", type=int, default=1, metavar="N",
-                        help="repeat every configuration N times round-robin; report medians")
+                        help="passes per configuration: 1 cold + N-1 warm (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help="repeat every configuration N times round-robin; report medians "
+                             "(default 3, --quick 1)")
     parser.add_argument("--reader-threads", type=int, default=4, metavar="N")
     parser.add_argument("--memcap-mb", type=float, default=1024, metavar="MB",
                         help="memory limit for the cgroup runs (0 skips them)")
@@ -52,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     opts = orchestrate.Options(
         model_dir=Path(model_dir), budgets=budgets,
-        tokens=args.tokens or (QUICK["tokens"] if args.quick else 96),
-        passes=args.passes or (QUICK["passes"] if args.quick else 3),
-        rounds=args.rounds,
+        tokens=args.tokens or (QUICK["tokens"] if args.quick else 48),
+        passes=args.passes or (QUICK["passes"] if args.quick else 2),
+        resident_passes=QUICK["resident_passes"] if args.quick else None,
+        memcap_tokens=QUICK["memcap_tokens"] if args.quick else 16,
+        rounds=args.rounds or (QUICK["rounds"] if args.quick else 3),
         prefetch_budgets=QUICK["prefetch_budgets"] if args.quick else None,
         reader_threads=args.reader_threads,
         raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,
