@@ -4,7 +4,7 @@ Drives the real OutlierApp headless (Textual's run_test) with the FakeEngine
 streaming a long Markdown answer, types characters into the message box and
 times each key press until the first screen frame that shows it (frames are
 captured at App._display, where Textual hands them to the terminal driver).
-Also times Esc until the stopped answer is on screen.
+Also times Esc until the answer's "stopped" note is on screen.
 
     python bench/ui_latency.py [--presses 60] [--size 160x50]
 
@@ -31,7 +31,6 @@ from textual import events  # noqa: E402
 
 from engine.api import GenerationParams, TelemetrySnapshot  # noqa: E402
 from engine.fake import FakeEngine  # noqa: E402
-from outlier_tui.app.chat_view import ChatLog  # noqa: E402
 from outlier_tui.app.main import OutlierApp  # noqa: E402
 from outlier_tui.app.prompt_input import PromptInput  # noqa: E402
 from outlier_tui.app.themes import bundled_theme_dirs  # noqa: E402
@@ -145,13 +144,13 @@ async def run_scenario(token_delay: float | None, presses: int, size: tuple[int,
             if token_delay is not None:
                 assert app.generating, "the answer finished before the measurement did"
                 t0 = time.perf_counter()
-                await pilot.press("escape")
-                while app.generating and time.perf_counter() < t0 + 5:
+                app.post_message(events.Key("escape", None))
+                deadline = t0 + 10
+                while (t := clock.first_after(t0, "stopped")) is None \
+                        and time.perf_counter() < deadline:
                     await asyncio.sleep(0.001)
-                answer = app.query_one(ChatLog).last_answer()
-                await pilot.pause()
-                if answer is not None and answer.status == "cancelled":
-                    stop_ms = (time.perf_counter() - t0) * 1000
+                if t is not None:
+                    stop_ms = (t - t0) * 1000
             await app.workers.wait_for_complete()
         store.close()
         return latencies, stop_ms

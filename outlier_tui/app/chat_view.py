@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from markdown_it import MarkdownIt
 from textual.containers import Vertical, VerticalScroll
-from textual.timer import Timer
 from textual.content import Content
 from textual.widgets import Markdown, Static
-from markdown_it import MarkdownIt
-from textual.widgets.markdown import MarkdownBlock, MarkdownStream
+from textual.widgets.markdown import MarkdownBlock
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from engine.api import GenerationStats
 
-FLUSH_INTERVAL = 0.1  # seconds: the answer's Markdown is re-rendered at most ~10 times a second
+FLUSH_INTERVAL = 0.1  # seconds: a streaming answer is re-rendered at most ~10 times a second
+MAX_FLUSH_INTERVAL = 1.0  # ... and at least once a second
+RENDER_SHARE = 0.25  # at most this share of the UI's time goes to re-rendering the answer
+MAX_FLUSH_CHARS = 600  # appended per frame at most; more waits for the next frame
 
 STATUS_NOTES = {
     "cancelled": "stopped: the text above is what was generated",
@@ -49,19 +54,27 @@ class UserMessage(Static):
 
 
 class AssistantMessage(Vertical):
-    """An answer: Markdown body, streamed while generating, plus a status note."""
+    """An answer: Markdown body, streamed while generating, plus a status note.
 
-    def __init__(self, text: str = "", status: str = "complete", note: str = "",
-                 flush_interval: float = FLUSH_INTERVAL) -> None:
+    Streaming uses Textual's incremental Markdown.append (what MarkdownStream
+    does), paced: tokens can arrive hundreds of times a second and each
+    append of a long answer costs a re-layout of the chat, so fragments are
+    batched and appended at most every FLUSH_INTERVAL, and less often when the
+    measured cost of one append (parse, mount, layout, paint) is high, keeping
+    rendering under RENDER_SHARE of the UI's time so keys stay responsive.
+    """
+
+    def __init__(self, text: str = "", status: str = "complete", note: str = "") -> None:
         super().__init__(classes="message")
         self.text = text
         self.status = status
         self._note_text = note
-        self._stream: MarkdownStream | None = None
         self._pending = ""
-        self._flush_interval = flush_interval
-        self._flush_timer: Timer | None = None
         self._streaming = False
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._pacer: Worker | None = None
+        self.flushes = 0
 
     def compose(self):
         yield Static(Content.styled("Assistant", "bold $primary"), classes="role")
@@ -77,48 +90,67 @@ class AssistantMessage(Vertical):
         return self.query_one(".body", Markdown)
 
     def start_stream(self) -> None:
-        """Begin streaming: fragments go to Textual's MarkdownStream, batched by a timer."""
+        """Begin streaming: fragments written from now on are appended by the pacer."""
         self.status = "partial"
         self._streaming = True
         self._set_note("generating…", "working")
+        self._pacer = self.run_worker(self._pace(), name="answer pacer", group="pacer",
+                                      exclusive=True)
 
     def write(self, fragment: str) -> None:
-        """Append a fragment of the answer; it reaches the screen within flush_interval.
-
-        Tokens can arrive hundreds of times a second; re-rendering Markdown that
-        often would starve key handling, so fragments are batched by a timer.
-        """
+        """Add a fragment of the answer (cheap: the pacer puts it on screen)."""
         self.text += fragment
-        if not self._streaming:
-            return
-        self._pending += fragment
-        if self._flush_timer is None:
-            self._flush_timer = self.set_timer(self._flush_interval, self._flush)
+        if self._streaming:
+            self._pending += fragment
+            self._wake.set()
 
-    async def _flush(self) -> None:
-        self._flush_timer = None
-        pending, self._pending = self._pending, ""
-        if not pending or not self._streaming:
-            return
-        if self._stream is None:
-            # Created here, not in start_stream: its task must get to run before
-            # stop() cancels it, or the cancellation escapes into our caller.
-            self._stream = Markdown.get_stream(self.body)
-        await self._stream.write(pending)
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._streaming or self._pending:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # A bounded slice per frame: one huge append would freeze the UI.
+            cut = self._pending.rfind("\n", 0, MAX_FLUSH_CHARS) + 1 \
+                if len(self._pending) > MAX_FLUSH_CHARS else len(self._pending)
+            cut = cut or MAX_FLUSH_CHARS
+            chunk, self._pending = self._pending[:cut], self._pending[cut:]
+            started = loop.time()
+            await self.body.append(chunk)
+            frame = loop.create_future()
+            self.call_after_refresh(lambda: frame.done() or frame.set_result(None))
+            await frame
+            self.flushes += 1
+            cost = loop.time() - started
+            pause = min(MAX_FLUSH_INTERVAL, max(FLUSH_INTERVAL, cost / RENDER_SHARE)) - cost
+            if pause > 0 and self._streaming:
+                self._wake.clear()
+                try:  # finish() wakes us at once
+                    await asyncio.wait_for(self._stopped.wait(), pause)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)  # let keys through between slices
 
     async def finish(self, status: str, note: str = "") -> None:
-        """Stop streaming and render the whole text once, so the final Markdown is exact."""
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-        self._pending = ""
+        """Stop streaming and make the body match a full render of the final text.
+
+        The status note changes at once; text still pending (the model can
+        outrun the screen) is then appended in slices, so keys stay responsive.
+        """
         self._streaming = False
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
+        self._stopped.set()
+        self._wake.set()
         self.status = status
         self._note_text = note
         self._show_note()
+        if self._pacer is not None:
+            try:
+                await self._pacer.wait()
+            except (WorkerCancelled, WorkerFailed):
+                pass
+            self._pacer = None
         await self._render_final()
 
     async def _render_final(self) -> None:
