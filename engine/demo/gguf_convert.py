@@ -32,7 +32,7 @@ def load_gguf(path: Path) -> tuple[dict, dict]:
 
     try:
         weights, meta = mx.load(str(path), return_metadata=True)
-    except Exception as exc:  # mx.load raises plain exceptions for bad files
+    except (RuntimeError, ValueError, OSError) as exc:
         raise DemoBuildError(f"could not read the GGUF {path} ({exc})") from None
     clean = {}
     for key, value in meta.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 ProgressFn = Callable[[float, str], None]
 
@@ -10,7 +10,7 @@ ProgressFn = Callable[[float, str], None]
 class Progress:
     """Maps the progress of one build step onto its share [lo, hi] of the whole."""
 
-    def __init__(self, fn: Optional[ProgressFn], lo: float = 0.0, hi: float = 1.0):
+    def __init__(self, fn: ProgressFn | None, lo: float = 0.0, hi: float = 1.0):
         self._fn = fn
         self.lo = lo
         self.hi = hi
@@ -21,7 +21,7 @@ class Progress:
         fraction = min(1.0, max(0.0, fraction))
         self._fn(self.lo + (self.hi - self.lo) * fraction, message)
 
-    def part(self, lo: float, hi: float) -> "Progress":
+    def part(self, lo: float, hi: float) -> Progress:
         """A sub-range of this range: lo and hi are fractions of it."""
         span = self.hi - self.lo
         return Progress(self._fn, self.lo + span * lo, self.lo + span * hi)

@@ -23,7 +23,7 @@ identical functions weighted this way is the dense FFN itself.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from demo_helpers import chat_ids, float32_resident
 
 

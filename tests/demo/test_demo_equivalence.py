@@ -5,7 +5,6 @@ fully resident by mlx-lm."""
 from __future__ import annotations
 
 import numpy as np
-
 from demo_helpers import chat_ids, float32_resident, greedy
 
 PROMPTS = [

@@ -11,7 +11,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from demo_helpers import chat_ids, greedy, tensor_ranges
 
 PROJS = ("gate_proj", "up_proj", "down_proj")
@@ -54,17 +53,20 @@ def test_experts_are_exact_permutations_of_the_dense_ffn(dense_dir, demo_moe):
         with safe_open(str(ranges[name][0]), "np") as f:
             return f.get_tensor(name)
 
-    def dq(prefix_get, bits=4):
-        return dequantize(*(prefix_get(k) for k in ("weight", "scales", "biases")), bits)
+    def dq(parts: dict) -> np.ndarray:
+        return dequantize(parts["weight"], parts["scales"], parts["biases"], 4)
 
-    dense_w = {p: dq(lambda k: dense[f"model.layers.{layer}.mlp.{p}.{k}"]) for p in PROJS}
+    dense_w = {
+        p: dq({k: dense[f"model.layers.{layer}.mlp.{p}.{k}"] for k in ("weight", "scales", "biases")})
+        for p in PROJS
+    }
     stacked = {p: {k: moe_tensor(_switch(layer, p, k)) for k in ("weight", "scales", "biases")} for p in PROJS}
     experts = stacked["gate_proj"]["weight"].shape[0]
     hidden = dense_w["gate_proj"].shape[0]
     for e in range(experts):
         perm, gperm = expert_permutation(PERMUTATION_SEED, layer, e, hidden, 32)
         assert sorted(perm) == list(range(hidden))
-        got = {p: dq(lambda k: stacked[p][k][e]) for p in PROJS}
+        got = {p: dq({k: v[e] for k, v in stacked[p].items()}) for p in PROJS}
         # gate/up: whole rows move; down: columns move by whole groups and within groups
         np.testing.assert_array_equal(got["gate_proj"], dense_w["gate_proj"][perm])
         np.testing.assert_array_equal(got["up_proj"], dense_w["up_proj"][perm])
