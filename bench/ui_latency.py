@@ -127,7 +127,7 @@ async def run_scenario(token_delay: float | None, presses: int, size: tuple[int,
             prompt.cursor_blink = False
             if token_delay is not None:
                 prompt.insert("stream a long answer")
-                await pilot.press("enter")
+                prompt.action_submit()  # (the pilot's key press would wait for idle)
                 await asyncio.sleep(0.5)  # let the answer get going
             clock = FrameClock(app)
             for _ in range(presses):

@@ -16,25 +16,34 @@ BUNDLED_THEMES = bundled_theme_dirs()[0]
 
 async def ready(pilot) -> None:
     """Wait until the model load (started after the first frame) has finished."""
-    await pilot.pause()
+    await wait_until(lambda: pilot.app.model_state in ("ready", "error"))
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
 
 
 async def send(pilot, text: str, wait: bool = True) -> None:
-    """Type `text` into the message box and press Enter; optionally wait for the answer."""
+    """Type `text` into the message box and send it.
+
+    wait=True: press Enter and return when the answer is finished and on screen.
+    wait=False: return as soon as the answer has started. (Submits without the
+    pilot's key press, which waits for the app to go idle: with an answer
+    streaming that can be the whole answer.)
+    """
     app = pilot.app
     prompt = app.query_one(PromptInput)
     prompt.focus()
     prompt.insert(text)
     before = len(app.query(AssistantMessage))
+    if not wait:
+        prompt.action_submit()
+        await wait_until(lambda: app.generating)
+        return
     await pilot.press("enter")
-    if wait:  # until the new answer is on screen and finished
-        await wait_until(lambda: len(app.query(AssistantMessage)) > before
-                         and app.query(AssistantMessage).last().status != "partial"
-                         and not app.generating)
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+    await wait_until(lambda: len(app.query(AssistantMessage)) > before
+                     and app.query(AssistantMessage).last().status != "partial"
+                     and not app.generating)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
 
 
 async def wait_until(predicate, timeout: float = 10.0) -> None:

@@ -200,8 +200,8 @@ async def test_load_error_is_shown_and_another_folder_can_be_loaded(make_app, st
         status = app.query_one(ModelStatus)
         assert app.model_state == "error" and status.display
         assert reason in str(status.render())
-        await send(pilot, "anyone there?", wait=False)
-        await pilot.pause()
+        app.query_one(PromptInput).insert("anyone there?")
+        await pilot.press("enter")
         assert app.query_one(PromptInput).text == "anyone there?"  # kept, not lost
         assert store.messages(app.chat.id) == []
         await pilot.press("ctrl+n")  # still usable
@@ -264,3 +264,40 @@ async def test_history_shows_interrupted_answers(make_app, store):
         widget = app.query_one(ChatLog).last_answer()
         assert widget.text == "half an ans"
         assert "interrupted" in str(widget.query_one(".note").render())
+
+
+async def test_dialog_open_while_answer_streams_and_panes_poll(make_app, store):
+    engine = FakeEngine(script=[LONG], token_delay=0.005)
+    app = make_app(engine, telemetry_interval=0.02)  # the real timer, fast
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "stream", wait=False)
+        assert "generating" in str(app.query_one(TopBar).render())
+        await pilot.press("ctrl+o")
+        assert isinstance(app.screen, ChatListScreen)
+        await wait_until(lambda: not app.generating)  # finishes under the dialog
+        await pilot.press("escape")
+        await pilot.pause()
+        assert store.messages(app.chat.id)[-1].status == "complete"
+        assert app.query_one(ChatLog).last_answer().text.endswith("word199")
+
+
+async def test_switching_chat_stops_the_running_answer(make_app, store):
+    engine = FakeEngine(script=["short", LONG], token_delay=0.01)
+    app = make_app(engine)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        first = app.chat.id
+        await pilot.press("ctrl+n")
+        await app.workers.wait_for_complete()
+        await send(pilot, "long", wait=False)
+        await wait_until(lambda: "word2 " in (app.query_one(ChatLog).last_answer()
+                                             or AssistantMessage()).text)
+        second = app.chat.id
+        app.action_open_chat(first)
+        await wait_until(lambda: app.chat.id == first and not app.generating)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert store.messages(second)[-1].status == "cancelled"
+        assert [w.text for w in app.query(UserMessage)] == ["first"]
