@@ -26,6 +26,18 @@ def bin_edges(n: int, bins: int) -> np.ndarray:
     return (np.arange(bins + 1, dtype=np.int64) * n) // bins
 
 
+def even_bin_count(n: int, max_bins: int) -> int:
+    """How many bins of one size (ceil(n / max_bins)) cover n items.
+
+    64 experts in 54 columns gives 32 bins of 2 rather than a mix of 1s and 2s,
+    so every column means the same number of experts.
+    """
+    if n <= 0 or max_bins <= 0:
+        return 1
+    per = -(-n // max_bins)
+    return -(-n // per)
+
+
 def reduce_bins(a: np.ndarray, edges: np.ndarray, axis: int, how: str) -> np.ndarray:
     """Reduce `a` over consecutive bins along `axis`: how is max, sum, mean or any."""
     starts = edges[:-1]
@@ -80,7 +92,7 @@ def compute_grid(snapshot: TelemetrySnapshot, rows: int, cols: int, since_step: 
     if layers == 0 or experts == 0 or rows <= 0 or cols <= 0:
         return None
     since_step = min(since_step, snapshot.step - 1)
-    col_edges = bin_edges(experts, cols)
+    col_edges = bin_edges(experts, even_bin_count(experts, cols))
     row_edges = bin_edges(layers, rows)
 
     def both(a: np.ndarray, how: str) -> np.ndarray:

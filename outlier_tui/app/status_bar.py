@@ -15,7 +15,8 @@ class TopBar(Static):
                  "error": "$error"}.get(state, "$text-muted")
         self.update(Content.assemble(
             (" Outlier ", "bold $primary"), ("│ ", "$text-muted"), chat_title,
-            (" │ ", "$text-muted"), (model or "no model", "$text-muted"), " ", (state, style),
+            (" │ ", "$text-muted"), (model + " " if model else "", "$text-muted"),
+            (state if model or state != "empty" else "no model", style),
         ))
 
 

@@ -81,3 +81,14 @@ def test_heat_prefers_recent_use():
 
 def test_empty_snapshot_gives_no_grid():
     assert compute_grid(TelemetrySnapshot(state="empty", step=0), rows=5, cols=5, since_step=0) is None
+
+
+def test_even_bins_mean_the_same_number_of_experts_per_column():
+    from outlier_tui.app.heatmap_grid import even_bin_count
+
+    assert even_bin_count(64, 54) == 32
+    assert even_bin_count(512, 20) == 20
+    assert even_bin_count(16, 40) == 16
+    snap = synthetic_snapshot(layers=30, experts=64)
+    grid = compute_grid(snap, rows=30, cols=54, since_step=0)
+    assert grid.heat.shape == (30, 32) and grid.experts_per_col == 2
