@@ -300,10 +300,17 @@ class OutlierApp(App):
 
     def _in_background(self, coro, name: str) -> None:
         """Navigation runs as a worker: waiting for a stopping answer never freezes the UI."""
-        self.run_worker(coro, name=name, group="navigate", exclusive=True)
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception as exc:  # e.g. the database went away: tell, keep running
+                self.notify(f"Could not {name}: {exc}", severity="error", timeout=10)
+
+        self.run_worker(guarded(), name=name, group="navigate", exclusive=True)
 
     def action_new_chat(self) -> None:
-        self._in_background(self._new_chat(), "new chat")
+        self._in_background(self._new_chat(), "start a new chat")
 
     async def _new_chat(self) -> None:
         await self._stop_answer()
@@ -312,7 +319,7 @@ class OutlierApp(App):
         self.action_focus_prompt()
 
     def action_open_chat(self, chat_id: int) -> None:
-        self._in_background(self._switch_chat(chat_id), "switch chat")
+        self._in_background(self._switch_chat(chat_id), "switch chats")
 
     async def _switch_chat(self, chat_id: int) -> None:
         await self._stop_answer()
@@ -364,7 +371,7 @@ class OutlierApp(App):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self._in_background(self._delete_chat(chat_id), "delete chat")
+                self._in_background(self._delete_chat(chat_id), "delete the chat")
 
         self.push_screen(ConfirmDialog(f"Delete “{chat.title}” and all its messages?"), done)
 
@@ -602,6 +609,9 @@ class OutlierApp(App):
             await widget.finish(status, note)
             if status == "error":
                 self.notify(note, title="Answer failed", severity="error", timeout=10)
+        except Exception as exc:  # the store or the screen failed: tell, keep running
+            self.notify(f"The answer could not be saved or shown: {exc}", severity="error",
+                        timeout=10)
         finally:
             self.generating = False
             self.refresh_bindings()

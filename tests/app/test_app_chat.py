@@ -301,3 +301,25 @@ async def test_switching_chat_stops_the_running_answer(make_app, store):
         await pilot.pause()
         assert store.messages(second)[-1].status == "cancelled"
         assert [w.text for w in app.query(UserMessage)] == ["first"]
+
+
+async def test_auto_scroll_pauses_when_the_user_scrolls_up(make_app):
+    long_answer = "\n\n".join(f"Paragraph {i} " + "text " * 30 for i in range(60))
+    app = make_app(FakeEngine(script=[long_answer], token_delay=0.002))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        log = app.query_one(ChatLog)
+        await send(pilot, "go", wait=False)
+        await wait_until(lambda: log.max_scroll_y > 20)
+        await wait_until(lambda: log.scroll_y == log.max_scroll_y)  # following the answer
+        app.action_scroll_chat(-1)  # what PageUp in the message box does
+        await pilot.pause()
+        held = log.scroll_y
+        assert held < log.max_scroll_y
+        grown = log.max_scroll_y
+        await wait_until(lambda: log.max_scroll_y > grown + 10)
+        assert log.scroll_y == held  # the user's position is kept while text arrives
+        log.scroll_end(animate=False, immediate=True)  # back at the bottom: follows again
+        await wait_until(lambda: not app.generating)
+        await pilot.pause()
+        assert log.scroll_y == log.max_scroll_y
