@@ -8,7 +8,9 @@ installed copy, `<prefix>/share/outlier/themes`); a user's own themes live in
 from __future__ import annotations
 
 import dataclasses
+import site
 import sys
+import sysconfig
 from pathlib import Path
 
 from textual.color import Color, ColorParseError
@@ -27,9 +29,12 @@ _COLOR_FIELDS = ("primary", "secondary", "warning", "error", "success", "accent"
 
 def bundled_theme_dirs() -> list[Path]:
     """Folders that may hold the themes shipped with Outlier, most specific first."""
+    shared = Path("share") / "outlier" / "themes"  # where a wheel's data-files put them
     return [
         Path(__file__).resolve().parents[2] / "themes",  # source checkout / editable install
-        Path(sys.prefix) / "share" / "outlier" / "themes",  # wheel installed with data-files
+        Path(sysconfig.get_path("data")) / shared,  # pip install (venv or system)
+        Path(sys.prefix) / shared,
+        Path(site.USER_BASE or "~/.local").expanduser() / shared,  # pip install --user
     ]
 
 
@@ -89,7 +94,10 @@ def load_themes(dirs: list[Path] | None = None) -> tuple[dict[str, Theme], list[
     a checkout never mix.
     """
     if dirs is None:
-        bundled = next((d for d in bundled_theme_dirs() if d.is_dir()), None)
+        # The first folder that really holds Outlier's themes (site-packages/themes
+        # next to an installed copy could belong to some other package).
+        bundled = next((d for d in bundled_theme_dirs() if (d / f"{DEFAULT_DARK}.toml").is_file()),
+                       None)
         dirs = ([bundled] if bundled else []) + [user_theme_dir()]
     themes: dict[str, Theme] = {}
     warnings: list[str] = []
