@@ -33,7 +33,16 @@ class PromptInput(TextArea):
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False,
                          tab_behavior="focus", placeholder=PLACEHOLDER, compact=True)
 
+    class _SubmitRequested(Message):
+        """Queued behind the key presses already sent to this widget."""
+
     def action_submit(self) -> None:
+        # Priority bindings run as the app receives the key, before this widget
+        # has processed the characters typed just ahead of it (a burst over SSH,
+        # a paste): read the text only once those are in.
+        self.post_message(self._SubmitRequested())
+
+    def _on_prompt_input__submit_requested(self, _: "PromptInput._SubmitRequested") -> None:
         self.post_message(self.Submitted(self, self.text))
 
     def action_newline(self) -> None:

@@ -323,3 +323,21 @@ async def test_auto_scroll_pauses_when_the_user_scrolls_up(make_app):
         await wait_until(lambda: not app.generating)
         await pilot.pause()
         assert log.scroll_y == log.max_scroll_y
+
+
+async def test_enter_in_a_burst_of_keys_sends_the_whole_text(make_app, store):
+    """Over SSH, typed keys can arrive in one read: Enter must see every character before it."""
+    from textual import events
+
+    engine = FakeEngine(script=["ok"])
+    app = make_app(engine)
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        app.query_one(PromptInput).focus()
+        await pilot.pause()
+        for ch in "burst of keys":
+            app.post_message(events.Key("space" if ch == " " else ch, ch))
+        app.post_message(events.Key("enter", "\r"))
+        await wait_until(lambda: engine.requests)
+        assert engine.requests[0][0][-1]["content"] == "burst of keys"
+        await app.workers.wait_for_complete()
