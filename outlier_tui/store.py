@@ -128,6 +128,19 @@ def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
 # ---- the store -------------------------------------------------------------
 
 
+def _enable_wal(db: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch to WAL. Two processes creating the file at once can get SQLITE_BUSY
+    here without SQLite's busy handler being called, so retry briefly."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class ConversationStore:
     """Chats and messages in SQLite; safe to share between threads of one process."""
 
@@ -143,7 +156,7 @@ class ConversationStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"Cannot open the chat database {self.path}: {exc}") from None
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self._db)
             # NORMAL in WAL mode: a killed process loses nothing committed; only
             # a power cut can drop the last transactions.
             self._db.execute("PRAGMA synchronous=NORMAL")
