@@ -13,11 +13,10 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-
-from contextlib import contextmanager
 
 from engine.errors import OutlierError
 

@@ -40,10 +40,16 @@ from outlier_tui.app.keymap import load_keymap
 from outlier_tui.app.memory_pane import MemoryPane
 from outlier_tui.app.memory_stats import MemoryHistory
 from outlier_tui.app.prompt_input import PromptInput
-from outlier_tui.app.screens import ChatListScreen, ConfirmDialog, InputDialog, TextDialog
+from outlier_tui.app.screens import (
+    ChatListScreen,
+    ConfirmDialog,
+    InputDialog,
+    TextDialog,
+)
 from outlier_tui.app.status_bar import ModelStatus, TopBar
 from outlier_tui.app.text_tools import chat_title_from, export_path, last_code_block
 from outlier_tui.app.themes import load_themes, pick_theme
+from outlier_tui.chat_params import CHAT_MAX_TOKENS
 from outlier_tui.store import Chat, ConversationStore, StoredMessage
 
 DEFAULT_TITLE = "New chat"
@@ -143,7 +149,7 @@ class OutlierApp(App):
         self.store = store
         self.model_dir = model_dir
         self.cache_bytes = cache_bytes
-        self.params = params or GenerationParams(max_tokens=2048)
+        self.params = params or GenerationParams(max_tokens=CHAT_MAX_TOKENS)
         self.chat: Chat | None = None
         self.model_info: ModelInfo | None = None
         self.model_state = "empty"

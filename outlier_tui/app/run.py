@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from engine.api import GenerationParams
-
-
-def params_from_args(args: argparse.Namespace) -> GenerationParams:
-    """Generation settings from `outlier chat` options (defaults suit coding answers)."""
-    values: dict = {"max_tokens": getattr(args, "max_tokens", None) or 2048}
-    temperature = getattr(args, "temperature", None)
-    if temperature is not None:
-        values["temperature"] = temperature
-    return GenerationParams(**values)
+from outlier_tui.chat_params import params_from_args
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -26,7 +18,7 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         store = ConversationStore()
     except StoreError as exc:
-        print(f"outlier: {exc}")
+        print(f"outlier: {exc}", file=sys.stderr)
         return 1
     fake = bool(getattr(args, "fake_engine", False))
     engine = make_engine(fake=fake)

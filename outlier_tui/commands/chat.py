@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from outlier_tui.chat_params import CHAT_MAX_TOKENS
+
 HELP = "chat with a model (full-screen app; --plain or piped input for line mode)"
 
 
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stats", action="store_true",
                         help="plain mode: no stats line after each answer")
     parser.add_argument("--max-tokens", metavar="N", type=_positive_int,
-                        help="longest answer in tokens (default 2048)")
+                        help=f"longest answer in tokens (default {CHAT_MAX_TOKENS})")
     parser.add_argument("--temperature", metavar="T", type=float,
                         help="sampling temperature (default 0: greedy)")
     parser.add_argument("--fake-engine", action="store_true",

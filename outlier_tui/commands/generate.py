@@ -33,7 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, OutlierError, TextDelta
+    from engine import (
+        Engine,
+        GenerationDone,
+        GenerationFailed,
+        GenerationParams,
+        OutlierError,
+        TextDelta,
+    )
     from outlier_tui.model_choice import resolve_model_dir
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt

@@ -13,8 +13,9 @@ import traceback
 from pathlib import Path
 from typing import Optional, TextIO
 
-from engine.api import GenerationParams, LoadProgress
+from engine.api import LoadProgress
 from engine.errors import OutlierError
+from outlier_tui.chat_params import params_from_args
 from outlier_tui.store import ConversationStore
 
 
@@ -83,21 +84,6 @@ def choose_chat(store: ConversationStore, value: Optional[str], interactive: boo
         raise UsageError(f"--chat {value}: no such chat (use an id from /chats, 'last' or 'new').") from None
 
 
-# Chat answers (code, explanations) run longer than the engine's generic default;
-# the full-screen app uses the same limit.
-CHAT_MAX_TOKENS = 2048
-
-
-def params_from(args: argparse.Namespace) -> GenerationParams:
-    """Generation settings from the command line (chat defaults where not given)."""
-    max_tokens = getattr(args, "max_tokens", None)
-    temperature = getattr(args, "temperature", None)
-    return GenerationParams(
-        max_tokens=max_tokens if max_tokens is not None else CHAT_MAX_TOKENS,
-        temperature=temperature if temperature is not None else GenerationParams().temperature,
-    )
-
-
 def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
               stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
     """The plain chat: interactive on a terminal, pipe mode when stdin is not one."""
@@ -150,7 +136,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                                    on_progress=progress.load_progress).result()
             finally:
                 progress.done()
-            params = params_from(args)
+            params = params_from_args(args)
             show_stats = not getattr(args, "no_stats", False)
             if not interactive:
                 from outlier_tui.plain.pipe import run_pipe
