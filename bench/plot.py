@@ -14,7 +14,7 @@ OPT = (44, 160, 44)
 
 
 def write_plot(result: dict, path: str | Path) -> None:
-    canvas = Canvas(1240, 560)
+    canvas = Canvas(1240, 600)
     model = result["model"]
     canvas.text(620, 14, f"outlier bench: {model['model_type']} {model['moe_layers']}x{model['num_experts']} "
                 f"experts, top-{model['top_k']}", INK, 2, "center")
@@ -56,11 +56,11 @@ def _panel(canvas: Canvas, left: int, title: str, series, y_max: float, baseline
     def at(budget: float, value: float) -> tuple[float, float]:
         return x0 + (x1 - x0) * budget / 100, y0 - (y0 - y1) * min(value, y_max) / y_max
 
-    legend_y = y1 + 6
+    legend = {"x": x0, "y": y0 + 62, "left": x0, "right": x1}  # under the axis title, off the data
     if baseline:
         y = at(0, baseline[0])[1]
         canvas.line(x0, y, x1, y, BASE, 2, dash=8)
-        legend_y = _legend(canvas, x0 + 14, legend_y, BASE, baseline[1])
+        _legend(canvas, legend, BASE, baseline[1])
     for points, color, name in series:
         if not points:
             continue
@@ -69,14 +69,17 @@ def _panel(canvas: Canvas, left: int, title: str, series, y_max: float, baseline
             canvas.line(ax, ay, bx, by, color, 3)
         for x, y in xy:
             canvas.dot(x, y, 5, color)
-        legend_y = _legend(canvas, x0 + 14, legend_y, color, name)
+        _legend(canvas, legend, color, name)
 
 
-def _legend(canvas: Canvas, x: float, y: float, color, name: str) -> float:
-    canvas.rect(x - 4, y - 3, x + 34 + 12 * len(name), y + 17, (255, 255, 255))
-    canvas.rect(x, y + 4, x + 22, y + 9, color)
-    canvas.text(x + 30, y, name, INK, 2)
-    return y + 20
+def _legend(canvas: Canvas, spot: dict, color, name: str) -> None:
+    """One legend entry at spot["x"], spot["y"] (advanced in place, wrapping at spot["right"])."""
+    width = 30 + 12 * len(name) + 20
+    if spot["x"] + width > spot["right"] and spot["x"] > spot["left"]:
+        spot["x"], spot["y"] = spot["left"], spot["y"] + 22
+    canvas.rect(spot["x"], spot["y"] + 4, spot["x"] + 22, spot["y"] + 9, color)
+    canvas.text(spot["x"] + 30, spot["y"], name, INK, 2)
+    spot["x"] += width
 
 
 def _ticks(y_max: float) -> list[float]:
