@@ -20,7 +20,7 @@ class Plan:
 
     slots: list[int]
     loads: list[tuple[Key, int]] = field(default_factory=list)  # misses: (key, slot)
-    pending: list[Any] = field(default_factory=list)  # read tickets of hits still loading
+    pending: list[Any] = field(default_factory=list)  # read tickets of hits that may still be loading
     hits: int = 0
 
 
@@ -34,8 +34,8 @@ class ExpertCache:
         self._slot_of: dict[Key, int] = {}
         self._key_of: list[Key | None] = [None] * num_slots
         self._free = list(range(num_slots - 1, -1, -1))
-        self._loading: dict[Key, Any] = {}  # key -> read ticket
-        self._prefetched: set[Key] = set()
+        self._loading: dict[Key, Any] = {}  # key -> read ticket (None: in flight until loaded())
+        self._last_prefetch: set[Key] = set()  # judged by the very next call
         self._protected: set[Key] = set()
         self.peak_used = 0
         self.prefetch_issued = 0
@@ -63,18 +63,21 @@ class ExpertCache:
             raise BudgetError(f"{len(keys)} experts requested at once but the cache has "
                               f"{self.num_slots} slots")
         self._protected = set(keys)
+        if self._last_prefetch:
+            self.prefetch_used += len(self._last_prefetch & self._protected)
+            self._last_prefetch = set()
         plan = Plan(slots=[])
         for key in keys:
             if self.trace is not None:
                 self.trace.append(key)
             slot = self._slot_of.get(key)
-            if slot is not None:
+            ticket = self._loading.get(key)
+            if slot is not None and not (ticket is not None and ticket.failed()):
                 plan.hits += 1
                 if key in self._loading:
-                    plan.pending.append(self._loading[key])
-                if key in self._prefetched:
-                    self._prefetched.discard(key)
-                    self.prefetch_used += 1
+                    plan.pending.append(ticket)
+            elif slot is not None:  # a speculative read that failed: read it again
+                plan.loads.append((key, slot))
             else:
                 slot = self._take_slot()
                 self._assign(key, slot)
@@ -94,7 +97,8 @@ class ExpertCache:
             if slot is None:
                 break
             self._assign(key, slot)
-            self._prefetched.add(key)
+            self._loading[key] = None  # in flight: later keys of this batch must not evict it
+            self._last_prefetch.add(key)
             self.prefetch_issued += 1
             loads.append((key, slot))
         return loads
@@ -112,7 +116,6 @@ class ExpertCache:
         for key in keys:
             slot = self._slot_of.pop(key, None)
             self._loading.pop(key, None)
-            self._prefetched.discard(key)
             if slot is not None:
                 self._key_of[slot] = None
                 self._free.append(slot)
@@ -136,13 +139,17 @@ class ExpertCache:
             raise BudgetError("no evictable slot: every slot holds an expert in use")
         slot = self._slot_of.pop(victim)
         self._key_of[slot] = None
-        self._prefetched.discard(victim)
+        self._loading.pop(victim, None)
         self.policy.on_evict(victim)
         self.on_evict(victim)
         return slot
 
     def _evictable(self, key: Key) -> bool:
-        return key in self._slot_of and key not in self._protected and key not in self._loading
+        """Not used by the current call and no read still writing its slot."""
+        if key in self._protected or key not in self._slot_of:
+            return False
+        ticket = self._loading.get(key, False)
+        return ticket is False or (ticket is not None and ticket.done())
 
     def on_evict(self, key: Key) -> None:
         """Hook for telemetry; replaced by the streamer."""

@@ -38,6 +38,9 @@ class ReadTicket:
     def done(self) -> bool:
         return all(f.done() for f in self._futures)
 
+    def failed(self) -> bool:
+        return self.done() and any(f.exception() is not None for f in self._futures)
+
     def wait(self) -> None:
         errors = [f.exception() for f in self._futures]
         for err in errors:

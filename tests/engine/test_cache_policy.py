@@ -112,3 +112,52 @@ def test_lru_close_to_optimal_on_a_local_trace():
 def test_unknown_policy_name():
     with pytest.raises(ValueError):
         make_policy("fifo-ish")
+
+
+class _Ticket:
+    def __init__(self, done=True, failed=False):
+        self._done, self._failed = done, failed
+
+    def done(self):
+        return self._done
+
+    def failed(self):
+        return self._failed
+
+
+def test_finished_prefetch_that_was_never_used_can_be_evicted():
+    cache = ExpertCache(3, LRUPolicy())
+    cache.plan(["a"]); cache.loaded(["a"])
+    loads = cache.plan_prefetch(["p", "q"])
+    cache.mark_loading([k for k, _ in loads], _Ticket(done=True))
+    cache.plan(["b"])  # the prediction was wrong: neither p nor q is used
+    assert cache.prefetch_issued == 2 and cache.prefetch_used == 0
+    for key in ["c", "d", "e"]:  # would raise "no evictable slot" if p, q stayed pinned
+        cache.plan([key]); cache.loaded([key])
+    assert set(cache.resident_keys()) == {"c", "d", "e"}
+
+
+def test_prefetch_still_reading_is_not_evicted():
+    cache = ExpertCache(2, LRUPolicy())
+    loads = cache.plan_prefetch(["p"])
+    cache.mark_loading([k for k, _ in loads], _Ticket(done=False))
+    cache.plan(["a"]); cache.loaded(["a"])
+    cache.plan(["b"])  # p is least recently used, but its read still writes the slot
+    assert set(cache.resident_keys()) == {"p", "b"}
+
+def test_failed_prefetch_is_read_again_when_needed():
+    cache = ExpertCache(2, LRUPolicy())
+    loads = cache.plan_prefetch(["p"])
+    cache.mark_loading([k for k, _ in loads], _Ticket(done=True, failed=True))
+    plan = cache.plan(["p"])
+    assert plan.hits == 0 and [k for k, _ in plan.loads] == ["p"]
+
+
+def test_one_prefetch_batch_never_gives_a_slot_twice():
+    """Two reads into one slot race on a reader pool: a batch must not evict its own keys."""
+    cache = ExpertCache(3, LRUPolicy())
+    cache.plan(["a", "b", "c"]); cache.loaded(["a", "b", "c"])
+    cache.plan(["a", "b"])  # c may go
+    loads = cache.plan_prefetch(["p", "q", "r"])
+    slots = [slot for _, slot in loads]
+    assert len(slots) == len(set(slots)) == 1
