@@ -36,6 +36,16 @@ def calls_from_trace(trace: Sequence[Key], num_slots: int) -> list[list[Key]]:
     return calls
 
 
+def calls_from_record(trace: Sequence[Key], record: Sequence[tuple[int, bool]]
+                      ) -> list[tuple[list[Key], bool]]:
+    """The engine's exact calls, from ExpertCache.trace_calls: (keys, bulk) each."""
+    calls, start = [], 0
+    for count, bulk in record:
+        calls.append(([tuple(k) for k in trace[start:start + count]], bool(bulk)))
+        start += count
+    return calls
+
+
 @dataclass
 class Replay:
     hits: int = 0
@@ -54,7 +64,8 @@ def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolic
     out = Replay()
     position = 0
     for call in calls:
-        plan = cache.plan(call)
+        call, bulk = call if isinstance(call, tuple) else (call, False)
+        plan = cache.plan(call, bulk)
         cache.loaded(call)
         if position >= count_from:
             out.hits += plan.hits
@@ -65,10 +76,13 @@ def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolic
     return out
 
 
-def compare(trace: Sequence[Key], num_slots: int, count_from: int = 0) -> dict:
-    """LRU and Belady hit rates on one trace at one slot count."""
+def compare(trace: Sequence[Key], num_slots: int, count_from: int = 0,
+            record: Sequence[tuple[int, bool]] | None = None) -> dict:
+    """LRU and Belady hit rates on one trace at one slot count. With the cache's
+    call record the replay is exact (prefill calls flagged); without it the
+    calls are rebuilt from the trace."""
     trace = [tuple(k) for k in trace]
-    calls = calls_from_trace(trace, num_slots)
+    calls = calls_from_record(trace, record) if record else calls_from_trace(trace, num_slots)
     lru = replay(calls, num_slots, LRUPolicy(), count_from)
     optimal = replay(calls, num_slots, BeladyPolicy(trace), count_from)
     return {

@@ -84,11 +84,12 @@ def _streamed(args) -> dict:
         passes, offsets, tokens = _run(loaded, telemetry, args, before, profiler)
         trace = loaded.streamer.cache.trace
         slots = loaded.info.cache_slots
-        replay = optimal.compare(trace, slots, count_from=offsets[-1]) if trace else None
+        record = loaded.streamer.cache.trace_calls
+        replay = optimal.compare(trace, slots, count_from=offsets[-1], record=record) if trace else None
         decode_from = passes[-1].get("trace_decode_offset")
         replay_decode = None
         if trace and decode_from is not None:
-            replay_decode = optimal.compare(trace, slots, count_from=decode_from)
+            replay_decode = optimal.compare(trace, slots, count_from=decode_from, record=record)
             replay_decode.pop("lru_miss_batches")
         return {
             "mode": "streamed", "cache_bytes": args.cache_bytes, "cache_slots": slots,

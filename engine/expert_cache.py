@@ -41,6 +41,8 @@ class ExpertCache:
         self.prefetch_issued = 0
         self.prefetch_used = 0
         self.trace: list[Key] | None = [] if record_trace else None
+        # with the trace: (number of keys, bulk) of every plan() call, to replay it exactly
+        self.trace_calls: list[tuple[int, bool]] | None = [] if record_trace else None
 
     # ---- queries -----------------------------------------------------------
 
@@ -56,13 +58,16 @@ class ExpertCache:
 
     # ---- planning ----------------------------------------------------------
 
-    def plan(self, keys: Iterable[Key]) -> Plan:
-        """Give every key a slot for the current call; it stays protected until the next call."""
+    def plan(self, keys: Iterable[Key], bulk: bool = False) -> Plan:
+        """Give every key a slot for the current call; it stays protected until the next call.
+        bulk: the call is a prefill (many tokens), which policies may weigh differently."""
         keys = list(keys)
         if len(keys) > self.num_slots:
             raise BudgetError(f"{len(keys)} experts requested at once but the cache has "
                               f"{self.num_slots} slots")
         self._protected = set(keys)
+        if self.trace_calls is not None:
+            self.trace_calls.append((len(keys), bulk))
         if self._last_prefetch:
             self.prefetch_used += len(self._last_prefetch & self._protected)
             self._last_prefetch = set()
@@ -80,9 +85,9 @@ class ExpertCache:
                 plan.loads.append((key, slot))
             else:
                 slot = self._take_slot()
-                self._assign(key, slot)
+                self._assign(key, slot, bulk)
                 plan.loads.append((key, slot))
-            self.policy.on_access(key)
+            self.policy.on_access(key, bulk)
             plan.slots.append(slot)
         return plan
 
@@ -123,10 +128,10 @@ class ExpertCache:
 
     # ---- internals ---------------------------------------------------------
 
-    def _assign(self, key: Key, slot: int) -> None:
+    def _assign(self, key: Key, slot: int, bulk: bool = False) -> None:
         self._slot_of[key] = slot
         self._key_of[slot] = key
-        self.policy.on_insert(key)
+        self.policy.on_insert(key, bulk)
         self.peak_used = max(self.peak_used, self.used)
 
     def _take_slot(self, allow_fail: bool = False) -> int | None:

@@ -62,10 +62,11 @@ class ExpertStreamer:
     def num_slots(self) -> int:
         return self.cache.num_slots
 
-    def fetch(self, row: int, experts: np.ndarray) -> np.ndarray:
-        """Slot of every expert (sorted, unique) of this call, all loaded on return."""
+    def fetch(self, row: int, experts: np.ndarray, bulk: bool = False) -> np.ndarray:
+        """Slot of every expert (sorted, unique) of this call, all loaded on return.
+        bulk: the call serves a prefill (many tokens)."""
         keys = [(row, int(e)) for e in experts]
-        plan = self.cache.plan(keys)
+        plan = self.cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
         self.telemetry.record_access(row, experts, missed)
         tickets = list(plan.pending)
@@ -130,7 +131,7 @@ class StreamedSwitchGLU(nn.Module):
         unique = np.unique(inds)
         if len(unique) > self._streamer.num_slots:
             return self._chunked(x, inds, unique)
-        slot_of = self._streamer.fetch(self._row, unique)
+        slot_of = self._streamer.fetch(self._row, unique, bulk=inds[..., 0].size > 1)
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._glu(x, mx.array(slots))
         if self._streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
@@ -147,7 +148,7 @@ class StreamedSwitchGLU(nn.Module):
         size = self._streamer.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start:start + size]
-            slot_of = self._streamer.fetch(self._row, chunk)
+            slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
             y = self._glu(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]

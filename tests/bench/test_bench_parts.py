@@ -93,3 +93,10 @@ def test_parse_budgets():
     for bad in ("0", "150", "", "x"):
         with pytest.raises(ValueError):
             parse_budgets(bad)
+
+
+def test_replay_from_the_call_record_flags_prefill_calls():
+    trace = [(0, 1), (0, 2), (0, 3), (1, 4), (0, 1)]
+    record = [(3, True), (1, False), (1, False)]
+    assert optimal.calls_from_record(trace, record) == [
+        ([(0, 1), (0, 2), (0, 3)], True), ([(1, 4)], False), ([(0, 1)], False)]

@@ -161,3 +161,14 @@ def test_one_prefetch_batch_never_gives_a_slot_twice():
     loads = cache.plan_prefetch(["p", "q", "r"])
     slots = [slot for _, slot in loads]
     assert len(slots) == len(set(slots)) == 1
+
+
+def test_prefill_does_not_flush_what_decoding_uses():
+    cache = ExpertCache(4, LRUPolicy())
+    for key in ["hot1", "hot2"]:
+        cache.plan([key]); cache.loaded([key])
+    cache.plan(["p1", "p2"], bulk=True); cache.loaded(["p1", "p2"])  # a prompt's experts
+    cache.plan(["p3", "p4"], bulk=True); cache.loaded(["p3", "p4"])  # evicts p1, p2 first
+    assert {"hot1", "hot2"} <= set(cache.resident_keys())
+    cache.plan(["new"]); cache.loaded(["new"])  # decode miss: a prefill-only expert goes
+    assert {"hot1", "hot2", "new"} <= set(cache.resident_keys())
