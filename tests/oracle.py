@@ -22,3 +22,21 @@ def greedy_run(model, tokenizer, steps: int = 30, prompt: str = PROMPT):
     out = mx.concatenate(rows)
     mx.eval(out)
     return tokens, out
+
+
+def oracle_answer(path, prompt_ids_of, max_tokens: int) -> list[int]:
+    """mlx-lm's greedy answer, fully resident, stopping at EOS like the engine.
+    prompt_ids_of(tokenizer) -> the prompt's token ids."""
+    from checkpoints import resident_oracle
+
+    model, tok = resident_oracle(path)
+    cache = make_prompt_cache(model)
+    logits = model(mx.array([prompt_ids_of(tok)]), cache=cache)[:, -1, :]
+    out = []
+    for _ in range(max_tokens):
+        token = int(mx.argmax(logits, axis=-1).item())
+        if token in tok.eos_token_ids:
+            break
+        out.append(token)
+        logits = model(mx.array([[token]]), cache=cache)[:, -1, :]
+    return out

@@ -5,9 +5,7 @@ import os
 import subprocess
 import sys
 
-import mlx.core as mx
-
-from checkpoints import resident_oracle
+from oracle import oracle_answer
 
 STATS_KEYS = {"tokens", "prompt_tokens", "generation_tokens", "prompt_tps", "generation_tps",
               "peak_rss_bytes", "cache_budget_bytes", "cache_peak_bytes", "expert_hits",
@@ -19,22 +17,6 @@ def outlier(*args):
                           text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
-def _oracle_raw_tokens(path, prompt, n):
-    model, tok = resident_oracle(path)
-    from mlx_lm.models.cache import make_prompt_cache
-
-    cache = make_prompt_cache(model)
-    logits = model(mx.array([tok.encode(prompt)]), cache=cache)[:, -1, :]
-    out = []
-    for _ in range(n):
-        t = int(mx.argmax(logits, -1).item())
-        if t in tok.eos_token_ids:
-            break
-        out.append(t)
-        logits = model(mx.array([[t]]), cache=cache)[:, -1, :]
-    return out
-
-
 def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
     path = checkpoint_factory("qwen3_moe")
     stats_path = tmp_path / "stats.json"
@@ -44,7 +26,7 @@ def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
     assert result.returncode == 0, result.stderr
     stats = json.loads(stats_path.read_text())
     assert STATS_KEYS <= set(stats)
-    assert stats["tokens"] == _oracle_raw_tokens(path, "Hello, world", 16)
+    assert stats["tokens"] == oracle_answer(path, lambda tok: tok.encode("Hello, world"), 16)
     assert stats["generation_tokens"] == len(stats["tokens"])
     assert stats["cache_budget_bytes"] == int(0.05 * 1024 * 1024)
     assert 0 < stats["cache_peak_bytes"] <= stats["cache_budget_bytes"]

@@ -8,7 +8,12 @@ import mlx.core as mx
 import pytest
 
 from engine.checkpoint import CheckpointIndex
-from engine.errors import BudgetError, CheckpointError, OutlierError, UnsupportedModelError
+from engine.errors import (
+    BudgetError,
+    CheckpointError,
+    OutlierError,
+    UnsupportedModelError,
+)
 from engine.loader import load_streamed_model
 
 

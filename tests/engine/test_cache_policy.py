@@ -1,6 +1,5 @@
 """Cache bookkeeping and eviction policies, checked against brute force."""
 
-import itertools
 import random
 
 import pytest

@@ -2,11 +2,9 @@
 
 import threading
 
-import mlx.core as mx
-import numpy as np
 import pytest
+from oracle import oracle_answer
 
-from checkpoints import resident_oracle
 from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, TextDelta
 from engine.checkpoint import CheckpointIndex
 from engine.errors import CheckpointError
@@ -27,22 +25,10 @@ def engine():
     eng.close()
 
 
-def _oracle_tokens(path, messages, max_tokens):
-    model, tok = resident_oracle(path)
-    from mlx_lm.models.cache import make_prompt_cache
-
-    ids = tok.encode(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
-                     add_special_tokens=False)
-    cache = make_prompt_cache(model)
-    logits = model(mx.array([ids]), cache=cache)[:, -1, :]
-    out = []
-    for _ in range(max_tokens):
-        t = int(mx.argmax(logits, -1).item())
-        if t in tok.eos_token_ids:
-            break
-        out.append(t)
-        logits = model(mx.array([[t]]), cache=cache)[:, -1, :]
-    return out
+def _chat_ids(messages):
+    return lambda tok: tok.encode(
+        tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+        add_special_tokens=False)
 
 
 def test_generate_streams_the_oracle_tokens(engine, checkpoint_factory):
@@ -52,7 +38,7 @@ def test_generate_streams_the_oracle_tokens(engine, checkpoint_factory):
     messages = [{"role": "user", "content": "Write a haiku about disks."}]
     text, done = _collect(engine.generate(messages, GREEDY))
     assert isinstance(done, GenerationDone) and not done.cancelled
-    assert list(done.stats.tokens) == _oracle_tokens(path, messages, GREEDY.max_tokens)
+    assert list(done.stats.tokens) == oracle_answer(path, _chat_ids(messages), GREEDY.max_tokens)
     assert done.stats.generation_tokens == len(done.stats.tokens)
     snap = engine.snapshot()
     assert snap.state == "idle" and snap.hits.shape == (3, 8)

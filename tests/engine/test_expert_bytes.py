@@ -5,9 +5,9 @@ import shutil
 
 import mlx.core as mx
 import numpy as np
+from checkpoints import resident_oracle
 from mlx_lm.models.cache import make_prompt_cache
 
-from checkpoints import resident_oracle
 from engine.checkpoint import CheckpointIndex
 from engine.loader import load_streamed_model
 

@@ -9,10 +9,10 @@ top-k), where long prompts run in expert chunks.
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from checkpoints import resident_oracle
-from engine.loader import load_streamed_model
 from oracle import greedy_run
+
+from engine.loader import load_streamed_model
 
 ARCHS = ["mixtral", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "deepseek_v3", "olmoe"]
 BUDGETS = {"all": 1.0, "half": 0.5, "min": 0.0}
