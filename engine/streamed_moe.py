@@ -69,6 +69,8 @@ class ExpertStreamer:
         plan = self.cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
         self.telemetry.record_access(row, experts, missed)
+        if self.prefetch_enabled:
+            self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
         tickets = list(plan.pending)
         if plan.loads:
             tickets.append(self._submit(plan.loads))
