@@ -114,6 +114,13 @@ class ExpertStreamer:
         self.telemetry.set_resident([key], False)
 
 
+def _unique_sorted(values: np.ndarray) -> np.ndarray:
+    """np.unique, minus its fixed cost for the few ids of a decode step (hot path)."""
+    if values.size <= 64:
+        return np.array(sorted(set(values.reshape(-1).tolist())), dtype=np.int64)
+    return np.unique(values).astype(np.int64)
+
+
 class StreamedSwitchGLU(nn.Module):
     """Drop-in for SwitchGLU whose expert weights live in the shared slot pool."""
 
@@ -129,15 +136,15 @@ class StreamedSwitchGLU(nn.Module):
         self._next_row = next_row
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
-        inds = np.array(indices.astype(mx.uint32))  # host sync: the bytes to fetch depend on it
-        unique = np.unique(inds)
+        inds = np.array(indices)  # host sync: the bytes to fetch depend on it
+        unique = _unique_sorted(inds)
         if len(unique) > self._streamer.num_slots:
             return self._chunked(x, inds, unique)
         slot_of = self._streamer.fetch(self._row, unique, bulk=inds[..., 0].size > 1)
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._glu(x, mx.array(slots))
         if self._streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
-            predicted = np.unique(np.array(self._predict_next(x).astype(mx.uint32)))
+            predicted = _unique_sorted(np.array(self._predict_next(x)))
             self._streamer.prefetch(self._next_row, predicted)
         return y
 
