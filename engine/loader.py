@@ -105,6 +105,7 @@ def load_streamed_model(
         slot_bytes = SlotPool.slot_nbytes(specs)
         total_expert_bytes = slot_bytes * num_experts * len(rows)
 
+    telemetry.reset_layout(moe_layers, num_experts)
     # Resident part: everything the model still holds once the experts are swapped out.
     for _, (parent, attr, _switch), _ in rows:
         setattr(parent, attr, _Placeholder())
@@ -141,6 +142,9 @@ def load_streamed_model(
                 predict, next_row = _router_predictor(rows[row + 1][1][0], top_k), row + 1
             setattr(parent, attr, StreamedSwitchGLU(
                 row, streamer, _projections(switch), switch.activation, predict, next_row))
+        if slots == num_experts * len(rows):
+            progress(0.8, f"the budget holds every expert: reading all {slots} of them")
+            streamer.preload_all(num_experts)
 
     info = ModelInfo(
         path=str(index.path), model_type=index.model_type,
@@ -148,7 +152,6 @@ def load_streamed_model(
         top_k=top_k, expert_bytes=slot_bytes, total_expert_bytes=total_expert_bytes,
         resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=slots,
     )
-    telemetry.reset_layout(moe_layers, num_experts)
     telemetry.set_model(info, slot_bytes, reader.stats if reader else None)
     progress(1.0, "ready")
     return LoadedModel(model, tokenizer, config, info, index, streamer, reader, telemetry)

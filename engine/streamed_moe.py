@@ -51,6 +51,11 @@ class ExpertStreamer:
         self.reader = reader
         self.telemetry = telemetry
         self.prefetch_enabled = prefetch
+        # Set by preload_all: expert e of row r sits in slot r * num_experts + e for good,
+        # so layers skip the host sync and routing is recorded after the fact.
+        self.all_resident = False
+        self.num_experts = 0
+        self._unrecorded: list[tuple[int, mx.array]] = []
         cache.on_evict = self._evicted
         # on-disk dtype tag where it differs from the slot's dtype (the reader converts)
         self._convert = {}
@@ -87,6 +92,29 @@ class ExpertStreamer:
                 self.telemetry.add_io_wait(time.perf_counter() - start)
             self.cache.loaded(keys)
         return np.asarray(plan.slots, dtype=np.uint32)
+
+    def preload_all(self, num_experts: int) -> None:
+        """Read every expert once (the budget holds them all): nothing can miss later."""
+        for row in range(len(self.layers)):
+            self.fetch(row, np.arange(num_experts))
+        expected = {(r, e): r * num_experts + e for r in range(len(self.layers)) for e in range(num_experts)}
+        if all(self.cache.slot_of(k) == slot for k, slot in expected.items()):
+            self.all_resident = True
+            self.num_experts = num_experts
+
+    def note_routing(self, row: int, indices: mx.array) -> None:
+        """All-resident mode: remember the router's choice; record it once computed."""
+        if row == 0:
+            self.flush_routing()
+        self._unrecorded.append((row, indices))
+
+    def flush_routing(self) -> None:
+        """Record the routing of forwards already evaluated (the next forward needs them)."""
+        pending, self._unrecorded = self._unrecorded, []
+        for row, indices in pending:
+            experts = _unique_sorted(np.array(indices))
+            self.cache.plan([(row, int(e)) for e in experts])
+            self.telemetry.record_access(row, experts, ())
 
     def prefetch(self, row: int, experts: np.ndarray) -> None:
         """Start reading a later layer's predicted experts without waiting."""
@@ -136,6 +164,10 @@ class StreamedSwitchGLU(nn.Module):
         self._next_row = next_row
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        streamer = self._streamer
+        if streamer.all_resident:  # nothing can miss: no host sync needed
+            streamer.note_routing(self._row, indices)
+            return self._glu(x, indices.astype(mx.uint32) + self._row * streamer.num_experts)
         inds = np.array(indices)  # host sync: the bytes to fetch depend on it
         unique = _unique_sorted(inds)
         if len(unique) > self._streamer.num_slots:
