@@ -134,17 +134,21 @@ def load_streamed_model(
         cache = ExpertCache(slots, make_policy(policy) if isinstance(policy, str) else policy,
                             record_trace=record_trace)
         reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads)
-        streamer = ExpertStreamer([files for _, _, files in rows], pool, cache, reader, telemetry,
-                                  prefetch=prefetch)
-        for row, (layer, (parent, attr, switch), files) in enumerate(rows):
-            predict, next_row = None, None
-            if row + 1 < len(rows):
-                predict, next_row = _router_predictor(rows[row + 1][1][0], top_k), row + 1
-            setattr(parent, attr, StreamedSwitchGLU(
-                row, streamer, _projections(switch), switch.activation, predict, next_row))
-        if slots == num_experts * len(rows):
-            progress(0.8, f"the budget holds every expert: reading all {slots} of them")
-            streamer.preload_all(num_experts)
+        try:
+            streamer = ExpertStreamer([files for _, _, files in rows], pool, cache, reader, telemetry,
+                                      prefetch=prefetch)
+            for row, (_, (parent, attr, switch), _) in enumerate(rows):
+                predict, next_row = None, None
+                if row + 1 < len(rows):
+                    predict, next_row = _router_predictor(rows[row + 1][1][0], top_k), row + 1
+                setattr(parent, attr, StreamedSwitchGLU(
+                    row, streamer, _projections(switch), switch.activation, predict, next_row))
+            if slots == num_experts * len(rows):
+                progress(0.8, f"the budget holds every expert: reading all {slots} of them")
+                streamer.preload_all(num_experts)
+        except BaseException:
+            reader.close()  # its threads and file descriptors belong to no one else
+            raise
 
     info = ModelInfo(
         path=str(index.path), model_type=index.model_type,
