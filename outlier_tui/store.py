@@ -9,7 +9,6 @@ saved as "partial" while it streams, then marked complete/cancelled/error.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.errors import OutlierError
+from engine.user_dirs import user_dir
 
 DB_FILENAME = "chats.sqlite3"
 ROLES = ("user", "assistant")
@@ -31,12 +31,7 @@ class StoreError(OutlierError):
 
 def data_dir() -> Path:
     """Where Outlier keeps user data (chats, input history); OUTLIER_DATA_DIR overrides it."""
-    override = os.environ.get("OUTLIER_DATA_DIR")
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("outlier"))
+    return user_dir("data")
 
 
 @dataclass(frozen=True)

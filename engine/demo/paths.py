@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-CACHE_ENV = "OUTLIER_CACHE_DIR"
+from engine.user_dirs import user_dir
 
 DENSE_NAME = "smollm2-135m-dense"
 
 
 def cache_root() -> Path:
     """Outlier's cache folder: $OUTLIER_CACHE_DIR if set, else the user cache dir."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("outlier"))
+    return user_dir("cache")
 
 
 def downloads_dir() -> Path:

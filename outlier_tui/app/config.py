@@ -6,8 +6,9 @@ can point it elsewhere with OUTLIER_CONFIG_DIR.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from engine.user_dirs import user_dir
 
 try:  # Python 3.11+
     import tomllib
@@ -23,12 +24,7 @@ class ConfigError(Exception):
 
 def config_dir() -> Path:
     """The user's Outlier config folder; OUTLIER_CONFIG_DIR overrides it."""
-    override = os.environ.get("OUTLIER_CONFIG_DIR")
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("outlier"))
+    return user_dir("config")
 
 
 def read_toml(path: Path) -> dict:
