@@ -117,10 +117,6 @@ class Engine:
             active = mx.get_active_memory()
         return self.telemetry.snapshot(mlx_active_bytes=active)
 
-    def run_on_engine(self, fn: Callable[[Any], Any]) -> Future:
-        """Run fn(loaded_model) on the MLX thread (tests, benchmarks)."""
-        return self._mlx.submit(lambda: fn(self._loaded))
-
     def close(self, timeout: float = 60.0) -> None:
         """Cancel what runs and free the model; waits so nothing computes at exit."""
         if self._closed:
