@@ -35,7 +35,7 @@ class Telemetry:
 
     def reset_layout(self, moe_layers: tuple[int, ...], num_experts: int) -> None:
         shape = (len(moe_layers), num_experts)
-        with getattr(self, "_lock", threading.Lock()):
+        with self._lock:
             self._moe_layers = moe_layers
             self._hits = np.zeros(shape, np.int64)
             self._misses = np.zeros(shape, np.int64)

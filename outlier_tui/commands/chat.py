@@ -10,24 +10,23 @@ from outlier_tui.chat_params import CHAT_MAX_TOKENS
 HELP = "chat with a model (full-screen app; --plain or piped input for line mode)"
 
 
-def _positive_mb(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the cache size must be more than 0 MiB")
-    return value
+def _positive(kind: type, what: str):
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+_positive_mb = _positive(float, "a number of MiB")
+_positive_int = _positive(int, "a whole number")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

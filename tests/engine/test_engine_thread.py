@@ -25,6 +25,17 @@ def engine():
     eng.close()
 
 
+def _fresh_engine_tokens(path, messages):
+    """The greedy answer of a new engine with no conversation history."""
+    fresh = Engine()
+    try:
+        fresh.load(str(path)).result()
+        _, done = _collect(fresh.generate(messages, GREEDY))
+    finally:
+        fresh.close()
+    return done.stats.tokens
+
+
 def _chat_ids(messages):
     return lambda tok: tok.encode(
         tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
@@ -59,13 +70,7 @@ def test_follow_up_prefills_only_new_tokens(engine, checkpoint_factory):
         add_special_tokens=False))
     assert done2.stats.prompt_tokens < full - done1.stats.prompt_tokens // 2
     # and reusing the cache changes nothing: a fresh engine gives the same answer
-    fresh = Engine()
-    try:
-        fresh.load(str(path)).result()
-        _, done_fresh = _collect(fresh.generate(second, GREEDY))
-    finally:
-        fresh.close()
-    assert done_fresh.stats.tokens == done2.stats.tokens
+    assert _fresh_engine_tokens(path, second) == done2.stats.tokens
 
 
 def test_cancel_keeps_partial_answer_and_consistent_cache(engine, checkpoint_factory):
@@ -85,13 +90,7 @@ def test_cancel_keeps_partial_answer_and_consistent_cache(engine, checkpoint_fac
     partial = engine._loaded.tokenizer.decode(list(done.stats.tokens))
     follow = messages + [{"role": "assistant", "content": partial}, {"role": "user", "content": "ok"}]
     _, after_cancel = _collect(engine.generate(follow, GREEDY))
-    fresh = Engine()
-    try:
-        fresh.load(str(path)).result()
-        _, want = _collect(fresh.generate(follow, GREEDY))
-    finally:
-        fresh.close()
-    assert after_cancel.stats.tokens == want.stats.tokens
+    assert after_cancel.stats.tokens == _fresh_engine_tokens(path, follow)
 
 
 def test_generate_before_load_fails_cleanly(engine):
