@@ -27,7 +27,7 @@ from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
 from engine.slot_pool import SlotPool, TensorSpec
-from engine.streamed_moe import ExpertStreamer, Projection, StreamedSwitchGLU
+from engine.streamed_moe import ExpertStreamer, PrefetchMode, Projection, StreamedSwitchGLU
 from engine.telemetry import Telemetry
 
 _LAYER = re.compile(r"\blayers\.(\d+)\.")
@@ -74,7 +74,7 @@ def load_streamed_model(
     compute_dtype: mx.Dtype | None | str = "auto",
     reader_threads: int = 4,
     policy: str | EvictionPolicy = "lru",
-    prefetch: bool = False,
+    prefetch: bool | PrefetchMode | None = None,
     record_trace: bool = False,
     telemetry: Telemetry | None = None,
     on_progress: Callable[[float, str], None] | None = None,
@@ -136,16 +136,20 @@ def load_streamed_model(
         reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads)
         try:
             streamer = ExpertStreamer([files for _, _, files in rows], pool, cache, reader, telemetry,
-                                      prefetch=prefetch)
+                                      prefetch=PrefetchMode.of(prefetch))
+            predictors = []
             for row, (_, (parent, attr, switch), _) in enumerate(rows):
                 predict, next_row = None, None
                 if row + 1 < len(rows):
                     predict, next_row = _router_predictor(rows[row + 1][1][0], top_k), row + 1
+                    predictors.append(predict)
                 setattr(parent, attr, StreamedSwitchGLU(
                     row, streamer, _projections(switch), switch.activation, predict, next_row))
             if slots == num_experts * len(rows):
                 progress(0.8, f"the budget holds every expert: reading all {slots} of them")
                 streamer.preload_all(num_experts)
+            elif prefetch is None and predictors:  # auto: on where reads cost more than guessing
+                streamer.decide_prefetch(predictors[0], _hidden_size(config))
         except BaseException:
             reader.close()  # its threads and file descriptors belong to no one else
             raise
@@ -289,6 +293,11 @@ def _router_predictor(block: nn.Module, top_k: int) -> Callable[[mx.array], mx.a
         return mx.argpartition(-out, kth=top_k - 1, axis=-1)[..., :top_k]
 
     return predict
+
+
+def _hidden_size(config: dict) -> int:
+    cfg = config.get("text_config", config)
+    return int(cfg.get("hidden_size") or cfg.get("d_model"))
 
 
 def _top_k(config: dict) -> int:

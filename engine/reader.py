@@ -4,14 +4,20 @@ Reader threads never touch MLX graphs; they `pread` straight into the
 numpy views of MLX-owned slot buffers (zero copy) or, when the on-disk dtype
 differs from the compute dtype (bf16 scales on the CPU backend), into a small
 staging buffer converted in place.
+
+Reads wait in one priority queue: a read the decoder is blocked on (DEMAND)
+always starts before a speculative one (PREFETCH), and a speculative read that
+has not started can be cancelled or promoted once the router has spoken.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,23 +35,51 @@ class ReadJob:
     convert: str | None = None  # None: raw bytes; else a key of _CONVERTERS
 
 
-class ReadTicket:
-    """Completion of a batch of jobs; wait() re-raises the first read error."""
+DEMAND, PREFETCH = 0, 1  # read priorities: lower starts first
 
-    def __init__(self, futures: list[Future]) -> None:
-        self._futures = futures
+
+class ReadTicket:
+    """Completion of a batch of jobs; wait() re-raises the first read error.
+    Only the thread that submitted it calls its methods."""
+
+    def __init__(self, reader: "ExpertReader", jobs: list[ReadJob], futures: list[Future],
+                 priority: int) -> None:
+        self._reader, self._jobs, self._futures, self.priority = reader, jobs, futures, priority
 
     def done(self) -> bool:
         return all(f.done() for f in self._futures)
 
     def failed(self) -> bool:
-        return self.done() and any(f.exception() is not None for f in self._futures)
+        return self.done() and any(f.cancelled() or f.exception() is not None for f in self._futures)
 
     def wait(self) -> None:
-        errors = [f.exception() for f in self._futures]
-        for err in errors:
+        for f in self._futures:
+            try:
+                err = f.exception()
+            except CancelledError:
+                raise ExpertReadError("an expert read was cancelled while the decoder needed it") from None
             if err is not None:
                 raise err
+
+    def cancel(self) -> bool:
+        """Cancel every read not started yet; True when none had started (the slot is untouched)."""
+        cancelled = [f.cancel() for f in self._futures]
+        if all(cancelled):
+            return True
+        if any(cancelled):  # some reads started: finish the batch, the bytes must be whole
+            self._requeue(self.priority)
+        return False
+
+    def promote(self) -> None:
+        """The decoder now waits for this speculative batch: its reads not started go first."""
+        if self.priority != DEMAND:
+            self._requeue(DEMAND)
+
+    def _requeue(self, priority: int) -> None:
+        self.priority = priority
+        for i, f in enumerate(self._futures):
+            if f.cancelled() or f.cancel():
+                self._futures[i] = self._reader._enqueue(self._jobs[i], priority)
 
 
 class ReadStats:
@@ -86,12 +120,36 @@ class ExpertReader:
             st = os.fstat(fd)
             self._fds[f] = fd
             self._ident[f] = (st.st_dev, st.st_ino)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outlier-ssd")
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()  # FIFO within one priority
+        self._workers = [threading.Thread(target=self._work, name=f"outlier-ssd-{i}", daemon=True)
+                         for i in range(threads)]
+        for worker in self._workers:
+            worker.start()
         self.threads = threads
         self.stats = ReadStats()
 
-    def submit(self, jobs: list[ReadJob]) -> ReadTicket:
-        return ReadTicket([self._pool.submit(self._run, job) for job in jobs])
+    def submit(self, jobs: list[ReadJob], priority: int = DEMAND) -> ReadTicket:
+        return ReadTicket(self, jobs, [self._enqueue(job, priority) for job in jobs], priority)
+
+    def _enqueue(self, job: ReadJob | None, priority: int) -> Future:
+        future: Future = Future()
+        self._queue.put((priority, next(self._order), job, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            _, _, job, future = self._queue.get()
+            if job is None:  # close()
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                self._run(job)
+            except BaseException as exc:  # handed to whoever waits on the ticket
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
 
     def check_files(self) -> None:
         """Fail fast if a shard was replaced or shrunk since it was opened."""
@@ -134,7 +192,10 @@ class ExpertReader:
             done += n
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        for _ in self._workers:
+            self._enqueue(None, PREFETCH + 1)  # after every queued read
+        for worker in self._workers:
+            worker.join()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

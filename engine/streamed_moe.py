@@ -20,7 +20,7 @@ import numpy as np
 from engine.checkpoint import MoELayerFiles
 from engine.errors import ExpertReadError
 from engine.expert_cache import ExpertCache
-from engine.reader import ExpertReader, ReadJob
+from engine.reader import DEMAND, PREFETCH, ExpertReader, ReadJob
 from engine.slot_pool import SlotPool
 from engine.telemetry import Telemetry
 
@@ -40,17 +40,38 @@ class Projection:
     has_bias: bool = False
 
 
+@dataclass(frozen=True)
+class PrefetchMode:
+    """How the next layer's experts are read ahead (each part measured alone in
+    bench/RESULTS.md, I/O-bound section). Off by default; the loader turns it on
+    where its measurement says reads cost more than the prediction."""
+
+    enabled: bool = False
+    prefill: bool = True  # predict for prompt chunks too: layer L+1's reads overlap layer L's compute
+    early: bool = True  # issue the next layer's reads before waiting on this layer's
+    demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
+    cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
+    cold_admit: bool = True  # a guessed expert enters the policy's cold end until it is used
+
+    @classmethod
+    def of(cls, value: "bool | PrefetchMode | None") -> "PrefetchMode":
+        return value if isinstance(value, PrefetchMode) else cls(enabled=bool(value))
+
+
 class ExpertStreamer:
     """Makes experts resident on demand; shared by every streamed layer."""
 
     def __init__(self, layers: list[MoELayerFiles], pool: SlotPool, cache: ExpertCache,
-                 reader: ExpertReader, telemetry: Telemetry, prefetch: bool = False) -> None:
+                 reader: ExpertReader, telemetry: Telemetry,
+                 prefetch: "bool | PrefetchMode" = False) -> None:
         self.layers = layers
         self.pool = pool
         self.cache = cache
         self.reader = reader
         self.telemetry = telemetry
-        self.prefetch_enabled = prefetch
+        self.mode = PrefetchMode.of(prefetch)
+        cache.cancel_stale, cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
+        self.prefetch_decision: dict | None = None  # the load-time measurement, when it decided
         # Set by preload_all: expert e of row r sits in slot r * num_experts + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
@@ -67,18 +88,34 @@ class ExpertStreamer:
     def num_slots(self) -> int:
         return self.cache.num_slots
 
-    def fetch(self, row: int, experts: np.ndarray, bulk: bool = False) -> np.ndarray:
-        """Slot of every expert (sorted, unique) of this call, all loaded on return.
-        bulk: the call serves a prefill (many tokens)."""
+    @property
+    def prefetch_enabled(self) -> bool:
+        return self.mode.enabled
+
+    @prefetch_enabled.setter
+    def prefetch_enabled(self, on: bool) -> None:
+        self.mode = PrefetchMode(**{**self.mode.__dict__, "enabled": on})
+
+    def fetch(self, row: int, experts: np.ndarray, bulk: bool = False,
+              ahead: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+        """(slot of every expert (sorted, unique) of this call, all loaded on return; seconds
+        waited on reads). bulk: the call serves a prefill (many tokens). ahead: (row, experts)
+        to read speculatively once this call's own reads are queued, before waiting on them."""
         keys = [(row, int(e)) for e in experts]
         plan = self.cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
         self.telemetry.record_access(row, experts, missed)
-        if self.prefetch_enabled:
+        if self.mode.enabled:
             self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
         tickets = list(plan.pending)
+        if self.mode.demand_first:
+            for ticket in tickets:
+                ticket.promote()
         if plan.loads:
-            tickets.append(self._submit(plan.loads))
+            tickets.append(self._submit(plan.loads, DEMAND))
+        if ahead is not None:
+            self.prefetch(*ahead)
+        waited = 0.0
         if tickets:
             start = time.perf_counter()
             try:
@@ -89,9 +126,10 @@ class ExpertStreamer:
                 self.telemetry.set_resident(keys, False)
                 raise
             finally:
-                self.telemetry.add_io_wait(time.perf_counter() - start)
+                waited = time.perf_counter() - start
+                self.telemetry.add_io_wait(waited)
             self.cache.loaded(keys)
-        return np.asarray(plan.slots, dtype=np.uint32)
+        return np.asarray(plan.slots, dtype=np.uint32), waited
 
     def preload_all(self, num_experts: int) -> None:
         """Read every expert once (the budget holds them all): nothing can miss later."""
@@ -117,13 +155,41 @@ class ExpertStreamer:
             self.telemetry.record_access(row, experts, ())
 
     def prefetch(self, row: int, experts: np.ndarray) -> None:
-        """Start reading a later layer's predicted experts without waiting."""
+        """Start reading a later layer's predicted experts without waiting (one ticket per
+        expert, so a disproved guess can be cancelled alone)."""
         loads = self.cache.plan_prefetch((row, int(e)) for e in experts)
         if loads:
-            self._submit(loads)
+            priority = PREFETCH if self.mode.demand_first else DEMAND
+            for load in loads:
+                self._submit([load], priority, telemetry=False)
+            self._record_loads(loads)
             self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
 
-    def _submit(self, loads: list[tuple[tuple[int, int], int]]):
+    def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
+                        samples: int = 4) -> None:
+        """Turn prefetch on where one expert read takes longer than twice the predictor's host
+        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
+        decoder time than it costs. Measured now, on this disk and backend (reads go into
+        slots no expert holds yet); the figures are kept in prefetch_decision."""
+        reads = []
+        for i in range(min(samples, self.num_slots - self.cache.used)):
+            row = (7 * i + 3) % len(self.layers)
+            expert = (13 * i + 5) % self.layers[row].num_experts
+            start = time.perf_counter()
+            self.reader.submit(self._jobs([((row, expert), self.cache.used + i)])).wait()
+            reads.append(time.perf_counter() - start)
+        x = mx.zeros((1, 1, hidden_size))
+        guesses = []
+        for _ in range(4):
+            start = time.perf_counter()
+            np.array(predict(x))
+            guesses.append(time.perf_counter() - start)
+        read_s, predict_s = float(np.median(reads)) if reads else 0.0, min(guesses[1:])
+        self.prefetch_enabled = read_s > 2 * predict_s
+        self.prefetch_decision = {"read_s_per_expert": read_s, "predict_s_per_layer": predict_s,
+                                  "enabled": self.prefetch_enabled}
+
+    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[ReadJob]:
         jobs = []
         for (row, expert), slot in loads:
             files = self.layers[row]
@@ -131,12 +197,18 @@ class ExpertStreamer:
                 offset, nbytes = tensor.expert_range(expert)
                 jobs.append(ReadJob(tensor.location.file, offset, nbytes,
                                     self.pool.views[name][slot], self._convert[name]))
-        ticket = self.reader.submit(jobs)
-        keys = [key for key, _ in loads]
-        self.cache.mark_loading(keys, ticket)
-        self.telemetry.set_resident(keys, True)
-        self.telemetry.record_cache(self.cache.used, self.cache.peak_used)
+        return jobs
+
+    def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
+        ticket = self.reader.submit(self._jobs(loads), priority)
+        self.cache.mark_loading([key for key, _ in loads], ticket)
+        if telemetry:
+            self._record_loads(loads)
         return ticket
+
+    def _record_loads(self, loads: list[tuple[tuple[int, int], int]]) -> None:
+        self.telemetry.set_resident([key for key, _ in loads], True)
+        self.telemetry.record_cache(self.cache.used, self.cache.peak_used)
 
     def _evicted(self, key: tuple[int, int]) -> None:
         self.telemetry.set_resident([key], False)
@@ -168,16 +240,25 @@ class StreamedSwitchGLU(nn.Module):
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
             return self._glu(x, indices.astype(mx.uint32) + self._row * streamer.num_experts)
+        start = time.perf_counter()
         inds = np.array(indices)  # host sync: the bytes to fetch depend on it
+        computed = time.perf_counter() - start
         unique = _unique_sorted(inds)
-        if len(unique) > self._streamer.num_slots:
+        if len(unique) > streamer.num_slots:
             return self._chunked(x, inds, unique)
-        slot_of = self._streamer.fetch(self._row, unique, bulk=inds[..., 0].size > 1)
+        bulk = inds[..., 0].size > 1
+        mode = streamer.mode
+        ahead = None
+        if mode.enabled and self._predict_next is not None and (mode.prefill or not bulk):
+            sync = time.perf_counter()
+            ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
+            computed += time.perf_counter() - sync
+        slot_of, waited = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._glu(x, mx.array(slots))
-        if self._streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
-            predicted = _unique_sorted(np.array(self._predict_next(x)))
-            self._streamer.prefetch(self._next_row, predicted)
+        if ahead is not None and not mode.early:
+            streamer.prefetch(*ahead)
+        streamer.telemetry.add_host_time(time.perf_counter() - start - computed - waited)
         return y
 
     def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:
@@ -189,7 +270,7 @@ class StreamedSwitchGLU(nn.Module):
         size = self._streamer.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start:start + size]
-            slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
+            slot_of, _ = self._streamer.fetch(self._row, chunk, bulk=True)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
             y = self._glu(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]

@@ -44,6 +44,7 @@ class Telemetry:
             self._last_miss = np.zeros(shape, np.int64)
             self._step = 0
             self._io_wait = 0.0
+            self._host = 0.0
             self._prefetch_issued = 0
             self._prefetch_used = 0
             self._prompt_tps = 0.0
@@ -98,6 +99,12 @@ class Telemetry:
         with self._lock:
             self._io_wait += seconds
 
+    def add_host_time(self, seconds: float) -> None:
+        """Decoder time in streamed layers that is neither MLX compute nor waiting on reads
+        (planning, bookkeeping, graph building): the engine's own overhead."""
+        with self._lock:
+            self._host += seconds
+
     def record_prefetch(self, issued: int, used: int) -> None:
         with self._lock:
             self._prefetch_issued = issued
@@ -120,6 +127,7 @@ class Telemetry:
                 "hits": int(self._hits.sum()),
                 "misses": int(self._misses.sum()),
                 "io_wait_seconds": self._io_wait,
+                "host_seconds": self._host,
                 "bytes_read": stats.bytes_read if stats else 0,
                 "cache_peak_bytes": self._cache_peak * self._slot_bytes,
                 "prefetch_issued": self._prefetch_issued,
