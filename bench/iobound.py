@@ -65,7 +65,8 @@ def run(opts: Options) -> dict:
 
 
 def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
-    common = ["--tokens", str(opts.tokens), "--passes", "1", "--reader-threads", str(opts.reader_threads)]
+    common = ["--tokens", str(opts.tokens), "--passes", "1", "--reader-threads", str(opts.reader_threads),
+              "--uncached-reads"]
     prompt = ["--long-prompt"] if opts.long_prompt else []
     opts.progress("compute only: every expert resident, no reads while decoding (unthrottled)")
     compute = work.config("streamed", common + prompt + [

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prefetch-mode", choices=sorted(PREFETCH_VARIANTS),
                    help="prefetch on with one part of the pipeline left out (the I/O-bound study)")
     p.add_argument("--policy", default="lru", help="cache eviction policy")
+    p.add_argument("--uncached-reads", action="store_true",
+                   help="drop what the engine reads from the page cache: every miss is a disk read")
     p.add_argument("--long-prompt", action="store_true", help="the ~500-token prompt (TTFT study)")
     p.add_argument("--reader-threads", type=int, default=4)
     p.add_argument("--tokens", type=int, default=64)
@@ -80,7 +82,7 @@ def _streamed(args) -> dict:
     telemetry = measure.StepTelemetry()
     start = time.perf_counter()
     loaded = load_streamed_model(args.model, cache_bytes=args.cache_bytes, prefetch=_prefetch(args),
-                                 policy=args.policy, record_trace=True,
+                                 policy=args.policy, record_trace=True, uncached_reads=args.uncached_reads,
                                  reader_threads=args.reader_threads, telemetry=telemetry)
     load_s = time.perf_counter() - start
     telemetry.trace = loaded.streamer.cache.trace if loaded.streamer is not None else None

@@ -73,6 +73,7 @@ def load_streamed_model(
     *,
     compute_dtype: mx.Dtype | None | str = "auto",
     reader_threads: int = 4,
+    uncached_reads: bool = False,
     policy: str | EvictionPolicy = "lru",
     prefetch: bool | PrefetchMode | None = None,
     record_trace: bool = False,
@@ -133,7 +134,7 @@ def load_streamed_model(
         pool = SlotPool(specs, slots)
         cache = ExpertCache(slots, make_policy(policy) if isinstance(policy, str) else policy,
                             record_trace=record_trace)
-        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads)
+        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached_reads)
         try:
             streamer = ExpertStreamer([files for _, _, files in rows], pool, cache, reader, telemetry,
                                       prefetch=PrefetchMode.of(prefetch))

@@ -176,7 +176,7 @@ class ExpertStreamer:
             row = (7 * i + 3) % len(self.layers)
             expert = (13 * i + 5) % self.layers[row].num_experts
             start = time.perf_counter()
-            self.reader.submit(self._jobs([((row, expert), self.cache.used + i)])).wait()
+            self.reader.submit_units(self._jobs([((row, expert), self.cache.used + i)])).wait()
             reads.append(time.perf_counter() - start)
         x = mx.zeros((1, 1, hidden_size))
         guesses = []
@@ -189,18 +189,21 @@ class ExpertStreamer:
         self.prefetch_decision = {"read_s_per_expert": read_s, "predict_s_per_layer": predict_s,
                                   "enabled": self.prefetch_enabled}
 
-    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[ReadJob]:
-        jobs = []
+    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
+        """One unit of reads per expert (all its tensors, read in a row by one thread)."""
+        units = []
         for (row, expert), slot in loads:
             files = self.layers[row]
+            jobs = []
             for name, tensor in files.tensors.items():
                 offset, nbytes = tensor.expert_range(expert)
                 jobs.append(ReadJob(tensor.location.file, offset, nbytes,
                                     self.pool.views[name][slot], self._convert[name]))
-        return jobs
+            units.append(jobs)
+        return units
 
     def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
-        ticket = self.reader.submit(self._jobs(loads), priority)
+        ticket = self.reader.submit_units(self._jobs(loads), priority)
         self.cache.mark_loading([key for key, _ in loads], ticket)
         if telemetry:
             self._record_loads(loads)

@@ -84,7 +84,7 @@ class _Gated:
 
         self.reader._run = run
         self.first = self.reader.submit([self.job(0)], PREFETCH)
-        while not self.first._futures[0].running():  # the thread holds read 0
+        while self.first._units[0].state == 0:  # until the thread holds read 0
             threading.Event().wait(0.001)
 
     def job(self, offset):
@@ -132,3 +132,21 @@ def test_cancelled_prefetch_never_writes_its_slot(data_file):
     assert g.order == [0] and (dest == 7).all()
     with pytest.raises(ExpertReadError):
         ticket.wait()
+
+
+def test_uncached_reads_leave_the_range_out_of_the_page_cache(tmp_path):
+    from bench import pagecache
+
+    path = tmp_path / "big.bin"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    if pagecache.drop([path], allow_global=False)["resident_fraction"] > 0.01:
+        pytest.skip("this file system keeps the file in memory (tmpfs?)")
+    for uncached in (False, True):
+        reader = ExpertReader([path], uncached=uncached)
+        dest = np.zeros(1 << 20, np.uint8)
+        reader.submit([ReadJob(path, 0, 1 << 20, dest)]).wait()
+        reader.close()
+        assert dest.tobytes() == data
+        assert (pagecache.resident_fraction([path]) > 0.5) == (not uncached)
+        pagecache.drop([path], allow_global=False)
