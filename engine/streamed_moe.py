@@ -72,6 +72,7 @@ class ExpertStreamer:
         self.mode = PrefetchMode.of(prefetch)
         cache.cancel_stale, cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
         self.prefetch_decision: dict | None = None  # the load-time measurement, when it decided
+        self.last_wait_cpu = 0.0  # this thread's CPU time in the last fetch's wait (not host work)
         # Set by preload_all: expert e of row r sits in slot r * num_experts + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
@@ -83,6 +84,9 @@ class ExpertStreamer:
         for name, spec in pool.specs.items():
             disk = layers[0].tensors[name].location.dtype
             self._convert[name] = None if _TAGS.get(spec.dtype) == disk else disk
+        # per row: (tensor name, file, offset of expert 0, bytes per expert, conversion)
+        self._ranges = [[(name, t.location.file, *t.expert_range(0), self._convert[name])
+                         for name, t in files.tensors.items()] for files in layers]
 
     @property
     def num_slots(self) -> int:
@@ -97,10 +101,10 @@ class ExpertStreamer:
         self.mode = PrefetchMode(**{**self.mode.__dict__, "enabled": on})
 
     def fetch(self, row: int, experts: np.ndarray, bulk: bool = False,
-              ahead: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
-        """(slot of every expert (sorted, unique) of this call, all loaded on return; seconds
-        waited on reads). bulk: the call serves a prefill (many tokens). ahead: (row, experts)
-        to read speculatively once this call's own reads are queued, before waiting on them."""
+              ahead: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+        """Slot of every expert (sorted, unique) of this call, all loaded on return.
+        bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
+        speculatively once this call's own reads are queued, before waiting on them."""
         keys = [(row, int(e)) for e in experts]
         plan = self.cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
@@ -115,9 +119,9 @@ class ExpertStreamer:
             tickets.append(self._submit(plan.loads, DEMAND))
         if ahead is not None:
             self.prefetch(*ahead)
-        waited = 0.0
+        self.last_wait_cpu = 0.0
         if tickets:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             try:
                 for ticket in tickets:
                     ticket.wait()
@@ -126,10 +130,10 @@ class ExpertStreamer:
                 self.telemetry.set_resident(keys, False)
                 raise
             finally:
-                waited = time.perf_counter() - start
-                self.telemetry.add_io_wait(waited)
+                self.telemetry.add_io_wait(time.perf_counter() - start)
+                self.last_wait_cpu = time.thread_time() - start_cpu
             self.cache.loaded(keys)
-        return np.asarray(plan.slots, dtype=np.uint32), waited
+        return np.asarray(plan.slots, dtype=np.uint32)
 
     def preload_all(self, num_experts: int) -> None:
         """Read every expert once (the budget holds them all): nothing can miss later."""
@@ -191,16 +195,10 @@ class ExpertStreamer:
 
     def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
         """One unit of reads per expert (all its tensors, read in a row by one thread)."""
-        units = []
-        for (row, expert), slot in loads:
-            files = self.layers[row]
-            jobs = []
-            for name, tensor in files.tensors.items():
-                offset, nbytes = tensor.expert_range(expert)
-                jobs.append(ReadJob(tensor.location.file, offset, nbytes,
-                                    self.pool.views[name][slot], self._convert[name]))
-            units.append(jobs)
-        return units
+        views = self.pool.views
+        return [[ReadJob(file, base + expert * nbytes, nbytes, views[name][slot], convert)
+                 for name, file, base, nbytes, convert in self._ranges[row]]
+                for (row, expert), slot in loads]
 
     def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
         ticket = self.reader.submit_units(self._jobs(loads), priority)
@@ -243,9 +241,11 @@ class StreamedSwitchGLU(nn.Module):
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
             return self._glu(x, indices.astype(mx.uint32) + self._row * streamer.num_experts)
-        start = time.perf_counter()
+        # host work is counted in this thread's CPU time: on a shared machine wall time also
+        # counts the time other processes hold the core
+        start = time.thread_time()
         inds = np.array(indices)  # host sync: the bytes to fetch depend on it
-        computed = time.perf_counter() - start
+        waited = time.thread_time() - start
         unique = _unique_sorted(inds)
         if len(unique) > streamer.num_slots:
             return self._chunked(x, inds, unique)
@@ -253,15 +253,16 @@ class StreamedSwitchGLU(nn.Module):
         mode = streamer.mode
         ahead = None
         if mode.enabled and self._predict_next is not None and (mode.prefill or not bulk):
-            sync = time.perf_counter()
+            sync = time.thread_time()
             ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
-            computed += time.perf_counter() - sync
-        slot_of, waited = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
+            waited += time.thread_time() - sync
+        slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
+        waited += streamer.last_wait_cpu
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._glu(x, mx.array(slots))
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
-        streamer.telemetry.add_host_time(time.perf_counter() - start - computed - waited)
+        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
         return y
 
     def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:
@@ -273,7 +274,7 @@ class StreamedSwitchGLU(nn.Module):
         size = self._streamer.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start:start + size]
-            slot_of, _ = self._streamer.fetch(self._row, chunk, bulk=True)
+            slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
             y = self._glu(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]

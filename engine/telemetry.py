@@ -76,14 +76,21 @@ class Telemetry:
             return self._step
 
     def record_access(self, row: int, experts: np.ndarray, missed: Iterable[int]) -> None:
+        """One layer call's experts (a few: plain loops beat numpy's fancy indexing here)."""
+        experts = experts.tolist() if isinstance(experts, np.ndarray) else list(experts)
         missed = list(missed)
         with self._lock:
-            self._last_use[row, experts] = self._step
-            self._hits[row, experts] += 1
+            step = self._step
+            hits, last_use = self._hits[row], self._last_use[row]
+            for e in experts:
+                hits[e] += 1
+                last_use[e] = step
             if missed:
-                self._hits[row, missed] -= 1
-                self._misses[row, missed] += 1
-                self._last_miss[row, missed] = self._step
+                misses, last_miss = self._misses[row], self._last_miss[row]
+                for e in missed:
+                    hits[e] -= 1
+                    misses[e] += 1
+                    last_miss[e] = step
 
     def set_resident(self, keys: Iterable[tuple[int, int]], resident: bool) -> None:
         with self._lock:
@@ -100,7 +107,7 @@ class Telemetry:
             self._io_wait += seconds
 
     def add_host_time(self, seconds: float) -> None:
-        """Decoder time in streamed layers that is neither MLX compute nor waiting on reads
+        """Decoder CPU time in streamed layers that is neither MLX compute nor waiting on reads
         (planning, bookkeeping, graph building): the engine's own overhead."""
         with self._lock:
             self._host += seconds
