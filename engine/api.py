@@ -40,6 +40,7 @@ class ModelInfo:
     resident_bytes: int  # backbone kept in memory (everything but routed experts)
     cache_budget_bytes: int
     cache_slots: int
+    context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
 
 
 @dataclass(frozen=True)

@@ -24,3 +24,8 @@ class ExpertReadError(OutlierError):
 
 class EngineStateError(OutlierError):
     """A request that needs a loaded model arrived before one was loaded."""
+
+
+class RequestError(OutlierError):
+    """A generation request the model cannot run: bad settings, or a prompt that is
+    empty or longer than the model's context."""

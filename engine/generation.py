@@ -7,6 +7,7 @@ a cache that cannot be trimmed is rebuilt).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
+from engine.errors import RequestError
 from engine.loader import LoadedModel
 from engine.telemetry import peak_rss_bytes
 
@@ -35,12 +37,49 @@ class Conversation:
 
 def prompt_tokens(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> list[int]:
     tok = loaded.tokenizer
+    # A prompt beyond the context is refused with both numbers (answer_room); silence
+    # transformers' own multi-line warning about it, which it prints once per tokenizer.
+    warned = getattr(tok, "deprecation_warnings", None)
+    if isinstance(warned, dict):
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
     if params.chat_template and getattr(tok, "has_chat_template", False):
         text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
     else:
         text = messages[-1]["content"] if messages else ""
     bos = getattr(tok, "bos_token", None)
     return list(tok.encode(text, add_special_tokens=bos is None or not text.startswith(bos)))
+
+
+def check_params(params: GenerationParams) -> None:
+    """Refuse settings no sampler can honour (UIs check their flags too; this guards
+    every caller of the engine, e.g. a server)."""
+    if isinstance(params.max_tokens, bool) or not isinstance(params.max_tokens, int) or params.max_tokens < 1:
+        raise RequestError(f"max_tokens must be a whole number of at least 1, got {params.max_tokens!r}.")
+    if not _finite(params.temperature) or params.temperature < 0:
+        raise RequestError(f"temperature must be a finite number of at least 0, got {params.temperature!r}.")
+    if not _finite(params.top_p) or not 0 < params.top_p <= 1:
+        raise RequestError(f"top_p must be more than 0 and at most 1, got {params.top_p!r}.")
+    seed = params.seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+        raise RequestError(f"seed must be a whole number from 0 to {2**64 - 1}, got {seed!r}.")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def answer_room(prompt_length: int, params: GenerationParams, context: int) -> int:
+    """How many tokens the answer may have: max_tokens, cut at the context limit.
+    An empty prompt or one that fills the context is refused with both numbers."""
+    if prompt_length == 0:
+        raise RequestError("The prompt is empty (0 tokens): type some text to answer.")
+    if not context:
+        return params.max_tokens
+    if prompt_length >= context:
+        raise RequestError(
+            f"The prompt is {prompt_length} tokens but the model's context holds {context}: "
+            "shorten it or start a new chat.")
+    return min(params.max_tokens, context - prompt_length)
 
 
 def _reuse_prefix(conv: Conversation, model, tokens: list[int]) -> int:
@@ -75,10 +114,12 @@ def generate(
     """Run one request; returns (stats, cancelled). On any exception the caller
     must clear `conv`: a forward that failed half-way left the KV cache inconsistent."""
     model, tok, telemetry = loaded.model, loaded.tokenizer, loaded.telemetry
+    check_params(params)
     if loaded.reader is not None:
         loaded.reader.check_files()
     before = telemetry.totals()
     tokens = prompt_tokens(loaded, messages, params)
+    max_tokens = answer_room(len(tokens), params, loaded.info.context_length)
     if params.seed is not None:
         mx.random.seed(params.seed)
     sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
@@ -87,7 +128,11 @@ def generate(
     skip = _reuse_prefix(conv, model, tokens)
     todo = tokens[skip:]
     logits = None
+    cancelled = False
     for i in range(0, len(todo), PREFILL_STEP):
+        if cancel.is_set():  # between chunks the KV cache and conv.tokens agree
+            cancelled = True
+            break
         chunk = todo[i:i + PREFILL_STEP]
         telemetry.begin_step()
         logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
@@ -101,9 +146,8 @@ def generate(
     detok.reset()
     eos = set(tok.eos_token_ids)
     generated: list[int] = []
-    cancelled = False
     first_token_at = time.perf_counter()
-    while True:
+    while not cancelled:
         token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
         token_id = int(token.item())
         if not generated:
@@ -114,7 +158,7 @@ def generate(
         detok.add_token(token_id)
         if piece := detok.last_segment:
             emit(piece, token_id)
-        if len(generated) >= params.max_tokens:
+        if len(generated) >= max_tokens:
             break
         if cancel.is_set():
             cancelled = True

@@ -23,6 +23,7 @@ from mlx.utils import tree_flatten, tree_map
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles
+from engine.context import context_limit
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
@@ -155,6 +156,7 @@ def load_streamed_model(
         num_layers=_num_layers(config), moe_layers=moe_layers, num_experts=num_experts,
         top_k=top_k, expert_bytes=slot_bytes, total_expert_bytes=total_expert_bytes,
         resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=slots,
+        context_length=context_limit(config, tokenizer),
     )
     telemetry.set_model(info, slot_bytes, reader.stats if reader else None)
     progress(1.0, "ready")

@@ -90,6 +90,9 @@ def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    if stdout is None:
+        stderr.write("outlier: standard output is closed: redirect it to a file or /dev/null.\n")
+        return 1
     try:
         return _run(args, stdin, stdout, stderr)
     except OutlierError as exc:
@@ -118,7 +121,9 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     interactive = _isatty(stdin)
     question = ""
     if not interactive:
-        question = stdin.read().rstrip()
+        from outlier_tui.std_streams import read_all
+
+        question = read_all(stdin).rstrip()
         if not question.strip():
             raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
     fake = bool(getattr(args, "fake_engine", False))

@@ -100,15 +100,6 @@ def run_pipe(
 
 
 def _silence(out: TextIO) -> None:
-    """Point a closed stdout at /dev/null so the interpreter's final flush does not fail again."""
-    import os
-    import sys
+    from outlier_tui.std_streams import silence_stdout
 
-    if out is not sys.stdout:
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
+    silence_stdout(out)
