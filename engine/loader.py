@@ -23,6 +23,7 @@ from mlx.utils import tree_flatten, tree_map
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles
+from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
 from engine.context import context_limit
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
@@ -89,7 +90,9 @@ def load_streamed_model(
     index = CheckpointIndex.open(path)
     progress(0.15, "building the model lazily")
     model, config = _build_lazy(index)
+    check_tokenizer_files(index.path)
     tokenizer = _load_tokenizer(index.path, config)
+    check_chat_template(index.path, tokenizer)
 
     switches = _find_switches(model)
     rows = _match_layers(switches, index)
@@ -206,8 +209,9 @@ def _load_tokenizer(path: Path, config: dict):
     try:
         return load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:  # tokenizers raise many unrelated types
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise CheckpointError(
-            f"Could not load the tokenizer from {path} ({type(exc).__name__}: {exc}); the folder "
+            f"Could not load the tokenizer from {path} ({type(exc).__name__}: {detail}); the folder "
             "needs tokenizer.json / tokenizer_config.json."
         ) from None
 
