@@ -99,6 +99,7 @@ class CheckpointIndex:
         for f in files:
             sizes[f] = f.stat().st_size
             tensors.update(read_safetensors_header(f))
+        rules.check_quantized_shapes(config, tensors)
         index = cls(folder, config, tensors, _find_expert_tensors(tensors), sizes)
         index._validate_experts()
         return index

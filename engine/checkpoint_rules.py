@@ -197,8 +197,9 @@ def check_header(file: Path, header_bytes: bytes, size: int) -> list[HeaderEntry
     if not isinstance(header, dict):
         raise CheckpointError(f"{file.name} has a corrupt header (a JSON {type(header).__name__}, "
                               "not an object): re-download it.")
-    metadata = header.get("__metadata__") or {}  # mlx writes null when there is none
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+    metadata = header.get("__metadata__")  # mlx writes null when there is none
+    if metadata is not None and (not isinstance(metadata, dict)
+                                 or not all(isinstance(v, str) for v in metadata.values())):
         raise CheckpointError(f"{file.name}: __metadata__ must map names to strings; re-download it.")
     entries = [_entry(file, name, meta) for name, meta in header.items() if name != "__metadata__"]
     entries.sort(key=lambda e: (e.begin, e.end))
@@ -438,3 +439,53 @@ def check_chat_template(folder: Path, tokenizer: object) -> None:
         raise CheckpointError(f"The chat template of {folder} does not render ({detail}); fix "
                               "chat_template in tokenizer_config.json or copy it from the original "
                               "model.") from None
+
+
+# ---- quantized layers against config.json ---------------------------------------------
+
+_GROUP_SIZES = (16, 32, 64, 128)
+_BITS = (2, 3, 4, 5, 6, 8)
+
+
+def check_quantized_shapes(config: dict, tensors: dict) -> None:
+    """Every quantized layer's packed weight and scales must fit the layer config.json builds.
+
+    mlx-lm infers each layer's group size and bits from these shapes and quantizes
+    before it compares shapes; sizes that do not fit crash MLX (a division by zero,
+    SIGFPE) instead of raising. `tensors` maps names to objects with .file and .shape.
+    The model is built lazily, so this allocates nothing.
+    """
+    if not isinstance(config.get("quantization"), dict):
+        return
+    try:
+        from mlx_lm.utils import _get_classes
+
+        model_class, args_class = _get_classes(dict(config))
+    except (ValueError, ImportError):
+        return  # an unknown architecture is reported by the loader, with its name
+    try:
+        model = model_class(args_class.from_dict(dict(config)))
+    except Exception as exc:  # a constructor that rejects its arguments: name the first line
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        raise CheckpointError(f"config.json does not describe a valid {config.get('model_type')} model "
+                              f"({type(exc).__name__}: {detail}); fix it or {REDOWNLOAD}.") from None
+    overrides = config["quantization"]
+    for path, module in model.named_modules():
+        scales, weight = tensors.get(f"{path}.scales"), tensors.get(f"{path}.weight")
+        if scales is None or weight is None or path in overrides or not hasattr(module, "to_quantized"):
+            continue
+        _check_packed(path, tuple(module.weight.shape), weight, scales)
+
+
+def _check_packed(path: str, layer_shape: tuple[int, ...], weight, scales) -> None:
+    in_dims = layer_shape[-1]
+    fits = (len(weight.shape) == len(layer_shape) == len(scales.shape) and in_dims > 0
+            and weight.shape[:-1] == layer_shape[:-1] == scales.shape[:-1]
+            and scales.shape[-1] > 0 and in_dims % scales.shape[-1] == 0
+            and in_dims // scales.shape[-1] in _GROUP_SIZES
+            and (weight.shape[-1] * 32) % in_dims == 0 and weight.shape[-1] * 32 // in_dims in _BITS)
+    if not fits:
+        raise CheckpointError(
+            f"{weight.file.name}: quantized tensor {path}.weight {list(weight.shape)} (scales "
+            f"{list(scales.shape)}) does not fit the layer config.json describes {list(layer_shape)}: the "
+            f"weights do not match config.json; {REDOWNLOAD}.")
