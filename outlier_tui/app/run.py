@@ -13,13 +13,16 @@ def run_app(args: argparse.Namespace) -> int:
     from outlier_tui.app.main import OutlierApp
     from outlier_tui.engine_adapter import make_engine
     from outlier_tui.model_choice import resolve_model_dir
-    from outlier_tui.store import ConversationStore, StoreError
+    from outlier_tui.store import StoreError
+    from outlier_tui.store_recovery import open_store
 
     try:
-        store = ConversationStore()
+        store, notice = open_store()
     except StoreError as exc:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
+    if notice:  # shown before the full screen takes over, and kept in the terminal after it
+        print(f"outlier: {notice}", file=sys.stderr)
     fake = bool(getattr(args, "fake_engine", False))
     engine = make_engine(fake=fake)
     cache_mb = getattr(args, "cache_mb", None)

@@ -128,7 +128,12 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
     fake = bool(getattr(args, "fake_engine", False))
     progress = ProgressLine(stderr)
-    with ConversationStore() as store:
+    from outlier_tui.store_recovery import open_store
+
+    store, notice = open_store()
+    if notice and (interactive or getattr(args, "chat", None)):  # a one-off pipe run saves nothing
+        stderr.write(f"outlier: {notice}\n")
+    with store:
         chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
         model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
         progress.done()
