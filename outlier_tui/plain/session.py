@@ -103,6 +103,7 @@ class PlainSession:
         self.model_name = model_name
         self.last_stats: Optional[GenerationStats] = None
         self._ctrl_c_armed = False
+        self._terminated = 0  # the signal that asked the session to end, if any
         if history is None:
             history = self._default_history()
         self.prompt = PromptSession(
@@ -169,7 +170,8 @@ class PlainSession:
     async def run_async(self) -> int:
         """Prompt, answer, repeat, until /exit, Ctrl-D or a double Ctrl-C; returns the exit status."""
         self.banner()
-        while True:
+        self._watch_termination()
+        while not self._terminated:
             try:
                 text = await self.prompt.prompt_async()
             except KeyboardInterrupt:
@@ -179,7 +181,7 @@ class PlainSession:
                 self.note("(Ctrl-C again or Ctrl-D to exit)")
                 continue
             except EOFError:
-                return 0
+                return 128 + self._terminated if self._terminated else 0
             self._ctrl_c_armed = False
             if not text.strip():
                 continue
@@ -190,6 +192,25 @@ class PlainSession:
             if text.startswith("//"):
                 text = text[1:]
             await self.send(text)
+        return 128 + self._terminated
+
+    def _watch_termination(self) -> None:
+        """SIGTERM/SIGHUP: stop the answer (saved as shown, like Ctrl-C), then leave the loop."""
+        from outlier_tui.termination import SIGNALS
+
+        loop = asyncio.get_running_loop()
+
+        def terminate(signum: int) -> None:
+            self._terminated = signum
+            self.engine.cancel()
+            if self.prompt.app.is_running:
+                self.prompt.app.exit(exception=EOFError)
+
+        for sig in SIGNALS:
+            try:
+                loop.add_signal_handler(sig, terminate, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                return
 
     def run(self) -> int:
         """Blocking entry point for the CLI."""
