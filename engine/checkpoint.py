@@ -46,12 +46,12 @@ _PROJ = "|".join((*GLU_PROJECTIONS, *MLP_PROJECTIONS))
 _PART = "|".join(EXPERT_PARTS)
 # a stacked expert tensor [E, ...], as mlx-lm saves it (the switch module's own name)
 _STACKED = re.compile(
-    rf"^(?P<prefix>(?:.*\.)?layers\.(?P<layer>\d+)\.(?:.*\.)?(?:switch_mlp|switch_glu|experts))"
+    rf"^(?P<prefix>(?:[^.]+\.)*?(?P<layer>\d+)\.(?:.*\.)?(?:switch_mlp|switch_glu|experts))"
     rf"\.(?P<proj>{_PROJ})\.(?P<part>{_PART})$"
 )
 # one tensor per expert, as Hugging Face publishes it (mlx-lm's sanitize stacks these)
 _PER_EXPERT = re.compile(
-    rf"^(?P<prefix>(?:.*\.)?layers\.(?P<layer>\d+)\.(?:.*\.)?experts)\.(?P<expert>\d+)"
+    rf"^(?P<prefix>(?:[^.]+\.)*?(?P<layer>\d+)\.(?:.*\.)?experts)\.(?P<expert>\d+)"
     rf"\.(?P<proj>\w+)\.(?P<part>{_PART})$"
 )
 _MAX_HEADER = 512 * 1024 * 1024

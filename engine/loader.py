@@ -34,7 +34,7 @@ from engine.slot_pool import SlotPool, TensorSpec
 from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, StreamedExperts
 from engine.telemetry import Telemetry
 
-_LAYER = re.compile(r"\blayers\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
 _HALF = (mx.float16, mx.bfloat16)
 _MX_DTYPES = {"F32": mx.float32, "F16": mx.float16, "BF16": mx.bfloat16, "U32": mx.uint32,
               "U8": mx.uint8, "I32": mx.int32, "I8": mx.int8, "U16": mx.uint16}
@@ -335,9 +335,13 @@ def _router_predictor(block: nn.Module, top_k: int) -> Callable[[mx.array], mx.a
 
 def _top_k(config: dict) -> int:
     cfg = config.get("text_config", config)
-    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
+    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "moe_topk", "moe_k",
+                "top_k_experts", "top_k"):
+        value = cfg.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return max(value)  # per-layer top-k: budget for the largest
     raise UnsupportedModelError("config.json does not say how many experts each token uses.")
 
 
