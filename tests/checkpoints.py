@@ -8,6 +8,7 @@ mlx-lm's own quantize_model, exactly as `mlx_lm.convert -q` would.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlx.core as mx
@@ -49,11 +50,18 @@ CONFIGS: dict[str, dict] = {
                         max_position_embeddings=512, rope_theta=10000.0),
     "olmoe": dict(_COMMON, model_type="olmoe", intermediate_size=64, num_experts=8,
                   num_experts_per_tok=2, rope_theta=10000.0),
+    # 128-wide experts so every group size (32/64/128) quantizes them
+    "qwen3_moe_wide": dict(_COMMON, model_type="qwen3_moe", hidden_size=128, intermediate_size=128,
+                           num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1,
+                           mlp_only_layers=[], moe_intermediate_size=128, head_dim=32,
+                           rope_theta=10000.0, max_position_embeddings=512, norm_topk_prob=True),
     "llama": dict(_COMMON, model_type="llama", intermediate_size=128, rope_theta=10000.0),
 }
 
 _T = dict(vocab_size=VOCAB, rms_norm_eps=1e-5, tie_word_embeddings=False, max_position_embeddings=512,
           rope_theta=10000.0)
+
+MOE_CONFIGS_DEEPSEEK_V3_TEXT = dict(CONFIGS["deepseek_v3"])
 
 # Tiny configs of every mlx-lm module whose routed experts are a SwitchGLU or SwitchMLP,
 # most taken from mlx-lm's tests/test_models.py, shrunk (vocab 300, hidden 64-128, 8 experts).
@@ -279,6 +287,28 @@ MOE_CONFIGS: dict[str, dict] = {
         kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16,
         linear_attn_config={"num_heads": 4, "head_dim": 16, "kda_layers": [2],
                             "short_conv_kernel_size": 4})),
+    "glm_moe_dsa": dict(_T, model_type="glm_moe_dsa", hidden_size=64, index_head_dim=16, index_n_heads=2,
+                        index_topk=8, intermediate_size=64, moe_intermediate_size=64, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
+                        n_routed_experts=8, routed_scaling_factor=1.0, kv_lora_rank=16, q_lora_rank=16,
+                        qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16, topk_method="noaux_tc",
+                        scoring_func="sigmoid", norm_topk_prob=True, n_group=1, topk_group=1,
+                        num_experts_per_tok=2, moe_layer_freq=1, first_k_dense_replace=1,
+                        attention_bias=False,
+                        rope_parameters={"rope_theta": 10000.0, "rope_type": "default"}),
+    "kimi_k25": dict(model_type="kimi_k25", text_config=dict(MOE_CONFIGS_DEEPSEEK_V3_TEXT)),
+    "kimi_vl": dict(model_type="kimi_vl", text_config=dict(MOE_CONFIGS_DEEPSEEK_V3_TEXT)),
+    "longcat_flash_ngram": dict(_T, model_type="longcat_flash_ngram", hidden_size=64, ffn_hidden_size=64,
+                                moe_topk=2, expert_ffn_hidden_size=64, n_routed_experts=8, zero_expert_num=2,
+                                num_layers=2, num_hidden_layers=2, num_attention_heads=4, kv_lora_rank=16,
+                                q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
+                                routed_scaling_factor=1.0, mla_scale_q_lora=True, mla_scale_kv_lora=True,
+                                ngram_vocab_size_ratio=2, emb_neighbor_num=2, emb_split_num=2),
+    "solar_open": dict(_T, model_type="solar_open", hidden_size=64, intermediate_size=64,
+                       moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, n_shared_experts=1, n_routed_experts=8,
+                       routed_scaling_factor=1.0, num_experts_per_tok=2, first_k_dense_replace=1,
+                       norm_topk_prob=True, partial_rotary_factor=1.0),
     "qwen3_vl_moe": dict(model_type="qwen3_vl_moe", text_config=dict(
         _T, model_type="qwen3_moe", hidden_size=64, num_hidden_layers=3, intermediate_size=64,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, decoder_sparse_step=1,
@@ -308,17 +338,63 @@ def build_model(arch: str, seed: int = 0):
     return model, config
 
 
+# Expert formats: name -> how write_checkpoint stores the model (quantization or dtype, layout).
+FORMATS: dict[str, dict] = {
+    **{f"affine-{b}bit-g64": dict(mode="affine", bits=b, group_size=64) for b in (2, 3, 4, 5, 6, 8)},
+    "affine-4bit-g32": dict(mode="affine", bits=4, group_size=32),
+    "affine-4bit-g128": dict(mode="affine", bits=4, group_size=128),
+    "mxfp4": dict(mode="mxfp4", bits=4, group_size=32),
+    "nvfp4": dict(mode="nvfp4", bits=4, group_size=16),
+    "nvfp4-global-scale": dict(mode="nvfp4", bits=4, group_size=16, global_scale=True),
+    "mxfp8": dict(mode="mxfp8", bits=8, group_size=32),
+    "float16": dict(dtype="float16"),
+    "bfloat16": dict(dtype="bfloat16"),
+    "float32": dict(dtype="float32"),
+    # mixed precision as mlx-lm's recipes write it: per-module overrides in config.json
+    "mixed-8bit-layer0-4bit-rest": dict(mode="affine", bits=4, group_size=64, mixed={0: 8}),
+    # the raw Hugging Face layout: one bf16 tensor per expert, stacked by mlx-lm's sanitize
+    "per-expert-tensors": dict(dtype="bfloat16", per_expert=True),
+    # Hugging Face's fused layout (qwen3.5: experts.gate_up_proj [E, 2I, H]), model.language_model prefix
+    "fused-gate-up": dict(dtype="bfloat16", fused=True),
+}
+
+# Hugging Face names of per-expert projections, per architecture (sanitize maps them back)
+_HF_PROJ = {"mixtral": {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}}
+
+
 def write_checkpoint(path: Path, arch: str, *, bits: int | None = 4, group_size: int = 32,
-                     shards: int = 1, seed: int = 0) -> Path:
-    """Write a tiny random `arch` checkpoint to `path`; bits=None leaves it unquantized."""
+                     shards: int = 1, seed: int = 0, fmt: str | None = None) -> Path:
+    """Write a tiny random `arch` checkpoint to `path`, as mlx-lm saves it: quantized with
+    `bits`/`group_size` (None: unquantized bf16), or in one of FORMATS when `fmt` is given."""
     from mlx_lm.utils import quantize_model, save_config
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model, config = build_model(arch, seed)
-    if bits is not None:
-        model, config = quantize_model(model, config, group_size, bits)
+    spec = FORMATS[fmt] if fmt else ({} if bits is None else dict(bits=bits, group_size=group_size))
+    if "dtype" in spec:
+        dtype = getattr(mx, spec["dtype"])
+        model.update(tree_map(lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a,
+                              model.parameters()))
+    elif spec:
+        mixed = spec.get("mixed", {})
+
+        def predicate(name, module):
+            layer = re.search(r"(?:^|\.)(\d+)\.", name)
+            if mixed and layer and int(layer.group(1)) in mixed and "switch_mlp" in name:
+                return {"group_size": spec["group_size"], "bits": mixed[int(layer.group(1))],
+                        "mode": spec.get("mode", "affine")}
+            return True
+
+        model, config = quantize_model(model, config, spec["group_size"], spec["bits"],
+                                       mode=spec.get("mode", "affine"),
+                                       global_scale=spec.get("global_scale", False),
+                                       quant_predicate=predicate if mixed else None)
     weights = dict(tree_flatten(model.parameters()))
+    if spec.get("per_expert"):
+        weights = _unstack_experts(weights, _HF_PROJ.get(arch, {}))
+    if spec.get("fused"):
+        weights = _fuse_gate_up(weights)
     names = sorted(weights)
     if shards == 1:
         mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
@@ -335,6 +411,39 @@ def write_checkpoint(path: Path, arch: str, *, bits: int | None = 4, group_size:
     save_config(config, path / "config.json")
     write_tokenizer(path)
     return path
+
+
+def _unstack_experts(weights: dict, hf_names: dict[str, str]) -> dict:
+    """switch_mlp.<proj>.<part> [E, ...] -> experts.<e>.<hf proj>.<part>, one tensor per expert."""
+    out = {}
+    for name, value in weights.items():
+        m = re.match(r"(.*)\.switch_mlp\.(gate_proj|up_proj|down_proj)\.(\w+)$", name)
+        if not m:
+            out[name] = value
+            continue
+        for e in range(value.shape[0]):
+            out[f"{m[1]}.experts.{e}.{hf_names.get(m[2], m[2])}.{m[3]}"] = value[e]
+    return out
+
+
+def _fuse_gate_up(weights: dict) -> dict:
+    """Qwen3.5's Hugging Face layout: experts.gate_up_proj [E, 2I, H] and experts.down_proj,
+    under model.language_model (mlx-lm's sanitize splits and renames them)."""
+    out = {}
+    for name, value in weights.items():
+        name = name.replace("language_model.model.", "model.language_model.")
+        if ".switch_mlp.up_proj." in name:
+            continue
+        if ".switch_mlp.gate_proj." in name:
+            up = weights[name.replace("model.language_model.", "language_model.model.")
+                         .replace("gate_proj", "up_proj")]
+            out[name.replace("switch_mlp.gate_proj.weight", "experts.gate_up_proj")] = (
+                mx.concatenate([value, up], axis=1))
+        elif ".switch_mlp.down_proj." in name:
+            out[name.replace("switch_mlp.down_proj.weight", "experts.down_proj")] = value
+        else:
+            out[name] = value
+    return out
 
 
 def write_tokenizer(path: Path) -> None:
