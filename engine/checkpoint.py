@@ -218,6 +218,19 @@ def expected_num_experts(config: dict) -> int | None:
     return None
 
 
+def experts_per_token(config: dict) -> int:
+    """Routed experts each token uses (top-k), from whichever key the architecture uses."""
+    cfg = config.get("text_config", config)
+    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "moe_topk", "moe_k",
+                "top_k_experts", "top_k"):
+        value = cfg.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return max(value)  # per-layer top-k: budget for the largest
+    raise UnsupportedModelError("config.json does not say how many experts each token uses.")
+
+
 def _read_config(folder: Path) -> dict:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():

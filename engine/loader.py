@@ -19,17 +19,16 @@ from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
-import psutil
 from mlx.utils import tree_flatten, tree_map
 
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
-from engine.checkpoint import CheckpointIndex, MoELayerFiles
+from engine.checkpoint import CheckpointIndex, MoELayerFiles, experts_per_token
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
 from engine import pool_plan
-from engine.pool_plan import ShapeGroup
+from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.slot_pool import SlotPool, TensorSpec
 from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, StreamedExperts
 from engine.telemetry import Telemetry
@@ -62,15 +61,6 @@ class LoadedModel:
 def default_compute_dtype() -> mx.Dtype | None:
     """float32 on the CPU backend; None (keep the checkpoint's dtypes) on GPUs."""
     return mx.float32 if mx.default_device() == mx.cpu else None
-
-
-def auto_cache_bytes(total_expert_bytes: int, resident_bytes: int, available: int | None = None) -> int:
-    """A quarter of what RAM has left after the backbone, and at most a quarter of all
-    experts: a larger private cache starves the OS page cache (see DESIGN.md).
-    available: memory free before loading (default: this machine's, now)."""
-    if available is None:
-        available = psutil.virtual_memory().available
-    return max(0, min((available - resident_bytes) // 4, total_expert_bytes // 4))
 
 
 def load_streamed_model(
@@ -106,7 +96,7 @@ def load_streamed_model(
 
     streamer = reader = None
     moe_layers = tuple(layer for layer, _, _ in rows)
-    top_k = _top_k(config) if rows else 0
+    top_k = experts_per_token(config) if rows else 0
     specs_of_group, groups = _shape_groups(rows, compute_dtype)
     num_experts = max((files.num_experts for _, _, files in rows), default=0)
     total_expert_bytes = pool_plan.total_bytes(groups)
@@ -174,14 +164,6 @@ def load_streamed_model(
     telemetry.set_model(info, reader.stats if reader else None)
     progress(1.0, "ready")
     return LoadedModel(model, tokenizer, config, info, index, streamer, reader, telemetry)
-
-
-def default_cache_budget(total_expert_bytes: int, minimum: int, resident_bytes: int,
-                         available: int | None = None) -> int:
-    """The budget used without --cache-mb: auto_cache_bytes, at least the legal minimum,
-    at most every expert. `outlier inspect` predicts with the same rule."""
-    auto = auto_cache_bytes(total_expert_bytes, resident_bytes, available)
-    return min(max(auto, minimum), total_expert_bytes)
 
 
 class _Placeholder(nn.Module):
@@ -331,18 +313,6 @@ def _router_predictor(block: nn.Module, top_k: int) -> Callable[[mx.array], mx.a
         return mx.argpartition(-out, kth=top_k - 1, axis=-1)[..., :top_k]
 
     return predict
-
-
-def _top_k(config: dict) -> int:
-    cfg = config.get("text_config", config)
-    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "moe_topk", "moe_k",
-                "top_k_experts", "top_k"):
-        value = cfg.get(key)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-            return max(value)  # per-layer top-k: budget for the largest
-    raise UnsupportedModelError("config.json does not say how many experts each token uses.")
 
 
 def _num_layers(config: dict) -> int:

@@ -6,12 +6,14 @@ first gets what one layer's top-k needs (the legal minimum), then the rest of
 the budget is split in proportion to the bytes of experts each shape holds.
 The sum never exceeds the budget: `--cache-mb` is a hard ceiling.
 
-Pure arithmetic (no MLX), shared by the loader and `outlier inspect`.
+No MLX: shared by the loader and `outlier inspect`, so both predict the same budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import psutil
 
 
 @dataclass(frozen=True)
@@ -65,3 +67,20 @@ def split_budget(groups: list[ShapeGroup], budget: int, top_k: int) -> list[int]
         slots[i] += extra
         left -= extra * g.slot_bytes
     return slots
+
+
+def auto_cache_bytes(total_expert_bytes: int, resident_bytes: int, available: int | None = None) -> int:
+    """A quarter of what RAM has left after the backbone, and at most a quarter of all
+    experts: a larger private cache starves the OS page cache (see DESIGN.md).
+    available: memory free before loading (default: this machine's, now)."""
+    if available is None:
+        available = psutil.virtual_memory().available
+    return max(0, min((available - resident_bytes) // 4, total_expert_bytes // 4))
+
+
+def default_cache_budget(total_expert_bytes: int, minimum: int, resident_bytes: int,
+                         available: int | None = None) -> int:
+    """The budget used without --cache-mb: auto_cache_bytes, at least the legal minimum,
+    at most every expert. `outlier inspect` predicts with the same rule."""
+    auto = auto_cache_bytes(total_expert_bytes, resident_bytes, available)
+    return min(max(auto, minimum), total_expert_bytes)
