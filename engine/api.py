@@ -25,6 +25,9 @@ class GenerationParams:
     # False: the last user message's content is fed to the model verbatim
     # (no chat template, no conversation reuse).
     chat_template: bool = True
+    # Passed to the chat template as `enable_thinking` when not None (only
+    # templates that take it change; ModelInfo.template_takes_enable_thinking).
+    enable_thinking: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class ModelInfo:
     resident_bytes: int  # backbone kept in memory (everything but routed experts)
     cache_budget_bytes: int
     cache_slots: int
+    # Thinking, as the tokenizer and chat template say (engine.reasoning):
+    think_start: str | None = None  # e.g. "<think>"; None: the model does not think
+    think_end: str | None = None
+    template_takes_enable_thinking: bool = False  # thinking can be switched off and on
+    template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class GenerationStats:
 class TextDelta:
     text: str
     token: int
+    kind: str = "answer"  # or "thinking" (engine.reasoning splits them)
 
 
 @dataclass(frozen=True)

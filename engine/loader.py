@@ -26,6 +26,7 @@ from engine.checkpoint import CheckpointIndex, MoELayerFiles
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
+from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool, TensorSpec
 from engine.streamed_moe import ExpertStreamer, Projection, StreamedSwitchGLU
 from engine.telemetry import Telemetry
@@ -155,6 +156,7 @@ def load_streamed_model(
         num_layers=_num_layers(config), moe_layers=moe_layers, num_experts=num_experts,
         top_k=top_k, expert_bytes=slot_bytes, total_expert_bytes=total_expert_bytes,
         resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=slots,
+        **reasoning_fields(tokenizer),
     )
     telemetry.set_model(info, slot_bytes, reader.stats if reader else None)
     progress(1.0, "ready")
