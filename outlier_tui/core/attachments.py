@@ -71,7 +71,7 @@ def read_attachment(shown_path: str, cwd: Path | None = None,
         raise AttachmentError(f"@{shown_path} cannot be read: {exc.strerror or exc}.") from None
     if size > limit_bytes:
         raise AttachmentError(
-            f"@{shown_path} is {size // 1024} KB, over the {limit_bytes // 1024} KB limit for "
+            f"@{shown_path} is {size / 1024:.1f} KB, over the {limit_bytes / 1024:g} KB limit for "
             "attachments (--attach-limit-kb raises it).")
     try:
         data = path.read_bytes()

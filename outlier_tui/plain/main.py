@@ -121,16 +121,19 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         question = stdin.read().rstrip()
         if not question.strip():
             raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
+        from outlier_tui.plain.pipe import piped_message
+
+        question = piped_message(question, attach_limit_from_args(args))
     fake = bool(getattr(args, "fake_engine", False))
     progress = ProgressLine(stderr)
     with ConversationStore() as store:
         chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
-        model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
-        progress.done()
-        cache_mb = getattr(args, "cache_mb", None)
-        cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
         engine = engine_from_args(args)
         try:
+            model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
+            progress.done()
+            cache_mb = getattr(args, "cache_mb", None)
+            cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
             try:
                 info = engine.load(str(model_dir), cache_bytes=cache_bytes,
                                    on_progress=progress.load_progress).result()
@@ -144,7 +147,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                 return run_pipe(engine, question, stdout, stderr, store=store, chat_id=chat_id,
                                 params=params, show_stats=show_stats,
                                 show_thinking=bool(getattr(args, "show_thinking", False)),
-                                attach_limit=attach_limit_from_args(args), model_info=info)
+                                model_info=info)
             from outlier_tui.plain.render import pygments_style, wants_color
             from outlier_tui.plain.session import PlainSession
 

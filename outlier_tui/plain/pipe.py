@@ -70,6 +70,16 @@ def ask_once(
     return result
 
 
+def piped_message(text: str, attach_limit: int = DEFAULT_LIMIT_BYTES,
+                  cwd: Optional[Path] = None) -> str:
+    """Standard input as the message, `@path` files attached. Checked before any
+    model loads; AttachmentError (one line) means nothing is sent."""
+    try:
+        return expand_attachments(text, cwd, attach_limit)[0]
+    except AttachmentError as exc:
+        raise AttachmentError(f"{exc} Nothing was sent.") from None
+
+
 def run_pipe(
     engine: EngineClient,
     question: str,
@@ -81,16 +91,10 @@ def run_pipe(
     params: GenerationParams = GenerationParams(),
     show_stats: bool = True,
     show_thinking: bool = False,
-    attach_limit: int = DEFAULT_LIMIT_BYTES,
-    cwd: Optional[Path] = None,
     model_info: Optional[ModelInfo] = None,
 ) -> int:
-    """Answer one piped question; returns 0, 1 (failed), 130 (interrupted) or 141 (stdout closed)."""
-    try:
-        question, _ = expand_attachments(question, cwd, attach_limit)
-    except AttachmentError as exc:
-        err.write(f"outlier: {exc} Nothing was sent.\n")
-        return EXIT_FAILED
+    """Answer one piped question (see piped_message); returns 0, 1 (failed),
+    130 (interrupted) or 141 (stdout closed)."""
     try:
         result = ask_once(engine, question, out, store=store, chat_id=chat_id, params=params,
                           color=wants_color(out), thinking_out=err if show_thinking else None,

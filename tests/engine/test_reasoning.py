@@ -3,7 +3,7 @@
 import itertools
 
 import pytest
-from oracle import oracle_answer
+from thinking_checkpoint import oracle_split
 
 from engine import Engine, GenerationDone, GenerationParams, TextDelta
 from engine.fake import FakeEngine
@@ -115,23 +115,6 @@ def engine(thinking_path):
     eng.close()
 
 
-def _oracle_text(path, enable_thinking):
-    from mlx_lm.utils import load_tokenizer
-
-    def ids(tok):
-        return tok.encode(tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False,
-                                                  enable_thinking=enable_thinking),
-                          add_special_tokens=False)
-
-    tokens = oracle_answer(path, ids, GREEDY.max_tokens)
-    detok = load_tokenizer(path).detokenizer  # as the engine streams text, token by token
-    detok.reset()
-    for token in tokens:
-        detok.add_token(token)
-    detok.finalize()
-    return tokens, detok.text
-
-
 def test_model_info_reports_the_templates_thinking(engine):
     info = engine.snapshot().model
     assert (info.think_start, info.think_end) == ("<think>", "</think>")
@@ -146,9 +129,9 @@ def test_engine_splits_like_the_oracle_text(engine, thinking_path, enable):
     deltas = [e for e in events if isinstance(e, TextDelta)]
     thinking = "".join(d.text for d in deltas if d.kind == THINKING)
     answer = "".join(d.text for d in deltas if d.kind == ANSWER)
-    tokens, text = _oracle_text(thinking_path, enable)
+    tokens, *expected = oracle_split(thinking_path, QUESTION, enable, GREEDY.max_tokens)
     assert list(events[-1].stats.tokens) == tokens
-    assert (thinking, answer) == split_text(text, MARKERS, opened=enable)
+    assert [thinking, answer] == expected
     assert (thinking != "") == enable  # the opened block makes everything thinking here
 
 
