@@ -247,7 +247,7 @@ def _is_int(value: object) -> bool:
 
 def check_expert_shape(file: Path, name: str, shape: tuple[int, ...]) -> None:
     """A stacked expert tensor is [experts, ...] with at least one expert."""
-    if len(shape) < 2 or shape[0] < 1:
+    if len(shape) < 1 or shape[0] < 1:
         raise CheckpointError(f"{file.name}: expert tensor {name} has shape {list(shape)}, not "
                               f"[experts, ...]; {RECONVERT}.")
 

@@ -1,6 +1,8 @@
 """`outlier generate`: one prompt in, the streamed answer on stdout.
 
-Progress and errors go to stderr; errors are one line and exit non-zero.
+Progress and errors go to stderr; errors are one line and exit non-zero. A
+reasoning model's thinking never reaches stdout: --show-thinking prints it
+to stderr.
 """
 
 from __future__ import annotations
@@ -36,20 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speculatively read the next layer's experts (off by default)")
     parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
                         help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
+    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                        help="reasoning models whose template has a switch: think first or not "
+                             "(default: the template's)")
+    parser.add_argument("--show-thinking", action="store_true",
+                        help="print the model's thinking to stderr (stdout stays the answer)")
     parser.add_argument("--stats-json", metavar="PATH", help="write generation statistics as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import (
-        Engine,
-        GenerationDone,
-        GenerationFailed,
-        GenerationParams,
-        OutlierError,
-        TextDelta,
-    )
-    from outlier_tui.std_streams import read_all, silence_stdout
+    from engine import Engine, GenerationParams, OutlierError
+    from engine.reasoning import THINKING
+    from outlier_tui.core.chat import one_off_turn
     from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.std_streams import read_all, silence_stdout
 
     if sys.stdout is None:
         return _fail("standard output is closed: redirect it to a file or /dev/null.")
@@ -64,24 +66,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"outlier: --max-tokens {args.max_tokens} is beyond the model's context of "
                   f"{info.context_length} tokens; the answer stops at the context limit.", file=sys.stderr)
         params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
-                                  seed=args.seed, chat_template=not args.no_chat_template)
-        wrote = False
-        for event in engine.generate([{"role": "user", "content": prompt}], params):
-            if isinstance(event, TextDelta):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-                wrote = True
-            elif isinstance(event, GenerationFailed):
-                if wrote:
-                    sys.stdout.write("\n")
-                return _fail(event.message)
-            elif isinstance(event, GenerationDone):
-                sys.stdout.write("\n")
-                sys.stdout.flush()
-                if args.stats_json:
-                    stats = asdict(event.stats)
-                    stats["tokens"] = list(stats["tokens"])
-                    Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
+                                  seed=args.seed, chat_template=not args.no_chat_template,
+                                  enable_thinking=args.think)
+
+        def show(kind: str, text: str) -> None:
+            stream = sys.stdout if kind != THINKING else sys.stderr if args.show_thinking else None
+            if stream is not None:
+                stream.write(text)
+                stream.flush()
+
+        result = one_off_turn(engine, prompt, params, show).run()
+        if result.thinking and args.show_thinking:
+            sys.stderr.write("\n")
+        if result.text or result.status != "error":
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        if result.status == "error":
+            return _fail(result.error or "the answer failed")
+        if result.status == "cancelled":
+            return _fail("interrupted", status=130)
+        if args.stats_json and result.stats is not None:
+            stats = asdict(result.stats)
+            stats["tokens"] = list(stats["tokens"])
+            Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
         return 0
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other tools
         silence_stdout(sys.stdout)
@@ -95,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
             engine.close()
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 1) -> int:
     print(f"outlier: {message}", file=sys.stderr)
-    return 1
+    return status
 
 
 def _progress_bar(label: str):
