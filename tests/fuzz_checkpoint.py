@@ -178,7 +178,7 @@ def check_folder(folder: Path, full: bool = True) -> str:
     try:
         params = GenerationParams(max_tokens=ANSWER_TOKENS, chat_template=False)
         stats, _ = generate(loaded, Conversation(), [{"role": "user", "content": PROMPT}], params,
-                            threading.Event(), lambda text, token: None)
+                            threading.Event(), lambda text, token, kind: None)
     except OutlierError as exc:
         return f"rejected-at-generate:{type(exc).__name__}"
     finally:

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(--no-think: answer at once); kept per chat")
     parser.add_argument("--show-thinking", action="store_true",
                         help="piped input: print the model's thinking to stderr (stdout stays the answer)")
-    parser.add_argument("--attach-limit-kb", metavar="KB", type=_positive_int, default=256,
+    parser.add_argument("--attach-limit-kb", metavar="KB", type=arg_types.positive_int, default=256,
                         help="largest file @path may attach, in KiB (default 256)")
     parser.add_argument("--fake-engine", action="store_true",
                         help="use the scripted fake engine, no model (UI demos and tests)")

@@ -273,12 +273,14 @@ def test_data_after_the_last_tensor_is_refused(model_copy):
         load_streamed_model(path)
 
 
-def test_scalar_expert_tensor_is_refused(model_copy):
-    path = model_copy()
+@pytest.mark.parametrize("bits,expected", [(None, "expert tensor"), (4, "quantized tensor")])
+def test_scalar_expert_tensor_is_refused(model_copy, bits, expected):
+    path = model_copy(bits=bits)
     _repack(path, _scalar_expert)
     with pytest.raises(CheckpointError) as exc:
         load_streamed_model(path)
-    assert "expert tensor" in _one_line(exc) and "shape []" in _one_line(exc)
+    text = _one_line(exc)
+    assert expected in text and "gate_proj.weight" in text and "[]" in text, text
 
 
 def test_f64_tensor_is_unsupported_with_what_to_do(model_copy):

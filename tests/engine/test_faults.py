@@ -35,7 +35,7 @@ def model(checkpoint_factory, tmp_path):
 def _answer(loaded, conv=None, on_first_token=None):
     fired = []
 
-    def emit(text, token):
+    def emit(text, token, kind):
         if on_first_token and not fired:
             fired.append(True)
             on_first_token()

@@ -71,12 +71,12 @@ def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory):
         conv, cancel = Conversation(), threading.Event()
         real_model = loaded.model
         loaded.model = _CancelAfterFirstForward(real_model, cancel)
-        stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda text, token: None)
+        stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda text, token, kind: None)
         assert cancelled and loaded.model.calls == 1 and stats.generation_tokens == 0
         assert len(conv.tokens) == PREFILL_STEP  # the KV cache holds exactly the chunk that ran
 
         loaded.model = real_model  # the same chat continues from the chunk already in the cache
-        stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i: None)
+        stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i, k: None)
         assert not cancelled and stats.prompt_tokens == len(prompt) - PREFILL_STEP
         assert list(stats.tokens) == oracle_answer(path, lambda tok: tok.encode(prompt), 5)
     finally:
