@@ -104,8 +104,11 @@ def run_pipe(
         return EXIT_BROKEN_PIPE
     if result.stats is not None and show_stats:
         err.write(stats_line(result.stats) + "\n")
-    if chat_id is not None:
+    if chat_id is not None and not result.save_error:
         err.write(f"Saved in chat #{chat_id} (continue it with --chat {chat_id}).\n")
+    if result.save_error:
+        err.write(f"outlier: {result.save_error}\n")
+        return EXIT_FAILED
     if result.status == "error":
         err.write(f"outlier: {result.error}\n")
         return EXIT_FAILED

@@ -321,6 +321,8 @@ class PlainSession:
             self.note("[answer stopped]")
         elif result.status == "error":
             self.error(result.error or "the answer failed")
+        if result.save_error:
+            self.error(result.save_error)
         if result.stats is not None and self.show_stats:
             self.note(stats_line(result.stats, self._rss()))
         return result
