@@ -21,6 +21,7 @@ from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import RequestError
 from engine.loader import LoadedModel
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
+from engine.streamed_moe import PrefillCancelled
 from engine.telemetry import peak_rss_bytes
 
 PREFILL_STEP = 512
@@ -151,15 +152,27 @@ def generate(
     todo = tokens[skip:]
     logits = None
     cancelled = False
-    for i in range(0, len(todo), PREFILL_STEP):
-        if cancel.is_set():  # between chunks the KV cache and conv.tokens agree
-            cancelled = True
-            break
-        chunk = todo[i:i + PREFILL_STEP]
-        telemetry.begin_step()
-        logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
-        mx.eval(logits)
-        conv.tokens.extend(chunk)
+    streamer = loaded.streamer
+    if streamer is not None:  # a long chunk stops at its next MoE layer, not minutes later
+        streamer.stop_prefill = cancel.is_set
+    try:
+        for i in range(0, len(todo), PREFILL_STEP):
+            if cancel.is_set():  # between chunks the KV cache and conv.tokens agree
+                cancelled = True
+                break
+            chunk = todo[i:i + PREFILL_STEP]
+            telemetry.begin_step()
+            try:
+                logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
+                mx.eval(logits)
+            except PrefillCancelled:
+                conv.clear()  # layers before the stop hold this chunk in their KV cache, later ones not
+                cancelled = True
+                break
+            conv.tokens.extend(chunk)
+    finally:
+        if streamer is not None:
+            streamer.stop_prefill = None
     prompt_time = time.perf_counter() - start
     prompt_tps = len(todo) / prompt_time if prompt_time > 0 else 0.0
     telemetry.record_speed(prompt_tps=prompt_tps)

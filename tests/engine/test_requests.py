@@ -47,15 +47,16 @@ def test_answer_room_refuses_empty_and_too_long_prompts():
 
 
 class _CancelAfterFirstForward:
-    """Wraps the model: sets `cancel` once the first forward pass has run."""
+    """Wraps the model: sets `cancel` once the first forward pass has been built."""
 
     def __init__(self, model, cancel: threading.Event) -> None:
         self.model, self.cancel, self.calls = model, cancel, 0
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
+        out = self.model(*args, **kwargs)  # the MoE layers' host syncs run in here
         self.cancel.set()
-        return self.model(*args, **kwargs)
+        return out
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -79,5 +80,37 @@ def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory):
         stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i, k: None)
         assert not cancelled and stats.prompt_tokens == len(prompt) - PREFILL_STEP
         assert list(stats.tokens) == oracle_answer(path, lambda tok: tok.encode(prompt), 5)
+    finally:
+        loaded.close()
+
+
+def test_cancel_stops_a_prefill_chunk_at_the_next_moe_layer(checkpoint_factory):
+    """On a slow machine one prefill chunk takes minutes: cancel must not wait for it."""
+    path = checkpoint_factory("mixtral")
+    probe = load_streamed_model(path)
+    minimum = probe.info.expert_bytes * probe.info.top_k
+    probe.close()
+    loaded = load_streamed_model(path, cache_bytes=minimum)  # every layer fetches: a stop point
+    try:
+        prompt = "abc" * 50  # one chunk
+        messages = [{"role": "user", "content": prompt}]
+        params = GenerationParams(max_tokens=5, **RAW)
+        conv, cancel = Conversation(), threading.Event()
+        fetch, layers_run = loaded.streamer.fetch, []
+
+        def fetch_then_cancel(row, experts, bulk=False):
+            layers_run.append(row)
+            cancel.set()  # the user presses Ctrl-C while the first MoE layer runs
+            return fetch(row, experts, bulk)
+
+        loaded.streamer.fetch = fetch_then_cancel
+        stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda t, i, k: None)
+        assert cancelled and stats.generation_tokens == 0
+        assert layers_run == [0]  # stopped at layer 1 of 3, inside the chunk
+        assert conv.tokens == [] and loaded.streamer.stop_prefill is None
+
+        loaded.streamer.fetch = fetch
+        stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i, k: None)
+        assert not cancelled and list(stats.tokens) == oracle_answer(path, lambda tok: tok.encode(prompt), 5)
     finally:
         loaded.close()
