@@ -36,7 +36,10 @@ RESIDENT_ONLY = {
 }
 # Layout cases need an architecture whose sanitize handles them.
 FORMAT_ARCH_OVERRIDE = {"fused-gate-up": "qwen3_5_moe"}
-EXTRA_CASES = [("mixtral", "per-expert-tensors")]  # Hugging Face names w1/w2/w3
+EXTRA_CASES = [
+    ("mixtral", "per-expert-tensors"),  # Hugging Face names w1/w2/w3
+    ("gpt_oss", "mxfp4"),  # as gpt-oss is published: mxfp4 experts with biases
+]
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                                    on_progress=progress.load_progress).result()
             finally:
                 progress.done()
+            if info.notice:
+                print(f"outlier: {info.notice}", file=stderr)
             params = params_from_args(args)
             show_stats = not getattr(args, "no_stats", False)
             if not interactive:
