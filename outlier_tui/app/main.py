@@ -549,7 +549,7 @@ class OutlierApp(App):
         self.action_edit_last()
 
     def action_edit_last(self) -> None:
-        last = self.session.last_user_text()
+        last = self.session.last_user_draft()
         if last is None:
             self.notify("No message to edit yet.", severity="warning")
             return

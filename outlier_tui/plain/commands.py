@@ -181,7 +181,7 @@ def _file(session: "PlainSession", arg: str) -> bool:
 
 
 def _edit(session: "PlainSession", arg: str) -> bool:
-    last = session.chat.last_user_text()
+    last = session.chat.last_user_draft()
     if last is None:
         session.error("nothing to edit yet: send a message first")
         return True
