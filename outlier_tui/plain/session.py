@@ -40,7 +40,7 @@ from outlier_tui.core.attachments import (
     with_attachments,
 )
 from outlier_tui.core.chat import ChatError, ChatSession, Turn, TurnResult
-from outlier_tui.core.format import stats_line
+from outlier_tui.core.format import STATUS_LABELS, stats_line
 from outlier_tui.plain import commands
 from outlier_tui.plain.render import DEFAULT_STYLE, DIM, RED, RESET, StreamRenderer
 from outlier_tui.store import ConversationStore, data_dir
@@ -297,7 +297,7 @@ class PlainSession:
         if not renderer.ends_with_newline:
             self.write("\n")
         if result.status == "cancelled":
-            self.note("[answer stopped]")
+            self.note(f"[answer {STATUS_LABELS['cancelled']}]")
         elif result.status == "error":
             self.error(result.error or "the answer failed")
         if result.stats is not None and self.show_stats:
