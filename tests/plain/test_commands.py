@@ -100,9 +100,14 @@ def test_unknown_command_and_double_slash(driver, engine):
 def test_search_lists_matches_in_every_chat(driver, engine, store):
     other = store.create_chat("Disks")
     store.add_message(other.id, "user", "How fast is the SSD on a Mac mini?")
-    out = driver().run("/search mac mini\r/search nothing-like-this\r/search\r")
+    d = driver()
+    out = d.run("/search mac mini\r\r/search nothing-like-this\r/search\r")
     assert f"#{other.id}" in out and "Disks — [you] How fast is the SSD on a [Mac] [mini]?" in out
+    # Enter on the prefilled "/open ID" opens that chat and shows the match.
+    assert f"Opened chat #{other.id} “Disks”" in out
+    assert "[you] How fast is the SSD on a Mac mini?" in out and d.session.chat_id == other.id
     assert "No message in any chat matches" in out
+    assert "usage: /search WORDS" in d.err.getvalue()
 
 
 def test_copy_n_writes_osc52_for_that_block(driver, engine, store):
