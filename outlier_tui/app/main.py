@@ -587,9 +587,9 @@ class OutlierApp(App):
     def action_scroll_chat(self, direction: int) -> None:
         log = self.main_screen.query_one(ChatLog)
         if direction < 0:
-            log.scroll_page_up()
+            log.scroll_page_up(animate=False)
         else:
-            log.scroll_page_down()
+            log.scroll_page_down(animate=False)
 
     def action_set_theme(self, name: str) -> None:
         if name in self.available_themes:
