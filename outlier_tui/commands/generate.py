@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine(prefetch=args.prefetch, reader_threads=args.reader_threads)
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()
+        if info.notice:
+            print(f"outlier: {info.notice}", file=sys.stderr)
         if info.context_length and args.max_tokens >= info.context_length:
             print(f"outlier: --max-tokens {args.max_tokens} is beyond the model's context of "
                   f"{info.context_length} tokens; the answer stops at the context limit.", file=sys.stderr)
