@@ -128,3 +128,25 @@ def test_one_off_pipe_run_ignores_an_unwritable_data_folder(tmp_path):
     result = _pipe(blocker / "data")
     assert result.returncode == 0, result.stderr
     assert "outlier:" not in result.stderr and result.stdout.strip()
+
+
+async def test_the_app_starts_and_shows_the_notice(tmp_path):
+    """The full-screen app opens on the fresh store and tells the user what happened."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(REPO / "tests" / "app"))
+    from app_helpers import BUNDLED_THEMES, ready
+
+    from engine.fake import FakeEngine
+    from outlier_tui.app.main import OutlierApp
+
+    path = tmp_path / DB_FILENAME
+    path.write_bytes(b"not sqlite" * 500)
+    store, notice = open_store(path)
+    app = OutlierApp(FakeEngine(), store, model_dir="fake-model", telemetry_interval=None,
+                     theme_dirs=[BUNDLED_THEMES], keymap_file=tmp_path / "none.toml",
+                     startup_notes=(notice,))
+    with store:
+        async with app.run_test() as pilot:
+            await ready(pilot)
+            assert any("moved it to" in n.message for n in app._notifications)

@@ -151,6 +151,7 @@ class OutlierApp(App):
         theme_dirs: list[Path] | None = None,
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
+        startup_notes: tuple[str, ...] = (),
     ) -> None:
         """engine/store are injected (tests pass a FakeEngine and a temp store).
 
@@ -171,6 +172,7 @@ class OutlierApp(App):
         self.model_state = "empty"
         self.last_load_error: str | None = None
         self._requested_chat = chat
+        self._startup_notes = startup_notes  # e.g. the chat database was moved aside
         self._requested_theme = theme
         self._resolve_model = resolve_model
         self._telemetry_interval = telemetry_interval
@@ -246,6 +248,8 @@ class OutlierApp(App):
         self.startup_warnings = warnings + keymap_warnings + ([warning] if warning else [])
         for text in self.startup_warnings:
             self.notify(text, title="Settings", severity="warning", timeout=10)
+        for text in self._startup_notes:
+            self.notify(text, title="Chats", severity="warning", timeout=20)
         self.main_screen.query_one(ModelStatus).show_progress(0.0, "waiting for the screen")
         await self._open_initial_chat()
         self.main_screen.query_one(PromptInput).focus()

@@ -22,7 +22,7 @@ def run_app(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
-    if notice:  # shown before the full screen takes over, and kept in the terminal after it
+    if notice:  # also in the terminal after the full screen is gone
         print(f"outlier: {notice}", file=sys.stderr)
     fake = bool(getattr(args, "fake_engine", False))
     try:
@@ -44,6 +44,7 @@ def run_app(args: argparse.Namespace) -> int:
             resolve_model=resolver,
             params=params_from_args(args),
             attach_limit=attach_limit_from_args(args),
+            startup_notes=(notice,) if notice else (),
         )
         app.run()
         return int(app.return_code or 0)
