@@ -99,6 +99,9 @@ def inspect_model(path: str | Path, memory_bytes: int | None = None,
     fits, verdict = _verdict(backbone_memory, minimum, peak, total, available, bool(layers))
 
     notes = []
+    if index.unstacked_experts or (not layers and expected_num_experts(index.config)):
+        notes.append("The experts are not stored as a SwitchGLU/SwitchMLP layer stacks them: "
+                     "the whole model runs fully resident.")
     if float32_compute:
         notes.append("MLX's CPU backend computes in float32: float tensors take twice their bf16 size in memory.")
     return ModelReport(
