@@ -215,7 +215,7 @@ def format_report(r: ModelReport) -> str:
                      f"({r.layout})")
         for s in r.expert_shapes:
             lines.append(f"  per expert  {s.disk_bytes:,} bytes on disk, {s.memory_bytes:,} in memory "
-                         f"({s.quantization}; {s.layers} layers)")
+                         f"({s.quantization}; {s.layers} layer{'s' if s.layers != 1 else ''})")
         lines.append(f"expert bytes  {gb(r.expert_disk_bytes)} on disk, {gb(r.expert_memory_bytes)} in memory")
     else:
         lines.append("experts       none (runs fully resident)")
