@@ -127,6 +127,8 @@ class TelemetrySnapshot:
     resident_weight_bytes: int = 0
     model: ModelInfo | None = None
     error: str | None = None
+    # Set when there is no expert telemetry to show and why (a remote server that sends none).
+    telemetry_note: str | None = None
 
 
 class GenerationStream(Protocol):
