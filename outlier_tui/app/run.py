@@ -21,10 +21,13 @@ def run_app(args: argparse.Namespace) -> int:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
     fake = bool(getattr(args, "fake_engine", False))
-    engine = make_engine(fake=fake)
+    server = getattr(args, "server", None)
+    engine = make_engine(fake=fake, server=server, api_key=getattr(args, "api_key", None))
     cache_mb = getattr(args, "cache_mb", None)
     model = getattr(args, "model", None)
     resolver = None if fake else resolve_model_dir
+    if server:  # --model names the server's model ('' : its first); nothing to resolve here
+        resolver = lambda name, on_progress: name or ""  # noqa: E731
     try:
         app = OutlierApp(
             engine, store,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from outlier_tui.chat_params import CHAT_MAX_TOKENS
@@ -49,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling temperature (default 0: greedy)")
     parser.add_argument("--fake-engine", action="store_true",
                         help="use the scripted fake engine, no model (UI demos and tests)")
+    parser.add_argument("--server", metavar="URL",
+                        help="chat through an OpenAI-compatible server (outlier serve, vLLM, SGLang, "
+                             "mlx_lm.server, ...) instead of loading a model; --model then names the model")
+    parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("OUTLIER_API_KEY"),
+                        help="API key for --server (default: $OUTLIER_API_KEY)")
 
 
 def run(args: argparse.Namespace) -> int:

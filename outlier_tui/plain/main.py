@@ -122,14 +122,18 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         if not question.strip():
             raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
     fake = bool(getattr(args, "fake_engine", False))
+    server = getattr(args, "server", None)
     progress = ProgressLine(stderr)
     with ConversationStore() as store:
         chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
-        model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
+        if server:  # --model names the server's model ('' : its first)
+            model_dir = getattr(args, "model", None) or ""
+        else:
+            model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
         progress.done()
         cache_mb = getattr(args, "cache_mb", None)
         cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
-        engine = make_engine(fake=fake)
+        engine = make_engine(fake=fake, server=server, api_key=getattr(args, "api_key", None))
         try:
             try:
                 info = engine.load(str(model_dir), cache_bytes=cache_bytes,
