@@ -35,11 +35,14 @@ class ModelInfo:
     moe_layers: tuple[int, ...]  # decoder-layer index of every streamed MoE layer
     num_experts: int
     top_k: int
-    expert_bytes: int  # bytes of one expert in memory (all projections)
-    total_expert_bytes: int  # every routed expert of the model, in memory
-    resident_bytes: int  # backbone kept in memory (everything but routed experts)
+    expert_bytes: int  # bytes of one expert in memory (all projections); the largest shape's
+    total_expert_bytes: int  # every streamed expert of the model, in memory
+    resident_bytes: int  # backbone kept in memory (everything but streamed experts)
     cache_budget_bytes: int
-    cache_slots: int
+    cache_slots: int  # all slot pools together
+    min_cache_bytes: int = 0  # the smallest legal budget: one layer's top-k in every pool
+    expert_bytes_by_shape: tuple[int, ...] = ()  # one expert in memory, per slot pool
+    notice: str = ""  # one line for the user (e.g. layers kept fully resident), or ""
 
 
 @dataclass(frozen=True)

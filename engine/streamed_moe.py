@@ -1,4 +1,4 @@
-"""The streamed replacement for mlx-lm's SwitchGLU.
+"""The streamed replacement for mlx-lm's SwitchGLU and SwitchMLP.
 
 At each MoE layer the router's choice is pulled to the host (the one sync
 per layer the design allows), the chosen experts are made resident in cache
@@ -40,42 +40,92 @@ class Projection:
     has_bias: bool = False
 
 
-class ExpertStreamer:
-    """Makes experts resident on demand; shared by every streamed layer."""
+@dataclass
+class PoolGroup:
+    """MoE rows whose experts share one shape: one slot pool and the cache assigning it."""
 
-    def __init__(self, layers: list[MoELayerFiles], pool: SlotPool, cache: ExpertCache,
+    pool: SlotPool
+    cache: ExpertCache
+    rows: tuple[int, ...]
+
+    @property
+    def slot_bytes(self) -> int:
+        return SlotPool.slot_nbytes(self.pool.specs)
+
+
+class ExpertStreamer:
+    """Makes experts resident on demand; shared by every streamed layer. Each row uses
+    the pool and cache of its expert shape (one group unless the checkpoint mixes
+    precisions or sizes across layers)."""
+
+    def __init__(self, layers: list[MoELayerFiles], groups: list[PoolGroup],
                  reader: ExpertReader, telemetry: Telemetry, prefetch: bool = False) -> None:
         self.layers = layers
-        self.pool = pool
-        self.cache = cache
+        self.groups = groups
         self.reader = reader
         self.telemetry = telemetry
         self.prefetch_enabled = prefetch
-        # Set by preload_all: expert e of row r sits in slot r * num_experts + e for good,
+        self._group_of: list[PoolGroup] = [groups[0]] * len(layers)
+        # all-resident slot of (row, 0): rows of a group sit one after another in its pool
+        self._base = [0] * len(layers)
+        for group in groups:
+            for local, row in enumerate(group.rows):
+                self._group_of[row] = group
+                self._base[row] = local * layers[row].num_experts
+            group.cache.on_evict = self._evicted
+        # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
-        self.num_experts = 0
         self._unrecorded: list[tuple[int, mx.array]] = []
-        cache.on_evict = self._evicted
-        # on-disk dtype tag where it differs from the slot's dtype (the reader converts)
-        self._convert = {}
-        for name, spec in pool.specs.items():
-            disk = layers[0].tensors[name].location.dtype
-            self._convert[name] = None if _TAGS.get(spec.dtype) == disk else disk
+        # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
+        self._convert: list[dict[str, str | None]] = []
+        for row, files in enumerate(layers):
+            specs = self._group_of[row].pool.specs
+            self._convert.append({
+                name: None if _TAGS.get(spec.dtype) == files.tensors[name].dtype else files.tensors[name].dtype
+                for name, spec in specs.items()
+            })
+
+    @property
+    def cache(self) -> ExpertCache:
+        """The first shape group's cache (the only one unless expert shapes are mixed)."""
+        return self.groups[0].cache
+
+    @property
+    def pool(self) -> SlotPool:
+        """The first shape group's pool (the only one unless expert shapes are mixed)."""
+        return self.groups[0].pool
+
+    def pool_of(self, row: int) -> SlotPool:
+        return self._group_of[row].pool
+
+    def cache_of(self, row: int) -> ExpertCache:
+        return self._group_of[row].cache
+
+    def resident_slot_base(self, row: int) -> int:
+        return self._base[row]
+
+    @property
+    def cache_bytes(self) -> tuple[int, int]:
+        """(bytes held now, peak bytes held) over every pool."""
+        used = sum(g.cache.used * g.slot_bytes for g in self.groups)
+        peak = sum(g.cache.peak_used * g.slot_bytes for g in self.groups)
+        return used, peak
 
     @property
     def num_slots(self) -> int:
-        return self.cache.num_slots
+        return sum(g.cache.num_slots for g in self.groups)
 
     def fetch(self, row: int, experts: np.ndarray, bulk: bool = False) -> np.ndarray:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens)."""
         keys = [(row, int(e)) for e in experts]
-        plan = self.cache.plan(keys, bulk)
+        cache = self.cache_of(row)
+        plan = cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
         self.telemetry.record_access(row, experts, missed)
         if self.prefetch_enabled:
-            self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
+            self.telemetry.record_prefetch(*self._prefetch_counts())
         tickets = list(plan.pending)
         if plan.loads:
             tickets.append(self._submit(plan.loads))
@@ -85,22 +135,21 @@ class ExpertStreamer:
                 for ticket in tickets:
                     ticket.wait()
             except ExpertReadError:
-                self.cache.drop(keys)
+                cache.drop(keys)
                 self.telemetry.set_resident(keys, False)
                 raise
             finally:
                 self.telemetry.add_io_wait(time.perf_counter() - start)
-            self.cache.loaded(keys)
+            cache.loaded(keys)
         return np.asarray(plan.slots, dtype=np.uint32)
 
-    def preload_all(self, num_experts: int) -> None:
+    def preload_all(self) -> None:
         """Read every expert once (the budget holds them all): nothing can miss later."""
-        for row in range(len(self.layers)):
-            self.fetch(row, np.arange(num_experts))
-        expected = {(r, e): r * num_experts + e for r in range(len(self.layers)) for e in range(num_experts)}
-        if all(self.cache.slot_of(k) == slot for k, slot in expected.items()):
-            self.all_resident = True
-            self.num_experts = num_experts
+        for row, files in enumerate(self.layers):
+            self.fetch(row, np.arange(files.num_experts))
+        self.all_resident = all(
+            self.cache_of(row).slot_of((row, e)) == self._base[row] + e
+            for row, files in enumerate(self.layers) for e in range(files.num_experts))
 
     def note_routing(self, row: int, indices: mx.array) -> None:
         """All-resident mode: remember the router's choice; record it once computed."""
@@ -113,30 +162,37 @@ class ExpertStreamer:
         pending, self._unrecorded = self._unrecorded, []
         for row, indices in pending:
             experts = _unique_sorted(np.array(indices))
-            self.cache.plan([(row, int(e)) for e in experts])
+            self.cache_of(row).plan([(row, int(e)) for e in experts])
             self.telemetry.record_access(row, experts, ())
 
     def prefetch(self, row: int, experts: np.ndarray) -> None:
         """Start reading a later layer's predicted experts without waiting."""
-        loads = self.cache.plan_prefetch((row, int(e)) for e in experts)
+        loads = self.cache_of(row).plan_prefetch((row, int(e)) for e in experts)
         if loads:
             self._submit(loads)
-            self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
+            self.telemetry.record_prefetch(*self._prefetch_counts())
 
     def _submit(self, loads: list[tuple[tuple[int, int], int]]):
+        """Queue the reads of one row's loads (key, slot) into that row's pool."""
         jobs = []
+        row = loads[0][0][0]
+        group = self._group_of[row]
         for (row, expert), slot in loads:
-            files = self.layers[row]
+            files, convert = self.layers[row], self._convert[row]
             for name, tensor in files.tensors.items():
                 offset, nbytes = tensor.expert_range(expert)
-                jobs.append(ReadJob(tensor.location.file, offset, nbytes,
-                                    self.pool.views[name][slot], self._convert[name]))
+                jobs.append(ReadJob(tensor.expert_file(expert), offset, nbytes,
+                                    group.pool.views[name][slot], convert[name]))
         ticket = self.reader.submit(jobs)
         keys = [key for key, _ in loads]
-        self.cache.mark_loading(keys, ticket)
+        group.cache.mark_loading(keys, ticket)
         self.telemetry.set_resident(keys, True)
-        self.telemetry.record_cache(self.cache.used, self.cache.peak_used)
+        self.telemetry.record_cache(*self.cache_bytes)
         return ticket
+
+    def _prefetch_counts(self) -> tuple[int, int]:
+        return (sum(g.cache.prefetch_issued for g in self.groups),
+                sum(g.cache.prefetch_used for g in self.groups))
 
     def _evicted(self, key: tuple[int, int]) -> None:
         self.telemetry.set_resident([key], False)
@@ -149,8 +205,9 @@ def _unique_sorted(values: np.ndarray) -> np.ndarray:
     return np.unique(values).astype(np.int64)
 
 
-class StreamedSwitchGLU(nn.Module):
-    """Drop-in for SwitchGLU whose expert weights live in the shared slot pool."""
+class StreamedExperts(nn.Module):
+    """Drop-in for mlx-lm's SwitchGLU or SwitchMLP whose expert weights live in the
+    slot pool of this layer's expert shape."""
 
     def __init__(self, row: int, streamer: ExpertStreamer, projections: dict[str, Projection],
                  activation: Callable, predict_next: Callable[[mx.array], mx.array] | None = None,
@@ -158,7 +215,10 @@ class StreamedSwitchGLU(nn.Module):
         super().__init__()
         self._row = row
         self._streamer = streamer
+        self._pool = streamer.pool_of(row)
+        self._cache = streamer.cache_of(row)
         self._projections = projections
+        self._glu_form = "gate_proj" in projections  # SwitchGLU; else SwitchMLP (fc1, fc2)
         self._act = activation
         self._predict_next = predict_next
         self._next_row = next_row
@@ -167,17 +227,18 @@ class StreamedSwitchGLU(nn.Module):
         streamer = self._streamer
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
-            return self._glu(x, indices.astype(mx.uint32) + self._row * streamer.num_experts)
+            base = streamer.resident_slot_base(self._row)
+            return self._experts(x, indices.astype(mx.uint32) + base)
         inds = np.array(indices)  # host sync: the bytes to fetch depend on it
         unique = _unique_sorted(inds)
-        if len(unique) > self._streamer.num_slots:
+        if len(unique) > self._cache.num_slots:
             return self._chunked(x, inds, unique)
-        slot_of = self._streamer.fetch(self._row, unique, bulk=inds[..., 0].size > 1)
+        slot_of = streamer.fetch(self._row, unique, bulk=inds[..., 0].size > 1)
         slots = slot_of[np.searchsorted(unique, inds)]
-        y = self._glu(x, mx.array(slots))
-        if self._streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
+        y = self._experts(x, mx.array(slots))
+        if streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
             predicted = _unique_sorted(np.array(self._predict_next(x)))
-            self._streamer.prefetch(self._next_row, predicted)
+            streamer.prefetch(self._next_row, predicted)
         return y
 
     def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:
@@ -186,13 +247,13 @@ class StreamedSwitchGLU(nn.Module):
         rows = x.reshape(-1, dim)
         flat = inds.reshape(-1)
         pieces, order = [], []
-        size = self._streamer.num_slots
+        size = self._cache.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start:start + size]
             slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
-            y = self._glu(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
+            y = self._experts(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
             mx.eval(y)  # the next chunk may overwrite these slots
             pieces.append(y)
             order.append(pos)
@@ -200,8 +261,8 @@ class StreamedSwitchGLU(nn.Module):
         out = mx.concatenate(pieces)[mx.array(inverse)]
         return out.reshape(*inds.shape, dim)
 
-    def _glu(self, x: mx.array, idx: mx.array) -> mx.array:
-        """SwitchGLU.__call__ with pool arrays and slot ids (same sorting rule)."""
+    def _experts(self, x: mx.array, idx: mx.array) -> mx.array:
+        """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule)."""
         x = mx.expand_dims(x, (-2, -3))
         do_sort = idx.size >= 64
         inv_order = None
@@ -212,21 +273,26 @@ class StreamedSwitchGLU(nn.Module):
             inv_order = mx.argsort(order)
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
-        up = self._linear("up_proj", x, idx, do_sort)
-        gate = self._linear("gate_proj", x, idx, do_sort)
-        y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+        if self._glu_form:
+            up = self._linear("up_proj", x, idx, do_sort)
+            gate = self._linear("gate_proj", x, idx, do_sort)
+            y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+        else:
+            y = self._linear("fc2", self._act(self._linear("fc1", x, idx, do_sort)), idx, do_sort)
         if do_sort:
             y = mx.unflatten(y[inv_order], 0, shape)
         return y.squeeze(-2)
 
     def _linear(self, name: str, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
+        """SwitchLinear / QuantizedSwitchLinear.__call__ over the pool's arrays."""
         proj = self._projections[name]
-        arrays = self._streamer.pool.arrays
+        arrays = self._pool.arrays
         if proj.quantized:
             y = mx.gather_qmm(
                 x, arrays[f"{name}.weight"], arrays[f"{name}.scales"], arrays.get(f"{name}.biases"),
                 rhs_indices=idx, transpose=True, group_size=proj.group_size, bits=proj.bits,
-                mode=proj.mode, sorted_indices=sorted_indices,
+                mode=proj.mode, global_scale=arrays.get(f"{name}.global_scale"),
+                sorted_indices=sorted_indices,
             )
         else:
             y = mx.gather_mm(x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx,
