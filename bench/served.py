@@ -9,6 +9,10 @@ served answers (alternating which goes first); the report gives medians and the 
 
 Decode tok/s is measured the same way on both sides: tokens after the first
 over the time from the first token to the last, so prefill does not count.
+On a shared, oversubscribed machine wall-clock tok/s mostly measures the
+scheduler, so the report also gives CPU seconds per answer of the process
+that runs the engine (this one in-process, the server's when served): their
+ratio is what serving costs in work, whatever the load.
 Run: `outlier bench --served [--model DIR] [--tokens N] [--rounds N]` or
 `python -m bench.served`.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+import psutil
 
 from bench import workload
 from engine.api import GenerationDone, GenerationFailed
@@ -94,21 +99,27 @@ def measure(model_dir: Path, tokens: int = 48, rounds: int = 3, cache_bytes: int
         in_process_tps(engine, tokens)
         served_tps(client, tokens)
         rows = []
+        here, there = psutil.Process(), psutil.Process(server.pid)
         for r in range(rounds):
             progress(f"round {r + 1}/{rounds}")
-            if r % 2 == 0:  # alternate which side goes first, so drift in machine load cancels out
-                local, local_tokens = in_process_tps(engine, tokens)
-                remote, remote_tokens = served_tps(client, tokens)
-            else:
-                remote, remote_tokens = served_tps(client, tokens)
-                local, local_tokens = in_process_tps(engine, tokens)
+            sides = [("local", here, lambda: in_process_tps(engine, tokens)),
+                     ("served", there, lambda: served_tps(client, tokens))]
+            if r % 2:  # alternate which side goes first, so drift in machine load cancels out
+                sides.reverse()
+            got = {name: _with_cpu(process, answer) for name, process, answer in sides}
+            (local, local_tokens, local_cpu), (remote, remote_tokens, served_cpu) = got["local"], got["served"]
             rows.append({"in_process_tps": local, "served_tps": remote, "tokens": local_tokens,
-                         "served_tokens": remote_tokens, "ratio": remote / local if local else 0.0})
+                         "served_tokens": remote_tokens, "ratio": remote / local if local else 0.0,
+                         "in_process_cpu_s": local_cpu, "served_cpu_s": served_cpu,
+                         "cpu_ratio": local_cpu / served_cpu if served_cpu else 0.0})
         return {
             "model": str(model_dir), "tokens": tokens, "rounds": rows, "cache_budget_bytes": budget,
             "in_process_tps": statistics.median(r["in_process_tps"] for r in rows),
             "served_tps": statistics.median(r["served_tps"] for r in rows),
             "served_ratio": statistics.median(r["ratio"] for r in rows),
+            "in_process_cpu_s": statistics.median(r["in_process_cpu_s"] for r in rows),
+            "served_cpu_s": statistics.median(r["served_cpu_s"] for r in rows),
+            "served_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rows),
         }
     finally:
         if server is not None:
@@ -131,8 +142,22 @@ def markdown(result: dict) -> str:
         f"| through `outlier serve` (one streamed client) | {result['served_tps']:.2f} |",
         f"| **ratio served / in-process** (target >= 0.95) | **{result['served_ratio']:.3f}** |",
         "",
+        "| | CPU s per answer (engine's process) |",
+        "|---|---:|",
+        f"| in-process | {result['in_process_cpu_s']:.2f} |",
+        f"| `outlier serve` | {result['served_cpu_s']:.2f} |",
+        f"| ratio in-process / served (1.0: serving costs no work) | {result['served_cpu_ratio']:.3f} |",
+        "",
     ]
     return "\n".join(lines)
+
+
+def _with_cpu(process: psutil.Process, answer: Callable[[], tuple[float, int]]) -> tuple[float, int, float]:
+    """answer()'s (tok/s, tokens) and the CPU seconds `process` spent meanwhile."""
+    before = process.cpu_times()
+    tps, generated = answer()
+    after = process.cpu_times()
+    return tps, generated, (after.user - before.user) + (after.system - before.system)
 
 
 def _free_port() -> int:
