@@ -50,7 +50,7 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int) -> PassResult:
     cache = loaded.streamer.cache if loaded.streamer is not None else None
     issued0, used0 = (cache.prefetch_issued, cache.prefetch_used) if cache else (0, 0)
     stats, _ = generate(loaded, Conversation(), workload.messages(), workload.params(tokens),
-                        threading.Event(), lambda text, token: None)
+                        threading.Event(), lambda text, token, kind: None)
     end_time = time.perf_counter()
     end = telemetry.totals()
     prefill_steps = math.ceil(stats.prompt_tokens / PREFILL_STEP)

@@ -29,6 +29,7 @@ from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
 from engine import pool_plan
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
+from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool, TensorSpec
 from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, StreamedExperts
 from engine.telemetry import Telemetry
@@ -160,6 +161,7 @@ def load_streamed_model(
         resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=sum(slots_per_group),
         min_cache_bytes=minimum, expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
         notice=notice,
+        **reasoning_fields(tokenizer),
     )
     telemetry.set_model(info, reader.stats if reader else None)
     progress(1.0, "ready")

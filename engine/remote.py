@@ -33,6 +33,7 @@ from engine.api import (
 )
 from engine.errors import OutlierError
 from engine.events import EventStream
+from engine.reasoning import THINKING
 from engine.wire import snapshot_from_json
 
 NO_TELEMETRY = "The server sends no expert telemetry (it is not an Outlier server)."
@@ -226,6 +227,8 @@ class RemoteEngine:
                       "top_p": params.top_p, "stream": True, "stream_options": {"include_usage": True}}
         if self.model:
             body["model"] = self.model
+        if params.enable_thinking is not None:  # the convention of vLLM, SGLang, mlx_lm.server
+            body["chat_template_kwargs"] = {"enable_thinking": params.enable_thinking}
         if params.seed is not None:
             body["seed"] = params.seed
         if params.chat_template:
@@ -253,7 +256,16 @@ class RemoteEngine:
                         raise RemoteError(f"The server failed mid-answer: {_message(chunk)}")
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                        delta = choice.get("delta") or {}
+                        # Reasoning models: `reasoning_content` (vLLM, SGLang, outlier serve) or
+                        # `reasoning` (mlx_lm.server) carries the thinking, apart from the answer.
+                        thinking = delta.get("reasoning_content") or delta.get("reasoning") \
+                            or choice.get("reasoning_content") or ""
+                        if thinking:
+                            last = time.perf_counter()
+                            first = first or last
+                            request.stream.put(TextDelta(thinking, -1, kind=THINKING))
+                        text = delta.get("content") or choice.get("text") or ""
                         if text:
                             last = time.perf_counter()
                             first = first or last

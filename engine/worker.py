@@ -164,7 +164,7 @@ class Engine:
             try:
                 stats, cancelled = generate(
                     self._loaded, self._conversation, messages, params, cancel,
-                    lambda text, token: stream.put(TextDelta(text, token)),
+                    lambda text, token, kind: stream.put(TextDelta(text, token, kind)),
                 )
             except BaseException:
                 self._conversation.clear()  # a half-run forward left the KV cache inconsistent

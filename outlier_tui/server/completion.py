@@ -1,8 +1,9 @@
 """From a job's engine events to OpenAI answers: stop sequences, finish reason, usage, JSON shapes.
 
-`answer()` yields the answer's text pieces and then one Finish; the two
+`answer()` yields the answer's text pieces (str), the model's thinking
+(Thinking: reasoning models, split by the engine) and then one Finish; the two
 formats (chat and text completions) shape those into whole responses or
-stream chunks.
+stream chunks. Thinking goes to `reasoning_content`, never into `content`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from engine.api import GenerationDone, GenerationFailed, GenerationStats, TextDelta
+from engine.reasoning import THINKING
 from outlier_tui.server.errors import engine_error
 from outlier_tui.server.queue import Job
 
@@ -43,19 +45,32 @@ class StopFilter:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    text: str
+
+
+@dataclass(frozen=True)
 class Finish:
     reason: str  # "stop" | "length"
     stats: GenerationStats
 
 
-async def answer(job: Job, stops: tuple[str, ...]) -> AsyncIterator[str | Finish]:
-    """Text pieces of the answer, then a Finish; raises ApiError if the engine fails."""
+Piece = str | Thinking | Finish
+
+
+async def answer(job: Job, stops: tuple[str, ...]) -> AsyncIterator[Piece]:
+    """Pieces of the answer and thinking, then a Finish; raises ApiError if the engine fails.
+    Stop sequences apply to the answer, not to the thinking."""
     cut = StopFilter(stops)
     stopped = False
     async for event in job:
         if isinstance(event, TextDelta):
             if stopped:
                 continue  # the engine runs at most one more token after job.cancel()
+            if event.kind == THINKING:
+                if event.text:
+                    yield Thinking(event.text)
+                continue
             text, stopped = cut.feed(event.text)
             if text:
                 yield text
@@ -89,9 +104,11 @@ class ChatFormat:
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, finish: Finish) -> dict:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "finish_reason": finish.reason, "logprobs": None}
+    def whole(self, text: str, thinking: str, finish: Finish) -> dict:
+        message = {"role": "assistant", "content": text}
+        if thinking:
+            message["reasoning_content"] = thinking
+        choice = {"index": 0, "message": message, "finish_reason": finish.reason, "logprobs": None}
         return {**self._head("chat.completion"), "choices": [choice], "usage": usage(finish.stats)}
 
     def chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
@@ -103,6 +120,9 @@ class ChatFormat:
 
     def piece(self, text: str) -> dict:
         return self.chunk({"content": text})
+
+    def thinking(self, text: str) -> dict:
+        return self.chunk({"reasoning_content": text})
 
     def last(self, finish: Finish) -> dict:
         return self.chunk({}, finish.reason)
@@ -118,8 +138,10 @@ class TextFormat(ChatFormat):
         super().__init__(model)
         self.id = f"cmpl-{uuid.uuid4().hex}"
 
-    def whole(self, text: str, finish: Finish) -> dict:
+    def whole(self, text: str, thinking: str, finish: Finish) -> dict:
         choice = {"index": 0, "text": text, "finish_reason": finish.reason, "logprobs": None}
+        if thinking:
+            choice["reasoning_content"] = thinking
         return {**self._head("text_completion"), "choices": [choice], "usage": usage(finish.stats)}
 
     def _text_chunk(self, text: str, finish_reason: str | None) -> dict:
@@ -131,6 +153,10 @@ class TextFormat(ChatFormat):
 
     def piece(self, text: str) -> dict:
         return self._text_chunk(text, None)
+
+    def thinking(self, text: str) -> dict:
+        return {**self._text_chunk("", None), "choices": [
+            {"index": 0, "text": "", "reasoning_content": text, "finish_reason": None, "logprobs": None}]}
 
     def last(self, finish: Finish) -> dict:
         return self._text_chunk("", finish.reason)

@@ -79,7 +79,11 @@ def _message(index: int, message: Any) -> Message:
         content = "".join(parts)
     if not isinstance(content, str):
         raise _bad(f"{where}.content", f"{where}.content must be a string or a list of text parts.")
-    return {"role": _ROLES[role], "content": content}
+    out = {"role": _ROLES[role], "content": content}
+    thinking = message.get("reasoning_content")
+    if role == "assistant" and isinstance(thinking, str) and thinking:
+        out["reasoning_content"] = thinking  # templates that keep earlier thinking render it
+    return out
 
 
 def _common(data: dict[str, Any], messages: list[Message], chat_template: bool) -> CompletionRequest:
@@ -108,9 +112,22 @@ def _common(data: dict[str, Any], messages: list[Message], chat_template: bool) 
     if model is not None and not isinstance(model, str):
         raise _bad("model", "'model' must be a string.")
     params = GenerationParams(max_tokens=int(max_tokens), temperature=temperature, top_p=top_p,
-                              seed=seed, chat_template=chat_template)
+                              seed=seed, chat_template=chat_template,
+                              enable_thinking=_enable_thinking(data.get("chat_template_kwargs")))
     return CompletionRequest(messages, params, stream, bool(options.get("include_usage")),
                              _stop(data.get("stop")), model)
+
+
+def _enable_thinking(kwargs: Any) -> bool | None:
+    """`chat_template_kwargs.enable_thinking` (as vLLM and SGLang take it); None: the template's default."""
+    if kwargs is None:
+        return None
+    if not isinstance(kwargs, dict):
+        raise _bad("chat_template_kwargs", "'chat_template_kwargs' must be an object.")
+    value = kwargs.get("enable_thinking")
+    if value is not None and not isinstance(value, bool):
+        raise _bad("chat_template_kwargs", "'chat_template_kwargs.enable_thinking' must be true or false.")
+    return value
 
 
 def _stop(stop: Any) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from engine.api import EngineClient
 from engine.wire import snapshot_to_json
 from outlier_tui.server import sse
-from outlier_tui.server.completion import ChatFormat, Finish, TextFormat, answer
+from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat, Thinking, answer
 from outlier_tui.server.errors import ApiError
 from outlier_tui.server.queue import EngineQueue, Job
 from outlier_tui.server.requests import CompletionRequest, chat_request, parse_json, text_request
@@ -131,16 +131,20 @@ class Routes:
             await asyncio.sleep(interval)
 
 
-async def _whole(pieces: AsyncIterator[str | Finish], fmt: ChatFormat) -> dict:
+async def _whole(pieces: AsyncIterator[Piece], fmt: ChatFormat) -> dict:
     parts: list[str] = []
+    thinking: list[str] = []
     async for piece in pieces:
         if isinstance(piece, Finish):
-            return fmt.whole("".join(parts), piece)
-        parts.append(piece)
+            return fmt.whole("".join(parts), "".join(thinking), piece)
+        if isinstance(piece, Thinking):
+            thinking.append(piece.text)
+        else:
+            parts.append(piece)
     raise ApiError(500, "The engine ended the answer without finishing it; send the request again.")
 
 
-async def _stream(job: Job, first: str | Finish, pieces: AsyncIterator[str | Finish], fmt: ChatFormat,
+async def _stream(job: Job, first: Piece, pieces: AsyncIterator[Piece], fmt: ChatFormat,
                   include_usage: bool) -> AsyncIterator[bytes]:
     """The SSE body; closing it (client gone) cancels the generation."""
     try:
@@ -153,7 +157,7 @@ async def _stream(job: Job, first: str | Finish, pieces: AsyncIterator[str | Fin
                 if include_usage:
                     yield sse.event(fmt.usage_chunk(piece))
                 break
-            yield sse.event(fmt.piece(piece))
+            yield sse.event(fmt.thinking(piece.text) if isinstance(piece, Thinking) else fmt.piece(piece))
             try:
                 piece = await anext(pieces)
             except ApiError as exc:  # headers are sent: report it in the stream, as OpenAI does
