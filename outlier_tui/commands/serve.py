@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
 
 HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
@@ -38,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from outlier_tui.commands.generate import _progress_bar
     from outlier_tui.model_choice import resolve_model_dir
 
-    if not 0 <= args.port <= 65535:
-        return _fail(f"--port must be 0-65535, got {args.port}")
+    if not 1 <= args.port <= 65535:
+        return _fail(f"--port must be 1-65535, got {args.port}")
     if args.max_queue < 0:
         return _fail("--max-queue must be 0 or more")
     try:
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         from outlier_tui.server.routes import ServerConfig
     except ImportError as exc:
         return _fail(f"the server needs {exc.name}: pip install starlette uvicorn")
+    if (problem := _cannot_listen(args.host, args.port)) is not None:
+        return _fail(problem)  # before a model load that may take minutes
     engine = None
     try:
         model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             build_app(engine, config), host=args.host, port=args.port, log_level="info",
             timeout_graceful_shutdown=3))
         server.run()
-        return 0 if server.started else 1
+        return 0 if server.started else _fail(f"could not listen on {args.host}:{args.port} (see above).")
     except OutlierError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -75,6 +78,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.close()
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why binding host:port fails now (in use, no such address), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"--host {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or --host."
+    return None
 
 
 def _is_loopback(host: str) -> bool:

@@ -223,6 +223,18 @@ def test_client_disconnect_cancels_its_generation(served):
     assert reply.usage.completion_tokens >= 1
 
 
+def test_non_streamed_client_that_gives_up_cancels_too(served):
+    wait_idle(served)
+    step_before = telemetry(served)["step"]
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes the connection
+        httpx.post(served.base_url + "/chat/completions", headers=served.headers(), timeout=httpx.Timeout(1.0),
+                   json={"messages": [{"role": "user", "content": "go on"}], "temperature": 0,
+                         "max_tokens": 20000})
+    wait_idle(served)
+    steps = telemetry(served)["step"] - step_before
+    assert steps < 20000 / 4, f"the engine kept generating after the client left ({steps} steps)"
+
+
 def test_full_queue_gets_429_and_leaving_clients_free_it(served):
     wait_idle(served)
     running = _start_stream(served)
@@ -274,3 +286,17 @@ def test_non_loopback_without_key_warns(checkpoint_factory):
         err = stop(server)
     assert "warning" in err and "--api-key" in err
     assert "Traceback" not in err
+
+
+def test_port_in_use_is_one_line_before_loading(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "outlier_tui.cli", "serve", "--model", str(tmp_path / "none"),
+                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("outlier: cannot listen") and str(port) in lines[0]
