@@ -180,7 +180,9 @@ class RemoteEngine:
         while not self._closed.is_set():
             try:
                 with self._http.stream("GET", "/outlier/telemetry") as response:
-                    if response.status_code != 200:  # not an Outlier server (or too old)
+                    kind = response.headers.get("content-type", "")
+                    if response.status_code != 200 or not kind.startswith("text/event-stream"):
+                        # not an Outlier server (or too old): nothing to follow
                         self._telemetry_event.set()
                         return
                     for data in _sse_data(response.iter_lines()):
@@ -215,6 +217,10 @@ class RemoteEngine:
             request.stream.put(GenerationDone(self._with_telemetry(stats, before), cancelled=request.cancelled))
         except RemoteError as exc:
             request.stream.put(GenerationFailed(str(exc), error_type="RemoteError"))
+        except Exception as exc:  # every request ends with an event, or the UI would wait forever
+            request.stream.put(GenerationFailed(
+                f"Internal error {type(exc).__name__} talking to {self.base_url}: {_one_line(str(exc))}. "
+                "Please report it.", error_type="InternalError"))
         finally:
             with self._lock:
                 self._state = "idle"
@@ -275,11 +281,17 @@ class RemoteEngine:
                             finished = True
                     if request.cancelled:
                         break
-        except (httpx.HTTPError, ValueError) as exc:
-            if not connected:
+        except RemoteError:
+            raise
+        except Exception as exc:
+            if request.cancelled:
+                pass  # cancel() closed the response under the reader: any error may surface
+            elif not connected:
                 raise RemoteError(_unreachable(self.base_url, exc)) from None
-            if not request.cancelled:
+            elif isinstance(exc, (httpx.HTTPError, ValueError)):
                 raise RemoteError(_gone(self.base_url, exc, started=first is not None)) from None
+            else:
+                raise
         if not finished and not request.cancelled:
             raise RemoteError(_gone(self.base_url, None, started=first is not None))
         return self._stats(usage, pieces, start, first, last)
