@@ -44,9 +44,9 @@ class FakeEngine:
 
     script: a function from the chat messages to the answer text, or a list of
     answers used in turn; `<think>...</think>` in an answer streams as thinking
-    (dropped when the request says enable_thinking=False). token_delay: seconds between pieces. fail_with: if
-    set, load() fails with this message. fail_generate_after: emit this many
-    pieces, then fail with a read error.
+    (dropped when the request says enable_thinking=False). token_delay: seconds
+    between pieces. fail_with: if set, load() fails with this message.
+    fail_generate_after: emit this many pieces, then fail with a read error.
     """
 
     def __init__(

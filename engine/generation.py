@@ -59,10 +59,6 @@ def context_length(config: dict) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def prompt_tokens(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> list[int]:
-    return encode_prompt(loaded, prompt_text(loaded, messages, params))
-
-
 def _reuse_prefix(conv: Conversation, model, tokens: list[int]) -> int:
     """Keep the cached prefix shared with `tokens`; return how many tokens to skip."""
     common = 0
@@ -110,8 +106,8 @@ def generate(
     markers = markers_of(loaded.info.think_start, loaded.info.think_end)
     splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
 
-    def emit_split(piece: str, token_id: int, parts=None) -> None:
-        for kind, part in parts if parts is not None else splitter.feed(piece):
+    def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:
+        for kind, part in parts:
             emit(part, token_id, kind)
     if params.seed is not None:
         mx.random.seed(params.seed)
@@ -147,7 +143,7 @@ def generate(
         generated.append(token_id)
         detok.add_token(token_id)
         if piece := detok.last_segment:
-            emit_split(piece, token_id)
+            emit_parts(splitter.feed(piece), token_id)
         if len(generated) >= params.max_tokens:
             break
         if cancel.is_set():
@@ -162,9 +158,7 @@ def generate(
             telemetry.record_speed(generation_tps=(len(generated)) / elapsed)
     detok.finalize()
     last_token = generated[-1] if generated else -1
-    if piece := detok.last_segment:
-        emit_split(piece, last_token)
-    emit_split("", last_token, splitter.finish())
+    emit_parts(splitter.feed(detok.last_segment) + splitter.finish(), last_token)
     decode_time = time.perf_counter() - first_token_at
     generation_tps = (len(generated) - 1) / decode_time if len(generated) > 1 and decode_time > 0 else 0.0
     telemetry.record_speed(generation_tps=generation_tps)

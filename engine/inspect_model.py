@@ -131,7 +131,8 @@ def _shapes(layers: list[MoELayerFiles], widen: int, config: dict) -> tuple[list
     """Layers grouped as the loader groups them into slot pools (same tensors, shapes, dtypes)."""
     by_key: dict[tuple, list[int]] = {}
     for row, files in enumerate(layers):
-        key = (files.num_experts, *sorted((n, t.expert_shape, t.dtype) for n, t in files.tensors.items()))
+        key = (files.num_experts, *sorted((n, t.expert_shape, _memory_dtype(t.dtype, widen))
+                                          for n, t in files.tensors.items()))
         by_key.setdefault(key, []).append(row)
     groups, shapes = [], []
     for key, rows in by_key.items():
@@ -141,6 +142,11 @@ def _shapes(layers: list[MoELayerFiles], widen: int, config: dict) -> tuple[list
         groups.append(ShapeGroup(memory, key[0], tuple(rows)))
         shapes.append(ExpertShape(len(rows), files.disk_bytes_per_expert, memory, _expert_format(files, config)))
     return groups, shapes
+
+
+def _memory_dtype(dtype: str, widen: int) -> str:
+    """The dtype a tensor has in a cache slot (the loader widens half floats to float32 on the CPU)."""
+    return "F32" if widen == 2 and dtype in (*_HALF_FLOATS, "F32") else dtype
 
 
 def _expert_format(files: MoELayerFiles, config: dict) -> str:

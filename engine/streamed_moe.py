@@ -112,10 +112,6 @@ class ExpertStreamer:
         peak = sum(g.cache.peak_used * g.slot_bytes for g in self.groups)
         return used, peak
 
-    @property
-    def num_slots(self) -> int:
-        return sum(g.cache.num_slots for g in self.groups)
-
     def fetch(self, row: int, experts: np.ndarray, bulk: bool = False) -> np.ndarray:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens)."""

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from engine.errors import OutlierError
 from engine.user_dirs import user_dir
+from outlier_tui.core.format import STATUS_LABELS
 
 DB_FILENAME = "chats.sqlite3"
 ROLES = ("user", "assistant")
@@ -401,16 +402,14 @@ class ConversationStore:
         if chat.system_prompt.strip():
             parts.append("**System prompt:**\n\n" + "\n".join(
                 "> " + line if line else ">" for line in chat.system_prompt.splitlines()))
-        notes = {"cancelled": "*(answer stopped)*", "error": "*(failed)*",
-                 "partial": "*(answer interrupted)*"}
         for m in self.messages(chat_id):
             heading = "## You" if m.role == "user" else "## Assistant"
             body = m.content.rstrip()
             if m.thinking.strip():  # folded: GitHub and most viewers show a summary line
                 body = ("<details>\n<summary>Thinking</summary>\n\n" + m.thinking.strip()
                         + "\n\n</details>\n\n" + body)
-            if m.status in notes:
-                body = (body + "\n\n" if body else "") + notes[m.status]
+            if m.status in STATUS_LABELS:
+                body = (body + "\n\n" if body else "") + f"*(answer {STATUS_LABELS[m.status]})*"
             parts.append(f"{heading}\n\n{body}")
         return "\n\n".join(parts) + "\n"
 

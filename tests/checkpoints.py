@@ -352,6 +352,8 @@ FORMATS: dict[str, dict] = {
     "float32": dict(dtype="float32"),
     # mixed precision as mlx-lm's recipes write it: per-module overrides in config.json
     "mixed-8bit-layer0-4bit-rest": dict(mode="affine", bits=4, group_size=64, mixed={0: 8}),
+    # mlx_lm.convert --quant-predicate mixed_3_6: down_proj at 6 bits in some layers, 3 elsewhere
+    "mixed_3_6-recipe": dict(mode="affine", bits=3, group_size=64, recipe="mixed_3_6"),
     # the raw Hugging Face layout: one bf16 tensor per expert, stacked by mlx-lm's sanitize
     "per-expert-tensors": dict(dtype="bfloat16", per_expert=True),
     # Hugging Face's fused layout (qwen3.5: experts.gate_up_proj [E, 2I, H]), model.language_model prefix
@@ -386,10 +388,14 @@ def write_checkpoint(path: Path, arch: str, *, bits: int | None = 4, group_size:
                         "mode": spec.get("mode", "affine")}
             return True
 
+        if "recipe" in spec:
+            from mlx_lm.convert import mixed_quant_predicate_builder
+
+            predicate = mixed_quant_predicate_builder(spec["recipe"], model, spec["group_size"])
         model, config = quantize_model(model, config, spec["group_size"], spec["bits"],
                                        mode=spec.get("mode", "affine"),
                                        global_scale=spec.get("global_scale", False),
-                                       quant_predicate=predicate if mixed else None)
+                                       quant_predicate=predicate if mixed or "recipe" in spec else None)
     weights = dict(tree_flatten(model.parameters()))
     if spec.get("per_expert"):
         weights = _unstack_experts(weights, _HF_PROJ.get(arch, {}))

@@ -51,6 +51,7 @@ from outlier_tui.chat_params import CHAT_MAX_TOKENS
 from outlier_tui.core.attachments import DEFAULT_LIMIT_BYTES, AttachmentError, expand_attachments
 from outlier_tui.core.chat import SAVE_INTERVAL, ChatError, ChatSession, Turn
 from outlier_tui.core.code_blocks import code_blocks
+from outlier_tui.core.format import one_line
 from outlier_tui.store import Chat, ConversationStore, StoredMessage
 
 COPY_KEYS = 9  # alt+1 … alt+9 copy code block 1 … 9 of the last answer
@@ -368,7 +369,7 @@ class OutlierApp(App):
             try:
                 await coro
             except Exception as exc:  # e.g. the database went away: tell, keep running
-                self.notify(f"Could not {name}: {exc}", severity="error", timeout=10)
+                self.notify(f"Could not {name}: {one_line(exc)}", severity="error", timeout=10)
 
         self.run_worker(guarded(), name=name, group="navigate", exclusive=True)
 
@@ -549,7 +550,7 @@ class OutlierApp(App):
         self.action_edit_last()
 
     def action_edit_last(self) -> None:
-        last = self.session.last_user_text()
+        last = self.session.last_user_draft()
         if last is None:
             self.notify("No message to edit yet.", severity="warning")
             return
@@ -586,9 +587,9 @@ class OutlierApp(App):
     def action_scroll_chat(self, direction: int) -> None:
         log = self.main_screen.query_one(ChatLog)
         if direction < 0:
-            log.scroll_page_up()
+            log.scroll_page_up(animate=False)
         else:
-            log.scroll_page_down()
+            log.scroll_page_down(animate=False)
 
     def action_set_theme(self, name: str) -> None:
         if name in self.available_themes:
@@ -659,7 +660,7 @@ class OutlierApp(App):
                                              self._progress_from_thread)
             info = await asyncio.wrap_future(future)
         except Exception as exc:  # every load failure is shown, the app stays usable
-            reason = str(exc) or type(exc).__name__
+            reason = one_line(exc)
             self.model_state = "error"
             self.last_load_error = reason
             status.show_error(reason, self.key_for("load_model"))
@@ -757,7 +758,7 @@ class OutlierApp(App):
         except ChatError as exc:
             self.notify(str(exc), severity="warning")
         except Exception as exc:  # the store or the screen failed: tell, keep running
-            self.notify(f"The answer could not be saved or shown: {exc}", severity="error",
+            self.notify(f"The answer could not be saved or shown: {one_line(exc)}", severity="error",
                         timeout=10)
         finally:
             self.generating = False

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
         engine = Engine(prefetch=args.prefetch, reader_threads=args.reader_threads)
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
-        engine.load(str(model_dir), cache_bytes).result()
+        info = engine.load(str(model_dir), cache_bytes).result()
+        if info.notice:
+            print(f"outlier: {info.notice}", file=sys.stderr)
         params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
                                   seed=args.seed, chat_template=not args.no_chat_template,
                                   enable_thinking=args.think)

@@ -169,3 +169,22 @@ def complete_path(partial: str, cwd: Path | None = None, limit: int = 200) -> li
         if len(out) >= limit:
             break
     return out
+
+
+_BLOCK_HEADER = re.compile(r"\n\n(?P<path>[^\n]+)\n(?P<fence>`{3,})[^\n`]*\n")
+
+
+def strip_attachments(message: str) -> str:
+    """The text the user typed, from a message built by expand_attachments: the
+    trailing blocks of files it mentions with @path are taken off (for editing)."""
+    while True:
+        for header in reversed(list(_BLOCK_HEADER.finditer(message))):
+            head, fence, path = message[: header.start()], header.group("fence"), header.group("path")
+            tail = message[header.end():]
+            # A fence longer than any backtick run in the file: it closes only at the end.
+            if tail.endswith("\n" + fence) and fence not in tail[: -len(fence)] \
+                    and path in _mentions(head):
+                message = head
+                break
+        else:
+            return message

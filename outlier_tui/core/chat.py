@@ -25,6 +25,7 @@ from engine.api import (
 )
 from engine.errors import OutlierError
 from engine.reasoning import ANSWER, THINKING
+from outlier_tui.core.attachments import strip_attachments
 from outlier_tui.core.format import STATUS_NOTES, one_line, stats_line
 from outlier_tui.store import Chat, ConversationStore, StoredMessage
 
@@ -324,6 +325,11 @@ class ChatSession:
     def last_user_text(self) -> Optional[str]:
         users = [m for m in self.messages() if m.role == "user"]
         return users[-1].content if users else None
+
+    def last_user_draft(self) -> Optional[str]:
+        """The last message as the user typed it (attached files back to `@path`), to edit."""
+        text = self.last_user_text()
+        return strip_attachments(text) if text is not None else None
 
     def last_answer(self) -> Optional[StoredMessage]:
         answers = [m for m in self.messages() if m.role == "assistant"]

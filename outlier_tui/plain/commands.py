@@ -101,6 +101,12 @@ def _open(session: "PlainSession", arg: str) -> bool:
         return True
     chat = session.store.get_chat(session.chat_id)
     session.note(f"Opened chat #{chat.id} “{chat.title}” ({len(session.store.messages(chat.id))} messages).")
+    hit = next((h for h in session.search_hits if h.chat_id == chat.id), None)
+    if hit is not None:  # opened from /search: show the matching message
+        message = next(m for m in session.store.messages(chat.id) if m.id == hit.message_id)
+        who = "you" if message.role == "user" else "assistant"
+        session.write(f"[{who}] {message.content}\n")
+    session.search_hits = []
     return True
 
 
@@ -181,7 +187,7 @@ def _file(session: "PlainSession", arg: str) -> bool:
 
 
 def _edit(session: "PlainSession", arg: str) -> bool:
-    last = session.chat.last_user_text()
+    last = session.chat.last_user_draft()
     if last is None:
         session.error("nothing to edit yet: send a message first")
         return True
@@ -208,7 +214,9 @@ def _search(session: "PlainSession", arg: str) -> bool:
     for hit in hits:
         who = "you" if hit.role == "user" else "assistant"
         session.write(f"#{hit.chat_id:<5} {hit.chat_title} — [{who}] {hit.snippet}\n")
-    session.note("/open ID continues one of these chats.")
+    session.search_hits = hits
+    session.prefill_next_prompt(f"/open {hits[0].chat_id}")
+    session.note("Enter opens the first hit's chat at the match; change the id for another.")
     return True
 
 
@@ -260,7 +268,7 @@ _LIST = [
     Command("file", "/file PATH", "attach a file to the next message (Tab completes)", _file),
     Command("edit", "/edit", "edit and resend your last message (its answer is replaced)", _edit),
     Command("retry", "/retry", "regenerate the last answer", _retry),
-    Command("search", "/search WORDS", "search every chat (then /open ID)", _search),
+    Command("search", "/search WORDS", "search every chat; Enter then opens the chat at the match", _search),
     Command("copy", "/copy [N]", "copy code block N of the last answer (default: the last) via OSC 52", _copy),
     Command("stats", "/stats [on|off]", "engine stats (tok/s, expert hits, RSS, cache); on/off: line after each answer", _stats),
     Command("help", "/help", "this help", _help),

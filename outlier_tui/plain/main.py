@@ -16,6 +16,7 @@ from typing import Optional, TextIO
 from engine.api import LoadProgress
 from engine.errors import OutlierError
 from outlier_tui.chat_params import attach_limit_from_args, params_from_args
+from outlier_tui.core.format import one_line
 from outlier_tui.store import ConversationStore
 
 
@@ -93,22 +94,15 @@ def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
     try:
         return _run(args, stdin, stdout, stderr)
     except OutlierError as exc:
-        stderr.write(f"outlier: {_first_line(exc)}\n")
+        stderr.write(f"outlier: {one_line(exc)}\n")
         return 1
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
         if os.environ.get("OUTLIER_DEBUG"):
             traceback.print_exc(file=stderr)
-        from outlier_tui.core.format import one_line
-
         stderr.write(f"outlier: {one_line(exc)} (set OUTLIER_DEBUG=1 for details)\n")
         return 1
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
@@ -143,6 +137,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                                    on_progress=progress.load_progress).result()
             finally:
                 progress.done()
+            if info.notice:
+                print(f"outlier: {info.notice}", file=stderr)
             params = params_from_args(args)
             show_stats = not getattr(args, "no_stats", False)
             if not interactive:

@@ -40,10 +40,10 @@ from outlier_tui.core.attachments import (
     with_attachments,
 )
 from outlier_tui.core.chat import ChatError, ChatSession, Turn, TurnResult
-from outlier_tui.core.format import stats_line
+from outlier_tui.core.format import STATUS_LABELS, stats_line
 from outlier_tui.plain import commands
 from outlier_tui.plain.render import DEFAULT_STYLE, DIM, RED, RESET, StreamRenderer
-from outlier_tui.store import ConversationStore, data_dir
+from outlier_tui.store import ConversationStore, SearchHit, data_dir
 
 HISTORY_FILENAME = "plain_history"
 
@@ -130,6 +130,7 @@ class PlainSession:
         self.attachments: list[Attachment] = []  # from /file, sent with the next message
         self.editing = False  # the next message replaces the last one (/edit)
         self.pending_action = None  # an answer a command asked for (/retry), run after it
+        self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
         self._next_default = ""
         self._ctrl_c_armed = False
         if history is None:
@@ -297,7 +298,7 @@ class PlainSession:
         if not renderer.ends_with_newline:
             self.write("\n")
         if result.status == "cancelled":
-            self.note("[answer stopped]")
+            self.note(f"[answer {STATUS_LABELS['cancelled']}]")
         elif result.status == "error":
             self.error(result.error or "the answer failed")
         if result.stats is not None and self.show_stats:

@@ -6,7 +6,12 @@ import os
 
 import pytest
 
-from outlier_tui.core.attachments import AttachmentError, complete_path, expand_attachments
+from outlier_tui.core.attachments import (
+    AttachmentError,
+    complete_path,
+    expand_attachments,
+    strip_attachments,
+)
 
 
 @pytest.fixture
@@ -69,3 +74,11 @@ def test_completion(project):
     assert complete_path("", project) == ["big.txt", "blob.bin", "latin.txt", "notes.md", "src/"]
     assert complete_path(".h", project) == [".hidden"]
     assert complete_path("nowhere/x", project) == []
+
+
+def test_editing_gets_back_the_typed_text(project):
+    typed = "Compare @src/main.py with @notes.md\n\nand say which is shorter"
+    message, _ = expand_attachments(typed, project)
+    assert strip_attachments(message) == typed
+    assert strip_attachments("no files here\n\nsrc/main.py\n```python\nx\n```") == \
+        "no files here\n\nsrc/main.py\n```python\nx\n```"  # not mentioned: the user's own text
