@@ -24,3 +24,7 @@ class ExpertReadError(OutlierError):
 
 class EngineStateError(OutlierError):
     """A request that needs a loaded model arrived before one was loaded."""
+
+
+class PromptTooLongError(OutlierError):
+    """The prompt does not fit the model's context window."""

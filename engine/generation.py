@@ -17,6 +17,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
+from engine.errors import PromptTooLongError
 from engine.loader import LoadedModel
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.telemetry import peak_rss_bytes
@@ -49,6 +50,13 @@ def encode_prompt(loaded: LoadedModel, text: str) -> list[int]:
     tok = loaded.tokenizer
     bos = getattr(tok, "bos_token", None)
     return list(tok.encode(text, add_special_tokens=bos is None or not text.startswith(bos)))
+
+
+def context_length(config: dict) -> int | None:
+    """The model's context window from config.json (None when it does not say)."""
+    cfg = config.get("text_config", config)
+    value = cfg.get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _reuse_prefix(conv: Conversation, model, tokens: list[int]) -> int:
@@ -90,6 +98,11 @@ def generate(
     before = telemetry.totals()
     text = prompt_text(loaded, messages, params)
     tokens = encode_prompt(loaded, text)
+    limit = context_length(loaded.config)
+    if limit and len(tokens) >= limit:
+        raise PromptTooLongError(
+            f"The prompt is {len(tokens)} tokens but this model reads at most {limit - 1} "
+            "(its context window): shorten it or start a new chat.")
     markers = markers_of(loaded.info.think_start, loaded.info.think_end)
     splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
 
@@ -166,5 +179,6 @@ def generate(
         io_wait_seconds=after["io_wait_seconds"] - before["io_wait_seconds"],
         prefetch_issued=after["prefetch_issued"] - before["prefetch_issued"],
         prefetch_used=after["prefetch_used"] - before["prefetch_used"],
+        cached_tokens=skip,
     )
     return stats, cancelled
