@@ -71,6 +71,7 @@ class GenerationStats:
     io_wait_seconds: float
     prefetch_issued: int = 0
     prefetch_used: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)
 
 
 # ---- events streamed back for one generate request -------------------------
@@ -92,6 +93,9 @@ class GenerationDone:
 @dataclass(frozen=True)
 class GenerationFailed:
     message: str  # one line, says what to do
+    # The OutlierError subclass behind it ("PromptTooLongError", ...), or "InternalError":
+    # lets a server answer the client's mistakes (400) apart from its own (500).
+    error_type: str = "InternalError"
 
 
 GenerationEvent = TextDelta | GenerationDone | GenerationFailed
@@ -136,6 +140,8 @@ class TelemetrySnapshot:
     resident_weight_bytes: int = 0
     model: ModelInfo | None = None
     error: str | None = None
+    # Set when there is no expert telemetry to show and why (a remote server that sends none).
+    telemetry_note: str | None = None
 
 
 class GenerationStream(Protocol):

@@ -122,6 +122,7 @@ class CheckpointIndex:
     tensors: dict[str, TensorLocation]
     moe_layers: dict[int, MoELayerFiles]
     file_sizes: dict[Path, int]
+    unstacked_experts: bool = False  # per-expert tensors found that no Switch layer stacks
 
     @property
     def model_type(self) -> str:
@@ -151,7 +152,13 @@ class CheckpointIndex:
 
     def _validate_experts(self) -> None:
         expected = expected_num_experts(self.config)
-        for layer, files in self.moe_layers.items():
+        for layer, files in list(self.moe_layers.items()):
+            if not files.stacked and any(f"{p}.weight" not in files.tensors for p in files.projections):
+                # per-expert tensors that sanitize does not stack into a Switch layer (dbrx's
+                # experts.N.v1/w1/w2): not streamable; the loader keeps such experts resident
+                del self.moe_layers[layer]
+                self.unstacked_experts = True
+                continue
             for proj in files.projections:
                 if f"{proj}.weight" not in files.tensors:
                     raise CheckpointError(

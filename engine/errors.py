@@ -29,3 +29,7 @@ class EngineStateError(OutlierError):
 class RequestError(OutlierError):
     """A generation request the model cannot run: bad settings, or a prompt that is
     empty or longer than the model's context."""
+
+
+class PromptTooLongError(RequestError):
+    """The prompt does not fit the model's context window."""

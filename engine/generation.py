@@ -18,7 +18,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
-from engine.errors import RequestError
+from engine.errors import PromptTooLongError, RequestError
 from engine.loader import LoadedModel
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.streamed_moe import PrefillCancelled
@@ -85,7 +85,7 @@ def answer_room(prompt_length: int, params: GenerationParams, context: int) -> i
     if not context:
         return params.max_tokens
     if prompt_length >= context:
-        raise RequestError(
+        raise PromptTooLongError(
             f"The prompt is {prompt_length} tokens but the model's context holds {context}: "
             "shorten it or start a new chat.")
     return min(params.max_tokens, context - prompt_length)
@@ -224,5 +224,6 @@ def generate(
         io_wait_seconds=after["io_wait_seconds"] - before["io_wait_seconds"],
         prefetch_issued=after["prefetch_issued"] - before["prefetch_issued"],
         prefetch_used=after["prefetch_used"] - before["prefetch_used"],
+        cached_tokens=skip,
     )
     return stats, cancelled

@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
-from engine.checkpoint import CheckpointIndex, MoELayerFiles, experts_per_token
+from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
 from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
 from engine.context import context_limit
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
@@ -94,6 +94,9 @@ def load_streamed_model(
     switches = _find_switches(model)
     rows, kept = _match_layers(switches, index)
     notice = _resident_notice(kept, len(switches))
+    if not switches and (index.unstacked_experts or expected_num_experts(index.config)):
+        notice = ("This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
+                  "stream: the whole model loads fully resident.")
     if notice:
         progress(0.2, notice)
     if compute_dtype is not None:

@@ -55,6 +55,8 @@ def non_empty(what: str) -> Callable[[str], str]:
 positive_mb = positive(float, "a number of MiB")
 non_negative_mb = number(float, "a number of MiB", low=0)
 positive_int = positive(int, "a whole number")
+non_negative_int = number(int, "a whole number", low=0)
+port = number(int, "a TCP port", low=0, high=65535)
 reader_threads = number(int, "a whole number of threads", low=1, high=MAX_READER_THREADS)
 seed = number(int, "a whole number", low=0, high=MAX_SEED)
 temperature = number(float, "a temperature", low=0)

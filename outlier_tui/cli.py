@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["chat", *argv]  # `outlier --server URL`, `outlier --model DIR`: options of the chat app
     args = parser.parse_args(argv)
     if args.command is None:  # bare `outlier` opens the chat app
         args = parser.parse_args(["chat", *argv])

@@ -25,6 +25,7 @@ def run_app(args: argparse.Namespace) -> int:
     if notice:  # also in the terminal after the full screen is gone
         print(f"outlier: {notice}", file=sys.stderr)
     fake = bool(getattr(args, "fake_engine", False))
+    server = getattr(args, "server", None)
     try:
         engine = engine_from_args(args)
     except OutlierError as exc:
@@ -34,6 +35,8 @@ def run_app(args: argparse.Namespace) -> int:
     cache_mb = getattr(args, "cache_mb", None)
     model = getattr(args, "model", None)
     resolver = None if fake else resolve_model_dir
+    if server:  # --model names the server's model ('' : its first); nothing to resolve here
+        resolver = lambda name, on_progress: name or ""  # noqa: E731
     try:
         app = OutlierApp(
             engine, store,

@@ -35,9 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fewer tokens and passes, prefetch on at 25%% only: a few minutes")
     parser.add_argument("--json", metavar="PATH", help="write every figure and the five ratios as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of tok/s and hit rate against budget")
+    parser.add_argument("--served", action="store_true",
+                        help="only the served figure: decode tok/s through `outlier serve` (one streamed "
+                             "client) / in-process, same budget (bench/served.py)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.served:
+        from bench import served
+
+        return served.run(argparse.Namespace(model=args.model, tokens=args.tokens or 48,
+                                             rounds=args.rounds or 3, cache_mb=None, json=args.json))
     from bench import orchestrate, report
     from bench.workload import parse_budgets
     from engine.errors import OutlierError

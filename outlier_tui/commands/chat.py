@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from outlier_tui import arg_types
@@ -41,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fake-reply", metavar="FILE",
                         help="with --fake-engine: every answer streams this file's text token by token "
                              "(<think>...</think> in it streams as thinking)")
+    parser.add_argument("--server", metavar="URL",
+                        help="chat through an OpenAI-compatible server (outlier serve, vLLM, SGLang, "
+                             "mlx_lm.server, ...) instead of loading a model; --model then names the model")
+    parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("OUTLIER_API_KEY"),
+                        help="API key for --server (default: $OUTLIER_API_KEY)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -124,6 +124,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 
         question = piped_message(question, attach_limit_from_args(args))
     fake = bool(getattr(args, "fake_engine", False))
+    server = getattr(args, "server", None)
     progress = ProgressLine(stderr)
     from outlier_tui.store_recovery import open_store
 
@@ -134,7 +135,10 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
         engine = engine_from_args(args)
         try:
-            model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
+            if server:  # --model names the server's model ('' : its first)
+                model_dir = getattr(args, "model", None) or ""
+            else:
+                model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
             progress.done()
             cache_mb = getattr(args, "cache_mb", None)
             cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
