@@ -208,7 +208,7 @@ class ChatSession:
         self.chat_id: Optional[int] = None
         self.last_stats: Optional[GenerationStats] = None
         if chat_id is not None:
-            self.open(chat_id)
+            self.open(chat_id, apply_cli_thinking=True)
 
     @property
     def model_info(self) -> Optional[ModelInfo]:
@@ -237,12 +237,15 @@ class ChatSession:
             self._keep_cli_thinking()
         return self.chat_id
 
-    def open(self, chat_id: int) -> Chat:
-        """Continue a saved chat (KeyError if there is none)."""
+    def open(self, chat_id: int, apply_cli_thinking: bool = False) -> Chat:
+        """Continue a saved chat (KeyError if there is none). apply_cli_thinking:
+        the chat named on the command line takes `--think` / `--no-think`; chats
+        opened later keep their own choice."""
         chat = self.store.get_chat(chat_id)
         self.chat_id = chat.id
         self.last_stats = None
-        self._keep_cli_thinking()
+        if apply_cli_thinking:
+            self._keep_cli_thinking()
         return self.store.get_chat(chat.id)
 
     def new_chat(self, create: bool = False) -> Optional[Chat]:

@@ -191,3 +191,19 @@ def test_one_off_turn_stores_nothing(store):
     parts = Parts()
     result = one_off_turn(engine, "hi", GenerationParams(), parts).run()
     assert result.text == "Hello there, friend." and store.list_chats() == []
+
+
+def test_cli_switch_does_not_override_choices_made_later(store):
+    engine = _engine()
+    session = ChatSession(engine, store, params=GenerationParams(enable_thinking=False),
+                          model_info=engine.snapshot().model)
+    session.send("a", Parts()).run()
+    first = session.chat_id
+    session.set_thinking(True)  # the user changes their mind for this chat
+    session.new_chat()
+    session.send("b", Parts()).run()
+    assert engine.requests[-1][1].enable_thinking is False  # new chats: the CLI default
+    session.open(first)
+    assert store.get_chat(first).enable_thinking is True
+    session.send("c", Parts()).run()
+    assert engine.requests[-1][1].enable_thinking is True
