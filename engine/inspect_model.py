@@ -99,6 +99,9 @@ def inspect_model(path: str | Path, memory_bytes: int | None = None,
     fits, verdict = _verdict(backbone_memory, minimum, peak, total, available, bool(layers))
 
     notes = []
+    if index.unstacked_experts or (not layers and expected_num_experts(index.config)):
+        notes.append("The experts are not stored as a SwitchGLU/SwitchMLP layer stacks them: "
+                     "the whole model runs fully resident.")
     if float32_compute:
         notes.append("MLX's CPU backend computes in float32: float tensors take twice their bf16 size in memory.")
     return ModelReport(
@@ -131,7 +134,8 @@ def _shapes(layers: list[MoELayerFiles], widen: int, config: dict) -> tuple[list
     """Layers grouped as the loader groups them into slot pools (same tensors, shapes, dtypes)."""
     by_key: dict[tuple, list[int]] = {}
     for row, files in enumerate(layers):
-        key = (files.num_experts, *sorted((n, t.expert_shape, t.dtype) for n, t in files.tensors.items()))
+        key = (files.num_experts, *sorted((n, t.expert_shape, _memory_dtype(t.dtype, widen))
+                                          for n, t in files.tensors.items()))
         by_key.setdefault(key, []).append(row)
     groups, shapes = [], []
     for key, rows in by_key.items():
@@ -141,6 +145,11 @@ def _shapes(layers: list[MoELayerFiles], widen: int, config: dict) -> tuple[list
         groups.append(ShapeGroup(memory, key[0], tuple(rows)))
         shapes.append(ExpertShape(len(rows), files.disk_bytes_per_expert, memory, _expert_format(files, config)))
     return groups, shapes
+
+
+def _memory_dtype(dtype: str, widen: int) -> str:
+    """The dtype a tensor has in a cache slot (the loader widens half floats to float32 on the CPU)."""
+    return "F32" if widen == 2 and dtype in (*_HALF_FLOATS, "F32") else dtype
 
 
 def _expert_format(files: MoELayerFiles, config: dict) -> str:
@@ -206,7 +215,7 @@ def format_report(r: ModelReport) -> str:
                      f"({r.layout})")
         for s in r.expert_shapes:
             lines.append(f"  per expert  {s.disk_bytes:,} bytes on disk, {s.memory_bytes:,} in memory "
-                         f"({s.quantization}; {s.layers} layers)")
+                         f"({s.quantization}; {s.layers} layer{'s' if s.layers != 1 else ''})")
         lines.append(f"expert bytes  {gb(r.expert_disk_bytes)} on disk, {gb(r.expert_memory_bytes)} in memory")
     else:
         lines.append("experts       none (runs fully resident)")

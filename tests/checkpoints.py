@@ -97,6 +97,10 @@ MOE_CONFIGS: dict[str, dict] = {
                            num_experts_per_tok=2, num_shared_experts=1, first_k_dense_replace=1,
                            n_group=2, topk_group=1, layer_group_size=2, head_dim=16, q_lora_rank=16,
                            kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16),
+    # experts as a list of separate MLPs (no Switch layer): runs fully resident
+    "dbrx": dict(model_type="dbrx", vocab_size=VOCAB, d_model=64, n_layers=3, n_heads=4,
+                 ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 8, "moe_top_k": 2},
+                 attn_config={"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000}),
     "deepseek": dict(_T, model_type="deepseek", hidden_size=64, intermediate_size=64,
                      moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                      num_key_value_heads=2, n_routed_experts=8, num_experts_per_tok=2,
@@ -352,6 +356,8 @@ FORMATS: dict[str, dict] = {
     "float32": dict(dtype="float32"),
     # mixed precision as mlx-lm's recipes write it: per-module overrides in config.json
     "mixed-8bit-layer0-4bit-rest": dict(mode="affine", bits=4, group_size=64, mixed={0: 8}),
+    # mlx_lm.convert --quant-predicate mixed_3_6: down_proj at 6 bits in some layers, 3 elsewhere
+    "mixed_3_6-recipe": dict(mode="affine", bits=3, group_size=64, recipe="mixed_3_6"),
     # the raw Hugging Face layout: one bf16 tensor per expert, stacked by mlx-lm's sanitize
     "per-expert-tensors": dict(dtype="bfloat16", per_expert=True),
     # Hugging Face's fused layout (qwen3.5: experts.gate_up_proj [E, 2I, H]), model.language_model prefix
@@ -386,10 +392,14 @@ def write_checkpoint(path: Path, arch: str, *, bits: int | None = 4, group_size:
                         "mode": spec.get("mode", "affine")}
             return True
 
+        if "recipe" in spec:
+            from mlx_lm.convert import mixed_quant_predicate_builder
+
+            predicate = mixed_quant_predicate_builder(spec["recipe"], model, spec["group_size"])
         model, config = quantize_model(model, config, spec["group_size"], spec["bits"],
                                        mode=spec.get("mode", "affine"),
                                        global_scale=spec.get("global_scale", False),
-                                       quant_predicate=predicate if mixed else None)
+                                       quant_predicate=predicate if mixed or "recipe" in spec else None)
     weights = dict(tree_flatten(model.parameters()))
     if spec.get("per_expert"):
         weights = _unstack_experts(weights, _HF_PROJ.get(arch, {}))

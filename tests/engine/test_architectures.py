@@ -121,3 +121,20 @@ def test_readme_support_table_is_generated_from_this_test_list():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert readme_table(readme) == render_table(), "run: python tests/support_matrix.py --write"
+
+
+def test_per_expert_tensors_are_read_where_they_are(reference):
+    """The raw Hugging Face layout: nothing read at load (mlx-lm's lazy stack is never
+    evaluated), then exactly one read of each tensor of each missed expert."""
+    case = next(c for c in CASES if c.fmt == "per-expert-tensors" and c.arch == "mixtral")
+    path, _, _, info = reference(case)
+    loaded = load_streamed_model(path, cache_bytes=info.min_cache_bytes)
+    try:
+        assert not any(files.stacked for files in loaded.streamer.layers)
+        assert loaded.telemetry.totals()["bytes_read"] == 0
+        greedy_run(loaded.model, loaded.tokenizer, steps=2, prompt="hi")
+        totals = loaded.telemetry.totals()
+        per_expert = loaded.streamer.layers[0].disk_bytes_per_expert
+        assert totals["bytes_read"] == totals["misses"] * per_expert > 0
+    finally:
+        loaded.close()
