@@ -335,7 +335,10 @@ class ChatSession:
     def edit_last(self, text: str, on_part: PartFn) -> Turn:
         """Replace the last user message (and its answer) with `text` and answer it."""
         last_user = self._last_user()
+        first = self.messages()[0].id == last_user.id
         self.store.delete_messages_from(self.chat_id, last_user.id)
+        if first and self.store.get_chat(self.chat_id).title == title_from(last_user.content):
+            self.store.rename_chat(self.chat_id, title_from(text))  # the title it named follows it
         self.store.add_message(self.chat_id, "user", text)
         return self._answer(on_part)
 

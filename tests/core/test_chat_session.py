@@ -145,6 +145,16 @@ def test_edit_replaces_the_last_question_and_its_answer(store):
     assert [m["content"] for m in engine.requests[2][0]] == ["q1", "a1", "q2 fixed"]
 
 
+def test_editing_the_first_message_renames_a_chat_it_named(store):
+    session = ChatSession(_engine(["a", "b", "c"]), store)
+    session.send("Sort a dcit", Parts()).run()
+    session.edit_last("Sort a dict", Parts()).run()
+    assert session.chat.title == "Sort a dict"
+    store.rename_chat(session.chat_id, "My title")
+    session.edit_last("Sort a dict by value", Parts()).run()
+    assert session.chat.title == "My title"  # a title the user gave is kept
+
+
 def test_nothing_to_retry_is_a_one_line_error(store):
     session = ChatSession(_engine(), store)
     with pytest.raises(ChatError, match="send a message first"):
