@@ -300,3 +300,17 @@ def test_port_in_use_is_one_line_before_loading(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("outlier: cannot listen") and str(port) in lines[0]
+
+
+def test_event_stream_listener_gets_every_event_in_order():
+    from engine.api import GenerationDone, GenerationStats, TextDelta
+    from engine.events import EventStream
+
+    stats = GenerationStats((), 0, 0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0, 0, 0.0)
+    stream = EventStream()
+    stream.put(TextDelta("a", 1))  # before anyone listens: queued, then handed over in order
+    got = []
+    stream.listen(got.append)
+    stream.put(TextDelta("b", 2))
+    stream.put(GenerationDone(stats))
+    assert [getattr(e, "text", "done") for e in got] == ["a", "b", "done"]
