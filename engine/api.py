@@ -51,6 +51,7 @@ class ModelInfo:
     think_end: str | None = None
     template_takes_enable_thinking: bool = False  # thinking can be switched off and on
     template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
+    context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from mlx.utils import tree_flatten, tree_map
 
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
-from engine.checkpoint import CheckpointIndex, MoELayerFiles, experts_per_token
+from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
+from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
+from engine.context import context_limit
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
@@ -85,11 +87,16 @@ def load_streamed_model(
     index = CheckpointIndex.open(path)
     progress(0.15, "building the model lazily")
     model, config = _build_lazy(index)
+    check_tokenizer_files(index.path)
     tokenizer = _load_tokenizer(index.path, config)
+    check_chat_template(index.path, tokenizer)
 
     switches = _find_switches(model)
     rows, kept = _match_layers(switches, index)
     notice = _resident_notice(kept, len(switches))
+    if not switches and (index.unstacked_experts or expected_num_experts(index.config)):
+        notice = ("This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
+                  "stream: the whole model loads fully resident.")
     if notice:
         progress(0.2, notice)
     if compute_dtype is not None:
@@ -161,6 +168,7 @@ def load_streamed_model(
         resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=sum(slots_per_group),
         min_cache_bytes=minimum, expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
         notice=notice,
+        context_length=context_limit(config, tokenizer),
         **reasoning_fields(tokenizer),
     )
     telemetry.set_model(info, reader.stats if reader else None)
@@ -204,8 +212,9 @@ def _load_tokenizer(path: Path, config: dict):
     try:
         return load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:  # tokenizers raise many unrelated types
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise CheckpointError(
-            f"Could not load the tokenizer from {path} ({type(exc).__name__}: {exc}); the folder "
+            f"Could not load the tokenizer from {path} ({type(exc).__name__}: {detail}); the folder "
             "needs tokenizer.json / tokenizer_config.json."
         ) from None
 

@@ -53,6 +53,11 @@ class PoolGroup:
         return SlotPool.slot_nbytes(self.pool.specs)
 
 
+class PrefillCancelled(Exception):
+    """Raised at an MoE layer when the request was cancelled during a prefill chunk: a long
+    chunk on a slow machine takes minutes, cancel must not wait for it."""
+
+
 class ExpertStreamer:
     """Makes experts resident on demand; shared by every streamed layer. Each row uses
     the pool and cache of its expert shape (one group unless the checkpoint mixes
@@ -76,6 +81,8 @@ class ExpertStreamer:
         # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
+        # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
+        self.stop_prefill: Callable[[], bool] | None = None
         self._unrecorded: list[tuple[int, mx.array]] = []
         # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
         self._convert: list[dict[str, str | None]] = []
@@ -115,6 +122,8 @@ class ExpertStreamer:
     def fetch(self, row: int, experts: np.ndarray, bulk: bool = False) -> np.ndarray:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens)."""
+        if bulk and self.stop_prefill is not None and self.stop_prefill():
+            raise PrefillCancelled()
         keys = [(row, int(e)) for e in experts]
         cache = self.cache_of(row)
         plan = cache.plan(keys, bulk)

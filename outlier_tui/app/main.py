@@ -755,6 +755,8 @@ class OutlierApp(App):
             await widget.finish(result.status, result.note())
             if result.status == "error":
                 self.notify(result.note(), title="Answer failed", severity="error", timeout=10)
+            if result.save_error:
+                self.notify(result.save_error, title="Not saved", severity="error", timeout=10)
         except ChatError as exc:
             self.notify(str(exc), severity="warning")
         except Exception as exc:  # the store or the screen failed: tell, keep running

@@ -14,13 +14,16 @@ def run_app(args: argparse.Namespace) -> int:
     from engine.errors import OutlierError
     from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
-    from outlier_tui.store import ConversationStore, StoreError
+    from outlier_tui.store import StoreError
+    from outlier_tui.store_recovery import open_store
 
     try:
-        store = ConversationStore()
+        store, notice = open_store()
     except StoreError as exc:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
+    if notice:  # shown before the full screen takes over, and kept in the terminal after it
+        print(f"outlier: {notice}", file=sys.stderr)
     fake = bool(getattr(args, "fake_engine", False))
     server = getattr(args, "server", None)
     try:

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from outlier_tui import arg_types
+
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
 
 QUICK = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
@@ -15,18 +17,19 @@ QUICK = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", help="mlx-community MoE folder (default: the demo MoE)")
+    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community MoE folder (default: the demo MoE)")
     parser.add_argument("--budgets", default="100,50,25,10", metavar="LIST",
                         help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)")
-    parser.add_argument("--tokens", type=int, default=None, metavar="N",
+    parser.add_argument("--tokens", type=arg_types.positive_int, default=None, metavar="N",
                         help="tokens decoded per pass (default 48, --quick 12)")
-    parser.add_argument("--passes", type=int, default=None, metavar="N",
+    parser.add_argument("--passes", type=arg_types.positive_int, default=None, metavar="N",
                         help="passes per configuration: 1 cold + N-1 warm (default 2)")
-    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+    parser.add_argument("--rounds", type=arg_types.positive_int, default=None, metavar="N",
                         help="repeat every configuration N times round-robin; report medians "
                              "(default 3, --quick 1)")
-    parser.add_argument("--reader-threads", type=int, default=4, metavar="N")
-    parser.add_argument("--memcap-mb", type=float, default=1024, metavar="MB",
+    parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
+                        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
+    parser.add_argument("--memcap-mb", type=arg_types.non_negative_mb, default=1024, metavar="MB",
                         help="memory limit for the cgroup runs (0 skips them)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer tokens and passes, prefetch on at 25%% only: a few minutes")
@@ -52,10 +55,6 @@ def run(args: argparse.Namespace) -> int:
         budgets = parse_budgets(args.budgets)
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
-    for name in ("tokens", "passes", "rounds", "reader_threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            return _fail(f"--{name.replace('_', '-')} must be at least 1")
     try:
         model_dir = resolve_model_dir(args.model, on_progress=_progress_line)
     except OutlierError as exc:

@@ -12,25 +12,25 @@ import os
 import socket
 import sys
 
+from outlier_tui import arg_types
+
 HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from outlier_tui.commands.chat import _positive_mb
-
-    parser.add_argument("--model", metavar="DIR", help="mlx-community MoE model folder (default: the demo MoE)")
+    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community MoE model folder (default: the demo MoE)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
-    parser.add_argument("--cache-mb", metavar="MB", type=_positive_mb,
+    parser.add_argument("--port", type=arg_types.port, default=8080, help="TCP port (default 8080)")
+    parser.add_argument("--cache-mb", metavar="MB", type=arg_types.positive_mb,
                         help="expert-cache budget in MiB (default: chosen from free memory)")
     parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("OUTLIER_API_KEY"),
                         help="require 'Authorization: Bearer KEY' (default: $OUTLIER_API_KEY; none: open)")
     parser.add_argument("--name", metavar="NAME",
                         help="model name in /v1/models and answers (default: the model folder's name)")
-    parser.add_argument("--max-queue", metavar="N", type=int, default=8,
+    parser.add_argument("--max-queue", metavar="N", type=arg_types.non_negative_int, default=8,
                         help="requests that may wait behind the running one before 429 (default 8)")
-    parser.add_argument("--max-body-mb", metavar="MB", type=_positive_mb, default=4.0,
+    parser.add_argument("--max-body-mb", metavar="MB", type=arg_types.positive_mb, default=4.0,
                         help="largest request body accepted, in MiB (default 4; larger: 413)")
 
 

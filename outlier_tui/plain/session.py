@@ -133,6 +133,7 @@ class PlainSession:
         self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
         self._next_default = ""
         self._ctrl_c_armed = False
+        self._terminated = 0  # the signal that asked the session to end, if any
         if history is None:
             history = self._default_history()
         self.prompt = PromptSession(
@@ -222,7 +223,8 @@ class PlainSession:
     async def run_async(self) -> int:
         """Prompt, answer, repeat, until /exit, Ctrl-D or a double Ctrl-C; returns the exit status."""
         self.banner()
-        while True:
+        self._watch_termination()
+        while not self._terminated:
             default, self._next_default = self._next_default, ""
             try:
                 text = await self.prompt.prompt_async(default=default)
@@ -234,7 +236,7 @@ class PlainSession:
                 self.note("(Ctrl-C again or Ctrl-D to exit)")
                 continue
             except EOFError:
-                return 0
+                return 128 + self._terminated if self._terminated else 0
             self._ctrl_c_armed = False
             if not text.strip():
                 self.editing = False
@@ -249,6 +251,25 @@ class PlainSession:
             if text.startswith("//"):
                 text = text[1:]
             await self.send(text)
+        return 128 + self._terminated
+
+    def _watch_termination(self) -> None:
+        """SIGTERM/SIGHUP: stop the answer (saved as shown, like Ctrl-C), then leave the loop."""
+        from outlier_tui.termination import SIGNALS
+
+        loop = asyncio.get_running_loop()
+
+        def terminate(signum: int) -> None:
+            self._terminated = signum
+            self.engine.cancel()
+            if self.prompt.app.is_running:
+                self.prompt.app.exit(exception=EOFError)
+
+        for sig in SIGNALS:
+            try:
+                loop.add_signal_handler(sig, terminate, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                return
 
     def run(self) -> int:
         """Blocking entry point for the CLI."""
@@ -301,6 +322,8 @@ class PlainSession:
             self.note(f"[answer {STATUS_LABELS['cancelled']}]")
         elif result.status == "error":
             self.error(result.error or "the answer failed")
+        if result.save_error:
+            self.error(result.save_error)
         if result.stats is not None and self.show_stats:
             self.note(stats_line(result.stats, self._rss()))
         return result

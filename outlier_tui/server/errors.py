@@ -10,6 +10,7 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_f
 
 # Engine failures (GenerationFailed.error_type) that are the request's fault or a busy server.
 _ENGINE_STATUS = {"PromptTooLongError": (400, "context_length_exceeded"),
+                  "RequestError": (400, "invalid_request"),
                   "EngineStateError": (503, "model_not_ready")}
 
 

@@ -154,7 +154,7 @@ def test_bad_requests_get_openai_errors(served):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=served.model, messages=[{"role": "user", "content": "a" * 600}])
     assert caught.value.code == "context_length_exceeded"
-    assert "context window" in caught.value.body["message"]
+    assert "context holds" in caught.value.body["message"]
     with pytest.raises(openai.BadRequestError):  # streamed: the status is still 400, not a broken stream
         client.chat.completions.create(model=served.model, messages=[{"role": "user", "content": "a" * 600}],
                                        stream=True)
