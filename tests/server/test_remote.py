@@ -136,6 +136,7 @@ def test_pipe_mode_against_mlx_lm_server(mlx_lm_server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip("\n") == expected
     assert "12 tok" in result.stderr and "Traceback" not in result.stderr
+    assert "RSS" not in result.stderr and "experts" not in result.stderr  # unknown remotely: not zeros
 
 
 def test_remote_engine_against_mlx_lm_server_says_no_telemetry(mlx_lm_server):
