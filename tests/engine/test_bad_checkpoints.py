@@ -153,10 +153,6 @@ def test_budget_below_one_layer_is_refused_with_the_number(checkpoint_factory):
     load_streamed_model(path, cache_bytes=minimum).close()
 
 
-def test_errors_are_outlier_errors():
-    assert issubclass(CheckpointError, OutlierError) and issubclass(BudgetError, OutlierError)
-
-
 # ---- the strict validator (engine/checkpoint_rules.py): issue 14's reproductions ----------
 
 
