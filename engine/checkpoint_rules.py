@@ -19,28 +19,9 @@ import re
 import typing
 from pathlib import Path
 
+from engine.dtypes import ITEMSIZE, MLX_CANNOT_LOAD
 from engine.errors import CheckpointError, UnsupportedModelError
 
-# safetensors dtype tag -> (numpy dtype name, bytes per element)
-DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("float64", 8),
-    "F32": ("float32", 4),
-    "F16": ("float16", 2),
-    "BF16": ("bfloat16", 2),
-    "U64": ("uint64", 8),
-    "I64": ("int64", 8),
-    "U32": ("uint32", 4),
-    "I32": ("int32", 4),
-    "U16": ("uint16", 2),
-    "I16": ("int16", 2),
-    "U8": ("uint8", 1),
-    "I8": ("int8", 1),
-    "BOOL": ("bool", 1),
-    "F8_E4M3": ("uint8", 1),
-    "F8_E5M2": ("uint8", 1),
-}
-# Valid safetensors, but mx.load refuses them.
-MLX_CANNOT_LOAD = frozenset({"F64", "F8_E5M2"})
 MAX_HEADER = 512 * 1024 * 1024
 
 REDOWNLOAD = "re-download it"
@@ -226,7 +207,7 @@ def _entry(file: Path, name: str, meta: object) -> HeaderEntry:
     if not isinstance(meta, dict) or set(meta) != {"dtype", "shape", "data_offsets"}:
         raise CheckpointError(f"{bad} needs exactly dtype, shape and data_offsets; re-download it.")
     dtype, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in ITEMSIZE:
         raise UnsupportedModelError(f"{bad} has unknown dtype {dtype!r}; {RECONVERT}.")
     if dtype in MLX_CANNOT_LOAD:
         raise UnsupportedModelError(f"{bad} is {dtype}, which MLX cannot load; {RECONVERT}.")
@@ -236,7 +217,7 @@ def _entry(file: Path, name: str, meta: object) -> HeaderEntry:
             or not 0 <= offsets[0] <= offsets[1]):
         raise CheckpointError(f"{bad} has data_offsets {offsets!r}, not [begin, end] byte offsets; "
                               "re-download it.")
-    if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype][1]:
+    if offsets[1] - offsets[0] != math.prod(shape) * ITEMSIZE[dtype]:
         raise CheckpointError(f"{bad} size does not match its shape {shape} x {dtype}; re-download it.")
     return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
 

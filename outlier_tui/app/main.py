@@ -1,6 +1,6 @@
 """The Outlier chat app: layout, key bindings, actions, model loading and the answer worker.
 
-Threads (DESIGN.md): this runs on Textual's asyncio loop and never blocks on
+Threads (README, "How it works"): this runs on Textual's asyncio loop and never blocks on
 the model. Answers come from an exclusive async worker awaiting the engine's
 stream; telemetry is polled on a timer (at most 10 Hz), never per token.
 """
