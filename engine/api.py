@@ -25,6 +25,9 @@ class GenerationParams:
     # False: the last user message's content is fed to the model verbatim
     # (no chat template, no conversation reuse).
     chat_template: bool = True
+    # Passed to the chat template as `enable_thinking` when not None (only
+    # templates that take it change; ModelInfo.template_takes_enable_thinking).
+    enable_thinking: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,20 @@ class ModelInfo:
     moe_layers: tuple[int, ...]  # decoder-layer index of every streamed MoE layer
     num_experts: int
     top_k: int
-    expert_bytes: int  # bytes of one expert in memory (all projections)
-    total_expert_bytes: int  # every routed expert of the model, in memory
-    resident_bytes: int  # backbone kept in memory (everything but routed experts)
+    expert_bytes: int  # bytes of one expert in memory (all projections); the largest shape's
+    total_expert_bytes: int  # every streamed expert of the model, in memory
+    resident_bytes: int  # backbone kept in memory (everything but streamed experts)
     cache_budget_bytes: int
-    cache_slots: int
+    cache_slots: int  # all slot pools together
+    min_cache_bytes: int = 0  # the smallest legal budget: one layer's top-k in every pool
+    expert_bytes_by_shape: tuple[int, ...] = ()  # one expert in memory, per slot pool
+    notice: str = ""  # one line for the user (e.g. layers kept fully resident), or ""
+    # Thinking, as the tokenizer and chat template say (engine.reasoning):
+    think_start: str | None = None  # e.g. "<think>"; None: the model does not think
+    think_end: str | None = None
+    template_takes_enable_thinking: bool = False  # thinking can be switched off and on
+    template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
+    context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,7 @@ class GenerationStats:
     io_wait_seconds: float
     prefetch_issued: int = 0
     prefetch_used: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)
 
 
 # ---- events streamed back for one generate request -------------------------
@@ -68,6 +81,7 @@ class GenerationStats:
 class TextDelta:
     text: str
     token: int
+    kind: str = "answer"  # or "thinking" (engine.reasoning splits them)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,9 @@ class GenerationDone:
 @dataclass(frozen=True)
 class GenerationFailed:
     message: str  # one line, says what to do
+    # The OutlierError subclass behind it ("PromptTooLongError", ...), or "InternalError":
+    # lets a server answer the client's mistakes (400) apart from its own (500).
+    error_type: str = "InternalError"
 
 
 GenerationEvent = TextDelta | GenerationDone | GenerationFailed
@@ -123,6 +140,8 @@ class TelemetrySnapshot:
     resident_weight_bytes: int = 0
     model: ModelInfo | None = None
     error: str | None = None
+    # Set when there is no expert telemetry to show and why (a remote server that sends none).
+    telemetry_note: str | None = None
 
 
 class GenerationStream(Protocol):
@@ -131,6 +150,8 @@ class GenerationStream(Protocol):
     def __iter__(self): ...  # blocking iterator of GenerationEvent
 
     def __aiter__(self): ...  # asyncio iterator of GenerationEvent
+
+    def listen(self, listener) -> None: ...  # push each event to listener(event) instead (servers)
 
 
 class EngineClient(Protocol):

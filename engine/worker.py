@@ -164,7 +164,7 @@ class Engine:
             try:
                 stats, cancelled = generate(
                     self._loaded, self._conversation, messages, params, cancel,
-                    lambda text, token: stream.put(TextDelta(text, token)),
+                    lambda text, token, kind: stream.put(TextDelta(text, token, kind)),
                 )
             except BaseException:
                 self._conversation.clear()  # a half-run forward left the KV cache inconsistent
@@ -173,7 +173,8 @@ class Engine:
                 self.telemetry.set_state("idle")
             stream.put(GenerationDone(stats, cancelled=cancelled))
         except Exception as exc:  # every failure ends the stream; the thread keeps serving
-            stream.put(GenerationFailed(_one_line(exc)))
+            kind = type(exc).__name__ if isinstance(exc, OutlierError) else "InternalError"
+            stream.put(GenerationFailed(_one_line(exc), error_type=kind))
         finally:
             with self._cancels_lock:
                 self._cancels.discard(cancel)

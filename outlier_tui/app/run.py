@@ -5,26 +5,38 @@ from __future__ import annotations
 import argparse
 import sys
 
-from outlier_tui.chat_params import params_from_args
+from outlier_tui.chat_params import attach_limit_from_args, params_from_args
 
 
 def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app until the user quits; returns the exit status."""
     from outlier_tui.app.main import OutlierApp
-    from outlier_tui.engine_adapter import make_engine
+    from engine.errors import OutlierError
+    from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
-    from outlier_tui.store import ConversationStore, StoreError
+    from outlier_tui.store import StoreError
+    from outlier_tui.store_recovery import open_store
 
     try:
-        store = ConversationStore()
+        store, notice = open_store()
     except StoreError as exc:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
+    if notice:  # also in the terminal after the full screen is gone
+        print(f"outlier: {notice}", file=sys.stderr)
     fake = bool(getattr(args, "fake_engine", False))
-    engine = make_engine(fake=fake)
+    server = getattr(args, "server", None)
+    try:
+        engine = engine_from_args(args)
+    except OutlierError as exc:
+        store.close()
+        print(f"outlier: {exc}", file=sys.stderr)
+        return 1
     cache_mb = getattr(args, "cache_mb", None)
     model = getattr(args, "model", None)
     resolver = None if fake else resolve_model_dir
+    if server:  # --model names the server's model ('' : its first); nothing to resolve here
+        resolver = lambda name, on_progress: name or ""  # noqa: E731
     try:
         app = OutlierApp(
             engine, store,
@@ -34,6 +46,8 @@ def run_app(args: argparse.Namespace) -> int:
             chat=getattr(args, "chat", None),
             resolve_model=resolver,
             params=params_from_args(args),
+            attach_limit=attach_limit_from_args(args),
+            startup_notes=(notice,) if notice else (),
         )
         app.run()
         return int(app.return_code or 0)

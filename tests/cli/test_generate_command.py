@@ -34,10 +34,25 @@ def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_generate_with_chat_template(checkpoint_factory):
-    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "hi",
-                     "--max-tokens", "4", "--temp", "0.7", "--seed", "3")
+def test_generate_with_chat_template(checkpoint_factory, tmp_path):
+    """Without --no-chat-template the prompt goes through the model's chat template: the
+    answer is mlx-lm's greedy answer to the templated prompt, not to the raw text."""
+    from mlx_lm.utils import load_tokenizer
+
+    path = checkpoint_factory("mixtral")
+    stats_path = tmp_path / "stats.json"
+    result = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8",
+                     "--stats-json", str(stats_path))
     assert result.returncode == 0, result.stderr
+
+    def templated(tok):
+        text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                       tokenize=False)
+        return tok.encode(text, add_special_tokens=False)
+
+    stats = json.loads(stats_path.read_text())
+    assert stats["prompt_tokens"] == len(templated(load_tokenizer(path)))
+    assert stats["tokens"] == oracle_answer(path, templated, 8)
 
 
 def test_bad_model_path_is_one_line(tmp_path):
@@ -53,3 +68,27 @@ def test_budget_too_small_says_what_works(checkpoint_factory):
                      "--cache-mb", "0.001")
     assert result.returncode == 1
     assert "--cache-mb" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_prints_only_the_answer_of_a_thinking_model(tmp_path):
+    """A template that opens <think> in the prompt: with thinking on, all the tiny
+    random model says is thinking (stderr with --show-thinking, never stdout);
+    with --no-think it is the answer."""
+    from thinking_checkpoint import oracle_split, write_thinking_checkpoint
+
+    path = write_thinking_checkpoint(tmp_path / "thinking")
+    question = [{"role": "user", "content": "hi"}]
+    _, thinking, answer = oracle_split(path, question, None, 8)
+    assert thinking and not answer
+    shown = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8",
+                    "--show-thinking")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "\n" and thinking in shown.stderr
+    quiet = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8")
+    assert quiet.stdout == "\n" and thinking not in quiet.stderr
+
+    _, thinking, answer = oracle_split(path, question, False, 8)
+    assert answer and not thinking
+    off = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8", "--no-think")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout == answer + "\n"
