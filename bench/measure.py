@@ -51,7 +51,7 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     issued0, used0, cancelled0 = ((cache.prefetch_issued, cache.prefetch_used, cache.prefetch_cancelled)
                                   if cache else (0, 0, 0))
     stats, _ = generate(loaded, Conversation(), workload.messages(long_prompt), workload.params(tokens),
-                        threading.Event(), lambda text, token: None)
+                        threading.Event(), lambda text, token, kind: None)
     end_time = time.perf_counter()
     end = telemetry.totals()
     prefill_steps = math.ceil(stats.prompt_tokens / PREFILL_STEP)

@@ -25,6 +25,9 @@ class GenerationParams:
     # False: the last user message's content is fed to the model verbatim
     # (no chat template, no conversation reuse).
     chat_template: bool = True
+    # Passed to the chat template as `enable_thinking` when not None (only
+    # templates that take it change; ModelInfo.template_takes_enable_thinking).
+    enable_thinking: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,19 @@ class ModelInfo:
     moe_layers: tuple[int, ...]  # decoder-layer index of every streamed MoE layer
     num_experts: int
     top_k: int
-    expert_bytes: int  # bytes of one expert in memory (all projections)
-    total_expert_bytes: int  # every routed expert of the model, in memory
-    resident_bytes: int  # backbone kept in memory (everything but routed experts)
+    expert_bytes: int  # bytes of one expert in memory (all projections); the largest shape's
+    total_expert_bytes: int  # every streamed expert of the model, in memory
+    resident_bytes: int  # backbone kept in memory (everything but streamed experts)
     cache_budget_bytes: int
-    cache_slots: int
+    cache_slots: int  # all slot pools together
+    min_cache_bytes: int = 0  # the smallest legal budget: one layer's top-k in every pool
+    expert_bytes_by_shape: tuple[int, ...] = ()  # one expert in memory, per slot pool
+    notice: str = ""  # one line for the user (e.g. layers kept fully resident), or ""
+    # Thinking, as the tokenizer and chat template say (engine.reasoning):
+    think_start: str | None = None  # e.g. "<think>"; None: the model does not think
+    think_end: str | None = None
+    template_takes_enable_thinking: bool = False  # thinking can be switched off and on
+    template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class GenerationStats:
 class TextDelta:
     text: str
     token: int
+    kind: str = "answer"  # or "thinking" (engine.reasoning splits them)
 
 
 @dataclass(frozen=True)

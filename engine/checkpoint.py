@@ -35,12 +35,25 @@ DTYPES: dict[str, tuple[str, int]] = {
     "F8_E5M2": ("uint8", 1),
 }
 
-PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-EXPERT_PARTS = ("weight", "scales", "biases", "bias")
+# Projections of the two mlx-lm expert modules: SwitchGLU and SwitchMLP.
+GLU_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+MLP_PROJECTIONS = ("fc1", "fc2")
+EXPERT_PARTS = ("weight", "scales", "biases", "bias", "global_scale")
+# Hugging Face names of per-expert projections -> the SwitchGLU/SwitchMLP name sanitize gives them
+_PER_EXPERT_PROJ = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj", "gate_proj": "gate_proj",
+                    "up_proj": "up_proj", "down_proj": "down_proj", "fc1": "fc1", "fc2": "fc2"}
+_PROJ = "|".join((*GLU_PROJECTIONS, *MLP_PROJECTIONS))
+_PART = "|".join(EXPERT_PARTS)
+# a stacked expert tensor [E, ...], as mlx-lm saves it (the switch module's own name)
 _STACKED = re.compile(
-    r"^(?P<prefix>.*\blayers\.(?P<layer>\d+)\..*?switch_mlp)\.(?P<proj>\w+)\.(?P<part>\w+)$"
+    rf"^(?P<prefix>(?:[^.]+\.)*?(?P<layer>\d+)\.(?:.*\.)?(?:switch_mlp|switch_glu|experts))"
+    rf"\.(?P<proj>{_PROJ})\.(?P<part>{_PART})$"
 )
-_PER_EXPERT = re.compile(r"\bexperts\.\d+\.")
+# one tensor per expert, as Hugging Face publishes it (mlx-lm's sanitize stacks these)
+_PER_EXPERT = re.compile(
+    rf"^(?P<prefix>(?:[^.]+\.)*?(?P<layer>\d+)\.(?:.*\.)?experts)\.(?P<expert>\d+)"
+    rf"\.(?P<proj>\w+)\.(?P<part>{_PART})$"
+)
 _MAX_HEADER = 512 * 1024 * 1024
 
 
@@ -57,38 +70,70 @@ class TensorLocation:
 
 @dataclass(frozen=True)
 class ExpertTensor:
-    """A stacked expert tensor [E, ...]: expert e is one contiguous byte range."""
+    """One expert tensor of one layer. Expert e's bytes are one contiguous range: a slice
+    of a stacked [E, ...] tensor (mlx-community layout) or a tensor of its own (the raw
+    Hugging Face layout, one tensor per expert)."""
 
-    location: TensorLocation
+    location: TensorLocation  # the stacked tensor, or expert 0's tensor
+    per_expert: tuple[TensorLocation, ...] = ()  # empty when stacked
+
+    @property
+    def stacked(self) -> bool:
+        return not self.per_expert
 
     @property
     def num_experts(self) -> int:
-        return self.location.shape[0]
+        return len(self.per_expert) if self.per_expert else self.location.shape[0]
+
+    @property
+    def dtype(self) -> str:
+        return self.location.dtype
 
     @property
     def expert_shape(self) -> tuple[int, ...]:
-        return self.location.shape[1:]
+        return self.location.shape if self.per_expert else self.location.shape[1:]
 
     @property
     def expert_nbytes(self) -> int:
+        if self.per_expert:
+            return self.location.nbytes
         return self.location.nbytes // self.num_experts
 
+    def expert_file(self, expert: int) -> Path:
+        return self.per_expert[expert].file if self.per_expert else self.location.file
+
     def expert_range(self, expert: int) -> tuple[int, int]:
-        """(absolute file offset, byte count) of one expert's slice."""
+        """(absolute file offset, byte count) of one expert's bytes in expert_file(expert)."""
+        if self.per_expert:
+            loc = self.per_expert[expert]
+            return loc.offset, loc.nbytes
         return self.location.offset + expert * self.expert_nbytes, self.expert_nbytes
 
 
 @dataclass
 class MoELayerFiles:
-    """Every stacked expert tensor of one MoE layer, keyed 'gate_proj.weight' etc."""
+    """Every expert tensor of one MoE layer, keyed 'gate_proj.weight' etc."""
 
     layer: int
-    prefix: str  # tensor-name prefix up to and including 'switch_mlp'
+    prefix: str  # tensor-name prefix of the experts ('...switch_mlp' or '...experts')
     tensors: dict[str, ExpertTensor] = field(default_factory=dict)
 
     @property
     def num_experts(self) -> int:
         return next(iter(self.tensors.values())).num_experts
+
+    @property
+    def stacked(self) -> bool:
+        return all(t.stacked for t in self.tensors.values())
+
+    @property
+    def projections(self) -> tuple[str, ...]:
+        names = {n.split(".")[0] for n in self.tensors}
+        return MLP_PROJECTIONS if names <= set(MLP_PROJECTIONS) else GLU_PROJECTIONS
+
+    @property
+    def disk_bytes_per_expert(self) -> int:
+        return sum(t.expert_nbytes for t in self.tensors.values())
 
 
 @dataclass
@@ -125,15 +170,9 @@ class CheckpointIndex:
         return index
 
     def _validate_experts(self) -> None:
-        per_expert = sorted(n for n in self.tensors if _PER_EXPERT.search(n))
-        if per_expert:
-            raise UnsupportedModelError(
-                f"Experts are stored one tensor per expert (e.g. {per_expert[0]}); Outlier "
-                "streams stacked experts. Convert the model with `mlx_lm.convert` first."
-            )
         expected = expected_num_experts(self.config)
         for layer, files in self.moe_layers.items():
-            for proj in PROJECTIONS:
+            for proj in files.projections:
                 if f"{proj}.weight" not in files.tensors:
                     raise CheckpointError(
                         f"Layer {layer} lacks {files.prefix}.{proj}.weight: the checkpoint is "
@@ -146,9 +185,13 @@ class CheckpointIndex:
                     f"says {expected}: the checkpoint does not match its config."
                 )
             for name, t in files.tensors.items():
-                if t.location.nbytes % t.num_experts:
+                if t.stacked and t.location.nbytes % t.num_experts:
                     raise CheckpointError(
                         f"{files.prefix}.{name} does not split evenly into {t.num_experts} experts."
+                    )
+                if {(p.shape, p.dtype) for p in t.per_expert} - {(t.location.shape, t.dtype)}:
+                    raise CheckpointError(
+                        f"The per-expert tensors {files.prefix}.*.{name} differ in shape or dtype."
                     )
 
     def check_files_unchanged(self) -> None:
@@ -173,6 +216,19 @@ def expected_num_experts(config: dict) -> int | None:
         if isinstance(cfg.get(key), int):
             return cfg[key]
     return None
+
+
+def experts_per_token(config: dict) -> int:
+    """Routed experts each token uses (top-k), from whichever key the architecture uses."""
+    cfg = config.get("text_config", config)
+    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "moe_topk", "moe_k",
+                "top_k_experts", "top_k"):
+        value = cfg.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return max(value)  # per-layer top-k: budget for the largest
+    raise UnsupportedModelError("config.json does not say how many experts each token uses.")
 
 
 def _read_config(folder: Path) -> dict:
@@ -251,12 +307,32 @@ def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
 
 
 def _find_expert_tensors(tensors: dict[str, TensorLocation]) -> dict[int, MoELayerFiles]:
+    """Stacked expert tensors by name; per-expert tensors gathered per (layer, projection)."""
     layers: dict[int, MoELayerFiles] = {}
+    per_expert: dict[tuple[int, str, str], dict[int, TensorLocation]] = {}
+    prefixes: dict[int, str] = {}
     for name, loc in tensors.items():
         m = _STACKED.match(name)
-        if not m or m["proj"] not in PROJECTIONS or m["part"] not in EXPERT_PARTS:
+        if m and loc.shape:
+            layer = int(m["layer"])
+            entry = layers.setdefault(layer, MoELayerFiles(layer, m["prefix"]))
+            entry.tensors[f"{m['proj']}.{m['part']}"] = ExpertTensor(loc)
             continue
-        layer = int(m["layer"])
-        entry = layers.setdefault(layer, MoELayerFiles(layer, m["prefix"]))
-        entry.tensors[f"{m['proj']}.{m['part']}"] = ExpertTensor(loc)
+        m = _PER_EXPERT.match(name)
+        if m and m["proj"] in _PER_EXPERT_PROJ:
+            key = (int(m["layer"]), _PER_EXPERT_PROJ[m["proj"]], m["part"])
+            per_expert.setdefault(key, {})[int(m["expert"])] = loc
+            prefixes[key[0]] = m["prefix"]
+    for (layer, proj, part), by_expert in per_expert.items():
+        if f"{proj}.{part}" in layers.get(layer, MoELayerFiles(layer, "")).tensors:
+            continue  # a stacked copy of the same tensor wins
+        if sorted(by_expert) != list(range(len(by_expert))):
+            missing = min(set(range(max(by_expert) + 1)) - set(by_expert))
+            raise CheckpointError(
+                f"Layer {layer} has no tensor for expert {missing} ({proj}.{part}): the "
+                "checkpoint is incomplete. Re-download it."
+            )
+        entry = layers.setdefault(layer, MoELayerFiles(layer, prefixes[layer]))
+        ordered = tuple(by_expert[e] for e in range(len(by_expert)))
+        entry.tensors[f"{proj}.{part}"] = ExpertTensor(ordered[0], ordered)
     return dict(sorted(layers.items()))

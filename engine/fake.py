@@ -26,6 +26,10 @@ from engine.api import (
     TelemetrySnapshot,
     TextDelta,
 )
+from engine.reasoning import THINKING, ReasoningSplitter, ThinkMarkers
+
+# The fake "model" thinks like Qwen3: `<think>...</think>` in its answer text.
+FAKE_MARKERS = ThinkMarkers("<think>", "</think>")
 
 def default_answer(messages: Sequence[Message]) -> str:
     last = messages[-1]["content"] if messages else ""
@@ -39,9 +43,10 @@ class FakeEngine:
     """Streams scripted answers word by word and simulates expert-cache telemetry.
 
     script: a function from the chat messages to the answer text, or a list of
-    answers used in turn. token_delay: seconds between pieces. fail_with: if
-    set, load() fails with this message. fail_generate_after: emit this many
-    pieces, then fail with a read error.
+    answers used in turn; `<think>...</think>` in an answer streams as thinking
+    (dropped when the request says enable_thinking=False). token_delay: seconds
+    between pieces. fail_with: if set, load() fails with this message.
+    fail_generate_after: emit this many pieces, then fail with a read error.
     """
 
     def __init__(
@@ -97,7 +102,8 @@ class FakeEngine:
             moe_layers=tuple(range(layers)), num_experts=experts, top_k=self._top_k,
             expert_bytes=1 << 20, total_expert_bytes=layers * experts << 20,
             resident_bytes=64 << 20, cache_budget_bytes=self._slots << 20,
-            cache_slots=self._slots,
+            cache_slots=self._slots, think_start=FAKE_MARKERS.start, think_end=FAKE_MARKERS.end,
+            template_takes_enable_thinking=True,
         )
         self._state = "idle"
         if on_progress:
@@ -170,6 +176,13 @@ class FakeEngine:
                         self._resident[key] = True
                     self._lru.append(key)
 
+    @staticmethod
+    def _put_parts(stream: EventStream, parts, token: int, params: GenerationParams) -> None:
+        for kind, text in parts:
+            if kind == THINKING and params.enable_thinking is False:
+                continue  # a model told not to think does not: the answer alone
+            stream.put(TextDelta(text, token, kind))
+
     def _run(self, messages: list[Message], params: GenerationParams, stream: EventStream) -> None:
         if self._info is None:
             stream.put(GenerationFailed("No model is loaded: load one first."))
@@ -180,6 +193,8 @@ class FakeEngine:
         tokens: list[int] = []
         hits0, misses0 = int(self._hits.sum()), int(self._misses.sum())
         cancelled = False
+        splitter = ReasoningSplitter(FAKE_MARKERS)
+        i = -1
         for i, piece in enumerate(pieces[: params.max_tokens]):
             if self._cancel.is_set():
                 cancelled = True
@@ -194,7 +209,8 @@ class FakeEngine:
                 time.sleep(self.token_delay)
             self._route_one_token()
             tokens.append(i)
-            stream.put(TextDelta(piece, i))
+            self._put_parts(stream, splitter.feed(piece), i, params)
+        self._put_parts(stream, splitter.finish(), i, params)
         self._state = "idle"
         stats = GenerationStats(
             tokens=tuple(tokens), prompt_tokens=sum(len(m["content"].split()) for m in messages),

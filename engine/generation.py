@@ -18,6 +18,7 @@ from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
 from engine.loader import LoadedModel
+from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.telemetry import peak_rss_bytes
 
 # mlx-lm's own prefill_step_size. Each chunk is a forward through every layer, so a chunk
@@ -36,12 +37,19 @@ class Conversation:
         self.tokens = []
 
 
-def prompt_tokens(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> list[int]:
+def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> str:
+    """The prompt as text: the chat template applied (with `enable_thinking` when
+    the caller chose), or the last message verbatim when templating is off."""
     tok = loaded.tokenizer
     if params.chat_template and getattr(tok, "has_chat_template", False):
-        text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    else:
-        text = messages[-1]["content"] if messages else ""
+        switches = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+        return tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False,
+                                       **switches)
+    return messages[-1]["content"] if messages else ""
+
+
+def encode_prompt(loaded: LoadedModel, text: str) -> list[int]:
+    tok = loaded.tokenizer
     bos = getattr(tok, "bos_token", None)
     return list(tok.encode(text, add_special_tokens=bos is None or not text.startswith(bos)))
 
@@ -73,15 +81,24 @@ def generate(
     messages: Sequence[Message],
     params: GenerationParams,
     cancel: threading.Event,
-    emit: Callable[[str, int], None],
+    emit: Callable[[str, int, str], None],
 ) -> tuple[GenerationStats, bool]:
-    """Run one request; returns (stats, cancelled). On any exception the caller
-    must clear `conv`: a forward that failed half-way left the KV cache inconsistent."""
+    """Run one request; returns (stats, cancelled). `emit(text, token, kind)` gets
+    the text split into thinking and answer (engine.reasoning). On any exception
+    the caller must clear `conv`: a forward that failed half-way left the KV
+    cache inconsistent."""
     model, tok, telemetry = loaded.model, loaded.tokenizer, loaded.telemetry
     if loaded.reader is not None:
         loaded.reader.check_files()
     before = telemetry.totals()
-    tokens = prompt_tokens(loaded, messages, params)
+    text = prompt_text(loaded, messages, params)
+    tokens = encode_prompt(loaded, text)
+    markers = markers_of(loaded.info.think_start, loaded.info.think_end)
+    splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
+
+    def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:
+        for kind, part in parts:
+            emit(part, token_id, kind)
     if params.seed is not None:
         mx.random.seed(params.seed)
     sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
@@ -116,7 +133,7 @@ def generate(
         generated.append(token_id)
         detok.add_token(token_id)
         if piece := detok.last_segment:
-            emit(piece, token_id)
+            emit_parts(splitter.feed(piece), token_id)
         if len(generated) >= params.max_tokens:
             break
         if cancel.is_set():
@@ -130,8 +147,8 @@ def generate(
         if elapsed > 0:
             telemetry.record_speed(generation_tps=(len(generated)) / elapsed)
     detok.finalize()
-    if piece := detok.last_segment:
-        emit(piece, generated[-1] if generated else -1)
+    last_token = generated[-1] if generated else -1
+    emit_parts(splitter.feed(detok.last_segment) + splitter.finish(), last_token)
     decode_time = time.perf_counter() - first_token_at
     generation_tps = (len(generated) - 1) / decode_time if len(generated) > 1 and decode_time > 0 else 0.0
     telemetry.record_speed(generation_tps=generation_tps)

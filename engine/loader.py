@@ -1,14 +1,16 @@
 """Load an MLX checkpoint with its routed experts streamed from the SSD.
 
-mlx-lm builds the model lazily (no tensor is read); every SwitchGLU is then
-swapped for a StreamedSwitchGLU before anything evaluates, so the stacked
-expert tensors are never read whole. The rest is made resident, cast to the
+mlx-lm builds the model lazily (no tensor is read); every SwitchGLU or
+SwitchMLP is then swapped for a StreamedExperts before anything evaluates, so
+expert tensors are never read whole. Experts of different shapes (mixed
+precision) get one slot pool each, sharing one budget (engine/pool_plan.py). The rest is made resident, cast to the
 compute dtype (float32 on the CPU backend, whose half-precision kernels are
 10-40x slower).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -17,23 +19,25 @@ from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
-import psutil
 from mlx.utils import tree_flatten, tree_map
 
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
-from engine.checkpoint import CheckpointIndex, MoELayerFiles
+from engine.checkpoint import CheckpointIndex, MoELayerFiles, experts_per_token
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
+from engine import pool_plan
+from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
+from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool, TensorSpec
-from engine.streamed_moe import ExpertStreamer, PrefetchMode, Projection, StreamedSwitchGLU
+from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Projection, StreamedExperts
 from engine.telemetry import Telemetry
 
-_LAYER = re.compile(r"\blayers\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
 _HALF = (mx.float16, mx.bfloat16)
 _MX_DTYPES = {"F32": mx.float32, "F16": mx.float16, "BF16": mx.bfloat16, "U32": mx.uint32,
-              "U8": mx.uint8, "I32": mx.int32}
+              "U8": mx.uint8, "I32": mx.int32, "I8": mx.int8, "U16": mx.uint16}
 MB = 1024 * 1024
 
 
@@ -58,13 +62,6 @@ class LoadedModel:
 def default_compute_dtype() -> mx.Dtype | None:
     """float32 on the CPU backend; None (keep the checkpoint's dtypes) on GPUs."""
     return mx.float32 if mx.default_device() == mx.cpu else None
-
-
-def auto_cache_bytes(total_expert_bytes: int, resident_bytes: int) -> int:
-    """A quarter of what RAM has left after the backbone, and at most a quarter of all
-    experts: a larger private cache starves the OS page cache (see DESIGN.md)."""
-    available = psutil.virtual_memory().available - resident_bytes
-    return max(0, min(available // 4, total_expert_bytes // 4))
 
 
 def load_streamed_model(
@@ -92,19 +89,22 @@ def load_streamed_model(
     tokenizer = _load_tokenizer(index.path, config)
 
     switches = _find_switches(model)
-    rows = _match_layers(switches, index)
+    rows, kept = _match_layers(switches, index)
+    notice = _resident_notice(kept, len(switches))
+    if notice:
+        progress(0.2, notice)
     if compute_dtype is not None:
         _cast_floats(model, compute_dtype)
 
     streamer = reader = None
     moe_layers = tuple(layer for layer, _, _ in rows)
-    slot_bytes = total_expert_bytes = num_experts = top_k = slots = budget = 0
-    if rows:
-        num_experts = rows[0][2].num_experts
-        top_k = _top_k(config)
-        specs = _pool_specs(rows, compute_dtype)
-        slot_bytes = SlotPool.slot_nbytes(specs)
-        total_expert_bytes = slot_bytes * num_experts * len(rows)
+    top_k = experts_per_token(config) if rows else 0
+    specs_of_group, groups = _shape_groups(rows, compute_dtype)
+    num_experts = max((files.num_experts for _, _, files in rows), default=0)
+    total_expert_bytes = pool_plan.total_bytes(groups)
+    minimum = pool_plan.minimum_budget(groups, top_k)
+    slots_per_group = [0] * len(groups)
+    budget = 0
 
     telemetry.reset_layout(moe_layers, num_experts)
     # Resident part: everything the model still holds once the experts are swapped out.
@@ -118,10 +118,8 @@ def load_streamed_model(
         raise CheckpointError(f"Reading resident weights failed ({exc}); the checkpoint may be corrupt.") from None
 
     if rows:
-        minimum = top_k * slot_bytes
         if cache_bytes is None:
-            budget = min(max(auto_cache_bytes(total_expert_bytes, resident_bytes), minimum),
-                         total_expert_bytes)
+            budget = default_cache_budget(total_expert_bytes, minimum, resident_bytes)
         else:
             budget = cache_bytes
         if budget < minimum:
@@ -129,28 +127,34 @@ def load_streamed_model(
                 f"A cache of {budget / MB:.1f} MB cannot hold one layer's {top_k} experts; "
                 f"use at least {math.ceil(minimum / MB)} MB (--cache-mb {math.ceil(minimum / MB)})."
             )
-        slots = min(budget // slot_bytes, num_experts * len(rows))
-        progress(0.7, f"allocating {slots} expert slots ({slots * slot_bytes / MB:.0f} MB)")
-        pool = SlotPool(specs, slots)
-        cache = ExpertCache(slots, make_policy(policy) if isinstance(policy, str) else policy,
-                            record_trace=record_trace)
+        slots_per_group = pool_plan.split_budget(groups, budget, top_k)
+        held = sum(n * g.slot_bytes for n, g in zip(slots_per_group, groups))
+        progress(0.7, f"allocating {sum(slots_per_group)} expert slots ({held / MB:.0f} MB)")
+        pool_groups = []
+        for i, (specs, group, slots) in enumerate(zip(specs_of_group, groups, slots_per_group)):
+            own_policy = make_policy(policy) if isinstance(policy, str) else (
+                policy if i == 0 else copy.deepcopy(policy))
+            pool_groups.append(PoolGroup(
+                SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace),
+                group.rows))
         reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached_reads)
         try:
-            streamer = ExpertStreamer([files for _, _, files in rows], pool, cache, reader, telemetry,
+            streamer = ExpertStreamer([files for _, _, files in rows], pool_groups, reader, telemetry,
                                       prefetch=PrefetchMode.of(prefetch))
             predictors = []
             for row, (_, (parent, attr, switch), _) in enumerate(rows):
                 predict, next_row = None, None
                 if row + 1 < len(rows):
-                    predict, next_row = _router_predictor(rows[row + 1][1][0], top_k), row + 1
+                    predict = _router_predictor(rows[row + 1][1][0], top_k, _hidden_size(config))
+                    next_row = row + 1 if predict else None
                     predictors.append(predict)
-                setattr(parent, attr, StreamedSwitchGLU(
+                setattr(parent, attr, StreamedExperts(
                     row, streamer, _projections(switch), switch.activation, predict, next_row))
-            if slots == num_experts * len(rows):
-                progress(0.8, f"the budget holds every expert: reading all {slots} of them")
-                streamer.preload_all(num_experts)
-            elif prefetch is None and predictors:  # auto: on where reads cost more than guessing
-                streamer.decide_prefetch(predictors[0], _hidden_size(config))
+            if all(n == g.capacity for n, g in zip(slots_per_group, groups)):
+                progress(0.8, f"the budget holds every expert: reading all {sum(slots_per_group)} of them")
+                streamer.preload_all()
+            elif prefetch is None and predictors and all(predictors):  # auto: on where reads cost
+                streamer.decide_prefetch(predictors[0], _hidden_size(config))  # more than guessing
         except BaseException:
             reader.close()  # its threads and file descriptors belong to no one else
             raise
@@ -158,10 +162,14 @@ def load_streamed_model(
     info = ModelInfo(
         path=str(index.path), model_type=index.model_type,
         num_layers=_num_layers(config), moe_layers=moe_layers, num_experts=num_experts,
-        top_k=top_k, expert_bytes=slot_bytes, total_expert_bytes=total_expert_bytes,
-        resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=slots,
+        top_k=top_k, expert_bytes=max((g.slot_bytes for g in groups), default=0),
+        total_expert_bytes=total_expert_bytes,
+        resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=sum(slots_per_group),
+        min_cache_bytes=minimum, expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
+        notice=notice,
+        **reasoning_fields(tokenizer),
     )
-    telemetry.set_model(info, slot_bytes, reader.stats if reader else None)
+    telemetry.set_model(info, reader.stats if reader else None)
     progress(1.0, "ready")
     return LoadedModel(model, tokenizer, config, info, index, streamer, reader, telemetry)
 
@@ -181,13 +189,6 @@ def _build_lazy(index: CheckpointIndex) -> tuple[nn.Module, dict]:
             f"{_mlx_lm_version()}; use an mlx-community MoE checkpoint (mixtral, qwen3_moe, "
             "qwen3_next, qwen3_5_moe, deepseek_v3, olmoe, ...)."
         ) from None
-    quant = index.config.get("quantization") or {}
-    if quant.get("mode", "affine") != "affine" or "quantization_config" in index.config and not quant:
-        mode = quant.get("mode") or index.config.get("quantization_config", {}).get("quant_method")
-        raise UnsupportedModelError(
-            f"Weights quantized as '{mode}' are not supported yet; Outlier streams affine "
-            "4/8-bit or unquantized experts (mlx_lm.convert -q makes those)."
-        )
     try:
         return load_model(index.path, lazy=True, strict=True)
     except ValueError as exc:
@@ -216,66 +217,92 @@ def _load_tokenizer(path: Path, config: dict):
 
 
 def _find_switches(model: nn.Module) -> list[tuple[str, tuple[nn.Module, str, nn.Module]]]:
+    """Every routed-expert module (SwitchGLU or SwitchMLP) with its parent and attribute."""
     from mlx_lm.models.switch_layers import SwitchGLU, SwitchMLP
 
     found = []
     for name, module in model.named_modules():
         for attr, child in module.children().items():
-            if isinstance(child, SwitchMLP):
-                raise UnsupportedModelError(
-                    f"{name}.{attr} uses SwitchMLP experts, which Outlier cannot stream yet."
-                )
-            if isinstance(child, SwitchGLU):
-                for proj in (child.gate_proj, child.up_proj, child.down_proj):
-                    mode = getattr(proj, "mode", "affine")
-                    if mode != "affine":
-                        raise UnsupportedModelError(
-                            f"Experts quantized as {mode} are not supported yet (affine 4/8-bit "
-                            "or unquantized only)."
-                        )
+            if isinstance(child, (SwitchGLU, SwitchMLP)):
                 found.append((f"{name}.{attr}" if name else attr, (module, attr, child)))
     return found
 
 
-def _match_layers(switches, index: CheckpointIndex) -> list[tuple[int, tuple, MoELayerFiles]]:
-    rows = []
+def _match_layers(switches, index: CheckpointIndex):
+    """Pair each expert module with its tensors on disk. Returns (streamed rows sorted by
+    layer, [(module name, why it stays resident)])."""
+    rows, kept = [], []
     for name, triple in switches:
         m = _LAYER.search(name)
-        if not m or int(m.group(1)) not in index.moe_layers:
-            raise CheckpointError(f"No stacked expert tensors on disk for {name}.")
-        rows.append((int(m.group(1)), triple, index.moe_layers[int(m.group(1))]))
+        files = index.moe_layers.get(int(m.group(1))) if m else None
+        reason = _unstreamable(triple[2], files)
+        if reason:
+            kept.append((name, reason))
+        else:
+            rows.append((int(m.group(1)), triple, files))
     rows.sort(key=lambda r: r[0])
-    return rows
+    return rows, kept
+
+
+def _unstreamable(switch: nn.Module, files: MoELayerFiles | None) -> str | None:
+    """Why this module's experts cannot be read per expert from disk (None: they can).
+    Every parameter must be one expert-contiguous tensor on disk with the same shape and
+    dtype as mlx-lm's module holds (so sanitize did not reshape, fuse or convert it)."""
+    if files is None:
+        return "no per-expert tensors on disk (fused or renamed expert weights)"
+    params = dict(tree_flatten(switch.parameters()))
+    if set(params) != set(files.tensors):
+        extra = sorted(set(params) ^ set(files.tensors))
+        return f"expert tensors on disk do not match the module ({extra[0]})"
+    for pname, value in params.items():
+        tensor = files.tensors[pname]
+        if (tensor.num_experts, *tensor.expert_shape) != tuple(value.shape):
+            return f"{pname} is stored as {tensor.expert_shape}, the model uses {tuple(value.shape[1:])}"
+        if _MX_DTYPES.get(tensor.dtype) != value.dtype:
+            return f"{pname} is converted at load ({tensor.dtype} on disk, {value.dtype} in the model)"
+    return None
+
+
+def _resident_notice(kept: list[tuple[str, str]], total: int) -> str:
+    if not kept:
+        return ""
+    return (f"{len(kept)} of {total} MoE layers keep their experts fully resident: "
+            f"{kept[0][1]} ({kept[0][0]}).")
 
 
 def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
     model.update(tree_map(lambda a: a.astype(dtype) if a.dtype in _HALF else a, model.parameters()))
 
 
-def _pool_specs(rows, compute_dtype) -> dict[str, TensorSpec]:
-    reference = rows[0][2]
+def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     specs = {}
-    for name, tensor in reference.tensors.items():
-        dtype = _MX_DTYPES.get(tensor.location.dtype)
-        if dtype is None:
-            raise UnsupportedModelError(f"Expert tensor dtype {tensor.location.dtype} is not supported.")
+    for name, tensor in files.tensors.items():
+        dtype = _MX_DTYPES[tensor.dtype]
         if compute_dtype is not None and dtype in (*_HALF, mx.float32):
             dtype = compute_dtype
         specs[name] = TensorSpec(tensor.expert_shape, dtype)
-    for layer, _, files in rows[1:]:
-        shapes = {n: t.expert_shape for n, t in files.tensors.items()}
-        if shapes != {n: s.shape for n, s in specs.items()}:
-            raise UnsupportedModelError(
-                f"MoE layer {layer} has expert shapes different from layer {rows[0][0]}; "
-                "mixed expert shapes are not supported yet."
-            )
     return specs
+
+
+def _shape_groups(rows, compute_dtype) -> tuple[list[dict[str, TensorSpec]], list[ShapeGroup]]:
+    """Rows whose experts have the same tensors, shapes and dtypes share one slot pool."""
+    by_key: dict[tuple, list[int]] = {}
+    specs_of: dict[tuple, dict[str, TensorSpec]] = {}
+    for row, (_, _, files) in enumerate(rows):
+        specs = _pool_specs(files, compute_dtype)
+        key = (files.num_experts, *sorted((n, s.shape, str(s.dtype)) for n, s in specs.items()))
+        by_key.setdefault(key, []).append(row)
+        specs_of[key] = specs
+    keys = list(by_key)
+    groups = [ShapeGroup(SlotPool.slot_nbytes(specs_of[k]), k[0], tuple(by_key[k])) for k in keys]
+    return [specs_of[k] for k in keys], groups
 
 
 def _projections(switch: nn.Module) -> dict[str, Projection]:
     out = {}
-    for name in ("gate_proj", "up_proj", "down_proj"):
-        proj = getattr(switch, name)
+    for name, proj in switch.children().items():
+        if not isinstance(proj, nn.Module) or "weight" not in proj:
+            continue  # the activation
         quantized = "scales" in proj
         out[name] = Projection(
             name, quantized, getattr(proj, "group_size", 0), getattr(proj, "bits", 0),
@@ -284,29 +311,31 @@ def _projections(switch: nn.Module) -> dict[str, Projection]:
     return out
 
 
-def _router_predictor(block: nn.Module, top_k: int) -> Callable[[mx.array], mx.array]:
-    """The next MoE block's router applied to this layer's input (a guess, for prefetch)."""
+def _router_predictor(block: nn.Module, top_k: int,
+                      hidden_size: int | None) -> Callable[[mx.array], mx.array] | None:
+    """The next MoE block's router applied to this layer's input (a guess, for prefetch);
+    None where the block has no `gate` router that takes the hidden state (no prefetch there)."""
+    gate = getattr(block, "gate", None)
+    if not callable(gate) or hidden_size is None:
+        return None
 
     def predict(x: mx.array) -> mx.array:
-        out = block.gate(x)
+        out = gate(x)
         if isinstance(out, tuple):  # deepseek-style gates return (indices, scores)
             return out[0]
         return mx.argpartition(-out, kth=top_k - 1, axis=-1)[..., :top_k]
 
+    try:
+        mx.eval(predict(mx.zeros((1, 1, hidden_size))))
+    except (ValueError, TypeError, AttributeError, RuntimeError, IndexError):
+        return None
     return predict
 
 
-def _hidden_size(config: dict) -> int:
+def _hidden_size(config: dict) -> int | None:
     cfg = config.get("text_config", config)
-    return int(cfg.get("hidden_size") or cfg.get("d_model"))
-
-
-def _top_k(config: dict) -> int:
-    cfg = config.get("text_config", config)
-    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    raise UnsupportedModelError("config.json does not say how many experts each token uses.")
+    size = next((cfg[k] for k in ("hidden_size", "d_model", "n_embd", "dim") if isinstance(cfg.get(k), int)), None)
+    return size
 
 
 def _num_layers(config: dict) -> int:

@@ -1,4 +1,4 @@
-"""The streamed replacement for mlx-lm's SwitchGLU.
+"""The streamed replacement for mlx-lm's SwitchGLU and SwitchMLP.
 
 At each MoE layer the router's choice is pulled to the host (the one sync
 per layer the design allows), the chosen experts are made resident in cache
@@ -58,39 +58,82 @@ class PrefetchMode:
         return value if isinstance(value, PrefetchMode) else cls(enabled=bool(value))
 
 
-class ExpertStreamer:
-    """Makes experts resident on demand; shared by every streamed layer."""
+@dataclass
+class PoolGroup:
+    """MoE rows whose experts share one shape: one slot pool and the cache assigning it."""
 
-    def __init__(self, layers: list[MoELayerFiles], pool: SlotPool, cache: ExpertCache,
+    pool: SlotPool
+    cache: ExpertCache
+    rows: tuple[int, ...]
+
+    @property
+    def slot_bytes(self) -> int:
+        return SlotPool.slot_nbytes(self.pool.specs)
+
+
+class ExpertStreamer:
+    """Makes experts resident on demand; shared by every streamed layer. Each row uses
+    the pool and cache of its expert shape (one group unless the checkpoint mixes
+    precisions or sizes across layers)."""
+
+    def __init__(self, layers: list[MoELayerFiles], groups: list[PoolGroup],
                  reader: ExpertReader, telemetry: Telemetry,
                  prefetch: "bool | PrefetchMode" = False) -> None:
         self.layers = layers
-        self.pool = pool
-        self.cache = cache
+        self.groups = groups
         self.reader = reader
         self.telemetry = telemetry
         self.mode = PrefetchMode.of(prefetch)
-        cache.cancel_stale, cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
+        for group in groups:
+            group.cache.cancel_stale, group.cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
         self.prefetch_decision: dict | None = None  # the load-time measurement, when it decided
         self.last_wait_cpu = 0.0  # this thread's CPU time in the last fetch's wait (not host work)
-        # Set by preload_all: expert e of row r sits in slot r * num_experts + e for good,
+        self._group_of: list[PoolGroup] = [groups[0]] * len(layers)
+        # all-resident slot of (row, 0): rows of a group sit one after another in its pool
+        self._base = [0] * len(layers)
+        for group in groups:
+            for local, row in enumerate(group.rows):
+                self._group_of[row] = group
+                self._base[row] = local * layers[row].num_experts
+            group.cache.on_evict = self._evicted
+        # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
-        self.num_experts = 0
         self._unrecorded: list[tuple[int, mx.array]] = []
-        cache.on_evict = self._evicted
-        # on-disk dtype tag where it differs from the slot's dtype (the reader converts)
-        self._convert = {}
-        for name, spec in pool.specs.items():
-            disk = layers[0].tensors[name].location.dtype
-            self._convert[name] = None if _TAGS.get(spec.dtype) == disk else disk
-        # per row: (tensor name, file, offset of expert 0, bytes per expert, conversion)
-        self._ranges = [[(name, t.location.file, *t.expert_range(0), self._convert[name])
-                         for name, t in files.tensors.items()] for files in layers]
+        # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
+        self._convert: list[dict[str, str | None]] = []
+        for row, files in enumerate(layers):
+            specs = self._group_of[row].pool.specs
+            self._convert.append({
+                name: None if _TAGS.get(spec.dtype) == files.tensors[name].dtype else files.tensors[name].dtype
+                for name, spec in specs.items()
+            })
 
     @property
-    def num_slots(self) -> int:
-        return self.cache.num_slots
+    def cache(self) -> ExpertCache:
+        """The first shape group's cache (the only one unless expert shapes are mixed)."""
+        return self.groups[0].cache
+
+    @property
+    def pool(self) -> SlotPool:
+        """The first shape group's pool (the only one unless expert shapes are mixed)."""
+        return self.groups[0].pool
+
+    def pool_of(self, row: int) -> SlotPool:
+        return self._group_of[row].pool
+
+    def cache_of(self, row: int) -> ExpertCache:
+        return self._group_of[row].cache
+
+    def resident_slot_base(self, row: int) -> int:
+        return self._base[row]
+
+    @property
+    def cache_bytes(self) -> tuple[int, int]:
+        """(bytes held now, peak bytes held) over every pool."""
+        used = sum(g.cache.used * g.slot_bytes for g in self.groups)
+        peak = sum(g.cache.peak_used * g.slot_bytes for g in self.groups)
+        return used, peak
 
     @property
     def prefetch_enabled(self) -> bool:
@@ -106,11 +149,12 @@ class ExpertStreamer:
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
         speculatively once this call's own reads are queued, before waiting on them."""
         keys = [(row, int(e)) for e in experts]
-        plan = self.cache.plan(keys, bulk)
+        cache = self.cache_of(row)
+        plan = cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
         self.telemetry.record_access(row, experts, missed)
         if self.mode.enabled:
-            self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
+            self.telemetry.record_prefetch(*self._prefetch_counts())
         tickets = list(plan.pending)
         if self.mode.demand_first:
             for ticket in tickets:
@@ -126,23 +170,22 @@ class ExpertStreamer:
                 for ticket in tickets:
                     ticket.wait()
             except ExpertReadError:
-                self.cache.drop(keys)
+                cache.drop(keys)
                 self.telemetry.set_resident(keys, False)
                 raise
             finally:
                 self.telemetry.add_io_wait(time.perf_counter() - start)
                 self.last_wait_cpu = time.thread_time() - start_cpu
-            self.cache.loaded(keys)
+            cache.loaded(keys)
         return np.asarray(plan.slots, dtype=np.uint32)
 
-    def preload_all(self, num_experts: int) -> None:
+    def preload_all(self) -> None:
         """Read every expert once (the budget holds them all): nothing can miss later."""
-        for row in range(len(self.layers)):
-            self.fetch(row, np.arange(num_experts))
-        expected = {(r, e): r * num_experts + e for r in range(len(self.layers)) for e in range(num_experts)}
-        if all(self.cache.slot_of(k) == slot for k, slot in expected.items()):
-            self.all_resident = True
-            self.num_experts = num_experts
+        for row, files in enumerate(self.layers):
+            self.fetch(row, np.arange(files.num_experts))
+        self.all_resident = all(
+            self.cache_of(row).slot_of((row, e)) == self._base[row] + e
+            for row, files in enumerate(self.layers) for e in range(files.num_experts))
 
     def note_routing(self, row: int, indices: mx.array) -> None:
         """All-resident mode: remember the router's choice; record it once computed."""
@@ -155,32 +198,35 @@ class ExpertStreamer:
         pending, self._unrecorded = self._unrecorded, []
         for row, indices in pending:
             experts = _unique_sorted(np.array(indices))
-            self.cache.plan([(row, int(e)) for e in experts])
+            self.cache_of(row).plan([(row, int(e)) for e in experts])
             self.telemetry.record_access(row, experts, ())
 
     def prefetch(self, row: int, experts: np.ndarray) -> None:
         """Start reading a later layer's predicted experts without waiting (one ticket per
         expert, so a disproved guess can be cancelled alone)."""
-        loads = self.cache.plan_prefetch((row, int(e)) for e in experts)
+        loads = self.cache_of(row).plan_prefetch((row, int(e)) for e in experts)
         if loads:
             priority = PREFETCH if self.mode.demand_first else DEMAND
             for load in loads:
                 self._submit([load], priority, telemetry=False)
             self._record_loads(loads)
-            self.telemetry.record_prefetch(self.cache.prefetch_issued, self.cache.prefetch_used)
+            self.telemetry.record_prefetch(*self._prefetch_counts())
 
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
                         samples: int = 4) -> None:
         """Turn prefetch on where one expert read takes longer than twice the predictor's host
-        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
+        sync: with half of the guesses right (0.7-0.9 measured on the demo) it then saves more
         decoder time than it costs. Measured now, on this disk and backend (reads go into
         slots no expert holds yet); the figures are kept in prefetch_decision."""
         reads = []
-        for i in range(min(samples, self.num_slots - self.cache.used)):
+        for i in range(samples):
             row = (7 * i + 3) % len(self.layers)
+            cache = self.cache_of(row)
+            if cache.used + i >= cache.num_slots:
+                break
             expert = (13 * i + 5) % self.layers[row].num_experts
             start = time.perf_counter()
-            self.reader.submit_units(self._jobs([((row, expert), self.cache.used + i)])).wait()
+            self.reader.submit_units(self._jobs([((row, expert), cache.used + i)])).wait()
             reads.append(time.perf_counter() - start)
         x = mx.zeros((1, 1, hidden_size))
         guesses = []
@@ -195,21 +241,29 @@ class ExpertStreamer:
 
     def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
         """One unit of reads per expert (all its tensors, read in a row by one thread)."""
-        views = self.pool.views
-        return [[ReadJob(file, base + expert * nbytes, nbytes, views[name][slot], convert)
-                 for name, file, base, nbytes, convert in self._ranges[row]]
-                for (row, expert), slot in loads]
+        units = []
+        for (row, expert), slot in loads:
+            files, convert, views = self.layers[row], self._convert[row], self._group_of[row].pool.views
+            units.append([ReadJob(tensor.expert_file(expert), *tensor.expert_range(expert),
+                                  views[name][slot], convert[name])
+                          for name, tensor in files.tensors.items()])
+        return units
 
     def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
+        """Queue the reads of one row's loads (key, slot) into that row's pool."""
         ticket = self.reader.submit_units(self._jobs(loads), priority)
-        self.cache.mark_loading([key for key, _ in loads], ticket)
+        self._group_of[loads[0][0][0]].cache.mark_loading([key for key, _ in loads], ticket)
         if telemetry:
             self._record_loads(loads)
         return ticket
 
     def _record_loads(self, loads: list[tuple[tuple[int, int], int]]) -> None:
         self.telemetry.set_resident([key for key, _ in loads], True)
-        self.telemetry.record_cache(self.cache.used, self.cache.peak_used)
+        self.telemetry.record_cache(*self.cache_bytes)
+
+    def _prefetch_counts(self) -> tuple[int, int]:
+        return (sum(g.cache.prefetch_issued for g in self.groups),
+                sum(g.cache.prefetch_used for g in self.groups))
 
     def _evicted(self, key: tuple[int, int]) -> None:
         self.telemetry.set_resident([key], False)
@@ -222,8 +276,9 @@ def _unique_sorted(values: np.ndarray) -> np.ndarray:
     return np.unique(values).astype(np.int64)
 
 
-class StreamedSwitchGLU(nn.Module):
-    """Drop-in for SwitchGLU whose expert weights live in the shared slot pool."""
+class StreamedExperts(nn.Module):
+    """Drop-in for mlx-lm's SwitchGLU or SwitchMLP whose expert weights live in the
+    slot pool of this layer's expert shape."""
 
     def __init__(self, row: int, streamer: ExpertStreamer, projections: dict[str, Projection],
                  activation: Callable, predict_next: Callable[[mx.array], mx.array] | None = None,
@@ -231,7 +286,10 @@ class StreamedSwitchGLU(nn.Module):
         super().__init__()
         self._row = row
         self._streamer = streamer
+        self._pool = streamer.pool_of(row)
+        self._cache = streamer.cache_of(row)
         self._projections = projections
+        self._glu_form = "gate_proj" in projections  # SwitchGLU; else SwitchMLP (fc1, fc2)
         self._act = activation
         self._predict_next = predict_next
         self._next_row = next_row
@@ -240,14 +298,15 @@ class StreamedSwitchGLU(nn.Module):
         streamer = self._streamer
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
-            return self._glu(x, indices.astype(mx.uint32) + self._row * streamer.num_experts)
+            base = streamer.resident_slot_base(self._row)
+            return self._experts(x, indices.astype(mx.uint32) + base)
         # host work is counted in this thread's CPU time: on a shared machine wall time also
         # counts the time other processes hold the core
         start = time.thread_time()
         inds = np.array(indices)  # host sync: the bytes to fetch depend on it
         waited = time.thread_time() - start
         unique = _unique_sorted(inds)
-        if len(unique) > streamer.num_slots:
+        if len(unique) > self._cache.num_slots:
             return self._chunked(x, inds, unique)
         bulk = inds[..., 0].size > 1
         mode = streamer.mode
@@ -259,7 +318,7 @@ class StreamedSwitchGLU(nn.Module):
         slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
         waited += streamer.last_wait_cpu
         slots = slot_of[np.searchsorted(unique, inds)]
-        y = self._glu(x, mx.array(slots))
+        y = self._experts(x, mx.array(slots))
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
         streamer.telemetry.add_host_time(time.thread_time() - start - waited)
@@ -271,13 +330,13 @@ class StreamedSwitchGLU(nn.Module):
         rows = x.reshape(-1, dim)
         flat = inds.reshape(-1)
         pieces, order = [], []
-        size = self._streamer.num_slots
+        size = self._cache.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start:start + size]
             slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
-            y = self._glu(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
+            y = self._experts(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
             mx.eval(y)  # the next chunk may overwrite these slots
             pieces.append(y)
             order.append(pos)
@@ -285,8 +344,8 @@ class StreamedSwitchGLU(nn.Module):
         out = mx.concatenate(pieces)[mx.array(inverse)]
         return out.reshape(*inds.shape, dim)
 
-    def _glu(self, x: mx.array, idx: mx.array) -> mx.array:
-        """SwitchGLU.__call__ with pool arrays and slot ids (same sorting rule)."""
+    def _experts(self, x: mx.array, idx: mx.array) -> mx.array:
+        """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule)."""
         x = mx.expand_dims(x, (-2, -3))
         do_sort = idx.size >= 64
         inv_order = None
@@ -297,21 +356,26 @@ class StreamedSwitchGLU(nn.Module):
             inv_order = mx.argsort(order)
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
-        up = self._linear("up_proj", x, idx, do_sort)
-        gate = self._linear("gate_proj", x, idx, do_sort)
-        y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+        if self._glu_form:
+            up = self._linear("up_proj", x, idx, do_sort)
+            gate = self._linear("gate_proj", x, idx, do_sort)
+            y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+        else:
+            y = self._linear("fc2", self._act(self._linear("fc1", x, idx, do_sort)), idx, do_sort)
         if do_sort:
             y = mx.unflatten(y[inv_order], 0, shape)
         return y.squeeze(-2)
 
     def _linear(self, name: str, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
+        """SwitchLinear / QuantizedSwitchLinear.__call__ over the pool's arrays."""
         proj = self._projections[name]
-        arrays = self._streamer.pool.arrays
+        arrays = self._pool.arrays
         if proj.quantized:
             y = mx.gather_qmm(
                 x, arrays[f"{name}.weight"], arrays[f"{name}.scales"], arrays.get(f"{name}.biases"),
                 rhs_indices=idx, transpose=True, group_size=proj.group_size, bits=proj.bits,
-                mode=proj.mode, sorted_indices=sorted_indices,
+                mode=proj.mode, global_scale=arrays.get(f"{name}.global_scale"),
+                sorted_indices=sorted_indices,
             )
         else:
             y = mx.gather_mm(x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx,

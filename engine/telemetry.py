@@ -49,18 +49,16 @@ class Telemetry:
             self._prefetch_used = 0
             self._prompt_tps = 0.0
             self._generation_tps = 0.0
-            self._cache_used = 0
-            self._cache_peak = 0
-            self._slot_bytes = 0
+            self._cache_bytes = 0
+            self._cache_peak_bytes = 0
             self._budget = 0
             self._resident_weights = 0
 
     # ---- writers (engine thread, reader threads) ------------------------------
 
-    def set_model(self, info: ModelInfo | None, slot_bytes: int = 0, read_stats=None) -> None:
+    def set_model(self, info: ModelInfo | None, read_stats=None) -> None:
         with self._lock:
             self._model = info
-            self._slot_bytes = slot_bytes
             self._budget = info.cache_budget_bytes if info else 0
             self._resident_weights = info.resident_bytes if info else 0
             self._read_stats = read_stats
@@ -97,10 +95,11 @@ class Telemetry:
             for row, expert in keys:
                 self._resident[row, expert] = resident
 
-    def record_cache(self, used_slots: int, peak_slots: int) -> None:
+    def record_cache(self, used_bytes: int, peak_bytes: int) -> None:
+        """Expert bytes held in cache slots now and at most (all slot pools together)."""
         with self._lock:
-            self._cache_used = used_slots
-            self._cache_peak = peak_slots
+            self._cache_bytes = used_bytes
+            self._cache_peak_bytes = peak_bytes
 
     def add_io_wait(self, seconds: float) -> None:
         with self._lock:
@@ -136,7 +135,7 @@ class Telemetry:
                 "io_wait_seconds": self._io_wait,
                 "host_seconds": self._host,
                 "bytes_read": stats.bytes_read if stats else 0,
-                "cache_peak_bytes": self._cache_peak * self._slot_bytes,
+                "cache_peak_bytes": self._cache_peak_bytes,
                 "prefetch_issued": self._prefetch_issued,
                 "prefetch_used": self._prefetch_used,
                 "step": self._step,
@@ -166,8 +165,8 @@ class Telemetry:
                 rss_bytes=rss,
                 peak_rss_bytes=max(rss, peak_rss_bytes()),
                 mlx_active_bytes=mlx_active_bytes,
-                cache_bytes=self._cache_used * self._slot_bytes,
-                cache_peak_bytes=self._cache_peak * self._slot_bytes,
+                cache_bytes=self._cache_bytes,
+                cache_peak_bytes=self._cache_peak_bytes,
                 cache_budget_bytes=self._budget,
                 resident_weight_bytes=self._resident_weights,
                 model=self._model,

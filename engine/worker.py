@@ -73,7 +73,7 @@ class Engine:
     """Thread-safe facade; every public method returns immediately. All MLX
     work runs, in submission order, on the shared MLXThread."""
 
-    def __init__(self, *, reader_threads: int = 4, prefetch: bool = False, policy: str = "lru",
+    def __init__(self, *, reader_threads: int = 4, prefetch: bool | None = None, policy: str = "lru",
                  compute_dtype: Any = "auto", record_trace: bool = False) -> None:
         self._options = dict(reader_threads=reader_threads, prefetch=prefetch, policy=policy,
                              compute_dtype=compute_dtype, record_trace=record_trace)
@@ -164,7 +164,7 @@ class Engine:
             try:
                 stats, cancelled = generate(
                     self._loaded, self._conversation, messages, params, cancel,
-                    lambda text, token: stream.put(TextDelta(text, token)),
+                    lambda text, token, kind: stream.put(TextDelta(text, token, kind)),
                 )
             except BaseException:
                 self._conversation.clear()  # a half-run forward left the KV cache inconsistent

@@ -17,4 +17,10 @@ def params_from_args(args: argparse.Namespace) -> GenerationParams:
     return GenerationParams(
         max_tokens=max_tokens if max_tokens is not None else CHAT_MAX_TOKENS,
         temperature=temperature if temperature is not None else GenerationParams().temperature,
+        enable_thinking=getattr(args, "think", None),
     )
+
+
+def attach_limit_from_args(args: argparse.Namespace) -> int:
+    """The largest file `@path` may attach, in bytes."""
+    return int(getattr(args, "attach_limit_kb", None) or 256) * 1024

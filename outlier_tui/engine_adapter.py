@@ -6,15 +6,41 @@ is used, and tests or UI demos can swap in the scripted FakeEngine.
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 from engine.api import EngineClient
+from engine.errors import OutlierError
+
+FAKE_REPLY_DELAY = 0.01  # seconds between the pieces of a --fake-reply answer
 
 
-def make_engine(fake: bool = False) -> EngineClient:
-    """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no model needed)."""
+def engine_from_args(args: argparse.Namespace) -> EngineClient:
+    """The engine `outlier chat` options ask for (--fake-engine, --fake-reply FILE)."""
+    fake = bool(getattr(args, "fake_engine", False))
+    reply_path = getattr(args, "fake_reply", None)
+    if reply_path is None:
+        return make_engine(fake=fake)
+    if not fake:
+        raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
+    try:
+        reply = Path(reply_path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutlierError(f"--fake-reply {reply_path}: cannot read it ({reason}).") from None
+    return make_engine(fake=True, fake_reply=reply)
+
+
+def make_engine(fake: bool = False, fake_reply: str | None = None) -> EngineClient:
+    """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
+    model needed), answering `fake_reply` (a file's text) to everything when given."""
     if fake:
         from engine.fake import FakeEngine
 
-        return FakeEngine()
+        if fake_reply is None:
+            return FakeEngine()
+        # Paced a little, so a UI driven by a reply file visibly streams.
+        return FakeEngine(script=lambda messages: fake_reply, token_delay=FAKE_REPLY_DELAY)
     from engine import Engine
 
     return Engine()

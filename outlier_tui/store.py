@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from engine.errors import OutlierError
 from engine.user_dirs import user_dir
+from outlier_tui.core.format import STATUS_LABELS
 
 DB_FILENAME = "chats.sqlite3"
 ROLES = ("user", "assistant")
@@ -41,6 +42,7 @@ class Chat:
     system_prompt: str
     created_at: float
     updated_at: float
+    enable_thinking: bool | None = None  # None: what the model's template does by default
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,16 @@ class StoredMessage:
     content: str
     status: str  # "complete" | "cancelled" | "error" | "partial"
     created_at: float
+    thinking: str = ""  # a reasoning model's thinking before this answer, kept apart
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chat_id: int
+    chat_title: str
+    message_id: int
+    role: str
+    snippet: str  # the matching words in [brackets], with a little context
 
 
 # ---- schema ----------------------------------------------------------------
@@ -87,10 +99,31 @@ def _v3_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS chats_by_update ON chats(updated_at)")
 
 
+def _v4_thinking_and_search(db: sqlite3.Connection) -> None:
+    # Reasoning models: thinking is stored apart from the answer, and whether
+    # to think is a per-chat choice (NULL: the template's default).
+    db.execute("ALTER TABLE messages ADD COLUMN thinking TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE chats ADD COLUMN enable_thinking INTEGER")
+    # Full-text search over every message, kept in step by triggers.
+    db.execute("CREATE VIRTUAL TABLE messages_fts USING fts5("
+               "content, content='messages', content_rowid='id', tokenize='unicode61')")
+    db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+    db.execute("CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+               "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END")
+    db.execute("CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+               "INSERT INTO messages_fts(messages_fts, rowid, content) "
+               "VALUES ('delete', old.id, old.content); END")
+    db.execute("CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+               "INSERT INTO messages_fts(messages_fts, rowid, content) "
+               "VALUES ('delete', old.id, old.content); "
+               "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _v1_core_tables,
     _v2_status_and_system_prompt,
     _v3_indexes,
+    _v4_thinking_and_search,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -186,12 +219,13 @@ class ConversationStore:
     @staticmethod
     def _chat(row: tuple) -> Chat:
         return Chat(id=row[0], title=row[1], system_prompt=row[2],
-                    created_at=row[3], updated_at=row[4])
+                    created_at=row[3], updated_at=row[4],
+                    enable_thinking=None if row[5] is None else bool(row[5]))
 
     @staticmethod
     def _message(row: tuple) -> StoredMessage:
         return StoredMessage(id=row[0], chat_id=row[1], role=row[2], content=row[3],
-                             status=row[4], created_at=row[5])
+                             status=row[4], created_at=row[5], thinking=row[6])
 
     @staticmethod
     def _check_status(status: str) -> None:
@@ -214,7 +248,7 @@ class ConversationStore:
     def list_chats(self) -> list[Chat]:
         """All chats, most recently updated first."""
         rows = self._read(
-            "SELECT id, title, system_prompt, created_at, updated_at FROM chats "
+            "SELECT id, title, system_prompt, created_at, updated_at, enable_thinking FROM chats "
             "ORDER BY updated_at DESC, id DESC"
         )
         return [self._chat(r) for r in rows]
@@ -222,14 +256,15 @@ class ConversationStore:
     def get_chat(self, chat_id: int) -> Chat:
         """The chat with this id; KeyError if there is none."""
         rows = self._read(
-            "SELECT id, title, system_prompt, created_at, updated_at FROM chats WHERE id = ?",
+            "SELECT id, title, system_prompt, created_at, updated_at, enable_thinking FROM chats "
+            "WHERE id = ?",
             (chat_id,),
         )
         if not rows:
             raise KeyError(chat_id)
         return self._chat(rows[0])
 
-    def _update_chat(self, chat_id: int, column: str, value: str) -> None:
+    def _update_chat(self, chat_id: int, column: str, value: str | int | None) -> None:
         with self._write() as db:
             cur = db.execute(
                 f"UPDATE chats SET {column} = ?, updated_at = ? WHERE id = ?",
@@ -245,6 +280,10 @@ class ConversationStore:
     def set_system_prompt(self, chat_id: int, text: str) -> None:
         """Replace the chat's system prompt ("" for none)."""
         self._update_chat(chat_id, "system_prompt", text)
+
+    def set_chat_thinking(self, chat_id: int, enable: bool | None) -> None:
+        """Keep this chat's thinking switch (None: the template's default)."""
+        self._update_chat(chat_id, "enable_thinking", None if enable is None else int(enable))
 
     def delete_chat(self, chat_id: int) -> None:
         """Delete a chat and all its messages."""
@@ -273,35 +312,70 @@ class ConversationStore:
             )
             return int(cur.lastrowid)
 
-    def update_message(self, message_id: int, content: str, status: str) -> None:
-        """Replace a message's text and status (used while an answer streams and at its end)."""
+    def update_message(self, message_id: int, content: str, status: str,
+                       thinking: str | None = None) -> None:
+        """Replace a message's text and status (used while an answer streams and at
+        its end), and its thinking when given."""
         self._check_status(status)
         now = time.time()
         with self._write() as db:
             row = db.execute("SELECT chat_id FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
                 raise KeyError(message_id)
-            db.execute("UPDATE messages SET content = ?, status = ? WHERE id = ?",
-                       (content, status, message_id))
+            if thinking is None:
+                db.execute("UPDATE messages SET content = ?, status = ? WHERE id = ?",
+                           (content, status, message_id))
+            else:
+                db.execute("UPDATE messages SET content = ?, status = ?, thinking = ? WHERE id = ?",
+                           (content, status, thinking, message_id))
             db.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (now, row[0]))
+
+    def delete_messages_from(self, chat_id: int, message_id: int) -> None:
+        """Delete a message and every later one of its chat (an edit or a retry
+        replaces the end of a conversation), in one transaction."""
+        with self._write() as db:
+            db.execute("DELETE FROM messages WHERE chat_id = ? AND id >= ?", (chat_id, message_id))
+            db.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (time.time(), chat_id))
+
+    def search(self, words: str, limit: int = 50) -> list[SearchHit]:
+        """Messages of every chat matching all of `words` (SQLite FTS5), best first.
+
+        Words are matched as given (each quoted), so punctuation in the query
+        never reaches FTS5's query syntax; the last word also matches as a prefix.
+        """
+        terms = [w.replace('"', '""') for w in words.split()]
+        if not terms:
+            return []
+        query = " ".join(f'"{t}"' for t in terms[:-1]) + (" " if len(terms) > 1 else "") + \
+            f'"{terms[-1]}"*'
+        rows = self._read(
+            "SELECT m.chat_id, c.title, m.id, m.role, "
+            "snippet(messages_fts, 0, '[', ']', '…', 12) "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "JOIN chats c ON c.id = m.chat_id "
+            "WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts), m.id DESC LIMIT ?",
+            (query, limit),
+        )
+        return [SearchHit(r[0], r[1], r[2], r[3], " ".join(r[4].split())) for r in rows]
 
     def messages(self, chat_id: int) -> list[StoredMessage]:
         """A chat's messages in the order they were added."""
         rows = self._read(
-            "SELECT id, chat_id, role, content, status, created_at FROM messages "
+            "SELECT id, chat_id, role, content, status, created_at, thinking FROM messages "
             "WHERE chat_id = ? ORDER BY id",
             (chat_id,),
         )
         return [self._message(r) for r in rows]
 
-    def engine_messages(self, chat_id: int) -> list[dict]:
+    def engine_messages(self, chat_id: int, keep_thinking: bool = False) -> list[dict]:
         """The conversation to send to the engine: system prompt, then user/assistant turns.
 
         Failed ("error") messages and empty answers are left out; cancelled and
         partial answers keep the text the user saw. Chat templates require
         roles to alternate, so two user turns left adjacent (the answer between
         them failed) are merged into one, and an exact repeat (a retry) is
-        kept once.
+        kept once. Thinking goes back only with keep_thinking (templates that
+        render `reasoning_content`), as that field.
         """
         chat = self.get_chat(chat_id)
         out: list[dict] = []
@@ -314,7 +388,10 @@ class ConversationStore:
                 if out[-1]["content"] != m.content:
                     out[-1] = {"role": m.role, "content": out[-1]["content"] + "\n\n" + m.content}
                 continue
-            out.append({"role": m.role, "content": m.content})
+            message = {"role": m.role, "content": m.content}
+            if keep_thinking and m.thinking:
+                message["reasoning_content"] = m.thinking
+            out.append(message)
         return out
 
     def export_markdown(self, chat_id: int) -> str:
@@ -325,13 +402,14 @@ class ConversationStore:
         if chat.system_prompt.strip():
             parts.append("**System prompt:**\n\n" + "\n".join(
                 "> " + line if line else ">" for line in chat.system_prompt.splitlines()))
-        notes = {"cancelled": "*(answer stopped)*", "error": "*(failed)*",
-                 "partial": "*(answer interrupted)*"}
         for m in self.messages(chat_id):
             heading = "## You" if m.role == "user" else "## Assistant"
             body = m.content.rstrip()
-            if m.status in notes:
-                body = (body + "\n\n" if body else "") + notes[m.status]
+            if m.thinking.strip():  # folded: GitHub and most viewers show a summary line
+                body = ("<details>\n<summary>Thinking</summary>\n\n" + m.thinking.strip()
+                        + "\n\n</details>\n\n" + body)
+            if m.status in STATUS_LABELS:
+                body = (body + "\n\n" if body else "") + f"*(answer {STATUS_LABELS[m.status]})*"
             parts.append(f"{heading}\n\n{body}")
         return "\n\n".join(parts) + "\n"
 

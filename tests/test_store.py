@@ -242,3 +242,61 @@ def test_sigkill_mid_answer_loses_nothing_committed(tmp_path):
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         db.close()
+
+
+def test_migrates_from_v3_keeping_messages_searchable(tmp_path):
+    """A database made by the previous schema (v3) gains thinking, the per-chat
+    thinking switch and full-text search over the messages it already had."""
+    path = tmp_path / "v3.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    assert migrate(db, target=3) == 3
+    db.execute("INSERT INTO chats (title, system_prompt, created_at, updated_at) "
+               "VALUES ('disks', '', 1.0, 2.0)")
+    db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
+               "VALUES (1, 'user', 'How fast is the SSD?', 'complete', 1.5)")
+    db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
+               "VALUES (1, 'assistant', 'About 5 GB/s sequential.', 'partial', 1.6)")
+    db.close()
+
+    with ConversationStore(path) as store:
+        chat = store.get_chat(1)
+        assert (chat.title, chat.enable_thinking) == ("disks", None)
+        assert [(m.content, m.status, m.thinking) for m in store.messages(1)] == [
+            ("How fast is the SSD?", "complete", ""), ("About 5 GB/s sequential.", "partial", "")]
+        hits = store.search("ssd")
+        assert [(h.chat_id, h.role, h.snippet) for h in hits] == [(1, "user", "How fast is the [SSD]?")]
+        store.set_chat_thinking(1, False)
+        assert store.get_chat(1).enable_thinking is False
+
+
+def test_thinking_is_stored_apart_and_sent_back_only_when_asked(store):
+    chat = store.create_chat("t")
+    store.add_message(chat.id, "user", "2+2?")
+    answer = store.add_message(chat.id, "assistant", "", status="partial")
+    store.update_message(answer, "4", "complete", thinking="Add two and two.")
+    store.update_message(answer, "4.", "complete")  # thinking kept when not given
+    assert store.messages(chat.id)[1].thinking == "Add two and two."
+    assert store.engine_messages(chat.id) == [
+        {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]
+    assert store.engine_messages(chat.id, keep_thinking=True)[1] == {
+        "role": "assistant", "content": "4.", "reasoning_content": "Add two and two."}
+    exported = store.export_markdown(chat.id)
+    assert "<details>\n<summary>Thinking</summary>\n\nAdd two and two.\n\n</details>\n\n4." in exported
+
+
+def test_search_follows_edits_and_deletes(store):
+    a = store.create_chat("alpha")
+    b = store.create_chat("beta")
+    first = store.add_message(a.id, "user", "the heatmap shows experts")
+    store.add_message(b.id, "user", "prefetching experts (next layer)")
+    reply = store.add_message(b.id, "assistant", "no")
+    assert {h.chat_id for h in store.search("experts")} == {a.id, b.id}
+    assert [h.chat_title for h in store.search("heat")] == ["alpha"]  # last word is a prefix
+    assert store.search('layer) OR "x') == []  # punctuation is text, not query syntax
+    assert [h.message_id for h in store.search("(next layer)")] == [reply - 1]
+    store.update_message(reply, "prefetch wins", "complete")
+    assert [h.message_id for h in store.search("wins")] == [reply]
+    store.delete_messages_from(a.id, first)
+    assert store.messages(a.id) == [] and [h.chat_id for h in store.search("experts")] == [b.id]
+    store.delete_chat(b.id)
+    assert store.search("experts") == [] and store.search("   ") == []

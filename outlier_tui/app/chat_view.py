@@ -7,32 +7,16 @@ import asyncio
 from markdown_it import MarkdownIt
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.widgets import Markdown, Static
+from textual.widgets import Collapsible, Markdown, Static
 from textual.widgets.markdown import MarkdownBlock
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
-from engine.api import GenerationStats
+from outlier_tui.core.format import STATUS_NOTES
 
 FLUSH_INTERVAL = 0.1  # seconds: a streaming answer is re-rendered at most ~10 times a second
 MAX_FLUSH_INTERVAL = 1.0  # ... and at least once a second
 RENDER_SHARE = 0.25  # at most this share of the UI's time goes to re-rendering the answer
 MAX_FLUSH_CHARS = 600  # appended per frame at most; more waits for the next frame
-
-STATUS_NOTES = {
-    "cancelled": "stopped: the text above is what was generated",
-    "partial": "interrupted: Outlier stopped before this answer finished",
-}
-
-
-def stats_line(stats: GenerationStats) -> str:
-    """One dim line under a finished answer: tokens, speed, cache hits, bytes read."""
-    lookups = stats.expert_hits + stats.expert_misses
-    parts = [f"{stats.generation_tokens} tokens", f"{stats.generation_tps:.1f} tok/s"]
-    if lookups:
-        parts.append(f"{stats.expert_hits / lookups:.0%} expert hits")
-    parts.append(f"first token {stats.time_to_first_token:.2f}s")
-    return " · ".join(parts)
-
 
 def block_starts(markdown: str) -> list[int]:
     """First source line of each top-level block, as Textual's Markdown parser sees them."""
@@ -45,12 +29,17 @@ def streamed_blocks(body: Markdown) -> list[int]:
     return [child.source_range[0] for child in body.children if isinstance(child, MarkdownBlock)]
 
 
+THINKING_TITLE = "Thinking…"
+THOUGHT_TITLE = "Thinking"
+
+
 class UserMessage(Static):
     """What the user sent, verbatim (no Markdown), with a role line."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, message_id: int | None = None) -> None:
         super().__init__(Content.assemble(("You\n", "bold $accent"), text), classes="message")
         self.text = text
+        self.message_id = message_id
 
 
 class AssistantMessage(Vertical):
@@ -64,9 +53,12 @@ class AssistantMessage(Vertical):
     rendering under RENDER_SHARE of the UI's time so keys stay responsive.
     """
 
-    def __init__(self, text: str = "", status: str = "complete", note: str = "") -> None:
+    def __init__(self, text: str = "", status: str = "complete", note: str = "",
+                 thinking: str = "", message_id: int | None = None) -> None:
         super().__init__(classes="message")
         self.text = text
+        self.thinking = thinking
+        self.message_id = message_id
         self.status = status
         self._note_text = note
         self._pending = ""
@@ -74,12 +66,49 @@ class AssistantMessage(Vertical):
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._pacer: Worker | None = None
+        self._thinking_dirty = False
         self.flushes = 0
 
     def compose(self):
         yield Static(Content.styled("Assistant", "bold $primary"), classes="role")
+        with Collapsible(title=THOUGHT_TITLE, collapsed=True,
+                         classes="thinking" + ("" if self.thinking else " -empty")):
+            yield Static(self.thinking, classes="thinking-text", markup=False)
         yield Markdown(self.text, classes="body")
         yield Static("", classes="note")
+
+    @property
+    def thinking_block(self) -> Collapsible:
+        """The dimmed, collapsible block holding a reasoning model's thinking."""
+        return self.query_one(Collapsible)
+
+    def write_thinking(self, fragment: str) -> None:
+        """Add thinking; it shows live, expanded, until the answer starts."""
+        if not self.thinking:
+            block = self.thinking_block
+            block.remove_class("-empty")
+            block.title = THINKING_TITLE
+            block.collapsed = False
+        self.thinking += fragment
+        self._thinking_dirty = True
+        self._wake.set()
+
+    def _answer_started(self) -> None:
+        if self.thinking and self.thinking_block.title == THINKING_TITLE:
+            self._show_thinking()
+            self.thinking_block.title = THOUGHT_TITLE
+            self.thinking_block.collapsed = True
+
+    def _show_thinking(self) -> None:
+        self._thinking_dirty = False
+        self.query_one(".thinking-text", Static).update(self.thinking)
+
+    def toggle_thinking(self) -> bool:
+        """Expand or fold the thinking; False if this answer has none."""
+        if not self.thinking:
+            return False
+        self.thinking_block.collapsed = not self.thinking_block.collapsed
+        return True
 
     def on_mount(self) -> None:
         self._show_note()
@@ -99,6 +128,8 @@ class AssistantMessage(Vertical):
 
     def write(self, fragment: str) -> None:
         """Add a fragment of the answer (cheap: the pacer puts it on screen)."""
+        if not self.text:
+            self._answer_started()
         self.text += fragment
         if self._streaming:
             self._pending += fragment
@@ -106,8 +137,12 @@ class AssistantMessage(Vertical):
 
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._streaming or self._pending:
+        while self._streaming or self._pending or self._thinking_dirty:
+            if self._thinking_dirty:
+                self._show_thinking()
             if not self._pending:
+                if not self._streaming:
+                    break
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -145,6 +180,9 @@ class AssistantMessage(Vertical):
         self.status = status
         self._note_text = note
         self._show_note()
+        self._answer_started()
+        if self.thinking:
+            self._show_thinking()
         if self._pacer is not None:
             try:
                 await self._pacer.wait()
@@ -172,8 +210,8 @@ class AssistantMessage(Vertical):
 
     def _show_note(self) -> None:
         if self.status == "error":
-            self._set_note(self._note_text or "failed", "error")
-        elif self.status in STATUS_NOTES:
+            self._set_note(self._note_text or STATUS_NOTES["error"], "error")
+        elif self.status != "complete" and self.status in STATUS_NOTES:
             self._set_note(STATUS_NOTES[self.status], "warn")
         else:
             self._set_note(self._note_text, "stats")
@@ -204,6 +242,28 @@ class ChatLog(VerticalScroll):
         """Append one turn and follow it (re-anchors: sending means looking at the answer)."""
         await self.mount(widget)
         self.anchor()
+
+    async def drop_last_turn(self, keep_question: bool, only_if: bool = True) -> None:
+        """Remove the last answer (keep_question) or the last question and its
+        answer from the screen: a retry or an edit replaces them."""
+        if not only_if:
+            return
+        children = list(self.children)
+        questions = [i for i, w in enumerate(children) if isinstance(w, UserMessage)]
+        if not questions:
+            return
+        start = questions[-1] + (1 if keep_question else 0)
+        if children[start:]:
+            await self.remove_children(children[start:])
+
+    def show_message(self, message_id: int) -> None:
+        """Scroll to a stored message (a search hit) and mark it; following the end stops."""
+        for widget in self.children:
+            matched = getattr(widget, "message_id", None) == message_id
+            widget.set_class(matched, "-match")
+            if matched:
+                self.anchor(False)
+                self.scroll_to_widget(widget, top=True, animate=False, immediate=True)
 
     def last_answer(self) -> AssistantMessage | None:
         """The newest assistant turn on screen, if any."""

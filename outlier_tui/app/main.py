@@ -24,16 +24,13 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from engine.api import (
     EngineClient,
-    GenerationDone,
-    GenerationFailed,
     GenerationParams,
     LoadProgress,
     ModelInfo,
     TelemetrySnapshot,
-    TextDelta,
 )
-from outlier_tui.app.answer_recorder import AnswerRecorder
-from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage, stats_line
+from engine.reasoning import THINKING
+from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.commands import OutlierCommands
 from outlier_tui.app.heatmap import ExpertHeatmap
 from outlier_tui.app.keymap import load_keymap
@@ -44,15 +41,20 @@ from outlier_tui.app.screens import (
     ChatListScreen,
     ConfirmDialog,
     InputDialog,
+    SearchScreen,
     TextDialog,
 )
 from outlier_tui.app.status_bar import ModelStatus, TopBar
-from outlier_tui.app.text_tools import chat_title_from, export_path, last_code_block
+from outlier_tui.app.text_tools import export_path
 from outlier_tui.app.themes import load_themes, pick_theme
 from outlier_tui.chat_params import CHAT_MAX_TOKENS
+from outlier_tui.core.attachments import DEFAULT_LIMIT_BYTES, AttachmentError, expand_attachments
+from outlier_tui.core.chat import SAVE_INTERVAL, ChatError, ChatSession, Turn
+from outlier_tui.core.code_blocks import code_blocks
+from outlier_tui.core.format import one_line
 from outlier_tui.store import Chat, ConversationStore, StoredMessage
 
-DEFAULT_TITLE = "New chat"
+COPY_KEYS = 9  # alt+1 … alt+9 copy code block 1 … 9 of the last answer
 ResolveModel = Callable[[str | None, Callable[..., None]], Path]
 
 # (binding id, title in the command palette, help, action). Every action is here.
@@ -69,6 +71,12 @@ PALETTE: tuple[tuple[str, str, str, str], ...] = (
      "copy_answer"),
     ("copy_code", "Copy last code block", "From the last answer, to the clipboard (OSC 52)",
      "copy_code"),
+    ("retry", "Regenerate the last answer", "Replace it with a new one", "retry"),
+    ("edit_last", "Edit the last message", "Put it back in the box; sending replaces it and "
+     "its answer", "edit_last"),
+    ("search", "Search all chats", "Full-text search; Enter opens the chat at the match", "search"),
+    ("toggle_thinking", "Show or fold the thinking", "Of the last answer of a reasoning model",
+     "toggle_thinking"),
     ("cancel", "Stop the answer", "Keep what was generated, marked as stopped",
      "cancel_answer"),
     ("toggle_heatmap", "Toggle expert heatmap", "Show or hide the expert-cache pane",
@@ -83,7 +91,8 @@ PALETTE: tuple[tuple[str, str, str, str], ...] = (
 )
 # Actions that change the current chat: not while a dialog is open.
 CHAT_ACTIONS = {"new_chat", "chats", "rename_chat", "delete_chat", "export_chat",
-                "system_prompt", "load_model", "copy_answer", "copy_code"}
+                "system_prompt", "load_model", "copy_answer", "copy_code", "retry", "edit_last",
+                "search", "set_thinking"}
 
 
 class LoadProgressed(Message):
@@ -116,6 +125,11 @@ class OutlierApp(App):
         Binding("f2", "toggle_heatmap", "Heatmap", id="toggle_heatmap", show=False),
         Binding("f3", "toggle_memory", "Memory", id="toggle_memory", show=False),
         Binding("f4", "focus_chat", "Focus chat", id="focus_chat", show=False),
+        Binding("f5", "retry", "Retry", id="retry", show=False),
+        Binding("f8", "toggle_thinking", "Thinking", id="toggle_thinking", show=False),
+        Binding("f10", "search", "Search", id="search", show=False),
+        *(Binding(f"alt+{n}", f"copy_code({n})", f"Copy code {n}", id=f"copy_code_{n}",
+                  show=False) for n in range(1, COPY_KEYS + 1)),
     ]
 
     def __init__(
@@ -132,7 +146,8 @@ class OutlierApp(App):
         telemetry_interval: float | None = 0.1,
         snapshot_source: Callable[[], TelemetrySnapshot] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        save_interval: float = 1.0,
+        save_interval: float = SAVE_INTERVAL,
+        attach_limit: int = DEFAULT_LIMIT_BYTES,
         theme_dirs: list[Path] | None = None,
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
@@ -146,12 +161,13 @@ class OutlierApp(App):
         """
         super().__init__()
         self.engine = engine
-        self.store = store
         self.model_dir = model_dir
         self.cache_bytes = cache_bytes
-        self.params = params or GenerationParams(max_tokens=CHAT_MAX_TOKENS)
-        self.chat: Chat | None = None
-        self.model_info: ModelInfo | None = None
+        self.session = ChatSession(engine, store,
+                                   params=params or GenerationParams(max_tokens=CHAT_MAX_TOKENS),
+                                   clock=clock, save_every=save_interval)
+        self.attach_limit = attach_limit
+        self.session.model_info = None  # set when a load finishes
         self.model_state = "empty"
         self.last_load_error: str | None = None
         self._requested_chat = chat
@@ -160,7 +176,6 @@ class OutlierApp(App):
         self._telemetry_interval = telemetry_interval
         self._snapshot_source = snapshot_source or engine.snapshot
         self._clock = clock
-        self._save_interval = save_interval
         self._theme_dirs = theme_dirs
         self._keymap_file = keymap_file
         self._export_dir = export_dir
@@ -169,6 +184,32 @@ class OutlierApp(App):
         self.generating = False
         self.startup_warnings: list[str] = []
         self._main_screen: Screen | None = None
+
+    @property
+    def chat(self) -> Chat | None:
+        """The chat on screen (read from the store: titles and settings stay current)."""
+        return self.session.chat
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.session.params
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        """The loaded model; None while none is (the session asks nothing of the engine then)."""
+        return self.session.model_info if self.model_state == "ready" else None
+
+    @model_info.setter
+    def model_info(self, info: ModelInfo | None) -> None:
+        self.session.model_info = info
+
+    @property
+    def store(self) -> ConversationStore:
+        return self.session.store
+
+    @store.setter
+    def store(self, store: ConversationStore) -> None:
+        self.session.store = store
 
     # ---- layout ------------------------------------------------------------
 
@@ -239,6 +280,18 @@ class OutlierApp(App):
             entries.append((title, f"{help_text}  [{key}]" if key else help_text, action))
         for name in sorted(self.available_themes):
             entries.append((f"Theme: {name}", "Switch the colour theme", f"set_theme({name!r})"))
+        if self.session.can_switch_thinking:
+            enabled = self.session.thinking_enabled()
+            entries.append(("Thinking: turn off" if enabled is not False else "Thinking: turn on",
+                            "Whether the model thinks before answering, for this chat",
+                            f"set_thinking({enabled is False})"))
+        answer = self._last_answer_text() or ""
+        for number, block in enumerate(code_blocks(answer)[:50], 1):
+            first = next((ln.strip() for ln in block.splitlines() if ln.strip()), "")
+            key = self.key_for(f"copy_code_{number}")
+            entries.append((f"Copy code block {number}: {first[:40]}",
+                            f"From the last answer (OSC 52)" + (f"  [{key}]" if key else ""),
+                            f"copy_code({number})"))
         for chat in self.store.list_chats()[:50]:
             entries.append((f"Open chat: {chat.title}", f"Chat #{chat.id}",
                             f"open_chat({chat.id})"))
@@ -267,21 +320,26 @@ class OutlierApp(App):
         elif requested is None and chats and not self.store.messages(chats[0].id):
             chat = chats[0]  # reuse an empty chat instead of piling up new ones
         if chat is None:
-            chat = self.store.create_chat(DEFAULT_TITLE)
+            chat = self.session.new_chat(create=True)
         await self.open_chat(chat.id)
 
-    async def open_chat(self, chat_id: int) -> None:
-        """Show a saved chat (history from the store)."""
-        self.chat = self.store.get_chat(chat_id)
+    async def open_chat(self, chat_id: int, at_message: int | None = None) -> None:
+        """Show a saved chat (history from the store), scrolled to `at_message` if given."""
+        self.session.open(chat_id)
+        self.main_screen.query_one(PromptInput).editing = False
         widgets = [self._message_widget(m) for m in self.store.messages(chat_id)]
-        await self.main_screen.query_one(ChatLog).show(widgets)
+        log = self.main_screen.query_one(ChatLog)
+        await log.show(widgets)
+        if at_message is not None:
+            log.show_message(at_message)
         self._update_top_bar()
 
     @staticmethod
     def _message_widget(message: StoredMessage) -> UserMessage | AssistantMessage:
         if message.role == "user":
-            return UserMessage(message.content)
-        return AssistantMessage(message.content, message.status)
+            return UserMessage(message.content, message.id)
+        return AssistantMessage(message.content, message.status, thinking=message.thinking,
+                                message_id=message.id)
 
     def _update_top_bar(self) -> None:
         model = ""
@@ -311,7 +369,7 @@ class OutlierApp(App):
             try:
                 await coro
             except Exception as exc:  # e.g. the database went away: tell, keep running
-                self.notify(f"Could not {name}: {exc}", severity="error", timeout=10)
+                self.notify(f"Could not {name}: {one_line(exc)}", severity="error", timeout=10)
 
         self.run_worker(guarded(), name=name, group="navigate", exclusive=True)
 
@@ -320,7 +378,7 @@ class OutlierApp(App):
 
     async def _new_chat(self) -> None:
         await self._stop_answer()
-        chat = self.store.create_chat(DEFAULT_TITLE)
+        chat = self.session.new_chat(create=True)
         await self.open_chat(chat.id)
         self.action_focus_prompt()
 
@@ -362,9 +420,7 @@ class OutlierApp(App):
         def done(title: str | None) -> None:
             if title:
                 self.store.rename_chat(chat_id, title)
-                if self.chat is not None and self.chat.id == chat_id:
-                    self.chat = self.store.get_chat(chat_id)
-                    self._update_top_bar()
+                self._update_top_bar()
 
         self.push_screen(InputDialog("Rename chat", chat.title), done)
 
@@ -389,7 +445,7 @@ class OutlierApp(App):
         self.notify("Chat deleted.")
         if is_current:
             remaining = self.store.list_chats()
-            target = remaining[0] if remaining else self.store.create_chat(DEFAULT_TITLE)
+            target = remaining[0] if remaining else self.session.new_chat(create=True)
             await self.open_chat(target.id)
 
     def action_export_chat(self) -> None:
@@ -422,8 +478,6 @@ class OutlierApp(App):
         def done(text: str | None) -> None:
             if text is not None:
                 self.store.set_system_prompt(chat_id, text.strip())
-                if self.chat is not None and self.chat.id == chat_id:
-                    self.chat = self.store.get_chat(chat_id)
                 self.notify("System prompt saved: it applies from the next message.")
 
         self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”",
@@ -450,14 +504,65 @@ class OutlierApp(App):
         self.copy_to_clipboard(text)
         self.notify(f"Copied the last answer ({len(text)} characters).")
 
-    def action_copy_code(self) -> None:
+    def action_copy_code(self, number: int | None = None) -> None:
+        """Copy code block `number` (1 = first; None = the last) of the last answer."""
         text = self._last_answer_text()
-        code = last_code_block(text) if text else None
-        if code is None:
+        blocks = code_blocks(text) if text else []
+        if not blocks:
             self.notify("The last answer has no code block.", severity="warning")
             return
+        if number is not None and not 1 <= number <= len(blocks):
+            self.notify(f"The last answer has {len(blocks)} code block(s).", severity="warning")
+            return
+        index = len(blocks) if number is None else number
+        code = blocks[index - 1]
         self.copy_to_clipboard(code)
-        self.notify(f"Copied the last code block ({len(code.splitlines())} lines).")
+        self.notify(f"Copied code block {index} of {len(blocks)} ({len(code.splitlines())} lines).")
+
+    def action_toggle_thinking(self) -> None:
+        for answer in reversed(self.main_screen.query(AssistantMessage).nodes):
+            if answer.toggle_thinking():
+                return
+        self.notify("No answer here has thinking to show.", severity="warning")
+
+    def action_set_thinking(self, enable: bool) -> None:
+        try:
+            self.session.set_thinking(enable)
+        except ChatError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(f"Thinking {'on' if enable else 'off'} for this chat, from the next message.")
+
+    def action_search(self) -> None:
+        def done(picked: tuple[int, int] | None) -> None:
+            if picked is not None:
+                chat_id, message_id = picked
+                self._in_background(self._open_at(chat_id, message_id), "open the chat")
+
+        self.push_screen(SearchScreen(lambda words: self.store.search(words)), done)
+
+    async def _open_at(self, chat_id: int, message_id: int) -> None:
+        if self.chat is None or self.chat.id != chat_id:
+            await self._stop_answer()
+        await self.open_chat(chat_id, at_message=message_id)
+
+    def on_prompt_input_edit_last_requested(self, event: PromptInput.EditLastRequested) -> None:
+        self.action_edit_last()
+
+    def action_edit_last(self) -> None:
+        last = self.session.last_user_draft()
+        if last is None:
+            self.notify("No message to edit yet.", severity="warning")
+            return
+        prompt = self.main_screen.query_one(PromptInput)
+        prompt.start_edit(last)
+        prompt.focus()
+        self.notify("Editing your last message: Enter replaces it and its answer.")
+
+    def on_prompt_input_completions(self, event: PromptInput.Completions) -> None:
+        shown = ", ".join(event.candidates[:12]) + (" …" if len(event.candidates) > 12 else "")
+        self.notify(shown, title=f"{len(event.candidates)} files", timeout=4)
+
 
     def action_toggle_heatmap(self) -> None:
         self._toggle_pane("#heatmap")
@@ -482,9 +587,9 @@ class OutlierApp(App):
     def action_scroll_chat(self, direction: int) -> None:
         log = self.main_screen.query_one(ChatLog)
         if direction < 0:
-            log.scroll_page_up()
+            log.scroll_page_up(animate=False)
         else:
-            log.scroll_page_down()
+            log.scroll_page_down(animate=False)
 
     def action_set_theme(self, name: str) -> None:
         if name in self.available_themes:
@@ -555,7 +660,7 @@ class OutlierApp(App):
                                              self._progress_from_thread)
             info = await asyncio.wrap_future(future)
         except Exception as exc:  # every load failure is shown, the app stays usable
-            reason = str(exc) or type(exc).__name__
+            reason = one_line(exc)
             self.model_state = "error"
             self.last_load_error = reason
             status.show_error(reason, self.key_for("load_model"))
@@ -572,76 +677,93 @@ class OutlierApp(App):
 
     # ---- answering ---------------------------------------------------------
 
-    def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
-        text = event.text.strip()
-        if not text or self.chat is None:
-            return
+    def _can_answer(self) -> bool:
+        """Whether a new answer may start now; tells the user why not."""
+        if self.chat is None:
+            return False
         if self.generating:
             self.notify(f"Still answering: {self.key_for('cancel')} stops it.",
                         severity="warning")
-            return
+            return False
         if self.model_state != "ready":
             why = "is still loading" if self.model_state == "loading" else "is loaded"
             hint = "" if self.model_state == "loading" else \
                 f": {self.key_for('load_model')} loads a model folder"
             self.notify(f"No model {why}{hint}. Your message is kept in the box.",
                         severity="warning")
+            return False
+        return True
+
+    def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        text = event.text.strip()
+        if not text or not self._can_answer():
             return
+        try:
+            message, _ = expand_attachments(text, limit_bytes=self.attach_limit)
+        except AttachmentError as exc:
+            self.notify(f"{exc} Nothing was sent: your message is kept in the box.",
+                        title="Attachment", severity="error", timeout=10)
+            return
+        editing = event.prompt.editing
         event.prompt.clear()
+        if editing:
+            self._start_answer(lambda on_part: self.session.edit_last(message, on_part),
+                               question=message, replace_question=True)
+        else:
+            self._start_answer(lambda on_part: self.session.send(message, on_part),
+                               question=message)
+
+    def action_retry(self) -> None:
+        if not self._can_answer():
+            return
+        if self.session.last_user_text() is None:
+            self.notify("Nothing to regenerate yet: send a message first.", severity="warning")
+            return
+        self._start_answer(self.session.retry)
+
+    def _start_answer(self, start: Callable[..., Turn], question: str | None = None,
+                      replace_question: bool = False) -> None:
+        """Run `start(on_part)` (send, edit or retry) in the answer worker."""
         self.generating = True
         self.refresh_bindings()
         self._update_top_bar()
-        self._answer_worker = self._answer(self.chat.id, text)
+        self._answer_worker = self._answer(start, question, replace_question)
 
     @work(exclusive=True, group="answer")
-    async def _answer(self, chat_id: int, text: str) -> None:
-        store = self.store
+    async def _answer(self, start: Callable[..., Turn], question: str | None,
+                      replace_question: bool) -> None:
         log = self.main_screen.query_one(ChatLog)
         try:
-            if not store.messages(chat_id) and store.get_chat(chat_id).title == DEFAULT_TITLE:
-                store.rename_chat(chat_id, chat_title_from(text))
-                self.chat = store.get_chat(chat_id)
-                self._update_top_bar()
-            store.add_message(chat_id, "user", text)  # committed before generating
-            await log.add(UserMessage(text))
-            message_id = store.add_message(chat_id, "assistant", "", status="partial")
             widget = AssistantMessage()
+
+            def on_part(kind: str, text: str) -> None:
+                if kind == THINKING:
+                    widget.write_thinking(text)
+                else:
+                    widget.write(text)
+
+            turn = start(on_part)  # commits the question (or drops what it replaces)
+            self._update_top_bar()  # the first message names the chat
+            await log.drop_last_turn(keep_question=question is None or not replace_question,
+                                     only_if=question is None or replace_question)
+            if question is not None:
+                await log.add(UserMessage(question))
+            widget.message_id = turn.answer_id
             await log.add(widget)
             widget.start_stream()
-            recorder = AnswerRecorder(store, message_id, self._clock, self._save_interval)
-            status, note = await self._stream_answer(store.engine_messages(chat_id),
-                                                     recorder, widget)
-            recorder.finish(status)
-            await widget.finish(status, note)
-            if status == "error":
-                self.notify(note, title="Answer failed", severity="error", timeout=10)
+            result = await turn.run_async()
+            await widget.finish(result.status, result.note())
+            if result.status == "error":
+                self.notify(result.note(), title="Answer failed", severity="error", timeout=10)
+        except ChatError as exc:
+            self.notify(str(exc), severity="warning")
         except Exception as exc:  # the store or the screen failed: tell, keep running
-            self.notify(f"The answer could not be saved or shown: {exc}", severity="error",
+            self.notify(f"The answer could not be saved or shown: {one_line(exc)}", severity="error",
                         timeout=10)
         finally:
             self.generating = False
             self.refresh_bindings()
             self._update_top_bar()
-
-    async def _stream_answer(self, messages: list[dict], recorder: AnswerRecorder,
-                             widget: AssistantMessage) -> tuple[str, str]:
-        """Feed engine events to the widget and the store; returns (status, note)."""
-        try:
-            async for event in self.engine.generate(messages, self.params):
-                if isinstance(event, TextDelta):
-                    recorder.append(event.text)
-                    widget.write(event.text)
-                elif isinstance(event, GenerationDone):
-                    return ("cancelled" if event.cancelled else "complete"), stats_line(event.stats)
-                elif isinstance(event, GenerationFailed):
-                    return "error", event.message
-        except asyncio.CancelledError:  # the app is closing: keep what we have
-            self.engine.cancel()
-            recorder.finish("cancelled")
-            raise
-        except Exception as exc:  # OutlierError and anything unexpected: shown, not fatal
-            return "error", str(exc) or type(exc).__name__
-        return "error", "The engine stopped without finishing the answer."
 
     def action_cancel_answer(self) -> None:
         if self.generating:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-from outlier_tui.app.memory_stats import MemoryView, human_bytes, sparkline
+from outlier_tui.app.memory_stats import MemoryView, sparkline
+from outlier_tui.core.format import human_bytes
 
 LABEL_WIDTH = 9
 LINES = 8

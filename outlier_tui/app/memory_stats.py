@@ -15,19 +15,6 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 RATE_WINDOW_S = 1.0  # SSD throughput is averaged over about this long
 
 
-def human_bytes(n: float) -> str:
-    """Bytes in binary units with three significant-ish digits: '812 MiB', '5.50 GiB'."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            if unit == "B":
-                return f"{int(n)} B"
-            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}" if abs(n) < 100 \
-                else f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # unreachable; keeps type checkers calm
-
-
 def sparkline(values: list[float], width: int) -> str:
     """The last `width` values as block characters scaled between their min and max.
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from outlier_tui.chat_params import params_from_args
+from outlier_tui.chat_params import attach_limit_from_args, params_from_args
 
 
 def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app until the user quits; returns the exit status."""
     from outlier_tui.app.main import OutlierApp
-    from outlier_tui.engine_adapter import make_engine
+    from engine.errors import OutlierError
+    from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.store import ConversationStore, StoreError
 
@@ -21,7 +22,12 @@ def run_app(args: argparse.Namespace) -> int:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
     fake = bool(getattr(args, "fake_engine", False))
-    engine = make_engine(fake=fake)
+    try:
+        engine = engine_from_args(args)
+    except OutlierError as exc:
+        store.close()
+        print(f"outlier: {exc}", file=sys.stderr)
+        return 1
     cache_mb = getattr(args, "cache_mb", None)
     model = getattr(args, "model", None)
     resolver = None if fake else resolve_model_dir
@@ -34,6 +40,7 @@ def run_app(args: argparse.Namespace) -> int:
             chat=getattr(args, "chat", None),
             resolve_model=resolver,
             params=params_from_args(args),
+            attach_limit=attach_limit_from_args(args),
         )
         app.run()
         return int(app.return_code or 0)

@@ -1,9 +1,10 @@
 """Modal dialogs: chat list, one-line input (rename, model path, export path),
-multi-line text (system prompt) and yes/no confirmation."""
+multi-line text (system prompt), yes/no confirmation and search over all chats."""
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
-from outlier_tui.store import Chat
+from outlier_tui.store import Chat, SearchHit
 
 
 class InputDialog(ModalScreen[str | None]):
@@ -161,6 +162,71 @@ class ChatListScreen(ModalScreen[tuple[str, int] | None]):
 
     def action_new(self) -> None:
         self.dismiss(("new", 0))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class SearchScreen(ModalScreen[tuple[int, int] | None]):
+    """Search every chat as you type (SQLite FTS5). Enter on a hit dismisses with
+    (chat id, message id); Esc with None. `search(words)` returns SearchHits."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close", id="search_close"),
+        Binding("down", "to_results", "Results", id="search_results", show=False),
+    ]
+
+    def __init__(self, search: Callable[[str], list[SearchHit]], query: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self._search = search
+        self._query = query
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog tall"):
+            yield Label("Search all chats", classes="dialog-title")
+            yield Input(self._query, placeholder="words…", id="search-input")
+            yield OptionList(id="search-hits")
+            yield Label("Type to search · ↓ to the hits · Enter opens the chat there · Esc closes",
+                        classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+        if self._query:
+            self._show(self._query)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._show(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        hits = self.query_one(OptionList)
+        if hits.option_count:
+            hits.highlighted = hits.highlighted or 0
+            self._open(hits.get_option_at_index(hits.highlighted).id)
+
+    def _show(self, words: str) -> None:
+        hits = self.query_one(OptionList)
+        hits.clear_options()
+        for hit in self._search(words):
+            who = "You" if hit.role == "user" else "Assistant"
+            hits.add_option(Option(
+                Content.assemble((hit.chat_title, "bold"), (f"  {who}: ", "$text-muted"),
+                                 hit.snippet),
+                id=f"{hit.chat_id}:{hit.message_id}"))
+        if hits.option_count:
+            hits.highlighted = 0
+
+    def action_to_results(self) -> None:
+        self.query_one(OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self._open(event.option.id)
+
+    def _open(self, option_id: str | None) -> None:
+        chat_id, message_id = (int(part) for part in (option_id or "0:0").split(":"))
+        self.dismiss((chat_id, message_id))
 
     def action_close(self) -> None:
         self.dismiss(None)

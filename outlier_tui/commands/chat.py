@@ -47,8 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"longest answer in tokens (default {CHAT_MAX_TOKENS})")
     parser.add_argument("--temperature", metavar="T", type=float,
                         help="sampling temperature (default 0: greedy)")
+    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                        help="reasoning models whose template has a switch: think before answering "
+                             "(--no-think: answer at once); kept per chat")
+    parser.add_argument("--show-thinking", action="store_true",
+                        help="piped input: print the model's thinking to stderr (stdout stays the answer)")
+    parser.add_argument("--attach-limit-kb", metavar="KB", type=_positive_int, default=256,
+                        help="largest file @path may attach, in KiB (default 256)")
     parser.add_argument("--fake-engine", action="store_true",
                         help="use the scripted fake engine, no model (UI demos and tests)")
+    parser.add_argument("--fake-reply", metavar="FILE",
+                        help="with --fake-engine: every answer streams this file's text token by token "
+                             "(<think>...</think> in it streams as thinking)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """`outlier generate`: one prompt in, the streamed answer on stdout.
 
-Progress and errors go to stderr; errors are one line and exit non-zero.
+Progress and errors go to stderr; errors are one line and exit non-zero. A
+reasoning model's thinking never reaches stdout: --show-thinking prints it
+to stderr.
 """
 
 from __future__ import annotations
@@ -25,22 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="expert-cache budget in MiB (default: chosen from free memory)")
     parser.add_argument("--no-chat-template", action="store_true",
                         help="feed the prompt verbatim instead of as one user message")
-    parser.add_argument("--prefetch", action="store_true",
-                        help="speculatively read the next layer's experts (off by default)")
+    parser.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
+                        help="read the next layer's predicted experts ahead (default auto: on where "
+                             "the engine measures reads costing more than the prediction)")
     parser.add_argument("--reader-threads", type=int, default=4, metavar="N",
                         help="concurrent SSD reads (default 4)")
+    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                        help="reasoning models whose template has a switch: think first or not "
+                             "(default: the template's)")
+    parser.add_argument("--show-thinking", action="store_true",
+                        help="print the model's thinking to stderr (stdout stays the answer)")
     parser.add_argument("--stats-json", metavar="PATH", help="write generation statistics as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import (
-        Engine,
-        GenerationDone,
-        GenerationFailed,
-        GenerationParams,
-        OutlierError,
-        TextDelta,
-    )
+    from engine import Engine, GenerationParams, OutlierError
+    from engine.reasoning import THINKING
+    from outlier_tui.core.chat import one_off_turn
     from outlier_tui.model_choice import resolve_model_dir
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -49,25 +52,35 @@ def run(args: argparse.Namespace) -> int:
     engine = None
     try:
         model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
-        engine = Engine(prefetch=args.prefetch, reader_threads=args.reader_threads)
+        engine = Engine(prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
+                        reader_threads=args.reader_threads)
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
-        engine.load(str(model_dir), cache_bytes).result()
+        info = engine.load(str(model_dir), cache_bytes).result()
+        if info.notice:
+            print(f"outlier: {info.notice}", file=sys.stderr)
         params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
-                                  seed=args.seed, chat_template=not args.no_chat_template)
-        for event in engine.generate([{"role": "user", "content": prompt}], params):
-            if isinstance(event, TextDelta):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            elif isinstance(event, GenerationFailed):
-                sys.stdout.write("\n")
-                return _fail(event.message)
-            elif isinstance(event, GenerationDone):
-                sys.stdout.write("\n")
-                sys.stdout.flush()
-                if args.stats_json:
-                    stats = asdict(event.stats)
-                    stats["tokens"] = list(stats["tokens"])
-                    Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
+                                  seed=args.seed, chat_template=not args.no_chat_template,
+                                  enable_thinking=args.think)
+
+        def show(kind: str, text: str) -> None:
+            stream = sys.stdout if kind != THINKING else sys.stderr if args.show_thinking else None
+            if stream is not None:
+                stream.write(text)
+                stream.flush()
+
+        result = one_off_turn(engine, prompt, params, show).run()
+        if result.thinking and args.show_thinking:
+            sys.stderr.write("\n")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if result.status == "error":
+            return _fail(result.error or "the answer failed")
+        if result.status == "cancelled":
+            return _fail("interrupted", status=130)
+        if args.stats_json and result.stats is not None:
+            stats = asdict(result.stats)
+            stats["tokens"] = list(stats["tokens"])
+            Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
         return 0
     except OutlierError as exc:
         return _fail(str(exc))
@@ -78,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
             engine.close()
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 1) -> int:
     print(f"outlier: {message}", file=sys.stderr)
-    return 1
+    return status
 
 
 def _progress_bar(label: str):

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from outlier_tui.core.attachments import AttachmentError, read_attachment
+from outlier_tui.core.chat import ChatError
+from outlier_tui.core.code_blocks import code_blocks
+from outlier_tui.core.format import STATUS_LABELS, one_line
+from outlier_tui.plain.clipboard import copy_osc52
 from outlier_tui.plain.stats import snapshot_table
-from outlier_tui.plain.turn import one_line
 
 if TYPE_CHECKING:
     from outlier_tui.plain.session import PlainSession
@@ -24,9 +28,11 @@ Keys:
   Alt-Enter, Esc Enter, Ctrl-J
                       insert a new line (pasted text keeps its lines)
   Up / Down           previous / next input (history is kept across sessions)
+  Tab                 after @ (or /file): complete a file name
   Ctrl-C              while an answer streams: stop it (the text so far is kept)
                       at the prompt: clear the line; on an empty line press it twice to exit
   Ctrl-D              exit (on an empty line)
+@path in a message attaches that file (a fenced block headed by its path).
 A line starting with // is sent as a message starting with /."""
 
 
@@ -67,10 +73,12 @@ def _history(session: "PlainSession", arg: str) -> bool:
     session.note(f"Chat #{chat.id} “{chat.title}”")
     if chat.system_prompt:
         session.write(f"[system] {chat.system_prompt}\n")
-    tags = {"cancelled": " [stopped]", "error": " [failed]", "partial": " [interrupted]"}
     for m in session.store.messages(chat.id):
         who = "you" if m.role == "user" else "assistant"
-        session.write(f"[{who}]{tags.get(m.status, '')} {m.content}\n")
+        tag = f" [{STATUS_LABELS[m.status]}]" if m.status in STATUS_LABELS else ""
+        if m.thinking and session.show_thinking:
+            session.write(session.dim(f"[thinking] {m.thinking}") + "\n")
+        session.write(f"[{who}]{tag} {m.content}\n")
     return True
 
 
@@ -87,13 +95,18 @@ def _chats(session: "PlainSession", arg: str) -> bool:
 
 def _open(session: "PlainSession", arg: str) -> bool:
     try:
-        chat = session.store.get_chat(int(arg))
+        session.open_chat(int(arg.lstrip("#")))
     except (ValueError, KeyError):
         session.error(f"no chat #{arg or '?'}: /chats lists them, then /open ID")
         return True
-    session.chat_id = chat.id
-    session.last_stats = None
+    chat = session.store.get_chat(session.chat_id)
     session.note(f"Opened chat #{chat.id} “{chat.title}” ({len(session.store.messages(chat.id))} messages).")
+    hit = next((h for h in session.search_hits if h.chat_id == chat.id), None)
+    if hit is not None:  # opened from /search: show the matching message
+        message = next(m for m in session.store.messages(chat.id) if m.id == hit.message_id)
+        who = "you" if message.role == "user" else "assistant"
+        session.write(f"[{who}] {message.content}\n")
+    session.search_hits = []
     return True
 
 
@@ -131,6 +144,102 @@ def _stats(session: "PlainSession", arg: str) -> bool:
     return True
 
 
+def _think(session: "PlainSession", arg: str) -> bool:
+    if arg in ("show", "hide"):
+        session.show_thinking = arg == "show"
+        session.note(f"Thinking is {'shown dimmed' if session.show_thinking else 'hidden'}.")
+        return True
+    if arg in ("on", "off"):
+        try:
+            session.chat.set_thinking(arg == "on")
+        except ChatError as exc:
+            session.error(str(exc))
+            return True
+        session.note(f"Thinking {arg} for this chat (from the next message).")
+        return True
+    if arg:
+        session.error("usage: /think on|off (the model thinks or not), /think show|hide (the display)")
+        return True
+    chat = session.chat
+    if not chat.model_thinks:
+        session.note("This model does not think before answering.")
+        return True
+    enabled = chat.thinking_enabled()
+    state = "the template's default" if enabled is None else ("on" if enabled else "off")
+    switch = "/think on|off switches it" if chat.can_switch_thinking else "its template has no switch"
+    session.note(f"Thinking: {state} ({switch}); shown: {'yes' if session.show_thinking else 'no'}.")
+    return True
+
+
+def _file(session: "PlainSession", arg: str) -> bool:
+    if not arg:
+        names = ", ".join(a.shown_path for a in session.attachments) or "none"
+        session.note(f"Files for the next message: {names}. Usage: /file PATH")
+        return True
+    try:
+        attachment = read_attachment(arg, limit_bytes=session.attach_limit)
+    except AttachmentError as exc:
+        session.error(str(exc))
+        return True
+    session.attachments.append(attachment)
+    session.note(f"{arg} ({len(attachment.text)} characters) goes with your next message.")
+    return True
+
+
+def _edit(session: "PlainSession", arg: str) -> bool:
+    last = session.chat.last_user_draft()
+    if last is None:
+        session.error("nothing to edit yet: send a message first")
+        return True
+    session.editing = True
+    session.prefill_next_prompt(last)
+    session.note("Edit your last message and press Enter: it and its answer are replaced "
+                 "(an empty line cancels).")
+    return True
+
+
+def _retry(session: "PlainSession", arg: str) -> bool:
+    session.pending_action = lambda: session.answer(session.chat.retry)
+    return True
+
+
+def _search(session: "PlainSession", arg: str) -> bool:
+    if not arg:
+        session.error("usage: /search WORDS (all chats; then /open ID)")
+        return True
+    hits = session.store.search(arg, limit=20)
+    if not hits:
+        session.note(f"No message in any chat matches “{arg}”.")
+        return True
+    for hit in hits:
+        who = "you" if hit.role == "user" else "assistant"
+        session.write(f"#{hit.chat_id:<5} {hit.chat_title} — [{who}] {hit.snippet}\n")
+    session.search_hits = hits
+    session.prefill_next_prompt(f"/open {hits[0].chat_id}")
+    session.note("Enter opens the first hit's chat at the match; change the id for another.")
+    return True
+
+
+def _copy(session: "PlainSession", arg: str) -> bool:
+    answer = session.chat.last_answer()
+    blocks = code_blocks(answer.content) if answer is not None else []
+    if not blocks:
+        session.error("the last answer has no code block to copy")
+        return True
+    try:
+        number = int(arg) if arg else len(blocks)
+    except ValueError:
+        session.error("usage: /copy [N] (the Nth code block of the last answer; default the last)")
+        return True
+    if not 1 <= number <= len(blocks):
+        session.error(f"the last answer has {len(blocks)} code block(s): /copy 1 to /copy {len(blocks)}")
+        return True
+    copy_osc52(session.out, blocks[number - 1])
+    session.note(f"Copied code block {number} ({len(blocks[number - 1].splitlines())} lines) "
+                 "to the clipboard (OSC 52).")
+    return True
+
+
 def _help(session: "PlainSession", arg: str) -> bool:
     width = max(len(c.usage) for c in COMMANDS.values())
     lines = ["Commands:"]
@@ -155,6 +264,12 @@ _LIST = [
     Command("chats", "/chats", "list recent chats (id, last update, title)", _chats),
     Command("open", "/open ID", "continue chat ID", _open),
     Command("save", "/save FILE", "write this chat to FILE as Markdown", _save),
+    Command("think", "/think [on|off|show|hide]", "thinking of reasoning models: on/off for this chat, show/hide it", _think),
+    Command("file", "/file PATH", "attach a file to the next message (Tab completes)", _file),
+    Command("edit", "/edit", "edit and resend your last message (its answer is replaced)", _edit),
+    Command("retry", "/retry", "regenerate the last answer", _retry),
+    Command("search", "/search WORDS", "search every chat; Enter then opens the chat at the match", _search),
+    Command("copy", "/copy [N]", "copy code block N of the last answer (default: the last) via OSC 52", _copy),
     Command("stats", "/stats [on|off]", "engine stats (tok/s, expert hits, RSS, cache); on/off: line after each answer", _stats),
     Command("help", "/help", "this help", _help),
     Command("exit", "/exit", "leave (also /quit, Ctrl-D)", _exit),

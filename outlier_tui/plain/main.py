@@ -15,7 +15,8 @@ from typing import Optional, TextIO
 
 from engine.api import LoadProgress
 from engine.errors import OutlierError
-from outlier_tui.chat_params import params_from_args
+from outlier_tui.chat_params import attach_limit_from_args, params_from_args
+from outlier_tui.core.format import one_line
 from outlier_tui.store import ConversationStore
 
 
@@ -70,7 +71,7 @@ def choose_chat(store: ConversationStore, value: Optional[str], interactive: boo
     if value == "new":
         if interactive:
             return None
-        from outlier_tui.plain.session import title_from
+        from outlier_tui.core.chat import title_from
 
         return store.create_chat(title_from(question)).id
     if value == "last":
@@ -93,26 +94,19 @@ def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
     try:
         return _run(args, stdin, stdout, stderr)
     except OutlierError as exc:
-        stderr.write(f"outlier: {_first_line(exc)}\n")
+        stderr.write(f"outlier: {one_line(exc)}\n")
         return 1
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
         if os.environ.get("OUTLIER_DEBUG"):
             traceback.print_exc(file=stderr)
-        from outlier_tui.plain.turn import one_line
-
         stderr.write(f"outlier: {one_line(exc)} (set OUTLIER_DEBUG=1 for details)\n")
         return 1
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
-    from outlier_tui.engine_adapter import make_engine
+    from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
 
     interactive = _isatty(stdin)
@@ -121,35 +115,43 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         question = stdin.read().rstrip()
         if not question.strip():
             raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
+        from outlier_tui.plain.pipe import piped_message
+
+        question = piped_message(question, attach_limit_from_args(args))
     fake = bool(getattr(args, "fake_engine", False))
     progress = ProgressLine(stderr)
     with ConversationStore() as store:
         chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
-        model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
-        progress.done()
-        cache_mb = getattr(args, "cache_mb", None)
-        cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
-        engine = make_engine(fake=fake)
+        engine = engine_from_args(args)
         try:
+            model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
+            progress.done()
+            cache_mb = getattr(args, "cache_mb", None)
+            cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
             try:
                 info = engine.load(str(model_dir), cache_bytes=cache_bytes,
                                    on_progress=progress.load_progress).result()
             finally:
                 progress.done()
+            if info.notice:
+                print(f"outlier: {info.notice}", file=stderr)
             params = params_from_args(args)
             show_stats = not getattr(args, "no_stats", False)
             if not interactive:
                 from outlier_tui.plain.pipe import run_pipe
 
                 return run_pipe(engine, question, stdout, stderr, store=store, chat_id=chat_id,
-                                params=params, show_stats=show_stats)
+                                params=params, show_stats=show_stats,
+                                show_thinking=bool(getattr(args, "show_thinking", False)),
+                                model_info=info)
             from outlier_tui.plain.render import pygments_style, wants_color
             from outlier_tui.plain.session import PlainSession
 
             session = PlainSession(
                 engine, store, chat_id=chat_id, params=params, show_stats=show_stats,
                 color=wants_color(stdout), style=pygments_style(getattr(args, "theme", None)),
-                out=stdout, err=stderr, model_name=Path(info.path).name,
+                out=stdout, err=stderr, model_name=Path(info.path).name, model_info=info,
+                attach_limit=attach_limit_from_args(args),
             )
             return session.run()
         finally:

@@ -1,17 +1,22 @@
 """Pipe mode: `echo "question" | outlier chat --plain`.
 
-The whole of standard input is one user message; only the answer goes to
-stdout (so scripts can capture it), progress, stats and errors go to stderr.
+The whole of standard input is one user message (`@path` in it attaches a
+file); only the answer goes to stdout (so scripts can capture it). Progress,
+stats, errors and, with --show-thinking, a reasoning model's thinking go to
+stderr.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, TextIO
 
-from engine.api import EngineClient, GenerationParams
+from engine.api import EngineClient, GenerationParams, ModelInfo
+from engine.reasoning import THINKING
+from outlier_tui.core.attachments import DEFAULT_LIMIT_BYTES, AttachmentError, expand_attachments
+from outlier_tui.core.chat import ChatSession, TurnResult, one_off_turn
+from outlier_tui.core.format import stats_line
 from outlier_tui.plain.render import StreamRenderer, wants_color
-from outlier_tui.plain.stats import answer_line
-from outlier_tui.plain.turn import AnswerCollector, TurnResult, one_line
 from outlier_tui.store import ConversationStore
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
@@ -26,46 +31,53 @@ def ask_once(
     chat_id: Optional[int] = None,
     params: GenerationParams = GenerationParams(),
     color: bool = False,
+    thinking_out: Optional[TextIO] = None,
+    model_info: Optional[ModelInfo] = None,
 ) -> TurnResult:
     """Send `question` (appended to chat_id's history if given) and stream the answer to `out`.
 
     With a chat the question is committed before generation and the answer
-    saved as it streams; without one nothing is stored.
+    saved as it streams; without one nothing is stored. Thinking goes to
+    `thinking_out` when given, else nowhere.
     """
-    save = None
-    if store is not None and chat_id is not None:
-        store.add_message(chat_id, "user", question)
-        messages = store.engine_messages(chat_id)
-        answer_id = store.add_message(chat_id, "assistant", "", status="partial")
-
-        def save(content: str, status: str) -> None:
-            store.update_message(answer_id, content, status)
-    else:
-        messages = [{"role": "user", "content": question}]
 
     def write(text: str) -> None:
         out.write(text)
         out.flush()
 
     renderer = StreamRenderer(write, color=color)
-    collector = AnswerCollector(renderer.feed, save=save)
-    try:
-        for event in engine.generate(messages, params):
-            collector.handle(event)
-    except KeyboardInterrupt:
-        engine.cancel()
-        collector.cancel()
-    except BrokenPipeError:  # the reader went away (`| head`): stop generating, keep what was said
-        engine.cancel()
-        collector.cancel()
-        collector.finish()
-        raise
-    except Exception as exc:
-        collector.fail(one_line(exc))
+    thinking_started = []
+
+    def on_part(kind: str, text: str) -> None:
+        if kind != THINKING:
+            renderer.feed(text)
+        elif thinking_out is not None:
+            thinking_started.append(True)
+            thinking_out.write(text)
+            thinking_out.flush()
+
+    if store is not None and chat_id is not None:
+        session = ChatSession(engine, store, chat_id=chat_id, params=params, model_info=model_info)
+        turn = session.send(question, on_part)
+    else:
+        turn = one_off_turn(engine, question, params, on_part)
+    result = turn.run()
+    if thinking_started and thinking_out is not None:
+        thinking_out.write("\n")
     renderer.finish()
-    if collector.text and not renderer.ends_with_newline:
+    if result.text and not renderer.ends_with_newline:
         write("\n")
-    return collector.finish()
+    return result
+
+
+def piped_message(text: str, attach_limit: int = DEFAULT_LIMIT_BYTES,
+                  cwd: Optional[Path] = None) -> str:
+    """Standard input as the message, `@path` files attached. Checked before any
+    model loads; AttachmentError (one line) means nothing is sent."""
+    try:
+        return expand_attachments(text, cwd, attach_limit)[0]
+    except AttachmentError as exc:
+        raise AttachmentError(f"{exc} Nothing was sent.") from None
 
 
 def run_pipe(
@@ -78,16 +90,20 @@ def run_pipe(
     chat_id: Optional[int] = None,
     params: GenerationParams = GenerationParams(),
     show_stats: bool = True,
+    show_thinking: bool = False,
+    model_info: Optional[ModelInfo] = None,
 ) -> int:
-    """Answer one piped question; returns 0, 1 (failed), 130 (interrupted) or 141 (stdout closed)."""
+    """Answer one piped question (see piped_message); returns 0, 1 (failed),
+    130 (interrupted) or 141 (stdout closed)."""
     try:
         result = ask_once(engine, question, out, store=store, chat_id=chat_id, params=params,
-                          color=wants_color(out))
+                          color=wants_color(out), thinking_out=err if show_thinking else None,
+                          model_info=model_info)
     except BrokenPipeError:
         _silence(out)
         return EXIT_BROKEN_PIPE
     if result.stats is not None and show_stats:
-        err.write(answer_line(result.stats) + "\n")
+        err.write(stats_line(result.stats) + "\n")
     if chat_id is not None:
         err.write(f"Saved in chat #{chat_id} (continue it with --chat {chat_id}).\n")
     if result.status == "error":

@@ -25,15 +25,43 @@ from prompt_toolkit.key_binding.key_processor import KeyPressEvent
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 
-from engine.api import EngineClient, GenerationParams, GenerationStats
+from prompt_toolkit.completion import Completer, Completion, CompleteEvent
+from prompt_toolkit.document import Document
+
+from engine.api import EngineClient, GenerationParams, GenerationStats, ModelInfo
+from engine.reasoning import THINKING
+from outlier_tui.core.attachments import (
+    DEFAULT_LIMIT_BYTES,
+    Attachment,
+    AttachmentError,
+    complete_path,
+    expand_attachments,
+    read_attachment,
+    with_attachments,
+)
+from outlier_tui.core.chat import ChatError, ChatSession, Turn, TurnResult
+from outlier_tui.core.format import STATUS_LABELS, stats_line
 from outlier_tui.plain import commands
 from outlier_tui.plain.render import DEFAULT_STYLE, DIM, RED, RESET, StreamRenderer
-from outlier_tui.plain.stats import answer_line
-from outlier_tui.plain.turn import AnswerCollector, TurnResult, one_line
-from outlier_tui.store import ConversationStore, data_dir
+from outlier_tui.store import ConversationStore, SearchHit, data_dir
 
 HISTORY_FILENAME = "plain_history"
-TITLE_CHARS = 60
+
+
+class AtPathCompleter(Completer):
+    """Tab after `@` (or after `/file `) completes file and folder names."""
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent):
+        word = document.get_word_before_cursor(WORD=True)
+        line = document.current_line_before_cursor
+        if word.startswith("@"):
+            partial = word[1:]
+        elif line.startswith("/file ") and line[len("/file "):] == word:
+            partial = word
+        else:
+            return
+        for candidate in complete_path(partial):
+            yield Completion(candidate, start_position=-len(partial))
 
 
 def key_bindings() -> KeyBindings:
@@ -57,12 +85,6 @@ def key_bindings() -> KeyBindings:
             event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
 
     return kb
-
-
-def title_from(text: str) -> str:
-    """A chat title from its first message: the first non-empty line, shortened."""
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "New chat")
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 class PlainSession:
@@ -90,18 +112,26 @@ class PlainSession:
         err: Optional[TextIO] = None,
         history: Optional[History] = None,
         model_name: str = "",
+        model_info: Optional[ModelInfo] = None,
+        show_thinking: bool = True,
+        attach_limit: int = DEFAULT_LIMIT_BYTES,
     ) -> None:
         self.engine = engine
         self.store = store
-        self.chat_id = chat_id
-        self.params = params
+        self.chat = ChatSession(engine, store, chat_id=chat_id, params=params, model_info=model_info)
         self.show_stats = show_stats
+        self.show_thinking = show_thinking
+        self.attach_limit = attach_limit
         self.color = color
         self.style = style
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.model_name = model_name
-        self.last_stats: Optional[GenerationStats] = None
+        self.attachments: list[Attachment] = []  # from /file, sent with the next message
+        self.editing = False  # the next message replaces the last one (/edit)
+        self.pending_action = None  # an answer a command asked for (/retry), run after it
+        self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
+        self._next_default = ""
         self._ctrl_c_armed = False
         if history is None:
             history = self._default_history()
@@ -114,6 +144,8 @@ class PlainSession:
             input=input,
             output=output,
             enable_open_in_editor=False,
+            completer=AtPathCompleter(),
+            complete_while_typing=False,
         )
 
     def _default_history(self) -> History:
@@ -124,6 +156,19 @@ class PlainSession:
         except OSError:
             return InMemoryHistory()
 
+    # The chat being continued lives in the core; commands read these.
+    @property
+    def chat_id(self) -> Optional[int]:
+        return self.chat.chat_id
+
+    @property
+    def last_stats(self) -> Optional[GenerationStats]:
+        return self.chat.last_stats
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.chat.params
+
     # ---- writing -----------------------------------------------------------
 
     def write(self, text: str) -> None:
@@ -131,9 +176,12 @@ class PlainSession:
         self.out.write(text)
         self.out.flush()
 
+    def dim(self, text: str) -> str:
+        return DIM + text + RESET if self.color else text
+
     def note(self, text: str) -> None:
         """A dim status line in the transcript (stats, 'answer stopped', hints)."""
-        self.write((DIM + text + RESET if self.color else text) + "\n")
+        self.write(self.dim(text) + "\n")
 
     def error(self, text: str) -> None:
         """A one-line error on stderr, prefixed like every other outlier error."""
@@ -145,22 +193,27 @@ class PlainSession:
 
     def ensure_chat(self, first_message: str = "") -> int:
         """The current chat's id, creating the chat now if this session has none yet."""
-        if self.chat_id is None:
-            self.chat_id = self.store.create_chat(title_from(first_message)).id
-        return self.chat_id
+        return self.chat.ensure_chat(first_message)
+
+    def open_chat(self, chat_id: int) -> None:
+        self.chat.open(chat_id)
+        self.attachments, self.editing = [], False
 
     def new_chat(self) -> None:
         """Start over: the next message opens a new chat and the engine drops its KV cache."""
-        self.chat_id = None
-        self.last_stats = None
-        self.engine.reset()
+        self.chat.new_chat()
+        self.attachments, self.editing = [], False
+
+    def prefill_next_prompt(self, text: str) -> None:
+        """Put `text` in the next prompt, ready to edit (/edit)."""
+        self._next_default = text
 
     # ---- the loop ----------------------------------------------------------
 
     def banner(self) -> None:
         model = f" — {self.model_name}" if self.model_name else ""
         self.note(f"Outlier plain chat{model}. Enter sends, Alt-Enter or Ctrl-J adds a line, "
-                  f"/help lists commands, Ctrl-D exits.")
+                  f"@path attaches a file (Tab completes), /help lists commands, Ctrl-D exits.")
         if self.chat_id is not None:
             chat = self.store.get_chat(self.chat_id)
             count = len(self.store.messages(chat.id))
@@ -170,22 +223,28 @@ class PlainSession:
         """Prompt, answer, repeat, until /exit, Ctrl-D or a double Ctrl-C; returns the exit status."""
         self.banner()
         while True:
+            default, self._next_default = self._next_default, ""
             try:
-                text = await self.prompt.prompt_async()
+                text = await self.prompt.prompt_async(default=default)
             except KeyboardInterrupt:
                 if self._ctrl_c_armed:
                     return 0
                 self._ctrl_c_armed = True
+                self.editing = False
                 self.note("(Ctrl-C again or Ctrl-D to exit)")
                 continue
             except EOFError:
                 return 0
             self._ctrl_c_armed = False
             if not text.strip():
+                self.editing = False
                 continue
             if text.startswith("/") and not text.startswith("//"):
                 if not commands.dispatch(self, text):
                     return 0
+                action, self.pending_action = self.pending_action, None
+                if action is not None:
+                    await action()
                 continue
             if text.startswith("//"):
                 text = text[1:]
@@ -195,30 +254,55 @@ class PlainSession:
         """Blocking entry point for the CLI."""
         return asyncio.run(self.run_async())
 
-    async def send(self, text: str) -> TurnResult:
+    def build_message(self, text: str) -> Optional[str]:
+        """The text with its @path and /file attachments, or None (said why) if one cannot be attached."""
+        try:
+            text, _ = expand_attachments(text, limit_bytes=self.attach_limit)
+            pending = [read_attachment(a.shown_path, limit_bytes=self.attach_limit)
+                       for a in self.attachments]
+        except AttachmentError as exc:
+            self.error(f"{exc} The message was not sent (it is in the history: Up recalls it).")
+            return None
+        self.attachments = []
+        return with_attachments(text, pending)
+
+    async def send(self, text: str) -> Optional[TurnResult]:
         """Send one user message (saved before generation starts) and stream the answer."""
-        chat_id = self.ensure_chat(text)
-        if not self.store.messages(chat_id) and self.store.get_chat(chat_id).title == "New chat":
-            self.store.rename_chat(chat_id, title_from(text))  # made by /system before any message
-        self.store.add_message(chat_id, "user", text)
-        messages = self.store.engine_messages(chat_id)
-        answer_id = self.store.add_message(chat_id, "assistant", "", status="partial")
+        message = self.build_message(text)
+        if message is None:
+            return None
+        editing, self.editing = self.editing, False
+        return await self.answer(lambda on_part: (self.chat.edit_last(message, on_part) if editing
+                                                  else self.chat.send(message, on_part)))
+
+    async def answer(self, start) -> Optional[TurnResult]:
+        """Run the Turn `start(on_part)` makes and print it: thinking dimmed (or hidden), then the answer."""
         renderer = StreamRenderer(self.write, color=self.color, style=self.style)
-        collector = AnswerCollector(
-            renderer.feed, save=lambda content, status: self.store.update_message(answer_id, content, status))
-        await self._stream(messages, collector)
+        view = _ThinkingView(self)
+
+        def on_part(kind: str, text: str) -> None:
+            if kind == THINKING:
+                view.thinking(text)
+            else:
+                view.answer_starts()
+                renderer.feed(text)
+
+        try:
+            turn = start(on_part)
+        except ChatError as exc:
+            self.error(str(exc))
+            return None
+        result = await self._stream(turn)
+        view.answer_starts()
         renderer.finish()
-        result = collector.finish()
         if not renderer.ends_with_newline:
             self.write("\n")
         if result.status == "cancelled":
-            self.note("[answer stopped]")
+            self.note(f"[answer {STATUS_LABELS['cancelled']}]")
         elif result.status == "error":
             self.error(result.error or "the answer failed")
-        if result.stats is not None:
-            self.last_stats = result.stats
-            if self.show_stats:
-                self.note(answer_line(result.stats, self._rss()))
+        if result.stats is not None and self.show_stats:
+            self.note(stats_line(result.stats, self._rss()))
         return result
 
     def _rss(self) -> Optional[int]:
@@ -227,8 +311,8 @@ class PlainSession:
         except Exception:  # stats are best effort; the answer itself is what matters
             return None
 
-    async def _stream(self, messages: list[dict], collector: AnswerCollector) -> None:
-        """Run one request; Ctrl-C (read from the raw-mode terminal) cancels it."""
+    async def _stream(self, turn: Turn) -> TurnResult:
+        """Run one Turn; Ctrl-C (read from the raw-mode terminal) cancels it."""
         inp = self.prompt.input
         kept: list = []
 
@@ -239,27 +323,38 @@ class PlainSession:
                 elif key_press.key != Keys.CPRResponse:
                     kept.append(key_press)
 
-        try:
-            stream = self.engine.generate(messages, self.params)
-        except Exception as exc:  # an engine that refuses the request up front
-            collector.fail(one_line(exc))
-            return
         take(get_typeahead(inp))  # keys typed before the answer started (Ctrl-C included)
         try:
             with inp.raw_mode(), inp.attach(lambda: take(inp.read_keys())):
-                await self._consume(stream, collector)
+                return await turn.run_async()
         except EOFError:  # an input that cannot be watched (/dev/null): no cancel key
-            await self._consume(stream, collector)
+            return await turn.run_async()
         finally:
             store_typeahead(inp, kept)
 
-    async def _consume(self, stream: object, collector: AnswerCollector) -> None:
-        try:
-            async for event in stream:  # type: ignore[attr-defined]
-                collector.handle(event)
-        except asyncio.CancelledError:
-            self.engine.cancel()
-            collector.cancel()
-            raise
-        except Exception as exc:
-            collector.fail(one_line(exc))
+
+class _ThinkingView:
+    """A reasoning model's thinking in the transcript: dimmed, between marker lines
+    when there is no colour, or left out with `/think hide`."""
+
+    def __init__(self, session: PlainSession) -> None:
+        self.session = session
+        self.open = False
+        self.hidden_shown = False
+
+    def thinking(self, text: str) -> None:
+        session = self.session
+        if not session.show_thinking:
+            if not self.hidden_shown:
+                session.write(session.dim("[thinking… hidden: /think show]") + "\n")
+                self.hidden_shown = True
+            return
+        if not self.open:
+            session.write(session.dim("[thinking]") + "\n")
+            self.open = True
+        session.write(session.dim(text))
+
+    def answer_starts(self) -> None:
+        if self.open:
+            self.session.write("\n" + self.session.dim("[/thinking]") + "\n")
+            self.open = False

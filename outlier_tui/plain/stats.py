@@ -1,37 +1,11 @@
-"""Human-readable engine statistics for the plain REPL: one line per answer, a table for /stats."""
+"""The /stats table of the plain REPL: throughput, expert cache, reads and memory."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 from engine.api import GenerationStats, TelemetrySnapshot
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB': short enough for a one-line summary."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _hit_rate(hits: int, misses: int) -> str:
-    total = hits + misses
-    return f"{hits / total:.0%}" if total else "n/a"
-
-
-def answer_line(stats: GenerationStats, rss_bytes: Optional[int] = None) -> str:
-    """The one-line summary printed after each answer."""
-    parts = [
-        f"{stats.generation_tokens} tok",
-        f"{stats.generation_tps:.1f} tok/s",
-        f"prompt {stats.prompt_tokens} tok @ {stats.prompt_tps:.0f} tok/s",
-        f"experts {_hit_rate(stats.expert_hits, stats.expert_misses)} hit "
-        f"({stats.expert_hits} hits, {stats.expert_misses} misses)",
-        f"RSS {human_bytes(rss_bytes if rss_bytes else stats.peak_rss_bytes)}",
-    ]
-    return " · ".join(parts)
+from outlier_tui.core.format import hit_rate, human_bytes
 
 
 def snapshot_table(snap: TelemetrySnapshot, last: Optional[GenerationStats] = None) -> str:
@@ -48,7 +22,7 @@ def snapshot_table(snap: TelemetrySnapshot, last: Optional[GenerationStats] = No
         rows.append(("last answer", f"{last.generation_tokens} tok, first token after "
                                     f"{last.time_to_first_token:.2f} s, {last.expert_hits} hits / "
                                     f"{last.expert_misses} misses"))
-    rows.append(("experts", f"{hits} hits, {misses} misses, hit rate {_hit_rate(hits, misses)}"))
+    rows.append(("experts", f"{hits} hits, {misses} misses, hit rate {hit_rate(hits, misses)}"))
     avg = f", avg {snap.read_seconds / snap.reads * 1000:.1f} ms/read" if snap.reads else ""
     rows.append(("SSD reads", f"{snap.reads} reads, {human_bytes(snap.bytes_read)}{avg}, "
                               f"decoder waited {snap.io_wait_seconds:.2f} s"))

@@ -1,16 +1,9 @@
-"""Memory-pane numbers: byte formatting, sparkline, SSD MB/s from bytes_read deltas."""
+"""Memory-pane numbers: sparkline, SSD MB/s from bytes_read deltas."""
 
 from __future__ import annotations
 
 from engine.api import TelemetrySnapshot
-from outlier_tui.app.memory_stats import SPARK_CHARS, MemoryHistory, human_bytes, sparkline
-
-
-def test_human_bytes():
-    assert human_bytes(512) == "512 B"
-    assert human_bytes(5 * 2**20) == "5.00 MiB"
-    assert human_bytes(220 * 2**30) == "220 GiB"
-    assert human_bytes(5.5 * 2**30) == "5.50 GiB"
+from outlier_tui.app.memory_stats import SPARK_CHARS, MemoryHistory, sparkline
 
 
 def test_sparkline_scales_between_min_and_max_and_keeps_the_tail():

@@ -36,7 +36,7 @@ async def test_question_gets_answer_and_heatmap_shows_misses_then_hits(
             assert [m.role for m in chat_messages] == ["user", "assistant"]
             assert chat_messages[1].status == "complete"
             answer = app.query_one(ChatLog).last_answer()
-            assert answer.status == "complete" and "tokens" in str(answer.query_one(".note").render())
+            assert answer.status == "complete" and "tok/s" in str(answer.query_one(".note").render())
 
             first = app.refresh_telemetry(now=1.0)
             await pilot.pause()

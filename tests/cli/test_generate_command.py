@@ -53,3 +53,27 @@ def test_budget_too_small_says_what_works(checkpoint_factory):
                      "--cache-mb", "0.001")
     assert result.returncode == 1
     assert "--cache-mb" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_prints_only_the_answer_of_a_thinking_model(tmp_path):
+    """A template that opens <think> in the prompt: with thinking on, all the tiny
+    random model says is thinking (stderr with --show-thinking, never stdout);
+    with --no-think it is the answer."""
+    from thinking_checkpoint import oracle_split, write_thinking_checkpoint
+
+    path = write_thinking_checkpoint(tmp_path / "thinking")
+    question = [{"role": "user", "content": "hi"}]
+    _, thinking, answer = oracle_split(path, question, None, 8)
+    assert thinking and not answer
+    shown = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8",
+                    "--show-thinking")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "\n" and thinking in shown.stderr
+    quiet = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8")
+    assert quiet.stdout == "\n" and thinking not in quiet.stderr
+
+    _, thinking, answer = oracle_split(path, question, False, 8)
+    assert answer and not thinking
+    off = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8", "--no-think")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout == answer + "\n"

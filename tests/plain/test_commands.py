@@ -95,3 +95,65 @@ def test_unknown_command_and_double_slash(driver, engine):
     d.run("/frobnicate\r//etc/passwd is a path\r")
     assert "unknown command /frobnicate" in d.err.getvalue()
     assert engine.requests[0][0][-1]["content"] == "/etc/passwd is a path"
+
+
+def test_search_lists_matches_in_every_chat(driver, engine, store):
+    other = store.create_chat("Disks")
+    store.add_message(other.id, "user", "How fast is the SSD on a Mac mini?")
+    d = driver()
+    out = d.run("/search mac mini\r\r/search nothing-like-this\r/search\r")
+    assert f"#{other.id}" in out and "Disks — [you] How fast is the SSD on a [Mac] [mini]?" in out
+    # Enter on the prefilled "/open ID" opens that chat and shows the match.
+    assert f"Opened chat #{other.id} “Disks”" in out
+    assert "[you] How fast is the SSD on a Mac mini?" in out and d.session.chat_id == other.id
+    assert "No message in any chat matches" in out
+    assert "usage: /search WORDS" in d.err.getvalue()
+
+
+def test_copy_n_writes_osc52_for_that_block(driver, engine, store):
+    import base64
+
+    d = driver()
+    out = d.run("/copy\rhi\r/copy 1\r/copy 2\r/copy x\r")
+    assert "the last answer has no code block" in d.err.getvalue()
+    code = base64.b64encode(b"def reverse(s: str) -> str:\n    return s[::-1]\n").decode()
+    assert f"\x1b]52;c;{code}\x07" in out
+    assert "Copied code block 1 (2 lines)" in out
+    assert "has 1 code block(s): /copy 1 to /copy 1" in d.err.getvalue()
+    assert "usage: /copy [N]" in d.err.getvalue()
+
+
+def test_file_attaches_to_the_next_message_only(driver, engine, store, tmp_path):
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    d = driver()
+    d.run(f"/file {source}\r/file\rexplain\ragain\r/file {tmp_path}\r")
+    first, second = (r[0][-1]["content"] for r in engine.requests)
+    assert first == f"explain\n\n{source}\n```python\nx = 1\n```"
+    assert second == "again"
+    assert "is a folder" in d.err.getvalue()
+
+
+def test_at_path_refused_keeps_the_message_unsent(driver, engine, store, tmp_path):
+    d = driver()
+    d.run(f"look at @{tmp_path}/missing.py\r")
+    assert engine.requests == [] and store.list_chats() == []
+    assert "no such file" in d.err.getvalue() and "was not sent" in d.err.getvalue()
+
+
+def test_think_on_off_is_kept_per_chat_and_show_hide(driver, engine, store):
+    d = driver()
+    out = d.run("/think\r/think off\rq1\r/think hide\r/think maybe\r")
+    assert "Thinking: the template's default" in out
+    assert "Thinking off for this chat" in out and "Thinking is hidden" in out
+    assert engine.requests[0][1].enable_thinking is False
+    assert store.list_chats()[0].enable_thinking is False
+    assert "usage: /think on|off" in d.err.getvalue()
+
+
+def test_retry_and_edit_without_messages_say_so(driver, engine, store):
+    d = driver()
+    d.run("/retry\r/edit\r")
+    assert "Nothing to redo yet" in d.err.getvalue()
+    assert "nothing to edit yet" in d.err.getvalue()
+    assert engine.requests == []

@@ -156,3 +156,88 @@ def test_cli_pipe_on_a_tiny_checkpoint(tmp_path, request):
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("outlier: ") and "Traceback" not in done.stderr
+
+
+REPLY = ("<think>\nThe user wants code. I will write a function.\n</think>\n\n"
+         "Here it is:\n\n```python\nprint('hi')\n```\n")
+
+
+def test_cli_fake_reply_streams_the_file_answer_on_stdout_thinking_on_stderr(tmp_path):
+    reply = tmp_path / "reply.md"
+    reply.write_text(REPLY)
+    done = outlier("--fake-engine", "--fake-reply", str(reply), "--no-stats", stdin="go\n",
+                   data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Here it is:\n\n```python\nprint('hi')\n```\n"
+    assert "The user wants code" not in done.stderr
+    shown = outlier("--fake-engine", "--fake-reply", str(reply), "--no-stats", "--show-thinking",
+                    stdin="go\n", data_dir=tmp_path)
+    assert shown.stdout == done.stdout
+    assert shown.stderr.endswith("ready\nThe user wants code. I will write a function.\n")
+
+
+def test_cli_fake_reply_errors_are_one_line(tmp_path):
+    for args, expected in [(("--fake-engine", "--fake-reply", str(tmp_path / "none.txt")),
+                            "outlier: --fake-reply"),
+                           (("--fake-reply", str(tmp_path)), "outlier: --fake-reply only works")]:
+        done = outlier(*args, stdin="q\n", data_dir=tmp_path)
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1
+
+
+def test_cli_pipe_attaches_at_paths_and_refuses_bad_ones(tmp_path):
+    src = tmp_path / "hello.py"
+    src.write_text("print('hello')\n")
+    echo = tmp_path / "echo.txt"
+    echo.write_text("ok")
+    done = outlier("--fake-engine", "--no-stats", "--chat", "new", stdin=f"Explain @{src}\n",
+                   data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert "```python\nprint('hello')\n```" in done.stdout  # the fake engine echoes the message
+    assert f"{src}\n```python" in done.stdout
+    (tmp_path / "big.txt").write_text("x" * 3000)
+    refused = outlier("--fake-engine", "--no-stats", "--chat", "new", "--attach-limit-kb", "2",
+                      stdin=f"Read @{tmp_path / 'big.txt'} now", data_dir=tmp_path / "data")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "over the 2 KB limit" in refused.stderr
+    assert "big.txt is 2.9 KB" in refused.stderr and "Nothing was sent" in refused.stderr
+    with ConversationStoreAt(tmp_path / "data") as store:
+        (chat,) = store.list_chats()  # the refused message made no chat and sent nothing
+        assert len(store.messages(chat.id)) == 2
+
+
+def test_cli_pipe_on_a_thinking_checkpoint(tmp_path):
+    """A tiny checkpoint whose template has a thinking switch: stdout is the answer only."""
+    from thinking_checkpoint import oracle_split, write_thinking_checkpoint
+
+    path = write_thinking_checkpoint(tmp_path / "thinking")
+    question = [{"role": "user", "content": "hello"}]
+    _, thinking, _ = oracle_split(path, question, None, 10)
+    done = outlier("--plain", "--model", str(path), "--max-tokens", "10", "--no-stats",
+                   "--show-thinking", stdin="hello\n", data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and thinking in done.stderr
+    _, _, answer = oracle_split(path, question, False, 10)
+    off = outlier("--plain", "--model", str(path), "--max-tokens", "10", "--no-stats", "--no-think",
+                  "--chat", "new", stdin="hello\n", data_dir=tmp_path / "data")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout == answer + ("" if answer.endswith("\n") else "\n")
+    with ConversationStoreAt(tmp_path / "data") as store:
+        (chat,) = store.list_chats()
+        assert chat.enable_thinking is False  # --no-think is kept on the chat
+        assert store.messages(chat.id)[-1].content == answer
+
+
+class ConversationStoreAt:
+    """The store of a subprocess's data dir, opened from the test."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from outlier_tui.store import DB_FILENAME, ConversationStore
+
+        self.store = ConversationStore(data_dir / DB_FILENAME)
+
+    def __enter__(self):
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        self.store.close()

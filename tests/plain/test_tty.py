@@ -119,3 +119,41 @@ def test_continue_the_last_chat_on_a_pty(tmp_path):
     term.type("/exit\r")
     assert term.wait() == 0
     assert "from the app" in term.text
+
+
+def test_thinking_tab_completion_edit_and_retry_on_a_pty(tmp_path):
+    """A reasoning reply (--fake-reply) shown dimmed, @path completed with Tab,
+    /edit puts the typed message back in the prompt, /retry replaces the answer."""
+    from outlier_tui.store import ConversationStore
+
+    reply = tmp_path / "reply.md"
+    reply.write_text("<think>\nPondering the file.\n</think>\n\nIt prints hi.\n")
+    term = Terminal("--plain", "--fake-engine", "--fake-reply", str(reply),
+                    "--chat", "new", data_dir=tmp_path)
+    term.wait_prompt()
+    term.type("what does @tests/plain/test_tt")
+    term.type("\t")
+    term.read_until(b"y.py")  # the completion is drawn after the typed text
+    term.type(" do\r")
+    term.read_until(b"It prints hi.")
+    assert "[thinking]\nPondering the file.\n[/thinking]" in term.text.replace("\r", "")
+    assert b"\x1b[2mPondering" in term.raw  # dimmed
+    term.wait_prompt()
+    term.type("/think hide\r")
+    term.wait_prompt()
+    term.type("/retry\r")
+    term.read_until(b"thinking\xe2\x80\xa6 hidden")
+    term.wait_prompt()
+    term.type("/edit\r")
+    term.wait_prompt()
+    assert "what does @tests/plain/test_tty.py do" in term.text.rsplit("/edit", 1)[1]
+    term.type("\x15short?\r")  # Ctrl-U clears the line, then a new question
+    term.read_until(b"tok/s", timeout=30)
+    term.wait_prompt()
+    term.type("\x04")
+    assert term.wait() == 0
+    with ConversationStore(tmp_path / "chats.sqlite3") as store:
+        (chat,) = store.list_chats()
+        messages = store.messages(chat.id)
+    assert [(m.role, m.content) for m in messages] == [("user", "short?"), ("assistant", "It prints hi.\n")]
+    assert messages[1].thinking == "Pondering the file."

@@ -1,0 +1,363 @@
+"""One chat with the engine: sending, streaming, saving as the answer grows,
+cancelling, retrying and editing, titles and the thinking switch.
+
+Every front-end (the Textual app, the REPL, pipe mode) drives a ChatSession;
+each answer is a Turn. A front-end only shows the (kind, text) parts a Turn
+hands it and decides how the user cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from engine.api import (
+    EngineClient,
+    GenerationDone,
+    GenerationFailed,
+    GenerationParams,
+    GenerationStats,
+    ModelInfo,
+    TextDelta,
+)
+from engine.errors import OutlierError
+from engine.reasoning import ANSWER, THINKING
+from outlier_tui.core.attachments import strip_attachments
+from outlier_tui.core.format import STATUS_NOTES, one_line, stats_line
+from outlier_tui.store import Chat, ConversationStore, StoredMessage
+
+SAVE_INTERVAL = 0.5  # seconds: a crash mid-answer loses at most this much of it
+TITLE_CHARS = 60
+DEFAULT_TITLE = "New chat"
+NO_FINISH = "The engine stopped without finishing the answer: send it again."
+
+PartFn = Callable[[str, str], None]  # (THINKING | ANSWER, text) as it streams
+
+
+class ChatError(OutlierError):
+    """A chat action that cannot be done now (nothing to retry, ...); one line."""
+
+
+def title_from(text: str) -> str:
+    """A chat title from its first message: the first non-empty line, shortened."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), DEFAULT_TITLE)
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+@dataclass
+class TurnResult:
+    text: str
+    status: str  # "complete" | "cancelled" | "error"
+    thinking: str = ""
+    stats: Optional[GenerationStats] = None
+    error: Optional[str] = None
+
+    def note(self, rss_bytes: Optional[int] = None) -> str:
+        """The line a front-end shows under the answer: stats, the error, or what the status means."""
+        if self.status == "error":
+            return self.error or STATUS_NOTES["error"]
+        if self.status == "complete" and self.stats is not None:
+            return stats_line(self.stats, rss_bytes)
+        return STATUS_NOTES.get(self.status, "")
+
+
+class Turn:
+    """One answer being generated: collects thinking and answer apart, saves both
+    as "partial" at most every `save_every` seconds, and ends with a status.
+
+    Drive it with run() (a thread) or run_async() (an event loop), or feed
+    events to handle() and call finish() yourself. Without a store (a one-off
+    question) nothing is saved.
+    """
+
+    def __init__(self, engine: EngineClient, store: Optional[ConversationStore],
+                 answer_id: Optional[int], messages: list[dict], params: GenerationParams,
+                 on_part: PartFn,
+                 clock: Callable[[], float] = time.monotonic,
+                 save_every: float = SAVE_INTERVAL) -> None:
+        self.engine = engine
+        self.store = store
+        self.answer_id = answer_id
+        self.messages = messages
+        self.params = params
+        self.saves = 0
+        self._on_part = on_part
+        self._clock = clock
+        self._save_every = save_every
+        self._last_save = clock()
+        self._answer: list[str] = []
+        self._thinking: list[str] = []
+        self.result: Optional[TurnResult] = None
+        self._finished: Optional[TurnResult] = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._answer)
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self._thinking)
+
+    def handle(self, event: object) -> None:
+        """Take one engine event (TextDelta, GenerationDone or GenerationFailed)."""
+        if isinstance(event, TextDelta):
+            kind = THINKING if event.kind == THINKING else ANSWER
+            (self._thinking if kind == THINKING else self._answer).append(event.text)
+            self._on_part(kind, event.text)
+            now = self._clock()
+            if now - self._last_save >= self._save_every:
+                self._save("partial")
+                self._last_save = now
+        elif isinstance(event, GenerationDone):
+            status = "cancelled" if event.cancelled else "complete"
+            self.result = TurnResult(self.text, status, self.thinking, stats=event.stats)
+        elif isinstance(event, GenerationFailed):
+            self.fail(event.message)
+
+    def fail(self, message: str) -> None:
+        """Record a failure (an event, or an exception from the engine)."""
+        self.result = TurnResult(self.text, "error", self.thinking, error=message)
+
+    def cancel(self) -> None:
+        """Record that the answer was abandoned without the engine's final event."""
+        if self.result is None:
+            self.result = TurnResult(self.text, "cancelled", self.thinking)
+
+    def finish(self) -> TurnResult:
+        """The final result, saved with its final status (once; later calls return it)."""
+        if self._finished is not None:
+            return self._finished
+        if self.result is None:
+            self.result = TurnResult(self.text, "error", self.thinking, error=NO_FINISH)
+        result = self.result
+        content = result.text if result.text or result.status != "error" else (result.error or "")
+        self._save(result.status, content)
+        self._finished = result
+        return result
+
+    def _save(self, status: str, content: Optional[str] = None) -> None:
+        if self.store is None or self.answer_id is None:
+            return
+        self.store.update_message(self.answer_id, self.text if content is None else content,
+                                  status, thinking=self.thinking.strip())
+        self.saves += 1
+
+    def run(self) -> TurnResult:
+        """Stream the answer on this thread. Ctrl-C (KeyboardInterrupt) stops it and keeps
+        the text; a closed stdout (BrokenPipeError) stops it, saves, and is re-raised."""
+        try:
+            for event in self.engine.generate(self.messages, self.params):
+                self.handle(event)
+        except KeyboardInterrupt:
+            self.engine.cancel()
+            self.cancel()
+        except BrokenPipeError:
+            self.engine.cancel()
+            self.cancel()
+            self.finish()
+            raise
+        except Exception as exc:  # an engine that refuses the request or breaks mid-way
+            self.fail(one_line(exc))
+        return self.finish()
+
+    async def run_async(self) -> TurnResult:
+        """Stream the answer in the event loop. If the task is cancelled (the app
+        closes) the engine is told to stop and what came so far is saved."""
+        try:
+            async for event in self.engine.generate(self.messages, self.params):  # type: ignore[attr-defined]
+                self.handle(event)
+        except asyncio.CancelledError:
+            self.engine.cancel()
+            self.cancel()
+            self.finish()
+            raise
+        except Exception as exc:
+            self.fail(one_line(exc))
+        return self.finish()
+
+
+def one_off_turn(engine: EngineClient, question: str, params: GenerationParams,
+                 on_part: PartFn) -> Turn:
+    """A single question with no chat and nothing stored (`outlier generate`, a pipe)."""
+    return Turn(engine, None, None, [{"role": "user", "content": question}], params, on_part)
+
+
+class ChatSession:
+    """The current chat of one front-end, bound to an engine and the store.
+
+    chat_id None: a new chat, created in the store when the first message is
+    sent (so quitting at once leaves no empty chat). params.enable_thinking,
+    when set (`--think` / `--no-think`), is kept on the chat it applies to.
+    """
+
+    def __init__(self, engine: EngineClient, store: ConversationStore, *,
+                 chat_id: Optional[int] = None,
+                 params: GenerationParams = GenerationParams(),
+                 model_info: Optional[ModelInfo] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 save_every: float = SAVE_INTERVAL) -> None:
+        self.engine = engine
+        self.store = store
+        self.params = params
+        self._model_info = model_info
+        self.clock = clock
+        self.save_every = save_every
+        self.chat_id: Optional[int] = None
+        self.last_stats: Optional[GenerationStats] = None
+        if chat_id is not None:
+            self.open(chat_id)
+
+    @property
+    def model_info(self) -> Optional[ModelInfo]:
+        """The loaded model (given, or asked of the engine once it has one)."""
+        if self._model_info is None:
+            try:
+                self._model_info = self.engine.snapshot().model
+            except Exception:  # an engine with nothing loaded (or gone) has no model info
+                return None
+        return self._model_info
+
+    @model_info.setter
+    def model_info(self, info: Optional[ModelInfo]) -> None:
+        self._model_info = info
+
+    # ---- chats -------------------------------------------------------------
+
+    @property
+    def chat(self) -> Optional[Chat]:
+        return self.store.get_chat(self.chat_id) if self.chat_id is not None else None
+
+    def ensure_chat(self, first_message: str = "") -> int:
+        """The current chat's id, creating the chat now if there is none yet."""
+        if self.chat_id is None:
+            self.chat_id = self.store.create_chat(title_from(first_message)).id
+            self._keep_cli_thinking()
+        return self.chat_id
+
+    def open(self, chat_id: int) -> Chat:
+        """Continue a saved chat (KeyError if there is none)."""
+        chat = self.store.get_chat(chat_id)
+        self.chat_id = chat.id
+        self.last_stats = None
+        self._keep_cli_thinking()
+        return self.store.get_chat(chat.id)
+
+    def new_chat(self, create: bool = False) -> Optional[Chat]:
+        """Start over; the engine drops its KV cache. create: make the chat now
+        (the app shows it at once) rather than at the first message."""
+        self.chat_id = None
+        self.last_stats = None
+        self.engine.reset()
+        if create:
+            self.ensure_chat()
+            return self.chat
+        return None
+
+    def messages(self) -> list[StoredMessage]:
+        return self.store.messages(self.chat_id) if self.chat_id is not None else []
+
+    def _keep_cli_thinking(self) -> None:
+        if self.params.enable_thinking is not None and self.chat_id is not None:
+            self.store.set_chat_thinking(self.chat_id, self.params.enable_thinking)
+
+    # ---- thinking ------------------------------------------------------------
+
+    @property
+    def can_switch_thinking(self) -> bool:
+        """Whether the loaded model's template takes `enable_thinking`."""
+        return bool(self.model_info and self.model_info.template_takes_enable_thinking)
+
+    @property
+    def model_thinks(self) -> bool:
+        return bool(self.model_info and self.model_info.think_start)
+
+    def thinking_enabled(self) -> Optional[bool]:
+        """This chat's choice (None: the template's default)."""
+        chat = self.chat
+        if chat is not None and chat.enable_thinking is not None:
+            return chat.enable_thinking
+        return self.params.enable_thinking
+
+    def set_thinking(self, enable: bool) -> None:
+        """Turn thinking on or off for this chat (kept in the store)."""
+        if not self.can_switch_thinking:
+            raise ChatError("This model's chat template has no thinking switch (enable_thinking).")
+        self.ensure_chat()
+        self.store.set_chat_thinking(self.chat_id, enable)
+
+    def request_params(self) -> GenerationParams:
+        enable = self.thinking_enabled() if self.can_switch_thinking else None
+        return dataclasses.replace(self.params, enable_thinking=enable)
+
+    def engine_messages(self) -> list[dict]:
+        """What the model sees: thinking goes back only if the template renders it."""
+        keep = bool(self.model_info and self.model_info.template_keeps_thinking)
+        return self.store.engine_messages(self.ensure_chat(), keep_thinking=keep)
+
+    # ---- answering -----------------------------------------------------------
+
+    def send(self, text: str, on_part: PartFn) -> Turn:
+        """Commit the user's message and an empty "partial" answer; the Turn streams it."""
+        chat_id = self.ensure_chat(text)
+        chat = self.store.get_chat(chat_id)
+        if chat.title == DEFAULT_TITLE and not self.store.messages(chat_id):
+            self.store.rename_chat(chat_id, title_from(text))
+        self.store.add_message(chat_id, "user", text)
+        return self._answer(on_part)
+
+    def retry(self, on_part: PartFn) -> Turn:
+        """Regenerate the last answer: it is replaced (in the store too); the
+        engine reuses the KV cache of everything before it."""
+        last_user = self._last_user()
+        self.store.delete_messages_from(self.chat_id, last_user.id + 1)
+        return self._answer(on_part)
+
+    def edit_last(self, text: str, on_part: PartFn) -> Turn:
+        """Replace the last user message (and its answer) with `text` and answer it."""
+        last_user = self._last_user()
+        self.store.delete_messages_from(self.chat_id, last_user.id)
+        self.store.add_message(self.chat_id, "user", text)
+        return self._answer(on_part)
+
+    def last_user_text(self) -> Optional[str]:
+        users = [m for m in self.messages() if m.role == "user"]
+        return users[-1].content if users else None
+
+    def last_user_draft(self) -> Optional[str]:
+        """The last message as the user typed it (attached files back to `@path`), to edit."""
+        text = self.last_user_text()
+        return strip_attachments(text) if text is not None else None
+
+    def last_answer(self) -> Optional[StoredMessage]:
+        answers = [m for m in self.messages() if m.role == "assistant"]
+        return answers[-1] if answers else None
+
+    def _last_user(self) -> StoredMessage:
+        users = [m for m in self.messages() if m.role == "user"]
+        if not users:
+            raise ChatError("Nothing to redo yet: send a message first.")
+        return users[-1]
+
+    def _answer(self, on_part: PartFn) -> Turn:
+        messages = self.engine_messages()
+        answer_id = self.store.add_message(self.chat_id, "assistant", "", status="partial")
+        return _SessionTurn(self, answer_id, messages, on_part)
+
+
+class _SessionTurn(Turn):
+    """A Turn that reports its stats back to the session that made it."""
+
+    def __init__(self, session: ChatSession, answer_id: int, messages: list[dict],
+                 on_part: PartFn) -> None:
+        super().__init__(session.engine, session.store, answer_id, messages,
+                         session.request_params(), on_part, session.clock, session.save_every)
+        self._session = session
+
+    def finish(self) -> TurnResult:
+        result = super().finish()
+        if result.stats is not None:
+            self._session.last_stats = result.stats
+        return result

@@ -1,0 +1,141 @@
+"""Every case of tests/support_matrix.py (each mlx-lm MoE architecture, each expert format)
+computes exactly what mlx-lm computes fully resident: prefill and 16 decode steps, logits
+identical (tolerance 0), at a cache budget that holds every expert, about half, and the
+legal minimum (one layer's top-k in every slot pool); the cache never holds more bytes
+than its budget. One tiny checkpoint and one oracle run per case, shared by the budgets.
+"""
+
+import numpy as np
+import pytest
+from checkpoints import resident_oracle, write_checkpoint
+from oracle import greedy_run
+from support_matrix import RESIDENT, STREAMED, all_cases
+
+from engine.loader import load_streamed_model
+
+STEPS = 16
+BUDGETS = ("all", "half", "min")
+CASES = all_cases()
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """case -> (checkpoint path, oracle tokens, oracle logits, ModelInfo), built once."""
+    built = {}
+
+    def get(case):
+        if case.id not in built:
+            path = write_checkpoint(tmp_path_factory.mktemp(case.id), case.arch, fmt=case.fmt,
+                                    shards=case.shards)
+            model, tokenizer = resident_oracle(path)
+            tokens, logits = greedy_run(model, tokenizer, steps=STEPS)
+            probe = load_streamed_model(path)
+            probe.close()
+            built[case.id] = (path, tokens, np.array(logits), probe.info)
+        return built[case.id]
+
+    return get
+
+
+def _budget(info, budget: str) -> int:
+    if budget == "all":
+        return info.total_expert_bytes
+    if budget == "half":
+        return max(info.total_expert_bytes // 2, info.min_cache_bytes)
+    return info.min_cache_bytes
+
+
+def _skip_unless(case, status):
+    if case.status.startswith("not run here"):
+        pytest.skip(case.status)
+    if case.status != status:
+        pytest.skip(f"{case.id} is {case.status}")
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("case", [c for c in CASES if c.status != RESIDENT], ids=lambda c: c.id)
+def test_streamed_matches_mlx_lm(reference, case, budget):
+    _skip_unless(case, STREAMED)
+    path, want_tokens, want_logits, info = reference(case)
+    assert info.moe_layers and not info.notice, "every MoE layer must stream"
+    cache_bytes = _budget(info, budget)
+    loaded = load_streamed_model(path, cache_bytes=cache_bytes)
+    try:
+        got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=STEPS)
+        assert got_tokens == want_tokens
+        np.testing.assert_array_equal(np.array(got_logits), want_logits)
+
+        streamer = loaded.streamer
+        assert sum(g.pool.nbytes for g in streamer.groups) <= cache_bytes
+        assert streamer.cache_bytes[1] <= cache_bytes
+        assert loaded.telemetry.totals()["cache_peak_bytes"] <= cache_bytes
+        assert loaded.telemetry.totals()["misses"] > 0
+        if budget == "min":
+            assert all(g.cache.num_slots == info.top_k for g in streamer.groups)
+        if budget == "all":
+            assert streamer.all_resident
+    finally:
+        loaded.close()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.status == RESIDENT], ids=lambda c: c.id)
+def test_resident_only_layout_matches_mlx_lm_with_a_notice(reference, case):
+    path, want_tokens, want_logits, info = reference(case)
+    assert info.moe_layers == () and "fully resident" in info.notice and "\n" not in info.notice
+    loaded = load_streamed_model(path)
+    try:
+        got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=STEPS)
+        assert got_tokens == want_tokens
+        np.testing.assert_array_equal(np.array(got_logits), want_logits)
+    finally:
+        loaded.close()
+
+
+def test_mixed_precision_gets_one_pool_per_expert_shape(reference):
+    """Layer 0's experts at 8 bits, the rest at 4: two pools sharing one budget."""
+    case = next(c for c in CASES if c.fmt.startswith("mixed"))
+    path, _, _, info = reference(case)
+    assert len(info.expert_bytes_by_shape) == 2
+    assert info.expert_bytes == max(info.expert_bytes_by_shape)
+    assert info.min_cache_bytes == info.top_k * sum(info.expert_bytes_by_shape)
+    budget = info.min_cache_bytes + (info.total_expert_bytes - info.min_cache_bytes) // 3
+    loaded = load_streamed_model(path, cache_bytes=budget)
+    try:
+        groups = loaded.streamer.groups
+        assert sorted(len(g.rows) for g in groups) == [1, len(info.moe_layers) - 1]
+        held = sum(g.pool.nbytes for g in groups)
+        assert budget - max(info.expert_bytes_by_shape) < held <= budget
+        # the split follows each shape's share of all expert bytes
+        for g in groups:
+            share = g.slot_bytes * g.cache.num_slots / held
+            whole = g.slot_bytes * len(g.rows) * info.num_experts / info.total_expert_bytes
+            assert abs(share - whole) < 0.2
+    finally:
+        loaded.close()
+
+
+def test_readme_support_table_is_generated_from_this_test_list():
+    from pathlib import Path
+
+    from support_matrix import readme_table, render_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert readme_table(readme) == render_table(), "run: python tests/support_matrix.py --write"
+
+
+def test_per_expert_tensors_are_read_where_they_are(reference):
+    """The raw Hugging Face layout: nothing read at load (mlx-lm's lazy stack is never
+    evaluated), then exactly one read of each tensor of each missed expert (prefetch off:
+    its load-time measurement and its guesses read experts too)."""
+    case = next(c for c in CASES if c.fmt == "per-expert-tensors" and c.arch == "mixtral")
+    path, _, _, info = reference(case)
+    loaded = load_streamed_model(path, cache_bytes=info.min_cache_bytes, prefetch=False)
+    try:
+        assert not any(files.stacked for files in loaded.streamer.layers)
+        assert loaded.telemetry.totals()["bytes_read"] == 0
+        greedy_run(loaded.model, loaded.tokenizer, steps=2, prompt="hi")
+        totals = loaded.telemetry.totals()
+        per_expert = loaded.streamer.layers[0].disk_bytes_per_expert
+        assert totals["bytes_read"] == totals["misses"] * per_expert > 0
+    finally:
+        loaded.close()
