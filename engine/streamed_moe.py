@@ -51,7 +51,9 @@ class PrefetchMode:
     early: bool = True  # issue the next layer's reads before waiting on this layer's
     demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
     cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
-    cold_admit: bool = True  # a guessed expert enters the policy's cold end until it is used
+    # a guessed expert enters the policy's cold end until used: measured alone it read 10% more
+    # bytes per token at the same hit rate (bench/RESULTS.md), so it is off by default
+    cold_admit: bool = False
 
     @classmethod
     def of(cls, value: "bool | PrefetchMode | None") -> "PrefetchMode":
