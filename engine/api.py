@@ -51,6 +51,7 @@ class ModelInfo:
     think_end: str | None = None
     template_takes_enable_thinking: bool = False  # thinking can be switched off and on
     template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
+    context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class GenerationStats:
     io_wait_seconds: float
     prefetch_issued: int = 0
     prefetch_used: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)
 
 
 # ---- events streamed back for one generate request -------------------------
@@ -91,6 +93,9 @@ class GenerationDone:
 @dataclass(frozen=True)
 class GenerationFailed:
     message: str  # one line, says what to do
+    # The OutlierError subclass behind it ("PromptTooLongError", ...), or "InternalError":
+    # lets a server answer the client's mistakes (400) apart from its own (500).
+    error_type: str = "InternalError"
 
 
 GenerationEvent = TextDelta | GenerationDone | GenerationFailed
@@ -135,6 +140,8 @@ class TelemetrySnapshot:
     resident_weight_bytes: int = 0
     model: ModelInfo | None = None
     error: str | None = None
+    # Set when there is no expert telemetry to show and why (a remote server that sends none).
+    telemetry_note: str | None = None
 
 
 class GenerationStream(Protocol):
@@ -143,6 +150,8 @@ class GenerationStream(Protocol):
     def __iter__(self): ...  # blocking iterator of GenerationEvent
 
     def __aiter__(self): ...  # asyncio iterator of GenerationEvent
+
+    def listen(self, listener) -> None: ...  # push each event to listener(event) instead (servers)
 
 
 class EngineClient(Protocol):

@@ -7,33 +7,13 @@ header reads. Every problem found becomes a one-line CheckpointError.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import checkpoint_rules as rules
 from engine.errors import CheckpointError, UnsupportedModelError
-
-# safetensors dtype tag -> (numpy dtype name, bytes per element)
-DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("float64", 8),
-    "F32": ("float32", 4),
-    "F16": ("float16", 2),
-    "BF16": ("bfloat16", 2),
-    "U32": ("uint32", 4),
-    "I32": ("int32", 4),
-    "U16": ("uint16", 2),
-    "I16": ("int16", 2),
-    "U8": ("uint8", 1),
-    "I8": ("int8", 1),
-    "I64": ("int64", 8),
-    "BOOL": ("bool", 1),
-    "F8_E4M3": ("uint8", 1),
-    "F8_E5M2": ("uint8", 1),
-}
 
 # Projections of the two mlx-lm expert modules: SwitchGLU and SwitchMLP.
 GLU_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -54,7 +34,6 @@ _PER_EXPERT = re.compile(
     rf"^(?P<prefix>(?:[^.]+\.)*?(?P<layer>\d+)\.(?:.*\.)?experts)\.(?P<expert>\d+)"
     rf"\.(?P<proj>\w+)\.(?P<part>{_PART})$"
 )
-_MAX_HEADER = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,6 +122,7 @@ class CheckpointIndex:
     tensors: dict[str, TensorLocation]
     moe_layers: dict[int, MoELayerFiles]
     file_sizes: dict[Path, int]
+    unstacked_experts: bool = False  # per-expert tensors found that no Switch layer stacks
 
     @property
     def model_type(self) -> str:
@@ -165,13 +145,20 @@ class CheckpointIndex:
         for f in files:
             sizes[f] = f.stat().st_size
             tensors.update(read_safetensors_header(f))
+        rules.check_quantized_shapes(config, tensors)
         index = cls(folder, config, tensors, _find_expert_tensors(tensors), sizes)
         index._validate_experts()
         return index
 
     def _validate_experts(self) -> None:
         expected = expected_num_experts(self.config)
-        for layer, files in self.moe_layers.items():
+        for layer, files in list(self.moe_layers.items()):
+            if not files.stacked and any(f"{p}.weight" not in files.tensors for p in files.projections):
+                # per-expert tensors that sanitize does not stack into a Switch layer (dbrx's
+                # experts.N.v1/w1/w2): not streamable; the loader keeps such experts resident
+                del self.moe_layers[layer]
+                self.unstacked_experts = True
+                continue
             for proj in files.projections:
                 if f"{proj}.weight" not in files.tensors:
                     raise CheckpointError(
@@ -193,21 +180,6 @@ class CheckpointIndex:
                     raise CheckpointError(
                         f"The per-expert tensors {files.prefix}.*.{name} differ in shape or dtype."
                     )
-
-    def check_files_unchanged(self) -> None:
-        """Refuse to stream from a shard that was replaced or shrunk since load."""
-        for f, size in self.file_sizes.items():
-            try:
-                now = f.stat().st_size
-            except OSError as exc:
-                raise CheckpointError(
-                    f"{f.name} is no longer readable ({exc.strerror}); reload the model."
-                ) from None
-            if now < size:
-                raise CheckpointError(
-                    f"{f.name} shrank from {size} to {now} bytes since the model was loaded; "
-                    "restore the file or reload the model."
-                )
 
 
 def expected_num_experts(config: dict) -> int | None:
@@ -238,72 +210,35 @@ def _read_config(folder: Path) -> dict:
             f"{folder} has no config.json: it is not a model folder (expected an "
             "mlx-community style folder with config.json and model*.safetensors)."
         )
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({exc}).") from None
-    if not isinstance(config, dict) or "model_type" not in config:
-        raise CheckpointError(f"{cfg_path} has no model_type; is this a Hugging Face/MLX config?")
+    config = rules.read_json_file(cfg_path, "fix it or re-download it")
+    rules.check_config(config, cfg_path)
     return config
 
 
 def _weight_files(folder: Path) -> list[Path]:
     index_path = folder / "model.safetensors.index.json"
-    if index_path.is_file():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index_path.name} is malformed ({exc}).") from None
-        names = sorted(set(weight_map.values()))
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise CheckpointError(
-                f"Shard {missing[0]} listed in {index_path.name} is missing "
-                f"({len(missing)} of {len(names)} shards missing); finish the download."
-            )
+    if index_path.exists() or index_path.is_symlink():
+        rules.check_weight_map(index_path)
     files = sorted(folder.glob("model*.safetensors"))
     if not files:
         raise CheckpointError(f"{folder} has no model*.safetensors weight files.")
+    for f in files:
+        rules.check_weight_file(f)
     return files
 
 
 def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
-    """Parse a safetensors header and check that every tensor lies inside the file."""
-    size = file.stat().st_size
-    with open(file, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise CheckpointError(f"{file.name} is truncated ({size} bytes): re-download it.")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > min(size - 8, _MAX_HEADER):
-            raise CheckpointError(
-                f"{file.name} has a corrupt or truncated header (claims {header_len} bytes, "
-                f"file has {size}): re-download it."
-            )
-        try:
-            header = json.loads(fh.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(f"{file.name} has a corrupt header: re-download it.") from None
+    """Parse a safetensors header and check it strictly (checkpoint_rules.check_header)."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            header_len = rules.header_length(file, fh.read(8), size)
+            header_bytes = fh.read(header_len)
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read {file} ({rules.file_problem(file, exc)}).") from None
     data_start = 8 + header_len
-    out: dict[str, TensorLocation] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{file.name}: bad header entry for {name}.") from None
-        if dtype not in DTYPES:
-            raise UnsupportedModelError(f"{file.name}: tensor {name} has unsupported dtype {dtype}.")
-        if end - begin != math.prod(shape) * DTYPES[dtype][1] or begin < 0:
-            raise CheckpointError(f"{file.name}: tensor {name} size does not match its shape.")
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{file.name} is truncated: tensor {name} ends at byte {data_start + end} "
-                f"but the file has {size} bytes. Re-download it."
-            )
-        out[name] = TensorLocation(file, data_start + begin, end - begin, dtype, shape)
-    return out
+    return {e.name: TensorLocation(file, data_start + e.begin, e.end - e.begin, e.dtype, e.shape)
+            for e in rules.check_header(file, header_bytes, size)}
 
 
 def _find_expert_tensors(tensors: dict[str, TensorLocation]) -> dict[int, MoELayerFiles]:
@@ -313,6 +248,8 @@ def _find_expert_tensors(tensors: dict[str, TensorLocation]) -> dict[int, MoELay
     prefixes: dict[int, str] = {}
     for name, loc in tensors.items():
         m = _STACKED.match(name)
+        if m:
+            rules.check_expert_shape(loc.file, name, loc.shape)
         if m and loc.shape:
             layer = int(m["layer"])
             entry = layers.setdefault(layer, MoELayerFiles(layer, m["prefix"]))

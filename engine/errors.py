@@ -24,3 +24,12 @@ class ExpertReadError(OutlierError):
 
 class EngineStateError(OutlierError):
     """A request that needs a loaded model arrived before one was loaded."""
+
+
+class RequestError(OutlierError):
+    """A generation request the model cannot run: bad settings, or a prompt that is
+    empty or longer than the model's context."""
+
+
+class PromptTooLongError(RequestError):
+    """The prompt does not fit the model's context window."""

@@ -7,6 +7,7 @@ a cache that cannot be trimmed is rebuilt).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
+from engine.errors import PromptTooLongError, RequestError
 from engine.loader import LoadedModel
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
+from engine.streamed_moe import PrefillCancelled
 from engine.telemetry import peak_rss_bytes
 
 # mlx-lm's own prefill_step_size. Each chunk is a forward through every layer, so a chunk
@@ -50,8 +53,45 @@ def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: Genera
 
 def encode_prompt(loaded: LoadedModel, text: str) -> list[int]:
     tok = loaded.tokenizer
+    # A prompt beyond the context is refused with both numbers (answer_room); silence
+    # transformers' own multi-line warning about it, which it prints once per tokenizer.
+    warned = getattr(tok, "deprecation_warnings", None)
+    if isinstance(warned, dict):
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
     bos = getattr(tok, "bos_token", None)
     return list(tok.encode(text, add_special_tokens=bos is None or not text.startswith(bos)))
+
+
+def check_params(params: GenerationParams) -> None:
+    """Refuse settings no sampler can honour (UIs check their flags too; this guards
+    every caller of the engine, e.g. a server)."""
+    if isinstance(params.max_tokens, bool) or not isinstance(params.max_tokens, int) or params.max_tokens < 1:
+        raise RequestError(f"max_tokens must be a whole number of at least 1, got {params.max_tokens!r}.")
+    if not _finite(params.temperature) or params.temperature < 0:
+        raise RequestError(f"temperature must be a finite number of at least 0, got {params.temperature!r}.")
+    if not _finite(params.top_p) or not 0 < params.top_p <= 1:
+        raise RequestError(f"top_p must be more than 0 and at most 1, got {params.top_p!r}.")
+    seed = params.seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+        raise RequestError(f"seed must be a whole number from 0 to {2**64 - 1}, got {seed!r}.")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def answer_room(prompt_length: int, params: GenerationParams, context: int) -> int:
+    """How many tokens the answer may have: max_tokens, cut at the context limit.
+    An empty prompt or one that fills the context is refused with both numbers."""
+    if prompt_length == 0:
+        raise RequestError("The prompt is empty (0 tokens): type some text to answer.")
+    if not context:
+        return params.max_tokens
+    if prompt_length >= context:
+        raise PromptTooLongError(
+            f"The prompt is {prompt_length} tokens but the model's context holds {context}: "
+            "shorten it or start a new chat.")
+    return min(params.max_tokens, context - prompt_length)
 
 
 def _reuse_prefix(conv: Conversation, model, tokens: list[int]) -> int:
@@ -88,17 +128,20 @@ def generate(
     the caller must clear `conv`: a forward that failed half-way left the KV
     cache inconsistent."""
     model, tok, telemetry = loaded.model, loaded.tokenizer, loaded.telemetry
+    check_params(params)
     if loaded.reader is not None:
         loaded.reader.check_files()
     before = telemetry.totals()
     text = prompt_text(loaded, messages, params)
     tokens = encode_prompt(loaded, text)
+    max_tokens = answer_room(len(tokens), params, loaded.info.context_length)
     markers = markers_of(loaded.info.think_start, loaded.info.think_end)
     splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
 
     def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:
         for kind, part in parts:
             emit(part, token_id, kind)
+
     if params.seed is not None:
         mx.random.seed(params.seed)
     sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
@@ -107,12 +150,28 @@ def generate(
     skip = _reuse_prefix(conv, model, tokens)
     todo = tokens[skip:]
     logits = None
-    for i in range(0, len(todo), PREFILL_STEP):
-        chunk = todo[i:i + PREFILL_STEP]
-        telemetry.begin_step()
-        logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
-        mx.eval(logits)
-        conv.tokens.extend(chunk)
+    cancelled = False
+    streamer = loaded.streamer
+    if streamer is not None:  # a long chunk stops at its next MoE layer, not minutes later
+        streamer.stop_prefill = cancel.is_set
+    try:
+        for i in range(0, len(todo), PREFILL_STEP):
+            if cancel.is_set():  # between chunks the KV cache and conv.tokens agree
+                cancelled = True
+                break
+            chunk = todo[i:i + PREFILL_STEP]
+            telemetry.begin_step()
+            try:
+                logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
+                mx.eval(logits)
+            except PrefillCancelled:
+                conv.clear()  # layers before the stop hold this chunk in their KV cache, later ones not
+                cancelled = True
+                break
+            conv.tokens.extend(chunk)
+    finally:
+        if streamer is not None:
+            streamer.stop_prefill = None
     prompt_time = time.perf_counter() - start
     prompt_tps = len(todo) / prompt_time if prompt_time > 0 else 0.0
     telemetry.record_speed(prompt_tps=prompt_tps)
@@ -121,9 +180,8 @@ def generate(
     detok.reset()
     eos = set(tok.eos_token_ids)
     generated: list[int] = []
-    cancelled = False
     first_token_at = time.perf_counter()
-    while True:
+    while not cancelled:
         token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
         token_id = int(token.item())
         if not generated:
@@ -134,7 +192,7 @@ def generate(
         detok.add_token(token_id)
         if piece := detok.last_segment:
             emit_parts(splitter.feed(piece), token_id)
-        if len(generated) >= params.max_tokens:
+        if len(generated) >= max_tokens:
             break
         if cancel.is_set():
             cancelled = True
@@ -169,5 +227,6 @@ def generate(
         io_wait_seconds=after["io_wait_seconds"] - before["io_wait_seconds"],
         prefetch_issued=after["prefetch_issued"] - before["prefetch_issued"],
         prefetch_used=after["prefetch_used"] - before["prefetch_used"],
+        cached_tokens=skip,
     )
     return stats, cancelled

@@ -99,6 +99,9 @@ def inspect_model(path: str | Path, memory_bytes: int | None = None,
     fits, verdict = _verdict(backbone_memory, minimum, peak, total, available, bool(layers))
 
     notes = []
+    if index.unstacked_experts or (not layers and expected_num_experts(index.config)):
+        notes.append("The experts are not stored as a SwitchGLU/SwitchMLP layer stacks them: "
+                     "the whole model runs fully resident.")
     if float32_compute:
         notes.append("MLX's CPU backend computes in float32: float tensors take twice their bf16 size in memory.")
     return ModelReport(
@@ -212,7 +215,7 @@ def format_report(r: ModelReport) -> str:
                      f"({r.layout})")
         for s in r.expert_shapes:
             lines.append(f"  per expert  {s.disk_bytes:,} bytes on disk, {s.memory_bytes:,} in memory "
-                         f"({s.quantization}; {s.layers} layers)")
+                         f"({s.quantization}; {s.layers} layer{'s' if s.layers != 1 else ''})")
         lines.append(f"expert bytes  {gb(r.expert_disk_bytes)} on disk, {gb(r.expert_memory_bytes)} in memory")
     else:
         lines.append("experts       none (runs fully resident)")

@@ -23,21 +23,22 @@ from mlx.utils import tree_flatten, tree_map
 
 from engine.api import ModelInfo
 from engine.cache_policy import EvictionPolicy, make_policy
-from engine.checkpoint import CheckpointIndex, MoELayerFiles, experts_per_token
+from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
+from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
+from engine.context import context_limit
+from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
 from engine import pool_plan
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.reasoning import reasoning_fields
-from engine.slot_pool import SlotPool, TensorSpec
+from engine.slot_pool import SlotPool
 from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Projection, StreamedExperts
 from engine.telemetry import Telemetry
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
 _HALF = (mx.float16, mx.bfloat16)
-_MX_DTYPES = {"F32": mx.float32, "F16": mx.float16, "BF16": mx.bfloat16, "U32": mx.uint32,
-              "U8": mx.uint8, "I32": mx.int32, "I8": mx.int8, "U16": mx.uint16}
 MB = 1024 * 1024
 
 
@@ -86,11 +87,16 @@ def load_streamed_model(
     index = CheckpointIndex.open(path)
     progress(0.15, "building the model lazily")
     model, config = _build_lazy(index)
+    check_tokenizer_files(index.path)
     tokenizer = _load_tokenizer(index.path, config)
+    check_chat_template(index.path, tokenizer)
 
     switches = _find_switches(model)
     rows, kept = _match_layers(switches, index)
     notice = _resident_notice(kept, len(switches))
+    if not switches and (index.unstacked_experts or expected_num_experts(index.config)):
+        notice = ("This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
+                  "stream: the whole model loads fully resident.")
     if notice:
         progress(0.2, notice)
     if compute_dtype is not None:
@@ -167,6 +173,7 @@ def load_streamed_model(
         resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=sum(slots_per_group),
         min_cache_bytes=minimum, expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
         notice=notice,
+        context_length=context_limit(config, tokenizer),
         **reasoning_fields(tokenizer),
     )
     telemetry.set_model(info, reader.stats if reader else None)
@@ -210,8 +217,9 @@ def _load_tokenizer(path: Path, config: dict):
     try:
         return load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as exc:  # tokenizers raise many unrelated types
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise CheckpointError(
-            f"Could not load the tokenizer from {path} ({type(exc).__name__}: {exc}); the folder "
+            f"Could not load the tokenizer from {path} ({type(exc).__name__}: {detail}); the folder "
             "needs tokenizer.json / tokenizer_config.json."
         ) from None
 
@@ -258,7 +266,7 @@ def _unstreamable(switch: nn.Module, files: MoELayerFiles | None) -> str | None:
         tensor = files.tensors[pname]
         if (tensor.num_experts, *tensor.expert_shape) != tuple(value.shape):
             return f"{pname} is stored as {tensor.expert_shape}, the model uses {tuple(value.shape[1:])}"
-        if _MX_DTYPES.get(tensor.dtype) != value.dtype:
+        if tag_of_mx(value.dtype) != tensor.dtype:
             return f"{pname} is converted at load ({tensor.dtype} on disk, {value.dtype} in the model)"
     return None
 
@@ -277,9 +285,9 @@ def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
 def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     specs = {}
     for name, tensor in files.tensors.items():
-        dtype = _MX_DTYPES[tensor.dtype]
-        if compute_dtype is not None and dtype in (*_HALF, mx.float32):
-            dtype = compute_dtype
+        dtype = tensor.dtype
+        if compute_dtype is not None and dtype in ("F16", "BF16", "F32"):
+            dtype = tag_of_mx(compute_dtype)
         specs[name] = TensorSpec(tensor.expert_shape, dtype)
     return specs
 
@@ -290,7 +298,7 @@ def _shape_groups(rows, compute_dtype) -> tuple[list[dict[str, TensorSpec]], lis
     specs_of: dict[tuple, dict[str, TensorSpec]] = {}
     for row, (_, _, files) in enumerate(rows):
         specs = _pool_specs(files, compute_dtype)
-        key = (files.num_experts, *sorted((n, s.shape, str(s.dtype)) for n, s in specs.items()))
+        key = (files.num_experts, *sorted((n, s.shape, s.dtype) for n, s in specs.items()))
         by_key.setdefault(key, []).append(row)
         specs_of[key] = specs
     keys = list(by_key)

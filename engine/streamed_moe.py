@@ -24,9 +24,6 @@ from engine.reader import DEMAND, PREFETCH, ExpertReader, ReadJob
 from engine.slot_pool import SlotPool
 from engine.telemetry import Telemetry
 
-_TAGS = {mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.uint32: "U32",
-         mx.uint8: "U8", mx.int32: "I32"}
-
 
 @dataclass(frozen=True)
 class Projection:
@@ -73,6 +70,11 @@ class PoolGroup:
         return SlotPool.slot_nbytes(self.pool.specs)
 
 
+class PrefillCancelled(Exception):
+    """Raised at an MoE layer when the request was cancelled during a prefill chunk: a long
+    chunk on a slow machine takes minutes, cancel must not wait for it."""
+
+
 class ExpertStreamer:
     """Makes experts resident on demand; shared by every streamed layer. Each row uses
     the pool and cache of its expert shape (one group unless the checkpoint mixes
@@ -101,13 +103,15 @@ class ExpertStreamer:
         # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
+        # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
+        self.stop_prefill: Callable[[], bool] | None = None
         self._unrecorded: list[tuple[int, mx.array]] = []
         # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
         self._convert: list[dict[str, str | None]] = []
         for row, files in enumerate(layers):
             specs = self._group_of[row].pool.specs
             self._convert.append({
-                name: None if _TAGS.get(spec.dtype) == files.tensors[name].dtype else files.tensors[name].dtype
+                name: None if spec.dtype == files.tensors[name].dtype else files.tensors[name].dtype
                 for name, spec in specs.items()
             })
 
@@ -150,6 +154,8 @@ class ExpertStreamer:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
         speculatively once this call's own reads are queued, before waiting on them."""
+        if bulk and self.stop_prefill is not None and self.stop_prefill():
+            raise PrefillCancelled()
         keys = [(row, int(e)) for e in experts]
         cache = self.cache_of(row)
         plan = cache.plan(keys, bulk)

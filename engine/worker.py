@@ -173,7 +173,8 @@ class Engine:
                 self.telemetry.set_state("idle")
             stream.put(GenerationDone(stats, cancelled=cancelled))
         except Exception as exc:  # every failure ends the stream; the thread keeps serving
-            stream.put(GenerationFailed(_one_line(exc)))
+            kind = type(exc).__name__ if isinstance(exc, OutlierError) else "InternalError"
+            stream.put(GenerationFailed(_one_line(exc), error_type=kind))
         finally:
             with self._cancels_lock:
                 self._cancels.discard(cancel)

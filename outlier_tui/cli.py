@@ -4,8 +4,10 @@ outlier_tui.commands; this file only wires arguments to them."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
+from outlier_tui import termination
 from outlier_tui.commands import COMMANDS
 
 
@@ -23,11 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["chat", *argv]  # `outlier --server URL`, `outlier --model DIR`: options of the chat app
     args = parser.parse_args(argv)
     if args.command is None:  # bare `outlier` opens the chat app
         args = parser.parse_args(["chat", *argv])
+    termination.install()
     try:
         return int(COMMANDS[args.command].run(args) or 0)
+    except termination.Terminated as exc:
+        print(f"outlier: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("outlier: interrupted", file=sys.stderr)
         return 130

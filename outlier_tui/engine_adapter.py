@@ -17,6 +17,9 @@ FAKE_REPLY_DELAY = 0.01  # seconds between the pieces of a --fake-reply answer
 
 def engine_from_args(args: argparse.Namespace) -> EngineClient:
     """The engine `outlier chat` options ask for (--fake-engine, --fake-reply FILE)."""
+    server = getattr(args, "server", None)
+    if server:
+        return make_engine(server=server, api_key=getattr(args, "api_key", None))
     fake = bool(getattr(args, "fake_engine", False))
     reply_path = getattr(args, "fake_reply", None)
     if reply_path is None:
@@ -31,9 +34,15 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
     return make_engine(fake=True, fake_reply=reply)
 
 
-def make_engine(fake: bool = False, fake_reply: str | None = None) -> EngineClient:
+def make_engine(fake: bool = False, fake_reply: str | None = None, server: str | None = None,
+                api_key: str | None = None) -> EngineClient:
     """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
-    model needed), answering `fake_reply` (a file's text) to everything when given."""
+    model needed), answering `fake_reply` (a file's text) to everything when given;
+    with server=URL a client of that OpenAI-compatible server (no model loaded here)."""
+    if server:
+        from engine.remote import RemoteEngine
+
+        return RemoteEngine(server, api_key=api_key)
     if fake:
         from engine.fake import FakeEngine
 

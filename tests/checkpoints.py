@@ -97,6 +97,10 @@ MOE_CONFIGS: dict[str, dict] = {
                            num_experts_per_tok=2, num_shared_experts=1, first_k_dense_replace=1,
                            n_group=2, topk_group=1, layer_group_size=2, head_dim=16, q_lora_rank=16,
                            kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16),
+    # experts as a list of separate MLPs (no Switch layer): runs fully resident
+    "dbrx": dict(model_type="dbrx", vocab_size=VOCAB, d_model=64, n_layers=3, n_heads=4,
+                 ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 8, "moe_top_k": 2},
+                 attn_config={"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000}),
     "deepseek": dict(_T, model_type="deepseek", hidden_size=64, intermediate_size=64,
                      moe_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                      num_key_value_heads=2, n_routed_experts=8, num_experts_per_tok=2,

@@ -31,6 +31,8 @@ NOT_RUN_HERE = {
 }
 # Layouts whose expert bytes are not one contiguous range per expert and tensor.
 RESIDENT_ONLY = {
+    "dbrx": "experts are a list of separate MLPs, not a SwitchGLU/SwitchMLP layer; "
+            "loads fully resident with a notice",
     "fused-gate-up": "gate and up projections fused in one tensor (raw Hugging Face layout): "
                      "loads fully resident with a notice; convert with mlx_lm.convert to stream",
 }

@@ -146,7 +146,8 @@ class ExpertHeatmap(Widget):
         previous = self._snapshot
         same = previous is not None and previous.step == snapshot.step \
             and previous.hits.shape == snapshot.hits.shape \
-            and previous.moe_layers == snapshot.moe_layers
+            and previous.moe_layers == snapshot.moe_layers \
+            and previous.telemetry_note == snapshot.telemetry_note
         if same:
             # Idle: after one frame showing every miss since the last one,
             # keep marking only the latest step's misses.
@@ -181,7 +182,7 @@ class ExpertHeatmap(Widget):
         layers, experts = snap.hits.shape if snap is not None and snap.hits.ndim == 2 else (0, 0)
         if snap is None or layers == 0 or experts == 0:
             note = "No model loaded" if snap is None or snap.state in ("empty", "error") \
-                else "Waiting for telemetry"
+                else snap.telemetry_note or "Waiting for telemetry"
             return [Strip([Segment(note.center(width)[:width], pal.label)])] if height else []
         chrome = 2 if height >= 5 else 0  # summary line on top, legend at the bottom
         rows = max(1, height - chrome)

@@ -1,6 +1,6 @@
 """The Outlier chat app: layout, key bindings, actions, model loading and the answer worker.
 
-Threads (DESIGN.md): this runs on Textual's asyncio loop and never blocks on
+Threads (README, "How it works"): this runs on Textual's asyncio loop and never blocks on
 the model. Answers come from an exclusive async worker awaiting the engine's
 stream; telemetry is polled on a timer (at most 10 Hz), never per token.
 """
@@ -151,6 +151,7 @@ class OutlierApp(App):
         theme_dirs: list[Path] | None = None,
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
+        startup_notes: tuple[str, ...] = (),
     ) -> None:
         """engine/store are injected (tests pass a FakeEngine and a temp store).
 
@@ -171,6 +172,7 @@ class OutlierApp(App):
         self.model_state = "empty"
         self.last_load_error: str | None = None
         self._requested_chat = chat
+        self._startup_notes = startup_notes  # e.g. the chat database was moved aside
         self._requested_theme = theme
         self._resolve_model = resolve_model
         self._telemetry_interval = telemetry_interval
@@ -246,6 +248,8 @@ class OutlierApp(App):
         self.startup_warnings = warnings + keymap_warnings + ([warning] if warning else [])
         for text in self.startup_warnings:
             self.notify(text, title="Settings", severity="warning", timeout=10)
+        for text in self._startup_notes:
+            self.notify(text, title="Chats", severity="warning", timeout=20)
         self.main_screen.query_one(ModelStatus).show_progress(0.0, "waiting for the screen")
         await self._open_initial_chat()
         self.main_screen.query_one(PromptInput).focus()
@@ -321,11 +325,13 @@ class OutlierApp(App):
             chat = chats[0]  # reuse an empty chat instead of piling up new ones
         if chat is None:
             chat = self.session.new_chat(create=True)
-        await self.open_chat(chat.id)
+        await self.open_chat(chat.id, first=True)
 
-    async def open_chat(self, chat_id: int, at_message: int | None = None) -> None:
-        """Show a saved chat (history from the store), scrolled to `at_message` if given."""
-        self.session.open(chat_id)
+    async def open_chat(self, chat_id: int, at_message: int | None = None,
+                        first: bool = False) -> None:
+        """Show a saved chat (history from the store), scrolled to `at_message` if
+        given. first: the chat the app starts with (it takes --think/--no-think)."""
+        self.session.open(chat_id, apply_cli_thinking=first)
         self.main_screen.query_one(PromptInput).editing = False
         widgets = [self._message_widget(m) for m in self.store.messages(chat_id)]
         log = self.main_screen.query_one(ChatLog)
@@ -755,6 +761,8 @@ class OutlierApp(App):
             await widget.finish(result.status, result.note())
             if result.status == "error":
                 self.notify(result.note(), title="Answer failed", severity="error", timeout=10)
+            if result.save_error:
+                self.notify(result.save_error, title="Not saved", severity="error", timeout=10)
         except ChatError as exc:
             self.notify(str(exc), severity="warning")
         except Exception as exc:  # the store or the screen failed: tell, keep running

@@ -41,6 +41,10 @@ class MemoryPane(Widget):
             return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"),
                                     (value, "bold"), (" " + extra if extra else "", "$text-muted"))
 
+        if view.note:  # a remote server without telemetry: only the speeds measured here are real
+            return Content("\n").join([Content.styled(view.note, "$text-muted"),
+                                        row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
+                                        row("Decode", f"{view.generation_tps:.1f}", "tok/s")])
         budget = view.cache_budget_bytes
         cache = row("Experts", f"{human_bytes(view.cache_bytes)}/{human_bytes(budget)}")
         bar_w = width - cache.cell_length - 1

@@ -49,6 +49,7 @@ class MemoryView:
     bytes_read: int
     io_wait_seconds: float
     state: str
+    note: str | None = None  # why there is no memory telemetry (a server that sends none)
 
 
 class MemoryHistory:
@@ -75,4 +76,5 @@ class MemoryHistory:
             resident_weight_bytes=snap.resident_weight_bytes, prompt_tps=snap.prompt_tps,
             generation_tps=snap.generation_tps, read_bytes_per_s=rate,
             bytes_read=snap.bytes_read, io_wait_seconds=snap.io_wait_seconds, state=snap.state,
+            note=snap.telemetry_note,
         )

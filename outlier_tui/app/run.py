@@ -14,14 +14,18 @@ def run_app(args: argparse.Namespace) -> int:
     from engine.errors import OutlierError
     from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
-    from outlier_tui.store import ConversationStore, StoreError
+    from outlier_tui.store import StoreError
+    from outlier_tui.store_recovery import open_store
 
     try:
-        store = ConversationStore()
+        store, notice = open_store()
     except StoreError as exc:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1
+    if notice:  # also in the terminal after the full screen is gone
+        print(f"outlier: {notice}", file=sys.stderr)
     fake = bool(getattr(args, "fake_engine", False))
+    server = getattr(args, "server", None)
     try:
         engine = engine_from_args(args)
     except OutlierError as exc:
@@ -31,6 +35,8 @@ def run_app(args: argparse.Namespace) -> int:
     cache_mb = getattr(args, "cache_mb", None)
     model = getattr(args, "model", None)
     resolver = None if fake else resolve_model_dir
+    if server:  # --model names the server's model ('' : its first); nothing to resolve here
+        resolver = lambda name, on_progress: name or ""  # noqa: E731
     try:
         app = OutlierApp(
             engine, store,
@@ -41,6 +47,7 @@ def run_app(args: argparse.Namespace) -> int:
             resolve_model=resolver,
             params=params_from_args(args),
             attach_limit=attach_limit_from_args(args),
+            startup_notes=(notice,) if notice else (),
         )
         app.run()
         return int(app.return_code or 0)

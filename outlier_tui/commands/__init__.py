@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-_NAMES = ["chat", "generate", "demo", "bench", "inspect"]
+_NAMES = ["chat", "generate", "demo", "bench", "inspect", "serve"]
 COMMANDS = {}
 for _name in _NAMES:
     try:

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from outlier_tui import arg_types
+
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
 
 QUICK = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
@@ -18,18 +20,19 @@ IO_QUICK = dict(tokens=24, budgets=[25.0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", help="mlx-community MoE folder (default: the demo MoE)")
+    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community MoE folder (default: the demo MoE)")
     parser.add_argument("--budgets", default="100,50,25,10", metavar="LIST",
                         help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)")
-    parser.add_argument("--tokens", type=int, default=None, metavar="N",
+    parser.add_argument("--tokens", type=arg_types.positive_int, default=None, metavar="N",
                         help="tokens decoded per pass (default 48, --quick 12)")
-    parser.add_argument("--passes", type=int, default=None, metavar="N",
+    parser.add_argument("--passes", type=arg_types.positive_int, default=None, metavar="N",
                         help="passes per configuration: 1 cold + N-1 warm (default 2)")
-    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+    parser.add_argument("--rounds", type=arg_types.positive_int, default=None, metavar="N",
                         help="repeat every configuration N times round-robin; report medians "
                              "(default 3, --quick 1)")
-    parser.add_argument("--reader-threads", type=int, default=4, metavar="N")
-    parser.add_argument("--memcap-mb", type=float, default=1024, metavar="MB",
+    parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
+                        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
+    parser.add_argument("--memcap-mb", type=arg_types.non_negative_mb, default=1024, metavar="MB",
                         help="memory limit for the cgroup runs (0 skips them)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer tokens and passes, prefetch on at 25%% only: a few minutes")
@@ -44,9 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--io-bound: also run these prefetch variants at 25%% ('all', or names: "
                              "today, today+prefill, today+early, today+demand-first, "
                              "today+cancel-stale, today+cold-admit, all)")
+    parser.add_argument("--served", action="store_true",
+                        help="only the served figure: decode tok/s through `outlier serve` (one streamed "
+                             "client) / in-process, same budget (bench/served.py)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.served:
+        from bench import served
+        from bench.orchestrate import Options
+
+        return served.run(argparse.Namespace(model=args.model, tokens=args.tokens or Options.tokens,
+                                             rounds=args.rounds or Options.rounds, cache_mb=None, json=args.json))
     from bench import orchestrate, report
     from bench.workload import parse_budgets
     from engine.errors import OutlierError
@@ -56,10 +68,6 @@ def run(args: argparse.Namespace) -> int:
         budgets = parse_budgets(args.budgets)
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
-    for name in ("tokens", "passes", "rounds", "reader_threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            return _fail(f"--{name.replace('_', '-')} must be at least 1")
     if args.disk_mbps <= 0:
         return _fail("--disk-mbps must be a positive number of MB/s")
     try:
@@ -74,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
         return _io_bound(args, Path(model_dir), variants)
     opts = orchestrate.Options(
         model_dir=Path(model_dir), budgets=budgets,
-        tokens=args.tokens or (QUICK["tokens"] if args.quick else 48),
-        passes=args.passes or (QUICK["passes"] if args.quick else 2),
+        tokens=args.tokens or (QUICK["tokens"] if args.quick else orchestrate.Options.tokens),
+        passes=args.passes or (QUICK["passes"] if args.quick else orchestrate.Options.passes),
         resident_passes=QUICK["resident_passes"] if args.quick else None,
         memcap_tokens=QUICK["memcap_tokens"] if args.quick else 16,
-        rounds=args.rounds or (QUICK["rounds"] if args.quick else 3),
+        rounds=args.rounds or (QUICK["rounds"] if args.quick else orchestrate.Options.rounds),
         prefetch_budgets=QUICK["prefetch_budgets"] if args.quick else None,
         reader_threads=args.reader_threads,
         raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,

@@ -13,25 +13,32 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from outlier_tui import arg_types
+
 HELP = "Answer one prompt with a local MoE model and print the answer as it streams."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", help="mlx-community model folder (default: the demo MoE)")
+    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir,
+                        help="mlx-community model folder (default: the demo MoE)")
     parser.add_argument("--prompt", required=True, help="the prompt text ('-' reads standard input)")
-    parser.add_argument("--max-tokens", type=int, default=256, metavar="N")
-    parser.add_argument("--temp", type=float, default=0.0, metavar="T", help="sampling temperature (0: greedy)")
-    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
-    parser.add_argument("--seed", type=int, default=None, metavar="S")
-    parser.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+    parser.add_argument("--max-tokens", type=arg_types.positive_int, default=256, metavar="N",
+                        help="longest answer in tokens (stops earlier at the model's context limit)")
+    parser.add_argument("--temp", type=arg_types.temperature, default=0.0, metavar="T",
+                        help="sampling temperature (0: greedy)")
+    parser.add_argument("--top-p", type=arg_types.top_p, default=1.0, metavar="P",
+                        help="nucleus sampling: keep the most likely tokens up to this mass (0 < P <= 1)")
+    parser.add_argument("--seed", type=arg_types.seed, default=None, metavar="S",
+                        help=f"random seed, 0 to {arg_types.MAX_SEED}")
+    parser.add_argument("--cache-mb", type=arg_types.positive_mb, default=None, metavar="MB",
                         help="expert-cache budget in MiB (default: chosen from free memory)")
     parser.add_argument("--no-chat-template", action="store_true",
                         help="feed the prompt verbatim instead of as one user message")
     parser.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
                         help="read the next layer's predicted experts ahead (default auto: on where "
                              "the engine measures reads costing more than the prediction)")
-    parser.add_argument("--reader-threads", type=int, default=4, metavar="N",
-                        help="concurrent SSD reads (default 4)")
+    parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
+                        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
     parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
                         help="reasoning models whose template has a switch: think first or not "
                              "(default: the template's)")
@@ -45,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.reasoning import THINKING
     from outlier_tui.core.chat import one_off_turn
     from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.std_streams import read_all, silence_stdout
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if args.max_tokens < 1:
-        return _fail("--max-tokens must be at least 1")
+    if sys.stdout is None:
+        return _fail("standard output is closed: redirect it to a file or /dev/null.")
     engine = None
     try:
+        prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
         model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
         engine = Engine(prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
                         reader_threads=args.reader_threads)
@@ -58,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         info = engine.load(str(model_dir), cache_bytes).result()
         if info.notice:
             print(f"outlier: {info.notice}", file=sys.stderr)
+        if info.context_length and args.max_tokens >= info.context_length:
+            print(f"outlier: --max-tokens {args.max_tokens} is beyond the model's context of "
+                  f"{info.context_length} tokens; the answer stops at the context limit.", file=sys.stderr)
         params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
                                   seed=args.seed, chat_template=not args.no_chat_template,
                                   enable_thinking=args.think)
@@ -71,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         result = one_off_turn(engine, prompt, params, show).run()
         if result.thinking and args.show_thinking:
             sys.stderr.write("\n")
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        if result.text or result.status != "error":
+            sys.stdout.write("\n")
+            sys.stdout.flush()
         if result.status == "error":
             return _fail(result.error or "the answer failed")
         if result.status == "cancelled":
@@ -82,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             stats["tokens"] = list(stats["tokens"])
             Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
         return 0
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other tools
+        silence_stdout(sys.stdout)
+        return 141
     except OutlierError as exc:
         return _fail(str(exc))
     except OSError as exc:

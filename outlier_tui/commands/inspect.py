@@ -11,14 +11,14 @@ import argparse
 import json
 import sys
 
-from outlier_tui.commands.chat import _positive
+from outlier_tui import arg_types
 
 HELP = "say how a model folder will run on this machine (reads headers only)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="DIR", help="mlx-community model folder")
-    parser.add_argument("--memory", metavar="GB", type=_positive(float, "a number of GB"),
+    parser.add_argument("--memory", metavar="GB", type=arg_types.positive(float, "a number of GB"),
                         help="predict for a machine with this much memory (default: this one)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 

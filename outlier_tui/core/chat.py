@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -54,6 +55,7 @@ class TurnResult:
     thinking: str = ""
     stats: Optional[GenerationStats] = None
     error: Optional[str] = None
+    save_error: Optional[str] = None  # the store could not keep the answer (disk full, ...)
 
     def note(self, rss_bytes: Optional[int] = None) -> str:
         """The line a front-end shows under the answer: stats, the error, or what the status means."""
@@ -91,6 +93,7 @@ class Turn:
         self._answer: list[str] = []
         self._thinking: list[str] = []
         self.result: Optional[TurnResult] = None
+        self.save_error: Optional[str] = None
         self._finished: Optional[TurnResult] = None
 
     @property
@@ -134,15 +137,26 @@ class Turn:
             self.result = TurnResult(self.text, "error", self.thinking, error=NO_FINISH)
         result = self.result
         content = result.text if result.text or result.status != "error" else (result.error or "")
-        self._save(result.status, content)
+        self.save_error = None  # the final save decides: one that works keeps everything
+        self._save(result.status, content, final=True)
+        result.save_error = self.save_error
         self._finished = result
         return result
 
-    def _save(self, status: str, content: Optional[str] = None) -> None:
-        if self.store is None or self.answer_id is None:
+    def _save(self, status: str, content: Optional[str] = None, final: bool = False) -> None:
+        """Save the answer so far. A store that fails (disk full, a lost file) must not stop
+        the answer the user is reading: the failure is kept as one line for the front-end,
+        and partial saves stop until the final one tries again."""
+        if self.store is None or self.answer_id is None or (self.save_error and not final):
             return
-        self.store.update_message(self.answer_id, self.text if content is None else content,
-                                  status, thinking=self.thinking.strip())
+        try:
+            self.store.update_message(self.answer_id, self.text if content is None else content,
+                                      status, thinking=self.thinking.strip())
+        except (sqlite3.Error, OSError, OutlierError) as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.save_error = (f"This answer could not be saved ({detail}): free some disk space; it "
+                               "stays on screen but is not in the chat history.")
+            return
         self.saves += 1
 
     def run(self) -> TurnResult:
@@ -208,7 +222,7 @@ class ChatSession:
         self.chat_id: Optional[int] = None
         self.last_stats: Optional[GenerationStats] = None
         if chat_id is not None:
-            self.open(chat_id)
+            self.open(chat_id, apply_cli_thinking=True)
 
     @property
     def model_info(self) -> Optional[ModelInfo]:
@@ -237,12 +251,15 @@ class ChatSession:
             self._keep_cli_thinking()
         return self.chat_id
 
-    def open(self, chat_id: int) -> Chat:
-        """Continue a saved chat (KeyError if there is none)."""
+    def open(self, chat_id: int, apply_cli_thinking: bool = False) -> Chat:
+        """Continue a saved chat (KeyError if there is none). apply_cli_thinking:
+        the chat named on the command line takes `--think` / `--no-think`; chats
+        opened later keep their own choice."""
         chat = self.store.get_chat(chat_id)
         self.chat_id = chat.id
         self.last_stats = None
-        self._keep_cli_thinking()
+        if apply_cli_thinking:
+            self._keep_cli_thinking()
         return self.store.get_chat(chat.id)
 
     def new_chat(self, create: bool = False) -> Optional[Chat]:
@@ -318,7 +335,10 @@ class ChatSession:
     def edit_last(self, text: str, on_part: PartFn) -> Turn:
         """Replace the last user message (and its answer) with `text` and answer it."""
         last_user = self._last_user()
+        first = self.messages()[0].id == last_user.id
         self.store.delete_messages_from(self.chat_id, last_user.id)
+        if first and self.store.get_chat(self.chat_id).title == title_from(last_user.content):
+            self.store.rename_chat(self.chat_id, title_from(text))  # the title it named follows it
         self.store.add_message(self.chat_id, "user", text)
         return self._answer(on_part)
 

@@ -91,6 +91,9 @@ def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    if stdout is None:
+        stderr.write("outlier: standard output is closed: redirect it to a file or /dev/null.\n")
+        return 1
     try:
         return _run(args, stdin, stdout, stderr)
     except OutlierError as exc:
@@ -112,19 +115,30 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     interactive = _isatty(stdin)
     question = ""
     if not interactive:
-        question = stdin.read().rstrip()
+        from outlier_tui.std_streams import read_all
+
+        question = read_all(stdin).rstrip()
         if not question.strip():
             raise UsageError("standard input is empty: pipe a question in, e.g. echo 'hi' | outlier chat --plain")
         from outlier_tui.plain.pipe import piped_message
 
         question = piped_message(question, attach_limit_from_args(args))
     fake = bool(getattr(args, "fake_engine", False))
+    server = getattr(args, "server", None)
     progress = ProgressLine(stderr)
-    with ConversationStore() as store:
+    from outlier_tui.store_recovery import open_store
+
+    store, notice = open_store()
+    if notice and (interactive or getattr(args, "chat", None)):  # a one-off pipe run saves nothing
+        stderr.write(f"outlier: {notice}\n")
+    with store:
         chat_id = choose_chat(store, getattr(args, "chat", None), interactive, question)
         engine = engine_from_args(args)
         try:
-            model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
+            if server:  # --model names the server's model ('' : its first)
+                model_dir = getattr(args, "model", None) or ""
+            else:
+                model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
             progress.done()
             cache_mb = getattr(args, "cache_mb", None)
             cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None

@@ -104,8 +104,11 @@ def run_pipe(
         return EXIT_BROKEN_PIPE
     if result.stats is not None and show_stats:
         err.write(stats_line(result.stats) + "\n")
-    if chat_id is not None:
+    if chat_id is not None and not result.save_error:
         err.write(f"Saved in chat #{chat_id} (continue it with --chat {chat_id}).\n")
+    if result.save_error:
+        err.write(f"outlier: {result.save_error}\n")
+        return EXIT_FAILED
     if result.status == "error":
         err.write(f"outlier: {result.error}\n")
         return EXIT_FAILED
@@ -116,15 +119,6 @@ def run_pipe(
 
 
 def _silence(out: TextIO) -> None:
-    """Point a closed stdout at /dev/null so the interpreter's final flush does not fail again."""
-    import os
-    import sys
+    from outlier_tui.std_streams import silence_stdout
 
-    if out is not sys.stdout:
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
+    silence_stdout(out)

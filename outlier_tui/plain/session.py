@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Optional, TextIO
+from typing import Awaitable, Callable, Optional, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
@@ -39,7 +39,7 @@ from outlier_tui.core.attachments import (
     read_attachment,
     with_attachments,
 )
-from outlier_tui.core.chat import ChatError, ChatSession, Turn, TurnResult
+from outlier_tui.core.chat import ChatError, ChatSession, PartFn, Turn, TurnResult
 from outlier_tui.core.format import STATUS_LABELS, stats_line
 from outlier_tui.plain import commands
 from outlier_tui.plain.render import DEFAULT_STYLE, DIM, RED, RESET, StreamRenderer
@@ -129,10 +129,12 @@ class PlainSession:
         self.model_name = model_name
         self.attachments: list[Attachment] = []  # from /file, sent with the next message
         self.editing = False  # the next message replaces the last one (/edit)
-        self.pending_action = None  # an answer a command asked for (/retry), run after it
+        # An answer a command asked for (/retry), awaited once the command returns.
+        self.pending_action: Optional[Callable[[], Awaitable[Optional[TurnResult]]]] = None
         self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
         self._next_default = ""
         self._ctrl_c_armed = False
+        self._terminated = 0  # the signal that asked the session to end, if any
         if history is None:
             history = self._default_history()
         self.prompt = PromptSession(
@@ -222,7 +224,8 @@ class PlainSession:
     async def run_async(self) -> int:
         """Prompt, answer, repeat, until /exit, Ctrl-D or a double Ctrl-C; returns the exit status."""
         self.banner()
-        while True:
+        self._watch_termination()
+        while not self._terminated:
             default, self._next_default = self._next_default, ""
             try:
                 text = await self.prompt.prompt_async(default=default)
@@ -234,7 +237,7 @@ class PlainSession:
                 self.note("(Ctrl-C again or Ctrl-D to exit)")
                 continue
             except EOFError:
-                return 0
+                return 128 + self._terminated if self._terminated else 0
             self._ctrl_c_armed = False
             if not text.strip():
                 self.editing = False
@@ -249,6 +252,25 @@ class PlainSession:
             if text.startswith("//"):
                 text = text[1:]
             await self.send(text)
+        return 128 + self._terminated
+
+    def _watch_termination(self) -> None:
+        """SIGTERM/SIGHUP: stop the answer (saved as shown, like Ctrl-C), then leave the loop."""
+        from outlier_tui.termination import SIGNALS
+
+        loop = asyncio.get_running_loop()
+
+        def terminate(signum: int) -> None:
+            self._terminated = signum
+            self.engine.cancel()
+            if self.prompt.app.is_running:
+                self.prompt.app.exit(exception=EOFError)
+
+        for sig in SIGNALS:
+            try:
+                loop.add_signal_handler(sig, terminate, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                return
 
     def run(self) -> int:
         """Blocking entry point for the CLI."""
@@ -275,7 +297,7 @@ class PlainSession:
         return await self.answer(lambda on_part: (self.chat.edit_last(message, on_part) if editing
                                                   else self.chat.send(message, on_part)))
 
-    async def answer(self, start) -> Optional[TurnResult]:
+    async def answer(self, start: Callable[[PartFn], Turn]) -> Optional[TurnResult]:
         """Run the Turn `start(on_part)` makes and print it: thinking dimmed (or hidden), then the answer."""
         renderer = StreamRenderer(self.write, color=self.color, style=self.style)
         view = _ThinkingView(self)
@@ -301,6 +323,8 @@ class PlainSession:
             self.note(f"[answer {STATUS_LABELS['cancelled']}]")
         elif result.status == "error":
             self.error(result.error or "the answer failed")
+        if result.save_error:
+            self.error(result.save_error)
         if result.stats is not None and self.show_stats:
             self.note(stats_line(result.stats, self._rss()))
         return result

@@ -1,0 +1,64 @@
+"""argparse types for every numeric or path option of the `outlier` commands.
+
+Checking values here means a bad flag ends in argparse's one-line usage error
+(exit status 2) before a model is loaded, instead of failing deep inside the
+engine. Each factory returns a callable for `add_argument(type=...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+MAX_READER_THREADS = 64
+MAX_SEED = 2**64 - 1  # what mx.random.seed accepts
+
+
+def number(kind: type, what: str, *, low: float | None = None, high: float | None = None,
+           low_inclusive: bool = True) -> Callable[[str], float | int]:
+    """A finite number of `kind` within [low, high] (or (low, high] when not low_inclusive)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            bound = f"at least {low}" if low_inclusive else f"more than {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text}")
+        return value
+
+    return parse
+
+
+def positive(kind: type, what: str) -> Callable[[str], float | int]:
+    """A finite number of `kind` above zero."""
+    return number(kind, what, low=0, low_inclusive=False)
+
+
+def non_empty(what: str) -> Callable[[str], str]:
+    """A string that is not empty (an empty --model must not silently mean the demo)."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("must not be empty")
+        return text
+
+    return parse
+
+
+positive_mb = positive(float, "a number of MiB")
+non_negative_mb = number(float, "a number of MiB", low=0)
+positive_int = positive(int, "a whole number")
+non_negative_int = number(int, "a whole number", low=0)
+port = number(int, "a TCP port", low=0, high=65535)
+reader_threads = number(int, "a whole number of threads", low=1, high=MAX_READER_THREADS)
+seed = number(int, "a whole number", low=0, high=MAX_SEED)
+temperature = number(float, "a temperature", low=0)
+top_p = number(float, "a probability", low=0, high=1, low_inclusive=False)
+model_dir = non_empty("a model folder")

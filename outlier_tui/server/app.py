@@ -1,0 +1,57 @@
+"""The Starlette app: routes, and every failure as an OpenAI-style JSON error."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.api import EngineClient
+from outlier_tui.server.errors import ApiError
+from outlier_tui.server.routes import Routes, ServerConfig
+
+log = logging.getLogger("outlier.serve")
+
+
+def build_app(engine: EngineClient, config: ServerConfig) -> Starlette:
+    """An ASGI app serving `engine` (already loaded) under config.model_name."""
+    routes = Routes(engine, config)
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
+            Route("/v1/completions", routes.completions, methods=["POST"]),
+            Route("/v1/models", routes.models, methods=["GET"]),
+            Route("/v1/outlier/telemetry", routes.telemetry, methods=["GET"]),
+            Route("/health", routes.health, methods=["GET"]),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.routes = routes
+    return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"No such endpoint {request.url.path}: this server has /v1/chat/completions, " \
+                  "/v1/completions, /v1/models, /v1/outlier/telemetry and /health."
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return ApiError(exc.status_code, message).response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s", request.url.path)
+    return ApiError(500, f"Internal server error ({type(exc).__name__}); see the server's log.",
+                    code="internal_error").response()

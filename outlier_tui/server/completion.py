@@ -1,0 +1,169 @@
+"""From a job's engine events to OpenAI answers: stop sequences, finish reason, usage, JSON shapes.
+
+`answer()` yields the answer's text pieces (str), the model's thinking
+(Thinking: reasoning models, split by the engine) and then one Finish; the two
+formats (chat and text completions) shape those into whole responses or
+stream chunks. Thinking goes to `reasoning_content`, never into `content`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from engine.api import GenerationDone, GenerationFailed, GenerationStats, TextDelta
+from engine.reasoning import THINKING
+from outlier_tui.server.errors import engine_error
+from outlier_tui.server.queue import Job
+
+
+class StopFilter:
+    """Cuts the text at the first stop sequence, holding back what may be the start of one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = stops
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to send now, whether a stop sequence was reached)."""
+        if not self._stops:
+            return text, False
+        buffer = self._held + text
+        found = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        if found:
+            self._held = ""
+            return buffer[:min(found)], True
+        keep = max((k for s in self._stops for k in range(1, len(s)) if buffer.endswith(s[:k])), default=0)
+        self._held = buffer[len(buffer) - keep:] if keep else ""
+        return buffer[:len(buffer) - keep], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+@dataclass(frozen=True)
+class Thinking:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str  # "stop" | "length"
+    stats: GenerationStats
+
+
+Piece = str | Thinking | Finish
+
+
+async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncIterator[Piece]:
+    """Pieces of the answer and thinking, then a Finish; raises ApiError if the engine fails.
+    Stop sequences apply to the answer, not to the thinking. context: the model's context
+    limit (0: none), where the engine ends an answer as if max_tokens were reached."""
+    cut = StopFilter(stops)
+    stopped = False
+    async for event in job:
+        if isinstance(event, TextDelta):
+            if stopped:
+                continue  # the engine runs at most one more token after job.cancel()
+            if event.kind == THINKING:
+                if event.text:
+                    yield Thinking(event.text)
+                continue
+            text, stopped = cut.feed(event.text)
+            if text:
+                yield text
+            if stopped:
+                job.cancel()
+        elif isinstance(event, GenerationDone):
+            if not stopped and (tail := cut.flush()):
+                yield tail
+            stats = event.stats
+            room = job.params.max_tokens
+            if context:
+                room = min(room, context - stats.prompt_tokens - stats.cached_tokens)
+            length = not stopped and not event.cancelled and stats.generation_tokens >= room
+            yield Finish("length" if length else "stop", stats)
+        elif isinstance(event, GenerationFailed):
+            raise engine_error(event.message, event.error_type)
+
+
+def usage(stats: GenerationStats) -> dict:
+    prompt = stats.prompt_tokens + stats.cached_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": stats.generation_tokens,
+            "total_tokens": prompt + stats.generation_tokens,
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+
+
+class ChatFormat:
+    """Shapes of /v1/chat/completions."""
+
+    def __init__(self, model: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def _head(self, kind: str) -> dict:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, thinking: str, finish: Finish) -> dict:
+        message = {"role": "assistant", "content": text}
+        if thinking:
+            message["reasoning_content"] = thinking
+        choice = {"index": 0, "message": message, "finish_reason": finish.reason, "logprobs": None}
+        return {**self._head("chat.completion"), "choices": [choice], "usage": usage(finish.stats)}
+
+    def chunk(self, delta: dict, finish_reason: str | None = None) -> dict:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return {**self._head("chat.completion.chunk"), "choices": [choice]}
+
+    def first(self) -> dict:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def piece(self, text: str) -> dict:
+        return self.chunk({"content": text})
+
+    def thinking(self, text: str) -> dict:
+        return self.chunk({"reasoning_content": text})
+
+    def last(self, finish: Finish) -> dict:
+        return self.chunk({}, finish.reason)
+
+    def usage_chunk(self, finish: Finish) -> dict:
+        return {**self._head("chat.completion.chunk"), "choices": [], "usage": usage(finish.stats)}
+
+
+class TextFormat(ChatFormat):
+    """Shapes of /v1/completions (the legacy text API)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+
+    def whole(self, text: str, thinking: str, finish: Finish) -> dict:
+        choice = {"index": 0, "text": text, "finish_reason": finish.reason, "logprobs": None}
+        if thinking:
+            choice["reasoning_content"] = thinking
+        return {**self._head("text_completion"), "choices": [choice], "usage": usage(finish.stats)}
+
+    def _text_chunk(self, text: str, finish_reason: str | None) -> dict:
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        return {**self._head("text_completion"), "choices": [choice]}
+
+    def first(self) -> dict | None:
+        return None
+
+    def piece(self, text: str) -> dict:
+        return self._text_chunk(text, None)
+
+    def thinking(self, text: str) -> dict:
+        return {**self._text_chunk("", None), "choices": [
+            {"index": 0, "text": "", "reasoning_content": text, "finish_reason": None, "logprobs": None}]}
+
+    def last(self, finish: Finish) -> dict:
+        return self._text_chunk("", finish.reason)
+
+    def usage_chunk(self, finish: Finish) -> dict:
+        return {**self._head("text_completion"), "choices": [], "usage": usage(finish.stats)}
