@@ -114,8 +114,9 @@ def write_plot(result: dict, path: str | Path) -> None:
         canvas.text(left + 47, y0 + 10, f"{c['budget_percent']:g}%", INK, 2, "center")
         canvas.text(left + 47, y0 + 30, c["name"][:12], INK, 1, "center")
     canvas.line(x0, y0, canvas.width - 30, y0, INK, 2)
-    for k, (color, name) in enumerate(((OFF, "SYNCHRONOUS, NO PREFETCH"), (ON, "PREFETCH VARIANT"),
-                                       (LIMIT, "LIMIT"))):
-        canvas.rect(x0 + 260 * k, 500, x0 + 260 * k + 22, 510, color)
-        canvas.text(x0 + 260 * k + 30, 498, name, INK, 2)
+    x = x0
+    for color, name in ((OFF, "SYNCHRONOUS, NO PREFETCH"), (ON, "PREFETCH"), (LIMIT, "LIMIT")):
+        canvas.rect(x, 500, x + 22, 510, color)
+        canvas.text(x + 30, 498, name, INK, 2)
+        x += 30 + 12 * len(name) + 40
     canvas.save(path)

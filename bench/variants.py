@@ -18,5 +18,6 @@ MECHANISMS = {  # name -> the PrefetchMode field it turns on
 PREFETCH_VARIANTS: dict[str, PrefetchMode] = {
     "today": PrefetchMode(**_TODAY),
     **{f"today+{name}": PrefetchMode(**{**_TODAY, field: True}) for name, field in MECHANISMS.items()},
-    "all": PrefetchMode(enabled=True),
+    "all": PrefetchMode(enabled=True, cold_admit=True),
+    "default": PrefetchMode(enabled=True),  # every mechanism kept (cold admission measured, dropped)
 }

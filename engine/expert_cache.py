@@ -26,7 +26,7 @@ class Plan:
 
 class ExpertCache:
     def __init__(self, num_slots: int, policy: EvictionPolicy | None = None,
-                 record_trace: bool = False, cancel_stale: bool = True, cold_admit: bool = True) -> None:
+                 record_trace: bool = False, cancel_stale: bool = True, cold_admit: bool = False) -> None:
         if num_slots < 1:
             raise BudgetError("the expert cache needs at least one slot")
         self.num_slots = num_slots

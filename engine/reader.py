@@ -114,6 +114,8 @@ class ExpertReader:
         self._ident: dict[Path, tuple[int, int]] = {}
         for f in files:
             fd = os.open(f, os.O_RDONLY)
+            if uncached:  # no readahead either: a neighbour's bytes must not arrive for free
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             st = os.fstat(fd)
             self._fds[f] = fd
             self._ident[f] = (st.st_dev, st.st_ino)

@@ -48,7 +48,9 @@ class PrefetchMode:
     early: bool = True  # issue the next layer's reads before waiting on this layer's
     demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
     cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
-    cold_admit: bool = True  # a guessed expert enters the policy's cold end until it is used
+    # a guessed expert enters the policy's cold end until used: measured alone it read 10% more
+    # bytes per token at the same hit rate (bench/RESULTS.md), so it is off by default
+    cold_admit: bool = False
 
     @classmethod
     def of(cls, value: "bool | PrefetchMode | None") -> "PrefetchMode":
@@ -223,7 +225,7 @@ class ExpertStreamer:
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
                         samples: int = 4) -> None:
         """Turn prefetch on where one expert read takes longer than twice the predictor's host
-        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
+        sync: with half of the guesses right (0.7-0.9 measured on the demo) it then saves more
         decoder time than it costs. Measured now, on this disk and backend (reads go into
         slots no expert holds yet); the figures are kept in prefetch_decision."""
         reads = []

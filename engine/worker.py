@@ -73,7 +73,7 @@ class Engine:
     """Thread-safe facade; every public method returns immediately. All MLX
     work runs, in submission order, on the shared MLXThread."""
 
-    def __init__(self, *, reader_threads: int = 4, prefetch: bool = False, policy: str = "lru",
+    def __init__(self, *, reader_threads: int = 4, prefetch: bool | None = None, policy: str = "lru",
                  compute_dtype: Any = "auto", record_trace: bool = False) -> None:
         self._options = dict(reader_threads=reader_threads, prefetch=prefetch, policy=policy,
                              compute_dtype=compute_dtype, record_trace=record_trace)

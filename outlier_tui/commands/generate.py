@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="expert-cache budget in MiB (default: chosen from free memory)")
     parser.add_argument("--no-chat-template", action="store_true",
                         help="feed the prompt verbatim instead of as one user message")
-    parser.add_argument("--prefetch", action="store_true",
-                        help="speculatively read the next layer's experts (off by default)")
+    parser.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
+                        help="read the next layer's predicted experts ahead (default auto: on where "
+                             "the engine measures reads costing more than the prediction)")
     parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
                         help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
     parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
         model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
-        engine = Engine(prefetch=args.prefetch, reader_threads=args.reader_threads)
+        engine = Engine(prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
+                        reader_threads=args.reader_threads)
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()
         if info.notice:

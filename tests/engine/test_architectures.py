@@ -132,7 +132,8 @@ def test_readme_support_table_is_generated_from_this_test_list():
 
 def test_per_expert_tensors_are_read_where_they_are(reference):
     """The raw Hugging Face layout: nothing read at load (mlx-lm's lazy stack is never
-    evaluated), then exactly one read of each tensor of each missed expert."""
+    evaluated), then exactly one read of each tensor of each missed expert (prefetch off:
+    its load-time measurement and its guesses read experts too)."""
     case = next(c for c in CASES if c.fmt == "per-expert-tensors" and c.arch == "mixtral")
     path, _, _, info = reference(case)
     loaded = load_streamed_model(path, cache_bytes=info.min_cache_bytes, prefetch=False)

@@ -20,7 +20,7 @@ MODES = {
     "late": PrefetchMode(enabled=True, early=False),
     "fifo": PrefetchMode(enabled=True, demand_first=False),
     "keep-stale": PrefetchMode(enabled=True, cancel_stale=False),
-    "hot-admit": PrefetchMode(enabled=True, cold_admit=False),
+    "cold-admit": PrefetchMode(enabled=True, cold_admit=True),
 }
 
 
