@@ -378,30 +378,31 @@ def _check_fields(config: dict, args_class: type, file: str, prefix: str) -> Non
         value = config[field.name]
         if value is None and field.name not in _NEVER_NULL:
             continue  # real configs write null where the code has a fallback (q_lora_rank, ...)
-        if not _matches(value, hints[field.name], integral_float_ok=not _is_size(field.name)):
+        if not _matches(value, hints[field.name], any_number_ok=not _is_size(field.name)):
             raise CheckpointError(
                 f"{file}: {prefix}{field.name} is {_short(value)} but {config.get('model_type', 'this model')} "
                 f"needs {_type_name(hints[field.name])}; fix config.json or {REDOWNLOAD}.")
 
 
 def _is_size(key: str) -> bool:
-    """Keys that size arrays must be true integers; others annotated int (gpt-oss's
-    rope_theta) are often written as 10000.0 and work."""
+    """Keys that size arrays must be true integers. Other keys annotated int take any
+    number in practice (gpt-oss's rope_theta is written 10000.0, mimo-v2's
+    partial_rotary_factor 0.5): the annotation is not the contract there."""
     return bool(_POSITIVE.match(key) or _NON_NEGATIVE.match(key))
 
 
-def _matches(value: object, hint: object, integral_float_ok: bool = False) -> bool:
+def _matches(value: object, hint: object, any_number_ok: bool = False) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is typing.Any or hint is object:
         return True
     if origin is typing.Union or type(hint).__name__ == "UnionType":
-        return any(_matches(value, a, integral_float_ok) for a in args)
+        return any(_matches(value, a, any_number_ok) for a in args)
     if hint is type(None):
         return value is None
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return _is_int(value) or (integral_float_ok and isinstance(value, float) and value.is_integer())
+        return _is_int(value) or (any_number_ok and isinstance(value, float))
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
