@@ -42,6 +42,8 @@ DTYPES: dict[str, tuple[str, int]] = {
 # Valid safetensors, but mx.load refuses them.
 MLX_CANNOT_LOAD = frozenset({"F64", "F8_E5M2"})
 MAX_HEADER = 512 * 1024 * 1024
+_GROUP_SIZES = (16, 32, 64, 128)  # what mx.quantize takes (16: nvfp4)
+_BITS = (2, 3, 4, 5, 6, 8)
 
 REDOWNLOAD = "re-download it"
 RECONVERT = "re-convert the model with `mlx_lm.convert`"
@@ -333,9 +335,9 @@ def _check_quantization(config: dict, file: str) -> None:
         if bits is not None and (not _is_int(bits) or bits not in (2, 3, 4, 5, 6, 8)):
             raise CheckpointError(f"{file}: {where}.bits is {bits!r} (MLX quantizes to 2, 3, 4, 5, 6 or "
                                   f"8 bits); {RECONVERT}.")
-        if group is not None and (not _is_int(group) or group not in (32, 64, 128)):
-            raise CheckpointError(f"{file}: {where}.group_size is {group!r} (MLX groups 32, 64 or "
-                                  f"128); {RECONVERT}.")
+        if group is not None and (not _is_int(group) or group not in _GROUP_SIZES):
+            raise CheckpointError(f"{file}: {where}.group_size is {group!r} (MLX groups 16 (nvfp4), "
+                                  f"32, 64 or 128); {RECONVERT}.")
         if not isinstance(spec.get("mode", "affine"), str):
             raise CheckpointError(f"{file}: {where}.mode is {spec['mode']!r}, not a name; {RECONVERT}.")
 
@@ -401,6 +403,8 @@ def _matches(value: object, hint: object, any_number_ok: bool = False) -> bool:
         return value is None
     if hint is bool:
         return isinstance(value, bool)
+    if hint in (int, float) and isinstance(value, list) and value:  # per-layer values (step3p5)
+        return all(_matches(v, hint, any_number_ok) for v in value)
     if hint is int:
         return _is_int(value) or (any_number_ok and isinstance(value, float))
     if hint is float:
@@ -454,8 +458,6 @@ def check_chat_template(folder: Path, tokenizer: object) -> None:
 
 # ---- quantized layers against config.json ---------------------------------------------
 
-_GROUP_SIZES = (16, 32, 64, 128)
-_BITS = (2, 3, 4, 5, 6, 8)
 
 
 def check_quantized_shapes(config: dict, tensors: dict) -> None:
