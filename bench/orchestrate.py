@@ -30,13 +30,15 @@ MB = 1024 * 1024
 
 @dataclass
 class Options:
+    """One benchmark run's settings; the defaults are `outlier bench`'s and bench.served's."""
+
     model_dir: Path
     budgets: list[float] = field(default_factory=lambda: [100.0, 50.0, 25.0, 10.0])
-    tokens: int = 96
-    passes: int = 3  # pass 1 cold, the rest warm
+    tokens: int = 48
+    passes: int = 2  # pass 1 cold, the rest warm
     resident_passes: int | None = None  # None: same as passes (resident has no cache to warm)
     memcap_tokens: int = 16
-    rounds: int = 1
+    rounds: int = 3
     prefetch_budgets: list[float] | None = None  # None: prefetch on at every budget
     reader_threads: int = 4
     raw_read_bytes: int | None = 1024 * MB  # None: every expert

@@ -36,6 +36,7 @@ import httpx
 import psutil
 
 from bench import workload
+from bench.orchestrate import Options
 from engine.api import GenerationDone, GenerationFailed
 
 MB = 1024 * 1024
@@ -75,7 +76,7 @@ def served_tps(client: httpx.Client, tokens: int) -> tuple[float, int]:
     return ((generated - 1) / decode if generated > 1 and decode > 0 else 0.0), generated
 
 
-def measure(model_dir: Path, tokens: int = 48, rounds: int = 3, cache_bytes: int | None = None,
+def measure(model_dir: Path, tokens: int = Options.tokens, rounds: int = Options.rounds, cache_bytes: int | None = None,
             progress: Callable[[str], None] = lambda message: None) -> dict:
     """Both figures, side by side, and their ratio (medians over rounds)."""
     from engine import Engine
@@ -190,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR", help="mlx-community MoE folder (default: the demo MoE)")
-    parser.add_argument("--tokens", type=int, default=48, metavar="N")
-    parser.add_argument("--rounds", type=int, default=3, metavar="N")
+    parser.add_argument("--tokens", type=int, default=Options.tokens, metavar="N")
+    parser.add_argument("--rounds", type=int, default=Options.rounds, metavar="N")
     parser.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                         help="expert-cache budget for both sides (default: the engine's choice)")
     parser.add_argument("--json", metavar="PATH")

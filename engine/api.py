@@ -151,6 +151,8 @@ class GenerationStream(Protocol):
 
     def __aiter__(self): ...  # asyncio iterator of GenerationEvent
 
+    def listen(self, listener) -> None: ...  # push each event to listener(event) instead (servers)
+
 
 class EngineClient(Protocol):
     """What a UI needs from an engine; the real one is engine.Engine."""

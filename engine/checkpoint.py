@@ -181,21 +181,6 @@ class CheckpointIndex:
                         f"The per-expert tensors {files.prefix}.*.{name} differ in shape or dtype."
                     )
 
-    def check_files_unchanged(self) -> None:
-        """Refuse to stream from a shard that was replaced or shrunk since load."""
-        for f, size in self.file_sizes.items():
-            try:
-                now = f.stat().st_size
-            except OSError as exc:
-                raise CheckpointError(
-                    f"{f.name} is no longer readable ({exc.strerror}); reload the model."
-                ) from None
-            if now < size:
-                raise CheckpointError(
-                    f"{f.name} shrank from {size} to {now} bytes since the model was loaded; "
-                    "restore the file or reload the model."
-                )
-
 
 def expected_num_experts(config: dict) -> int | None:
     cfg = config.get("text_config", config)

@@ -19,31 +19,10 @@ import re
 import typing
 from pathlib import Path
 
+from engine.dtypes import ITEMSIZE, MLX_CANNOT_LOAD
 from engine.errors import CheckpointError, UnsupportedModelError
 
-# safetensors dtype tag -> (numpy dtype name, bytes per element)
-DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("float64", 8),
-    "F32": ("float32", 4),
-    "F16": ("float16", 2),
-    "BF16": ("bfloat16", 2),
-    "U64": ("uint64", 8),
-    "I64": ("int64", 8),
-    "U32": ("uint32", 4),
-    "I32": ("int32", 4),
-    "U16": ("uint16", 2),
-    "I16": ("int16", 2),
-    "U8": ("uint8", 1),
-    "I8": ("int8", 1),
-    "BOOL": ("bool", 1),
-    "F8_E4M3": ("uint8", 1),
-    "F8_E5M2": ("uint8", 1),
-}
-# Valid safetensors, but mx.load refuses them.
-MLX_CANNOT_LOAD = frozenset({"F64", "F8_E5M2"})
 MAX_HEADER = 512 * 1024 * 1024
-_GROUP_SIZES = (16, 32, 64, 128)  # what mx.quantize takes (16: nvfp4)
-_BITS = (2, 3, 4, 5, 6, 8)
 
 REDOWNLOAD = "re-download it"
 RECONVERT = "re-convert the model with `mlx_lm.convert`"
@@ -228,7 +207,7 @@ def _entry(file: Path, name: str, meta: object) -> HeaderEntry:
     if not isinstance(meta, dict) or set(meta) != {"dtype", "shape", "data_offsets"}:
         raise CheckpointError(f"{bad} needs exactly dtype, shape and data_offsets; re-download it.")
     dtype, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in ITEMSIZE:
         raise UnsupportedModelError(f"{bad} has unknown dtype {dtype!r}; {RECONVERT}.")
     if dtype in MLX_CANNOT_LOAD:
         raise UnsupportedModelError(f"{bad} is {dtype}, which MLX cannot load; {RECONVERT}.")
@@ -238,7 +217,7 @@ def _entry(file: Path, name: str, meta: object) -> HeaderEntry:
             or not 0 <= offsets[0] <= offsets[1]):
         raise CheckpointError(f"{bad} has data_offsets {offsets!r}, not [begin, end] byte offsets; "
                               "re-download it.")
-    if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype][1]:
+    if offsets[1] - offsets[0] != math.prod(shape) * ITEMSIZE[dtype]:
         raise CheckpointError(f"{bad} size does not match its shape {shape} x {dtype}; re-download it.")
     return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
@@ -335,7 +314,7 @@ def _check_quantization(config: dict, file: str) -> None:
         if bits is not None and (not _is_int(bits) or bits not in (2, 3, 4, 5, 6, 8)):
             raise CheckpointError(f"{file}: {where}.bits is {bits!r} (MLX quantizes to 2, 3, 4, 5, 6 or "
                                   f"8 bits); {RECONVERT}.")
-        if group is not None and (not _is_int(group) or group not in _GROUP_SIZES):
+        if group is not None and (not _is_int(group) or group not in (16, 32, 64, 128)):
             raise CheckpointError(f"{file}: {where}.group_size is {group!r} (MLX groups 16 (nvfp4), "
                                   f"32, 64 or 128); {RECONVERT}.")
         if not isinstance(spec.get("mode", "affine"), str):
@@ -380,35 +359,36 @@ def _check_fields(config: dict, args_class: type, file: str, prefix: str) -> Non
         value = config[field.name]
         if value is None and field.name not in _NEVER_NULL:
             continue  # real configs write null where the code has a fallback (q_lora_rank, ...)
-        if not _matches(value, hints[field.name], any_number_ok=not _is_size(field.name)):
+        if not _matches(value, hints[field.name], integral_float_ok=not _is_size(field.name)):
             raise CheckpointError(
                 f"{file}: {prefix}{field.name} is {_short(value)} but {config.get('model_type', 'this model')} "
                 f"needs {_type_name(hints[field.name])}; fix config.json or {REDOWNLOAD}.")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _is_size(key: str) -> bool:
-    """Keys that size arrays must be true integers. Other keys annotated int take any
-    number in practice (gpt-oss's rope_theta is written 10000.0, mimo-v2's
-    partial_rotary_factor 0.5): the annotation is not the contract there."""
+    """Keys that size arrays must be true integers; others annotated int (gpt-oss's
+    rope_theta) are often written as 10000.0 and work."""
     return bool(_POSITIVE.match(key) or _NON_NEGATIVE.match(key))
 
 
-def _matches(value: object, hint: object, any_number_ok: bool = False) -> bool:
+def _matches(value: object, hint: object, integral_float_ok: bool = False) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is typing.Any or hint is object:
         return True
     if origin is typing.Union or type(hint).__name__ == "UnionType":
-        return any(_matches(value, a, any_number_ok) for a in args)
+        return any(_matches(value, a, integral_float_ok) for a in args)
     if hint is type(None):
         return value is None
     if hint is bool:
         return isinstance(value, bool)
-    if hint in (int, float) and isinstance(value, list) and value:  # per-layer values (step3p5)
-        return all(_matches(v, hint, any_number_ok) for v in value)
-    if hint is int:
-        return _is_int(value) or (any_number_ok and isinstance(value, float))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:  # annotations are loose: mimo_v2_flash's int partial_rotary_factor is 0.5
+        return _is_int(value) or (integral_float_ok and isinstance(value, float))
+    if hint is float:  # ... and step3p5's float rope_theta is one number per layer
+        return _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
     if hint is str:
         return isinstance(value, str)
     # Containers: only their kind. Real configs put more in them than the annotations
@@ -458,6 +438,8 @@ def check_chat_template(folder: Path, tokenizer: object) -> None:
 
 # ---- quantized layers against config.json ---------------------------------------------
 
+_GROUP_SIZES = (16, 32, 64, 128)
+_BITS = (2, 3, 4, 5, 6, 8)
 
 
 def check_quantized_shapes(config: dict, tensors: dict) -> None:

@@ -26,20 +26,19 @@ from engine.cache_policy import EvictionPolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
 from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
 from engine.context import context_limit
+from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.reader import ExpertReader
 from engine import pool_plan
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.reasoning import reasoning_fields
-from engine.slot_pool import SlotPool, TensorSpec
+from engine.slot_pool import SlotPool
 from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, StreamedExperts
 from engine.telemetry import Telemetry
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
 _HALF = (mx.float16, mx.bfloat16)
-_MX_DTYPES = {"F32": mx.float32, "F16": mx.float16, "BF16": mx.bfloat16, "U32": mx.uint32,
-              "U8": mx.uint8, "I32": mx.int32, "I8": mx.int8, "U16": mx.uint16}
 MB = 1024 * 1024
 
 
@@ -261,7 +260,7 @@ def _unstreamable(switch: nn.Module, files: MoELayerFiles | None) -> str | None:
         tensor = files.tensors[pname]
         if (tensor.num_experts, *tensor.expert_shape) != tuple(value.shape):
             return f"{pname} is stored as {tensor.expert_shape}, the model uses {tuple(value.shape[1:])}"
-        if _MX_DTYPES.get(tensor.dtype) != value.dtype:
+        if tag_of_mx(value.dtype) != tensor.dtype:
             return f"{pname} is converted at load ({tensor.dtype} on disk, {value.dtype} in the model)"
     return None
 
@@ -280,9 +279,9 @@ def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
 def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     specs = {}
     for name, tensor in files.tensors.items():
-        dtype = _MX_DTYPES[tensor.dtype]
-        if compute_dtype is not None and dtype in (*_HALF, mx.float32):
-            dtype = compute_dtype
+        dtype = tensor.dtype
+        if compute_dtype is not None and dtype in ("F16", "BF16", "F32"):
+            dtype = tag_of_mx(compute_dtype)
         specs[name] = TensorSpec(tensor.expert_shape, dtype)
     return specs
 
@@ -293,7 +292,7 @@ def _shape_groups(rows, compute_dtype) -> tuple[list[dict[str, TensorSpec]], lis
     specs_of: dict[tuple, dict[str, TensorSpec]] = {}
     for row, (_, _, files) in enumerate(rows):
         specs = _pool_specs(files, compute_dtype)
-        key = (files.num_experts, *sorted((n, s.shape, str(s.dtype)) for n, s in specs.items()))
+        key = (files.num_experts, *sorted((n, s.shape, s.dtype) for n, s in specs.items()))
         by_key.setdefault(key, []).append(row)
         specs_of[key] = specs
     keys = list(by_key)

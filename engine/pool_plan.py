@@ -71,7 +71,7 @@ def split_budget(groups: list[ShapeGroup], budget: int, top_k: int) -> list[int]
 
 def auto_cache_bytes(total_expert_bytes: int, resident_bytes: int, available: int | None = None) -> int:
     """A quarter of what RAM has left after the backbone, and at most a quarter of all
-    experts: a larger private cache starves the OS page cache (see DESIGN.md).
+    experts: a larger private cache starves the OS page cache (README, "The expert-cache budget").
     available: memory free before loading (default: this machine's, now)."""
     if available is None:
         available = psutil.virtual_memory().available

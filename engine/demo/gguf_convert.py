@@ -17,7 +17,8 @@ import numpy as np
 
 from engine.demo.errors import DemoBuildError
 from engine.demo.progress import Progress
-from engine.demo.safetensors_io import TensorSpec, write_checkpoint
+from engine.demo.safetensors_io import write_checkpoint
+from engine.dtypes import TensorSpec, tag_of_numpy
 
 GROUP_SIZE = 32
 
@@ -277,7 +278,7 @@ def write_dense(gguf_path: Path, out_dir: Path, progress: Progress | None = None
     cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], **base_config(meta, embed_bits)}
     cfg["mlp_bias"] = False
     cfg["attention_bias"] = False
-    specs = [TensorSpec(k, v.dtype, tuple(v.shape)) for k, v in tensors.items()]
+    specs = {k: TensorSpec(tuple(v.shape), tag_of_numpy(v.dtype)) for k, v in tensors.items()}
     write_checkpoint(
         out_dir, specs, tensors.items(), shards=1,
         on_tensor=lambda done, total: progress(0.1 + 0.85 * done / total, "writing the dense model"),

@@ -8,50 +8,31 @@ at a time: a multi-GB checkpoint is written without holding it in memory.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-_DTYPES = {
-    np.dtype(np.uint32): "U32",
-    np.dtype(np.uint8): "U8",
-    np.dtype(np.float16): "F16",
-    np.dtype(np.float32): "F32",
-    np.dtype(np.int32): "I32",
-}
+from engine.dtypes import TensorSpec, tag_of_numpy
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return int(math.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-
-def plan_shards(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
-    """Split specs, in order, into at most `shards` runs of about equal bytes."""
-    total = sum(s.nbytes for s in specs) or 1
-    out: list[list[TensorSpec]] = [[] for _ in range(max(1, shards))]
+def plan_shards(specs: dict[str, TensorSpec], shards: int) -> list[dict[str, TensorSpec]]:
+    """Split specs (name -> spec), in order, into at most `shards` runs of about equal bytes."""
+    total = sum(s.nbytes for s in specs.values()) or 1
+    out: list[dict[str, TensorSpec]] = [{} for _ in range(max(1, shards))]
     offset = 0
-    for spec in specs:
-        out[min(len(out) - 1, offset * len(out) // total)].append(spec)
+    for name, spec in specs.items():
+        out[min(len(out) - 1, offset * len(out) // total)][name] = spec
         offset += spec.nbytes
     return [s for s in out if s]
 
 
-def _header(specs: list[TensorSpec]) -> bytes:
+def _header(specs: dict[str, TensorSpec]) -> bytes:
     meta: dict = {"__metadata__": {"format": "mlx"}}
     offset = 0
-    for spec in specs:
-        meta[spec.name] = {
-            "dtype": _DTYPES[np.dtype(spec.dtype)],
+    for name, spec in specs.items():
+        meta[name] = {
+            "dtype": spec.dtype,
             "shape": list(spec.shape),
             "data_offsets": [offset, offset + spec.nbytes],
         }
@@ -63,7 +44,7 @@ def _header(specs: list[TensorSpec]) -> bytes:
 
 def write_checkpoint(
     out_dir: Path,
-    specs: list[TensorSpec],
+    specs: dict[str, TensorSpec],
     tensors: Iterable[tuple[str, np.ndarray]],
     shards: int = 1,
     on_tensor=None,
@@ -80,23 +61,20 @@ def write_checkpoint(
         if n == 1
         else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
     )
-    total = sum(s.nbytes for s in specs)
+    total = sum(s.nbytes for s in specs.values())
     written = 0
     it: Iterator[tuple[str, np.ndarray]] = iter(tensors)
     weight_map: dict[str, str] = {}
     for shard, fname in zip(shards, names):
         with open(out_dir / fname, "wb") as f:
             f.write(_header(shard))
-            for spec in shard:
+            for planned, spec in shard.items():
                 name, array = next(it)
-                if name != spec.name:
-                    raise ValueError(f"tensor {name} arrived where {spec.name} was planned")
+                if name != planned:
+                    raise ValueError(f"tensor {name} arrived where {planned} was planned")
                 array = np.ascontiguousarray(array)
-                if array.dtype != np.dtype(spec.dtype) or tuple(array.shape) != spec.shape:
-                    raise ValueError(
-                        f"{name}: got {array.dtype}{array.shape}, planned "
-                        f"{np.dtype(spec.dtype)}{spec.shape}"
-                    )
+                if tag_of_numpy(array.dtype) != spec.dtype or tuple(array.shape) != spec.shape:
+                    raise ValueError(f"{name}: got {array.dtype}{array.shape}, planned {spec.dtype}{spec.shape}")
                 f.write(memoryview(array).cast("B"))
                 weight_map[name] = fname
                 written += spec.nbytes

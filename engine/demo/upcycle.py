@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from engine.demo.qpack import pack, unpack
-from engine.demo.safetensors_io import TensorSpec
+from engine.dtypes import TensorSpec, tag_of_numpy
 
 PROJS = ("gate_proj", "up_proj", "down_proj")
 PARTS = ("weight", "scales", "biases")
@@ -86,21 +86,22 @@ def _layer_names(i: int) -> tuple[list[str], list[str]]:
     return copied, moe
 
 
-def moe_specs(dense: dict[str, np.ndarray], layers: int, experts: int) -> list[TensorSpec]:
+def moe_specs(dense: dict[str, np.ndarray], layers: int, experts: int) -> dict[str, TensorSpec]:
     """Names, dtypes and shapes of the MoE checkpoint, in writing order."""
-    specs = [TensorSpec(f"model.embed_tokens.{k}", dense[f"model.embed_tokens.{k}"].dtype,
-                        tuple(dense[f"model.embed_tokens.{k}"].shape)) for k in PARTS]
+    def copy(name: str) -> TensorSpec:
+        return TensorSpec(tuple(dense[name].shape), tag_of_numpy(dense[name].dtype))
+
+    specs = {f"model.embed_tokens.{k}": copy(f"model.embed_tokens.{k}") for k in PARTS}
     hidden_size = dense["model.norm.weight"].shape[0]
     for i in range(layers):
         copied, moe = _layer_names(i)
-        specs += [TensorSpec(n, dense[n].dtype, tuple(dense[n].shape)) for n in copied]
-        specs.append(TensorSpec(moe[0], np.dtype(np.float16), (experts, hidden_size)))
+        specs.update({n: copy(n) for n in copied})
+        specs[moe[0]] = TensorSpec((experts, hidden_size), "F16")
         for name in moe[1:]:
             proj_part = ".".join(name.split(".")[-2:])
             src = dense[f"model.layers.{i}.mlp.{proj_part}"]
-            specs.append(TensorSpec(name, src.dtype, (experts, *src.shape)))
-    specs.append(TensorSpec("model.norm.weight", dense["model.norm.weight"].dtype,
-                            tuple(dense["model.norm.weight"].shape)))
+            specs[name] = TensorSpec((experts, *src.shape), tag_of_numpy(src.dtype))
+    specs["model.norm.weight"] = copy("model.norm.weight")
     return specs
 
 

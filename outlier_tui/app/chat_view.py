@@ -67,7 +67,6 @@ class AssistantMessage(Vertical):
         self._stopped = asyncio.Event()
         self._pacer: Worker | None = None
         self._thinking_dirty = False
-        self.flushes = 0
 
     def compose(self):
         yield Static(Content.styled("Assistant", "bold $primary"), classes="role")
@@ -156,7 +155,6 @@ class AssistantMessage(Vertical):
             frame = loop.create_future()
             self.call_after_refresh(lambda: frame.done() or frame.set_result(None))
             await frame
-            self.flushes += 1
             cost = loop.time() - started
             pause = min(MAX_FLUSH_INTERVAL, max(FLUSH_INTERVAL, cost / RENDER_SHARE)) - cost
             if pause > 0 and self._streaming:

@@ -1,6 +1,6 @@
 """The Outlier chat app: layout, key bindings, actions, model loading and the answer worker.
 
-Threads (DESIGN.md): this runs on Textual's asyncio loop and never blocks on
+Threads (README, "How it works"): this runs on Textual's asyncio loop and never blocks on
 the model. Answers come from an exclusive async worker awaiting the engine's
 stream; telemetry is polled on a timer (at most 10 Hz), never per token.
 """
@@ -325,11 +325,13 @@ class OutlierApp(App):
             chat = chats[0]  # reuse an empty chat instead of piling up new ones
         if chat is None:
             chat = self.session.new_chat(create=True)
-        await self.open_chat(chat.id)
+        await self.open_chat(chat.id, first=True)
 
-    async def open_chat(self, chat_id: int, at_message: int | None = None) -> None:
-        """Show a saved chat (history from the store), scrolled to `at_message` if given."""
-        self.session.open(chat_id)
+    async def open_chat(self, chat_id: int, at_message: int | None = None,
+                        first: bool = False) -> None:
+        """Show a saved chat (history from the store), scrolled to `at_message` if
+        given. first: the chat the app starts with (it takes --think/--no-think)."""
+        self.session.open(chat_id, apply_cli_thinking=first)
         self.main_screen.query_one(PromptInput).editing = False
         widgets = [self._message_widget(m) for m in self.store.messages(chat_id)]
         log = self.main_screen.query_one(ChatLog)

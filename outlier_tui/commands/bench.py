@@ -43,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.served:
         from bench import served
+        from bench.orchestrate import Options
 
-        return served.run(argparse.Namespace(model=args.model, tokens=args.tokens or 48,
-                                             rounds=args.rounds or 3, cache_mb=None, json=args.json))
+        return served.run(argparse.Namespace(model=args.model, tokens=args.tokens or Options.tokens,
+                                             rounds=args.rounds or Options.rounds, cache_mb=None, json=args.json))
     from bench import orchestrate, report
     from bench.workload import parse_budgets
     from engine.errors import OutlierError
@@ -61,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     opts = orchestrate.Options(
         model_dir=Path(model_dir), budgets=budgets,
-        tokens=args.tokens or (QUICK["tokens"] if args.quick else 48),
-        passes=args.passes or (QUICK["passes"] if args.quick else 2),
+        tokens=args.tokens or (QUICK["tokens"] if args.quick else orchestrate.Options.tokens),
+        passes=args.passes or (QUICK["passes"] if args.quick else orchestrate.Options.passes),
         resident_passes=QUICK["resident_passes"] if args.quick else None,
         memcap_tokens=QUICK["memcap_tokens"] if args.quick else 16,
-        rounds=args.rounds or (QUICK["rounds"] if args.quick else 3),
+        rounds=args.rounds or (QUICK["rounds"] if args.quick else orchestrate.Options.rounds),
         prefetch_budgets=QUICK["prefetch_budgets"] if args.quick else None,
         reader_threads=args.reader_threads,
         raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,

@@ -222,7 +222,7 @@ class ChatSession:
         self.chat_id: Optional[int] = None
         self.last_stats: Optional[GenerationStats] = None
         if chat_id is not None:
-            self.open(chat_id)
+            self.open(chat_id, apply_cli_thinking=True)
 
     @property
     def model_info(self) -> Optional[ModelInfo]:
@@ -251,12 +251,15 @@ class ChatSession:
             self._keep_cli_thinking()
         return self.chat_id
 
-    def open(self, chat_id: int) -> Chat:
-        """Continue a saved chat (KeyError if there is none)."""
+    def open(self, chat_id: int, apply_cli_thinking: bool = False) -> Chat:
+        """Continue a saved chat (KeyError if there is none). apply_cli_thinking:
+        the chat named on the command line takes `--think` / `--no-think`; chats
+        opened later keep their own choice."""
         chat = self.store.get_chat(chat_id)
         self.chat_id = chat.id
         self.last_stats = None
-        self._keep_cli_thinking()
+        if apply_cli_thinking:
+            self._keep_cli_thinking()
         return self.store.get_chat(chat.id)
 
     def new_chat(self, create: bool = False) -> Optional[Chat]:
@@ -332,7 +335,10 @@ class ChatSession:
     def edit_last(self, text: str, on_part: PartFn) -> Turn:
         """Replace the last user message (and its answer) with `text` and answer it."""
         last_user = self._last_user()
+        first = self.messages()[0].id == last_user.id
         self.store.delete_messages_from(self.chat_id, last_user.id)
+        if first and self.store.get_chat(self.chat_id).title == title_from(last_user.content):
+            self.store.rename_chat(self.chat_id, title_from(text))  # the title it named follows it
         self.store.add_message(self.chat_id, "user", text)
         return self._answer(on_part)
 

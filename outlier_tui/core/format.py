@@ -52,7 +52,10 @@ def stats_line(stats: GenerationStats, rss_bytes: Optional[int] = None) -> str:
         f"{stats.generation_tps:.1f} tok/s",
         f"first token {stats.time_to_first_token:.2f}s",
         f"prompt {stats.prompt_tokens} tok @ {stats.prompt_tps:.0f} tok/s",
-        f"experts {hit_rate(stats.expert_hits, stats.expert_misses)} hit",
-        f"RSS {human_bytes(rss_bytes if rss_bytes else stats.peak_rss_bytes)}",
     ]
+    # A remote server other than Outlier reports neither (engine.remote): say nothing, not zeros.
+    if stats.expert_hits + stats.expert_misses:
+        parts.append(f"experts {hit_rate(stats.expert_hits, stats.expert_misses)} hit")
+    if rss := rss_bytes or stats.peak_rss_bytes:
+        parts.append(f"RSS {human_bytes(rss)}")
     return " · ".join(parts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Optional, TextIO
+from typing import Awaitable, Callable, Optional, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
@@ -39,7 +39,7 @@ from outlier_tui.core.attachments import (
     read_attachment,
     with_attachments,
 )
-from outlier_tui.core.chat import ChatError, ChatSession, Turn, TurnResult
+from outlier_tui.core.chat import ChatError, ChatSession, PartFn, Turn, TurnResult
 from outlier_tui.core.format import STATUS_LABELS, stats_line
 from outlier_tui.plain import commands
 from outlier_tui.plain.render import DEFAULT_STYLE, DIM, RED, RESET, StreamRenderer
@@ -129,7 +129,8 @@ class PlainSession:
         self.model_name = model_name
         self.attachments: list[Attachment] = []  # from /file, sent with the next message
         self.editing = False  # the next message replaces the last one (/edit)
-        self.pending_action = None  # an answer a command asked for (/retry), run after it
+        # An answer a command asked for (/retry), awaited once the command returns.
+        self.pending_action: Optional[Callable[[], Awaitable[Optional[TurnResult]]]] = None
         self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
         self._next_default = ""
         self._ctrl_c_armed = False
@@ -296,7 +297,7 @@ class PlainSession:
         return await self.answer(lambda on_part: (self.chat.edit_last(message, on_part) if editing
                                                   else self.chat.send(message, on_part)))
 
-    async def answer(self, start) -> Optional[TurnResult]:
+    async def answer(self, start: Callable[[PartFn], Turn]) -> Optional[TurnResult]:
         """Run the Turn `start(on_part)` makes and print it: thinking dimmed (or hidden), then the answer."""
         renderer = StreamRenderer(self.write, color=self.color, style=self.style)
         view = _ThinkingView(self)

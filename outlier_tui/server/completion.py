@@ -58,9 +58,10 @@ class Finish:
 Piece = str | Thinking | Finish
 
 
-async def answer(job: Job, stops: tuple[str, ...]) -> AsyncIterator[Piece]:
+async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncIterator[Piece]:
     """Pieces of the answer and thinking, then a Finish; raises ApiError if the engine fails.
-    Stop sequences apply to the answer, not to the thinking."""
+    Stop sequences apply to the answer, not to the thinking. context: the model's context
+    limit (0: none), where the engine ends an answer as if max_tokens were reached."""
     cut = StopFilter(stops)
     stopped = False
     async for event in job:
@@ -80,7 +81,10 @@ async def answer(job: Job, stops: tuple[str, ...]) -> AsyncIterator[Piece]:
             if not stopped and (tail := cut.flush()):
                 yield tail
             stats = event.stats
-            length = not stopped and not event.cancelled and stats.generation_tokens >= job.params.max_tokens
+            room = job.params.max_tokens
+            if context:
+                room = min(room, context - stats.prompt_tokens - stats.cached_tokens)
+            length = not stopped and not event.cancelled and stats.generation_tokens >= room
             yield Finish("length" if length else "stop", stats)
         elif isinstance(event, GenerationFailed):
             raise engine_error(event.message, event.error_type)

@@ -4,13 +4,13 @@ The engine runs one generation at a time on its MLX thread; queueing here
 (not on that thread) lets a request leave the line when its client goes away,
 refuses new ones when the line is full, and cancels exactly the running
 request. A request holds its turn until the engine's stream has ended, so the
-next one starts on an engine that is really free.
+next one starts on an engine that is really free. Events reach the event loop
+straight from the engine's thread (EventStream.listen): no thread in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import AsyncIterator, Sequence
 
 from engine.api import (
@@ -99,15 +99,16 @@ class EngineQueue:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
-        def pump() -> None:  # a plain thread: the engine's stream is a blocking iterator
+        def deliver(event: GenerationEvent) -> None:  # on the engine's thread
+            def on_loop() -> None:
+                job.events.put_nowait(event)
+                if isinstance(event, (GenerationDone, GenerationFailed)) and not done.done():
+                    done.set_result(None)
+
             try:
-                try:
-                    for event in stream:
-                        loop.call_soon_threadsafe(job.events.put_nowait, event)
-                finally:
-                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                loop.call_soon_threadsafe(on_loop)
             except RuntimeError:  # the event loop closed under us (server exit): nobody listens
                 pass
 
-        threading.Thread(target=pump, name="outlier-serve-pump", daemon=True).start()
+        stream.listen(deliver)
         return done

@@ -43,6 +43,8 @@ class Routes:
         self.config = config
         self.queue = EngineQueue(engine, config.max_waiting)
         self.created = int(time.time())
+        model = engine.snapshot().model
+        self.context = model.context_length if model is not None else 0
 
     # ---- plain endpoints ---------------------------------------------------
 
@@ -70,7 +72,7 @@ class Routes:
         req = parse(parse_json(await self._body(request)))
         job = self.queue.submit(req.messages, req.params)
         fmt = format_class(self.config.model_name)
-        pieces = answer(job, req.stop)
+        pieces = answer(job, req.stop, self.context)
         try:
             if not req.stream:
                 return JSONResponse(await _unless_gone(request, job, _whole(pieces, fmt)))

@@ -26,7 +26,10 @@ def test_json_has_the_five_ratios_as_finite_numbers(result, tmp_path):
     data = json.loads(out.read_text())
     for key in orchestrate.RATIO_KEYS:
         assert isinstance(data[key], (int, float)) and math.isfinite(data[key]), key
-        assert data["targets"][key]["met"] in (True, False)
+        op, threshold = data["targets"][key]["target"].split()  # e.g. ">= 0.95", as the table shows it
+        assert op in (">=", "<=")
+        within = data[key] >= float(threshold) if op == ">=" else data[key] <= float(threshold)
+        assert data["targets"][key]["met"] is within, key
     assert {(c["budget_percent"], c["prefetch"]) for c in data["configs"]} == {
         (100.0, False), (100.0, True), (25.0, False)}
 

@@ -34,10 +34,25 @@ def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_generate_with_chat_template(checkpoint_factory):
-    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "hi",
-                     "--max-tokens", "4", "--temp", "0.7", "--seed", "3")
+def test_generate_with_chat_template(checkpoint_factory, tmp_path):
+    """Without --no-chat-template the prompt goes through the model's chat template: the
+    answer is mlx-lm's greedy answer to the templated prompt, not to the raw text."""
+    from mlx_lm.utils import load_tokenizer
+
+    path = checkpoint_factory("mixtral")
+    stats_path = tmp_path / "stats.json"
+    result = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8",
+                     "--stats-json", str(stats_path))
     assert result.returncode == 0, result.stderr
+
+    def templated(tok):
+        text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                       tokenize=False)
+        return tok.encode(text, add_special_tokens=False)
+
+    stats = json.loads(stats_path.read_text())
+    assert stats["prompt_tokens"] == len(templated(load_tokenizer(path)))
+    assert stats["tokens"] == oracle_answer(path, templated, 8)
 
 
 def test_bad_model_path_is_one_line(tmp_path):

@@ -145,6 +145,16 @@ def test_edit_replaces_the_last_question_and_its_answer(store):
     assert [m["content"] for m in engine.requests[2][0]] == ["q1", "a1", "q2 fixed"]
 
 
+def test_editing_the_first_message_renames_a_chat_it_named(store):
+    session = ChatSession(_engine(["a", "b", "c"]), store)
+    session.send("Sort a dcit", Parts()).run()
+    session.edit_last("Sort a dict", Parts()).run()
+    assert session.chat.title == "Sort a dict"
+    store.rename_chat(session.chat_id, "My title")
+    session.edit_last("Sort a dict by value", Parts()).run()
+    assert session.chat.title == "My title"  # a title the user gave is kept
+
+
 def test_nothing_to_retry_is_a_one_line_error(store):
     session = ChatSession(_engine(), store)
     with pytest.raises(ChatError, match="send a message first"):
@@ -191,3 +201,19 @@ def test_one_off_turn_stores_nothing(store):
     parts = Parts()
     result = one_off_turn(engine, "hi", GenerationParams(), parts).run()
     assert result.text == "Hello there, friend." and store.list_chats() == []
+
+
+def test_cli_switch_does_not_override_choices_made_later(store):
+    engine = _engine()
+    session = ChatSession(engine, store, params=GenerationParams(enable_thinking=False),
+                          model_info=engine.snapshot().model)
+    session.send("a", Parts()).run()
+    first = session.chat_id
+    session.set_thinking(True)  # the user changes their mind for this chat
+    session.new_chat()
+    session.send("b", Parts()).run()
+    assert engine.requests[-1][1].enable_thinking is False  # new chats: the CLI default
+    session.open(first)
+    assert store.get_chat(first).enable_thinking is True
+    session.send("c", Parts()).run()
+    assert engine.requests[-1][1].enable_thinking is True

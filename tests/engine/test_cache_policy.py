@@ -99,13 +99,39 @@ def test_failed_read_frees_the_slot():
     assert cache.resident_keys() == [] and cache.used == 0
 
 
-def test_lru_close_to_optimal_on_a_local_trace():
+def reference_hits(trace, slots, victim):
+    """Textbook cache replay: victim(resident, i) names the key to evict at step i."""
+    resident, hits = [], 0
+    for i, key in enumerate(trace):
+        if key in resident:
+            hits += 1
+            continue
+        if len(resident) == slots:
+            resident.remove(victim(resident, i))
+        resident.append(key)
+    return hits
+
+
+def test_lru_and_belady_match_textbook_replays_on_a_long_local_trace():
+    """Too long for brute force: LRU must hit exactly as often as a textbook LRU and Belady as
+    a textbook farthest-next-use replay, with LRU at most Belady (the cache's bookkeeping, not
+    only its policies, is what this checks)."""
     rng = random.Random(1)
     hot = list(range(8))
     trace = [rng.choice(hot) if rng.random() < 0.8 else rng.randrange(64) for _ in range(2000)]
+
+    def least_recent(resident, i):
+        return min(resident, key=lambda k: max(j for j in range(i) if trace[j] == k))
+
+    def farthest_next_use(resident, i):
+        return max(resident, key=lambda k: next((j for j in range(i, len(trace)) if trace[j] == k),
+                                                len(trace)))
+
     lru = simulate(trace, 12, LRUPolicy())
     opt = simulate(trace, 12, BeladyPolicy(trace))
-    assert opt >= lru > 0
+    assert lru == reference_hits(trace, 12, least_recent)
+    assert opt == reference_hits(trace, 12, farthest_next_use)
+    assert opt > lru
 
 
 def test_unknown_policy_name():

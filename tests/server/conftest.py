@@ -1,6 +1,8 @@
 """`outlier serve` on a tiny checkpoint, started once per session as a user would (a subprocess)."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,23 @@ def served(checkpoint_factory):
     """One server for the session: qwen3_moe (context 512), API key, 2 waiting requests at most,
     1 MiB bodies."""
     server = start_outlier_serve(checkpoint_factory("qwen3_moe"), "--max-queue", "2", "--max-body-mb", "1")
+    yield server
+    err = stop(server)
+    assert "Traceback" not in err, err
+
+
+@pytest.fixture(scope="session")
+def served_long(checkpoint_factory, tmp_path_factory):
+    """A server whose answers run until cancelled or capped: the tiny mixtral without an
+    end-of-sequence token, and a 4096-token context (its tokenizer's), so an uncancelled
+    answer runs about 4000 tokens; 2 waiting requests at most."""
+    checkpoint = tmp_path_factory.mktemp("mixtral-no-eos") / "mixtral-no-eos"
+    shutil.copytree(checkpoint_factory("mixtral"), checkpoint)
+    for name, key in (("config.json", "eos_token_id"), ("tokenizer_config.json", "eos_token")):
+        settings = json.loads((checkpoint / name).read_text())
+        settings[key] = None  # no end-of-sequence token: nothing ends an answer early
+        (checkpoint / name).write_text(json.dumps(settings))
+    server = start_outlier_serve(checkpoint, "--max-queue", "2")
     yield server
     err = stop(server)
     assert "Traceback" not in err, err

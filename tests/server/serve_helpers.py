@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ from pathlib import Path
 import httpx
 
 API_KEY = "test-key"
+LONG_ANSWER = 20000  # max_tokens asked for; served_long's context (4096) caps it near 4000
+CANCELLED_WITHIN = 1000  # steps: an answer that was not cancelled runs about 4000
 
 
 @dataclass
@@ -92,3 +95,24 @@ def stop(server: Served) -> str:
         server.process.kill()
         server.process.wait()
     return server.stderr()
+
+
+def telemetry(served) -> dict:
+    """The first snapshot of the telemetry stream."""
+    with httpx.stream("GET", served.base_url + "/outlier/telemetry", headers=served.headers(), timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+    raise AssertionError("no telemetry event")
+
+
+def wait_idle(served) -> dict:
+    """Poll /health until no request is admitted and the engine is idle (a guard, not a timing check)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = httpx.get(served.url + "/health").json()
+        if health["requests"] == 0 and health["engine"] == "idle":
+            return health
+        time.sleep(0.02)
+    raise AssertionError(f"server still busy: {health}")

@@ -16,7 +16,7 @@ import pytest
 
 from engine.wire import snapshot_from_json
 
-from serve_helpers import start_outlier_serve, stop
+from serve_helpers import CANCELLED_WITHIN, LONG_ANSWER, start_outlier_serve, stop, telemetry, wait_idle
 
 
 def generate(checkpoint, prompt: str, max_tokens: int, tmp_path, *extra: str) -> tuple[str, list[int]]:
@@ -29,27 +29,6 @@ def generate(checkpoint, prompt: str, max_tokens: int, tmp_path, *extra: str) ->
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("\n")
     return result.stdout[:-1], json.loads(stats.read_text())["tokens"]
-
-
-def telemetry(served) -> dict:
-    """The first snapshot of the telemetry stream."""
-    with httpx.stream("GET", served.base_url + "/outlier/telemetry", headers=served.headers(), timeout=30) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                return json.loads(line[6:])
-    raise AssertionError("no telemetry event")
-
-
-def wait_idle(served) -> dict:
-    """Poll /health until no request is admitted and the engine is idle (a guard, not a timing check)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        health = httpx.get(served.url + "/health").json()
-        if health["requests"] == 0 and health["engine"] == "idle":
-            return health
-        time.sleep(0.02)
-    raise AssertionError(f"server still busy: {health}")
 
 
 def test_chat_answer_equals_generate(served, tmp_path):
@@ -193,7 +172,7 @@ def test_three_concurrent_clients_are_all_answered(served):
     assert answers == alone
 
 
-def _start_stream(served, max_tokens: int = 20000):
+def _start_stream(served, max_tokens: int = LONG_ANSWER):
     """A streamed request that would run for a long time; returns (client, response, line iterator)
     once its first chunk arrived (so it runs on the engine). Keep the iterator: dropping it closes
     the response."""
@@ -208,57 +187,57 @@ def _start_stream(served, max_tokens: int = 20000):
     return client, response, lines
 
 
-def test_client_disconnect_cancels_its_generation(served):
-    wait_idle(served)
-    step_before = telemetry(served)["step"]
-    client, response, _lines = _start_stream(served)
+def test_client_disconnect_cancels_its_generation(served_long):
+    wait_idle(served_long)
+    step_before = telemetry(served_long)["step"]
+    client, response, _lines = _start_stream(served_long)
     response.close()  # the client goes away mid-answer
     client.close()
-    wait_idle(served)
-    steps = telemetry(served)["step"] - step_before
-    assert steps < 20000 / 4, f"the engine kept generating after the client left ({steps} steps)"
+    wait_idle(served_long)
+    steps = telemetry(served_long)["step"] - step_before
+    assert steps < CANCELLED_WITHIN, f"the engine kept generating after the client left ({steps} steps)"
     # The engine is free: a new request is answered.
-    reply = served.client().chat.completions.create(
-        model=served.model, messages=[{"role": "user", "content": "x"}], max_tokens=3, temperature=0)
+    reply = served_long.client().chat.completions.create(
+        model=served_long.model, messages=[{"role": "user", "content": "x"}], max_tokens=3, temperature=0)
     assert reply.usage.completion_tokens >= 1
 
 
-def test_non_streamed_client_that_gives_up_cancels_too(served):
-    wait_idle(served)
-    step_before = telemetry(served)["step"]
+def test_non_streamed_client_that_gives_up_cancels_too(served_long):
+    wait_idle(served_long)
+    step_before = telemetry(served_long)["step"]
     with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes the connection
-        httpx.post(served.base_url + "/chat/completions", headers=served.headers(), timeout=httpx.Timeout(1.0),
+        httpx.post(served_long.base_url + "/chat/completions", headers=served_long.headers(), timeout=httpx.Timeout(1.0),
                    json={"messages": [{"role": "user", "content": "go on"}], "temperature": 0,
-                         "max_tokens": 20000})
-    wait_idle(served)
-    steps = telemetry(served)["step"] - step_before
-    assert steps < 20000 / 4, f"the engine kept generating after the client left ({steps} steps)"
+                         "max_tokens": LONG_ANSWER})
+    wait_idle(served_long)
+    steps = telemetry(served_long)["step"] - step_before
+    assert steps < CANCELLED_WITHIN, f"the engine kept generating after the client left ({steps} steps)"
 
 
-def test_full_queue_gets_429_and_leaving_clients_free_it(served):
-    wait_idle(served)
-    running = _start_stream(served)
+def test_full_queue_gets_429_and_leaving_clients_free_it(served_long):
+    wait_idle(served_long)
+    running = _start_stream(served_long)
     waiting = []
     for _ in range(2):  # --max-queue 2: two may wait behind the running one
         client = httpx.Client(timeout=60)
-        request = client.build_request("POST", served.base_url + "/chat/completions", headers=served.headers(),
+        request = client.build_request("POST", served_long.base_url + "/chat/completions", headers=served_long.headers(),
                                        json={"messages": [{"role": "user", "content": "wait"}], "stream": True,
                                              "max_tokens": 5})
         thread = threading.Thread(target=lambda c=client, r=request: _swallow(c.send, r, stream=True), daemon=True)
         thread.start()
         waiting.append(client)
     deadline = time.monotonic() + 30
-    while httpx.get(served.url + "/health").json()["requests"] < 3 and time.monotonic() < deadline:
+    while httpx.get(served_long.url + "/health").json()["requests"] < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert httpx.get(served.url + "/health").json()["requests"] == 3
+    assert httpx.get(served_long.url + "/health").json()["requests"] == 3
     with pytest.raises(openai.RateLimitError) as caught:
-        served.client().chat.completions.create(model=served.model, messages=[{"role": "user", "content": "x"}])
+        served_long.client().chat.completions.create(model=served_long.model, messages=[{"role": "user", "content": "x"}])
     assert caught.value.code == "queue_full"
     for client in [running[0], *waiting]:
         client.close()  # all three leave: the running one is cancelled, the waiting ones leave the line
-    wait_idle(served)
-    assert served.client().chat.completions.create(
-        model=served.model, messages=[{"role": "user", "content": "x"}], max_tokens=2).choices
+    wait_idle(served_long)
+    assert served_long.client().chat.completions.create(
+        model=served_long.model, messages=[{"role": "user", "content": "x"}], max_tokens=2).choices
 
 
 def _swallow(fn, *args, **kwargs):
@@ -300,3 +279,25 @@ def test_port_in_use_is_one_line_before_loading(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("outlier: cannot listen") and str(port) in lines[0]
+
+
+def test_event_stream_listener_gets_every_event_in_order():
+    from engine.api import GenerationDone, GenerationStats, TextDelta
+    from engine.events import EventStream
+
+    stats = GenerationStats((), 0, 0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0, 0, 0.0)
+    stream = EventStream()
+    stream.put(TextDelta("a", 1))  # before anyone listens: queued, then handed over in order
+    got = []
+    stream.listen(got.append)
+    stream.put(TextDelta("b", 2))
+    stream.put(GenerationDone(stats))
+    assert [getattr(e, "text", "done") for e in got] == ["a", "b", "done"]
+
+
+def test_answer_cut_at_the_context_limit_finishes_with_length(served_long):
+    reply = served_long.client().chat.completions.create(
+        model=served_long.model, messages=[{"role": "user", "content": "a" * 4000}], max_tokens=LONG_ANSWER,
+        temperature=0)
+    assert reply.usage.total_tokens == 4096  # the tokenizer's model_max_length: the context
+    assert reply.choices[0].finish_reason == "length"
