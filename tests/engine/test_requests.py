@@ -66,7 +66,7 @@ def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory):
     path = checkpoint_factory("mixtral")
     loaded = load_streamed_model(path)
     try:
-        prompt = "abc" * PREFILL_STEP  # three prefill chunks (one token per byte)
+        prompt = ("abc" * PREFILL_STEP)[:PREFILL_STEP + 100]  # two prefill chunks (one token per byte)
         messages = [{"role": "user", "content": prompt}]
         params = GenerationParams(max_tokens=5, **RAW)
         conv, cancel = Conversation(), threading.Event()
