@@ -88,8 +88,6 @@ class ExpertStreamer:
         self.reader = reader
         self.telemetry = telemetry
         self.mode = PrefetchMode.of(prefetch)
-        for group in groups:
-            group.cache.cancel_stale, group.cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
         self.prefetch_decision: dict | None = None  # the load-time measurement, when it decided
         self.last_wait_cpu = 0.0  # this thread's CPU time in the last fetch's wait (not host work)
         self._group_of: list[PoolGroup] = [groups[0]] * len(layers)
@@ -100,6 +98,7 @@ class ExpertStreamer:
                 self._group_of[row] = group
                 self._base[row] = local * layers[row].num_experts
             group.cache.on_evict = self._evicted
+            group.cache.cancel_stale, group.cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
         # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
@@ -114,6 +113,9 @@ class ExpertStreamer:
                 name: None if spec.dtype == files.tensors[name].dtype else files.tensors[name].dtype
                 for name, spec in specs.items()
             })
+        # per row: (tensor name, tensor, conversion), to build read jobs without lookups
+        self._parts = [[(name, t, self._convert[row][name]) for name, t in files.tensors.items()]
+                       for row, files in enumerate(layers)]
 
     @property
     def cache(self) -> ExpertCache:
@@ -223,18 +225,16 @@ class ExpertStreamer:
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
                         samples: int = 4) -> None:
         """Turn prefetch on where one expert read takes longer than twice the predictor's host
-        sync: with half of the guesses right (0.7-0.9 measured on the demo) it then saves more
+        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
         decoder time than it costs. Measured now, on this disk and backend (reads go into
         slots no expert holds yet); the figures are kept in prefetch_decision."""
         reads = []
-        for i in range(samples):
-            row = (7 * i + 3) % len(self.layers)
-            cache = self.cache_of(row)
-            if cache.used + i >= cache.num_slots:
-                break
+        group = self.groups[0]
+        for i in range(min(samples, group.cache.num_slots - group.cache.used)):
+            row = group.rows[(7 * i + 3) % len(group.rows)]
             expert = (13 * i + 5) % self.layers[row].num_experts
             start = time.perf_counter()
-            self.reader.submit_units(self._jobs([((row, expert), cache.used + i)])).wait()
+            self.reader.submit_units(self._jobs([((row, expert), group.cache.used + i)])).wait()
             reads.append(time.perf_counter() - start)
         x = mx.zeros((1, 1, hidden_size))
         guesses = []
@@ -248,19 +248,22 @@ class ExpertStreamer:
                                   "enabled": self.prefetch_enabled}
 
     def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
-        """One unit of reads per expert (all its tensors, read in a row by one thread)."""
+        """One unit of reads per expert (all its tensors, read in a row by one thread), into
+        the pool of that row's expert shape."""
         units = []
         for (row, expert), slot in loads:
-            files, convert, views = self.layers[row], self._convert[row], self._group_of[row].pool.views
-            units.append([ReadJob(tensor.expert_file(expert), *tensor.expert_range(expert),
-                                  views[name][slot], convert[name])
-                          for name, tensor in files.tensors.items()])
+            views = self._group_of[row].pool.views
+            unit = []
+            for name, tensor, convert in self._parts[row]:
+                offset, nbytes = tensor.expert_range(expert)
+                unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, views[name][slot], convert))
+            units.append(unit)
         return units
 
     def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
-        """Queue the reads of one row's loads (key, slot) into that row's pool."""
+        """Queue the reads of one row's loads (key, slot)."""
         ticket = self.reader.submit_units(self._jobs(loads), priority)
-        self._group_of[loads[0][0][0]].cache.mark_loading([key for key, _ in loads], ticket)
+        self.cache_of(loads[0][0][0]).mark_loading([key for key, _ in loads], ticket)
         if telemetry:
             self._record_loads(loads)
         return ticket

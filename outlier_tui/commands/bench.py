@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--io-bound", action="store_true",
                         help="instead: the I/O-bound study, reads capped by a cgroup (needs root; "
                              "skips with a message where reads cannot be throttled)")
-    parser.add_argument("--disk-mbps", type=float, default=25.0, metavar="N",
+    parser.add_argument("--disk-mbps", type=arg_types.positive(float, "a number of MB/s"), default=25.0, metavar="N",
                         help="--io-bound read cap in MB/s (default 25: reads ~85%% of a demo token)")
     parser.add_argument("--prefetch-variants", default="", metavar="LIST",
                         help="--io-bound: also run these prefetch variants at 25%% ('all', or names: "
@@ -68,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
         budgets = parse_budgets(args.budgets)
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
-    if args.disk_mbps <= 0:
-        return _fail("--disk-mbps must be a positive number of MB/s")
     try:
         variants = _variants(args.prefetch_variants)
     except ValueError as exc:
