@@ -225,7 +225,7 @@ class ExpertStreamer:
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
                         samples: int = 4) -> None:
         """Turn prefetch on where one expert read takes longer than twice the predictor's host
-        sync: with half of the guesses right (0.7-0.9 measured on the demo) it then saves more
+        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
         decoder time than it costs. Measured now, on this disk and backend (reads go into
         slots no expert holds yet); the figures are kept in prefetch_decision."""
         reads = []
