@@ -51,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from bench.workload import parse_budgets
     from engine.errors import OutlierError
     from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.progress import progress_bar
 
     try:
         budgets = parse_budgets(args.budgets)
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
     try:
-        model_dir = resolve_model_dir(args.model, on_progress=_progress_line)
+        with progress_bar("building demo model") as on_progress:
+            model_dir = resolve_model_dir(args.model, on_progress=on_progress)
     except OutlierError as exc:
         return _fail(str(exc))
     opts = orchestrate.Options(
@@ -93,9 +95,3 @@ def _fail(message: str) -> int:
     print(f"outlier: {message}", file=sys.stderr)
     return 1
 
-
-def _progress_line(fraction: float, message: str) -> None:
-    sys.stderr.write(f"\rbuilding demo model {fraction:4.0%} {message[:50]:<50}")
-    if fraction >= 1.0:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
