@@ -44,12 +44,13 @@ class PassResult:
     tokens: list[int]
 
 
-def run_pass(loaded, telemetry: StepTelemetry, tokens: int) -> PassResult:
+def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = False) -> PassResult:
     """One request on a fresh Conversation; figures for prefill and decode apart."""
     telemetry.steps.clear()
     cache = loaded.streamer.cache if loaded.streamer is not None else None
-    issued0, used0 = (cache.prefetch_issued, cache.prefetch_used) if cache else (0, 0)
-    stats, _ = generate(loaded, Conversation(), workload.messages(), workload.params(tokens),
+    issued0, used0, cancelled0 = ((cache.prefetch_issued, cache.prefetch_used, cache.prefetch_cancelled)
+                                  if cache else (0, 0, 0))
+    stats, _ = generate(loaded, Conversation(), workload.messages(long_prompt), workload.params(tokens),
                         threading.Event(), lambda text, token, kind: None)
     end_time = time.perf_counter()
     end = telemetry.totals()
@@ -68,13 +69,18 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int) -> PassResult:
         # exact, from the cache itself (telemetry refreshes these only when a prefetch is issued)
         "prefetch_issued": cache.prefetch_issued - issued0 if cache else 0,
         "prefetch_used": cache.prefetch_used - used0 if cache else 0,
+        "prefetch_cancelled": cache.prefetch_cancelled - cancelled0 if cache else 0,
     }
     if len(telemetry.steps) > prefill_steps and decode_tokens:
         start_time, start = telemetry.steps[prefill_steps]
         decode_s = end_time - start_time
-        d = {k: end[k] - start[k] for k in ("hits", "misses", "bytes_read", "io_wait_seconds")}
+        d = {k: end[k] - start[k] for k in ("hits", "misses", "bytes_read", "io_wait_seconds",
+                                            "host_seconds")}
         fig.update({
+            "decode_tokens": decode_tokens,
             "trace_decode_offset": start["trace_len"],
+            "decode_host_s": d["host_seconds"],
+            "host_ms_per_token": 1000 * d["host_seconds"] / decode_tokens,
             "decode_s": decode_s,
             "decode_hits": d["hits"],
             "decode_misses": d["misses"],
@@ -96,14 +102,15 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int) -> PassResult:
 
 
 def run_passes(loaded, telemetry: StepTelemetry, tokens: int, passes: int,
-               before_pass: Callable[[int], dict | None]) -> tuple[list[dict], list[int], list[int]]:
+               before_pass: Callable[[int], dict | None], long_prompt: bool = False
+               ) -> tuple[list[dict], list[int], list[int]]:
     """All passes; returns (figures per pass, trace offset where each pass starts, last tokens)."""
     figures, offsets, last_tokens = [], [], []
     trace = loaded.streamer.cache.trace if loaded.streamer is not None else None
     for i in range(passes):
         cold = before_pass(i)
         offsets.append(len(trace) if trace is not None else 0)
-        result = run_pass(loaded, telemetry, tokens)
+        result = run_pass(loaded, telemetry, tokens, long_prompt)
         if cold is not None:
             result.figures["page_cache_before"] = cold
         figures.append(result.figures)

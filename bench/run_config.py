@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import measure, pagecache
+from bench.variants import PREFETCH_VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--json", required=True, help="where to write the figures")
     p.add_argument("--cache-bytes", type=int, default=0)
-    p.add_argument("--prefetch", type=int, choices=[0, 1], default=0)
+    p.add_argument("--prefetch", choices=["0", "1", "auto"], default="0",
+                   help="off, on (every part of the pipeline), or decided by the engine at load")
+    p.add_argument("--prefetch-mode", choices=sorted(PREFETCH_VARIANTS),
+                   help="prefetch on with one part of the pipeline left out (the I/O-bound study)")
+    p.add_argument("--policy", default="lru", help="cache eviction policy")
+    p.add_argument("--uncached-reads", action="store_true",
+                   help="drop what the engine reads from the page cache: every miss is a disk read")
+    p.add_argument("--long-prompt", action="store_true", help="the ~500-token prompt (TTFT study)")
     p.add_argument("--reader-threads", type=int, default=4)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--passes", type=int, default=2, help="pass 1 cold, later passes warm cache")
@@ -73,9 +81,9 @@ def _streamed(args) -> dict:
     files = measure.model_files(args.model)
     telemetry = measure.StepTelemetry()
     start = time.perf_counter()
-    loaded = load_streamed_model(args.model, cache_bytes=args.cache_bytes, prefetch=bool(args.prefetch),
-                                 record_trace=True, reader_threads=args.reader_threads,
-                                 telemetry=telemetry)
+    loaded = load_streamed_model(args.model, cache_bytes=args.cache_bytes, prefetch=_prefetch(args),
+                                 policy=args.policy, record_trace=True, uncached_reads=args.uncached_reads,
+                                 reader_threads=args.reader_threads, telemetry=telemetry)
     load_s = time.perf_counter() - start
     telemetry.trace = loaded.streamer.cache.trace if loaded.streamer is not None else None
     try:
@@ -88,12 +96,17 @@ def _streamed(args) -> dict:
         replay = optimal.compare(trace, slots, count_from=offsets[-1], record=record) if trace else None
         decode_from = passes[-1].get("trace_decode_offset")
         replay_decode = None
+        prefill_keys = trace[offsets[-1]:decode_from] if trace and decode_from is not None else []
         if trace and decode_from is not None:
             replay_decode = optimal.compare(trace, slots, count_from=decode_from, record=record)
             replay_decode.pop("lru_miss_batches")
         return {
             "mode": "streamed", "cache_bytes": args.cache_bytes, "cache_slots": slots,
-            "prefetch": bool(args.prefetch), "reader_threads": args.reader_threads,
+            "prefetch": loaded.streamer.prefetch_enabled if loaded.streamer else False,
+            "prefetch_mode": args.prefetch_mode or {"0": "off", "1": "on", "auto": "auto"}[args.prefetch],
+            "prefetch_decision": loaded.streamer.prefetch_decision if loaded.streamer else None,
+            "policy": args.policy, "reader_threads": args.reader_threads,
+            "prefill_distinct_experts": len({tuple(k) for k in prefill_keys}),
             "load_s": load_s, "passes": passes, "tokens": tokens, "replay": replay,
             "replay_decode": replay_decode,
             "trace_accesses": len(trace),
@@ -130,13 +143,21 @@ def _resident(args) -> dict:
             "tokens": tokens}
 
 
+def _prefetch(args):
+    """--prefetch / --prefetch-mode as load_streamed_model's prefetch argument."""
+    if args.prefetch_mode:
+        return PREFETCH_VARIANTS[args.prefetch_mode]
+    return {"0": False, "1": True, "auto": None}[args.prefetch]
+
+
 def _run(loaded, telemetry, args, before, profiler):
     """All passes; the last one under the profiler when asked."""
+    long = getattr(args, "long_prompt", False)
     if profiler is None or args.passes < 2:
-        return measure.run_passes(loaded, telemetry, args.tokens, args.passes, before)
-    passes, offsets, _ = measure.run_passes(loaded, telemetry, args.tokens, args.passes - 1, before)
+        return measure.run_passes(loaded, telemetry, args.tokens, args.passes, before, long)
+    passes, offsets, _ = measure.run_passes(loaded, telemetry, args.tokens, args.passes - 1, before, long)
     profiler.enable()
-    last, last_offsets, tokens = measure.run_passes(loaded, telemetry, args.tokens, 1, before)
+    last, last_offsets, tokens = measure.run_passes(loaded, telemetry, args.tokens, 1, before, long)
     profiler.disable()
     stream = open(args.profile, "w")
     with stream:

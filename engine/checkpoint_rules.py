@@ -314,9 +314,9 @@ def _check_quantization(config: dict, file: str) -> None:
         if bits is not None and (not _is_int(bits) or bits not in (2, 3, 4, 5, 6, 8)):
             raise CheckpointError(f"{file}: {where}.bits is {bits!r} (MLX quantizes to 2, 3, 4, 5, 6 or "
                                   f"8 bits); {RECONVERT}.")
-        if group is not None and (not _is_int(group) or group not in (32, 64, 128)):
-            raise CheckpointError(f"{file}: {where}.group_size is {group!r} (MLX groups 32, 64 or "
-                                  f"128); {RECONVERT}.")
+        if group is not None and (not _is_int(group) or group not in (16, 32, 64, 128)):
+            raise CheckpointError(f"{file}: {where}.group_size is {group!r} (MLX groups 16 (nvfp4), "
+                                  f"32, 64 or 128); {RECONVERT}.")
         if not isinstance(spec.get("mode", "affine"), str):
             raise CheckpointError(f"{file}: {where}.mode is {spec['mode']!r}, not a name; {RECONVERT}.")
 
@@ -365,6 +365,10 @@ def _check_fields(config: dict, args_class: type, file: str, prefix: str) -> Non
                 f"needs {_type_name(hints[field.name])}; fix config.json or {REDOWNLOAD}.")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _is_size(key: str) -> bool:
     """Keys that size arrays must be true integers; others annotated int (gpt-oss's
     rope_theta) are often written as 10000.0 and work."""
@@ -381,10 +385,10 @@ def _matches(value: object, hint: object, integral_float_ok: bool = False) -> bo
         return value is None
     if hint is bool:
         return isinstance(value, bool)
-    if hint is int:
-        return _is_int(value) or (integral_float_ok and isinstance(value, float) and value.is_integer())
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:  # annotations are loose: mimo_v2_flash's int partial_rotary_factor is 0.5
+        return _is_int(value) or (integral_float_ok and isinstance(value, float))
+    if hint is float:  # ... and step3p5's float rope_theta is one number per layer
+        return _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
     if hint is str:
         return isinstance(value, str)
     # Containers: only their kind. Real configs put more in them than the annotations

@@ -26,7 +26,7 @@ class Plan:
 
 class ExpertCache:
     def __init__(self, num_slots: int, policy: EvictionPolicy | None = None,
-                 record_trace: bool = False) -> None:
+                 record_trace: bool = False, cancel_stale: bool = True, cold_admit: bool = True) -> None:
         if num_slots < 1:
             raise BudgetError("the expert cache needs at least one slot")
         self.num_slots = num_slots
@@ -40,6 +40,11 @@ class ExpertCache:
         self.peak_used = 0
         self.prefetch_issued = 0
         self.prefetch_used = 0
+        self.prefetch_cancelled = 0
+        # a prediction the next call disproves gives its slot back if its read has not started
+        self.cancel_stale = cancel_stale
+        # speculative experts enter the policy's cold end: a wrong guess is evicted first
+        self.cold_admit = cold_admit
         self.trace: list[Key] | None = [] if record_trace else None
         # with the trace: (number of keys, bulk) of every plan() call, to replay it exactly
         self.trace_calls: list[tuple[int, bool]] | None = [] if record_trace else None
@@ -70,6 +75,8 @@ class ExpertCache:
             self.trace_calls.append((len(keys), bulk))
         if self._last_prefetch:
             self.prefetch_used += len(self._last_prefetch & self._protected)
+            if self.cancel_stale:
+                self._cancel(self._last_prefetch - self._protected)
             self._last_prefetch = set()
         plan = Plan(slots=[])
         for key in keys:
@@ -101,7 +108,7 @@ class ExpertCache:
             slot = self._take_slot(allow_fail=True)
             if slot is None:
                 break
-            self._assign(key, slot)
+            self._assign(key, slot, bulk=self.cold_admit)
             self._loading[key] = None  # in flight: later keys of this batch must not evict it
             self._last_prefetch.add(key)
             self.prefetch_issued += 1
@@ -127,6 +134,15 @@ class ExpertCache:
                 self.policy.on_evict(key)
 
     # ---- internals ---------------------------------------------------------
+
+    def _cancel(self, keys: Iterable[Key]) -> None:
+        """Free the slots of speculative reads that have not started (their tickets are per key)."""
+        for key in keys:
+            ticket = self._loading.get(key)
+            if ticket is not None and not ticket.done() and ticket.cancel():
+                self.drop([key])
+                self.on_evict(key)
+                self.prefetch_cancelled += 1
 
     def _assign(self, key: Key, slot: int, bulk: bool = False) -> None:
         self._slot_of[key] = slot

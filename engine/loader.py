@@ -34,7 +34,7 @@ from engine import pool_plan
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool
-from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, StreamedExperts
+from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, PrefetchMode, StreamedExperts
 from engine.telemetry import Telemetry
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
@@ -71,8 +71,9 @@ def load_streamed_model(
     *,
     compute_dtype: mx.Dtype | None | str = "auto",
     reader_threads: int = 4,
+    uncached_reads: bool = False,
     policy: str | EvictionPolicy = "lru",
-    prefetch: bool = False,
+    prefetch: bool | PrefetchMode | None = None,
     record_trace: bool = False,
     telemetry: Telemetry | None = None,
     on_progress: ProgressFn | None = None,
@@ -145,19 +146,27 @@ def load_streamed_model(
             pool_groups.append(PoolGroup(
                 SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace),
                 group.rows))
-        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads)
+        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached_reads)
         try:
             streamer = ExpertStreamer([files for _, _, files in rows], pool_groups, reader, telemetry,
-                                      prefetch=prefetch)
+                                      prefetch=PrefetchMode.of(prefetch))
+            predictors = []
+            scopes_of = _scope_finder(model)
             for row, (_, (parent, attr, switch), _) in enumerate(rows):
                 predict, next_row = None, None
                 if row + 1 < len(rows):
-                    predict, next_row = _router_predictor(rows[row + 1][1][0], top_k), row + 1
+                    _, (next_parent, _, next_switch), next_files = rows[row + 1]
+                    predict = RouterGuess.find(scopes_of(next_parent), next_files.num_experts,
+                                               _input_size(next_switch), top_k)
+                    next_row = row + 1 if predict is not None else None
+                    predictors += [predict] if predict is not None else []
                 setattr(parent, attr, StreamedExperts(
                     row, streamer, _projections(switch), switch.activation, predict, next_row))
             if all(n == g.capacity for n, g in zip(slots_per_group, groups)):
                 progress(0.8, f"the budget holds every expert: reading all {sum(slots_per_group)} of them")
                 streamer.preload_all()
+            elif prefetch is None and predictors:  # auto: on where reads cost more than guessing
+                streamer.decide_prefetch(predictors[0], predictors[0].input_size)
         except BaseException:
             reader.close()  # its threads and file descriptors belong to no one else
             raise
@@ -316,16 +325,59 @@ def _projections(switch: nn.Module) -> dict[str, Projection]:
     return out
 
 
-def _router_predictor(block: nn.Module, top_k: int) -> Callable[[mx.array], mx.array]:
-    """The next MoE block's router applied to this layer's input (a guess, for prefetch)."""
+class RouterGuess:
+    """The next MoE block's router applied to this layer's input (a guess, for prefetch).
+    The router is found by shape, not by name (gate, router, ...: every architecture names
+    it its own way): the block's first [num_experts, hidden] weight. Its raw logits' top-k
+    is the guess (score functions and bias corrections are monotone or small)."""
 
-    def predict(x: mx.array) -> mx.array:
-        out = block.gate(x)
-        if isinstance(out, tuple):  # deepseek-style gates return (indices, scores)
-            return out[0]
-        return mx.argpartition(-out, kth=top_k - 1, axis=-1)[..., :top_k]
+    def __init__(self, router: nn.Module, top_k: int) -> None:
+        self._router = router
+        self._plain = not isinstance(router, (nn.Linear, nn.QuantizedLinear))
+        self._top_k = top_k
+        width = router.weight.shape[1]  # quantized: uint32 words of `bits`-bit values
+        self.input_size = width * 32 // router.bits if isinstance(router, nn.QuantizedLinear) else width
 
-    return predict
+    @classmethod
+    def find(cls, scopes: list[nn.Module], num_experts: int, input_size: int,
+             top_k: int) -> "RouterGuess | None":
+        """The first router in the nearest scope (the experts' parent, then its parents up
+        to the decoder layer) that maps the experts' input to one logit per expert."""
+        for scope in scopes:
+            for _, module in scope.named_modules():
+                weight = module.get("weight")
+                if isinstance(weight, mx.array) and weight.ndim == 2 and weight.shape[0] == num_experts:
+                    guess = cls(module, top_k)
+                    if guess.input_size == input_size:
+                        return guess
+        return None
+
+    def __call__(self, x: mx.array) -> mx.array:
+        logits = x @ self._router.weight.T if self._plain else self._router(x)
+        return mx.argpartition(-logits, kth=self._top_k - 1, axis=-1)[..., :self._top_k]
+
+
+def _scope_finder(model: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
+    """parent -> `parent` and the modules above it, up to its decoder layer (nearest first)."""
+    modules = dict(model.named_modules())
+    names = {id(module): name for name, module in modules.items()}
+
+    def scopes(parent: nn.Module) -> list[nn.Module]:
+        name = names.get(id(parent), "")
+        found = [parent]
+        while "." in name and not name.rsplit(".", 1)[1].isdigit():
+            name = name.rsplit(".", 1)[0]
+            found.append(modules[name])
+        return found
+
+    return scopes
+
+
+def _input_size(switch: nn.Module) -> int:
+    """Width of the hidden state the experts read (their first projection's input)."""
+    first = switch.gate_proj if hasattr(switch, "gate_proj") else switch.fc1
+    width = first.weight.shape[-1]
+    return width * 32 // first.bits if "scales" in first else width
 
 
 def _num_layers(config: dict) -> int:

@@ -4,14 +4,19 @@ Reader threads never touch MLX graphs; they `pread` straight into the
 numpy views of MLX-owned slot buffers (zero copy) or, when the on-disk dtype
 differs from the compute dtype (bf16 scales on the CPU backend), into a small
 staging buffer converted in place.
+
+Reads wait in one priority queue: a read the decoder is blocked on (DEMAND)
+always starts before a speculative one (PREFETCH), and a speculative read that
+has not started can be cancelled or promoted once the router has spoken.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,23 +34,49 @@ class ReadJob:
     convert: str | None = None  # None: raw bytes; else a key of _CONVERTERS
 
 
-class ReadTicket:
-    """Completion of a batch of jobs; wait() re-raises the first read error."""
+DEMAND, PREFETCH = 0, 1  # read priorities: lower starts first
+_PENDING, _RUNNING, _DONE, _CANCELLED = range(4)
 
-    def __init__(self, futures: list[Future]) -> None:
-        self._futures = futures
+
+class _Unit:
+    """Reads one reader thread does in a row (one expert's tensors): one queue entry, one
+    wake-up, instead of one per tensor."""
+
+    __slots__ = ("jobs", "priority", "state", "error")
+
+    def __init__(self, jobs: list[ReadJob], priority: int) -> None:
+        self.jobs, self.priority, self.state, self.error = jobs, priority, _PENDING, None
+
+
+class ReadTicket:
+    """Completion of a batch of reads; wait() re-raises the first read error.
+    Only the thread that submitted it calls its methods."""
+
+    def __init__(self, reader: "ExpertReader", units: list[_Unit]) -> None:
+        self._reader, self._units = reader, units
 
     def done(self) -> bool:
-        return all(f.done() for f in self._futures)
+        return all(u.state >= _DONE for u in self._units)
 
     def failed(self) -> bool:
-        return self.done() and any(f.exception() is not None for f in self._futures)
+        return self.done() and any(u.state == _CANCELLED or u.error is not None for u in self._units)
 
     def wait(self) -> None:
-        errors = [f.exception() for f in self._futures]
-        for err in errors:
-            if err is not None:
-                raise err
+        self._reader._wait(self._units)
+        for u in self._units:
+            if u.state == _CANCELLED:
+                raise ExpertReadError("an expert read was cancelled while the decoder needed it")
+            if u.error is not None:
+                raise u.error
+
+    def cancel(self) -> bool:
+        """Cancel the batch if none of its reads has started (True: its slots are untouched);
+        a batch already reading completes whole."""
+        return self._reader._cancel(self._units)
+
+    def promote(self) -> None:
+        """The decoder now waits for this batch: its reads not started go before speculative ones."""
+        self._reader._promote(self._units)
 
 
 class ReadStats:
@@ -76,7 +107,7 @@ _CONVERTERS = {
 
 
 class ExpertReader:
-    def __init__(self, files: list[Path], threads: int = 4) -> None:
+    def __init__(self, files: list[Path], threads: int = 4, uncached: bool = False) -> None:
         if threads < 1:
             raise ValueError("reader threads must be >= 1")
         self._fds: dict[Path, int] = {}
@@ -86,12 +117,75 @@ class ExpertReader:
             st = os.fstat(fd)
             self._fds[f] = fd
             self._ident[f] = (st.st_dev, st.st_ino)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outlier-ssd")
+        self._cond = threading.Condition()  # guards the queue and every unit's state
+        self._heap: list[tuple[int, int, _Unit]] = []
+        self._order = itertools.count()  # FIFO within one priority
+        self._closing = False
+        self._workers = [threading.Thread(target=self._work, name=f"outlier-ssd-{i}", daemon=True)
+                         for i in range(threads)]
+        for worker in self._workers:
+            worker.start()
         self.threads = threads
         self.stats = ReadStats()
+        # drop each range from the OS page cache once read: every miss then comes from the disk,
+        # as for a model much larger than RAM (the I/O-bound benchmark; the engine's own cache
+        # holds the bytes it keeps)
+        self.uncached = uncached
 
-    def submit(self, jobs: list[ReadJob]) -> ReadTicket:
-        return ReadTicket([self._pool.submit(self._run, job) for job in jobs])
+    def submit(self, jobs: list[ReadJob], priority: int = DEMAND) -> ReadTicket:
+        """Each job on its own, spread over the reader threads."""
+        return self.submit_units([[job] for job in jobs], priority)
+
+    def submit_units(self, units: list[list[ReadJob]], priority: int = DEMAND) -> ReadTicket:
+        """Each unit's jobs read in a row by one thread (one expert); units run concurrently."""
+        batch = [_Unit(jobs, priority) for jobs in units]
+        with self._cond:
+            for unit in batch:
+                heapq.heappush(self._heap, (priority, next(self._order), unit))
+            self._cond.notify(len(batch))
+        return ReadTicket(self, batch)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._heap:
+                        if self._closing:
+                            return
+                        self._cond.wait()
+                        continue
+                    priority, _, unit = heapq.heappop(self._heap)
+                    if unit.state == _PENDING and unit.priority == priority:  # else a stale entry
+                        unit.state = _RUNNING
+                        break
+            try:
+                for job in unit.jobs:
+                    self._run(job)
+            except BaseException as exc:  # handed to whoever waits on the ticket
+                unit.error = exc
+            with self._cond:
+                unit.state = _DONE
+                self._cond.notify_all()
+
+    def _wait(self, units: list[_Unit]) -> None:
+        with self._cond:
+            while not all(u.state >= _DONE for u in units):
+                self._cond.wait()
+
+    def _cancel(self, units: list[_Unit]) -> bool:
+        with self._cond:
+            if any(u.state != _PENDING for u in units):
+                return False
+            for u in units:
+                u.state = _CANCELLED
+            return True
+
+    def _promote(self, units: list[_Unit]) -> None:
+        with self._cond:
+            for u in units:
+                if u.state == _PENDING and u.priority != DEMAND:
+                    u.priority = DEMAND  # its old queue entry is now stale
+                    heapq.heappush(self._heap, (DEMAND, next(self._order), u))
 
     def check_files(self) -> None:
         """Fail fast if a shard was replaced or shrunk since it was opened."""
@@ -132,9 +226,19 @@ class ExpertReader:
                     "disk since the model was loaded; restore it or reload the model."
                 )
             done += n
+        if self.uncached:
+            os.posix_fadvise(fd, job.offset, job.nbytes, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        with self._cond:
+            for _, _, unit in self._heap:  # reads nobody will use
+                if unit.state == _PENDING:
+                    unit.state = _CANCELLED
+            self._heap.clear()
+            self._closing = True
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

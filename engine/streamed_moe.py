@@ -20,7 +20,7 @@ import numpy as np
 from engine.checkpoint import MoELayerFiles
 from engine.errors import ExpertReadError
 from engine.expert_cache import ExpertCache
-from engine.reader import ExpertReader, ReadJob
+from engine.reader import DEMAND, PREFETCH, ExpertReader, ReadJob
 from engine.slot_pool import SlotPool
 from engine.telemetry import Telemetry
 
@@ -35,6 +35,24 @@ class Projection:
     bits: int = 0
     mode: str = "affine"
     has_bias: bool = False
+
+
+@dataclass(frozen=True)
+class PrefetchMode:
+    """How the next layer's experts are read ahead (each part measured alone in
+    bench/RESULTS.md, I/O-bound section). Off by default; the loader turns it on
+    where its measurement says reads cost more than the prediction."""
+
+    enabled: bool = False
+    prefill: bool = True  # predict for prompt chunks too: layer L+1's reads overlap layer L's compute
+    early: bool = True  # issue the next layer's reads before waiting on this layer's
+    demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
+    cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
+    cold_admit: bool = True  # a guessed expert enters the policy's cold end until it is used
+
+    @classmethod
+    def of(cls, value: "bool | PrefetchMode | None") -> "PrefetchMode":
+        return value if isinstance(value, PrefetchMode) else cls(enabled=bool(value))
 
 
 @dataclass
@@ -61,12 +79,15 @@ class ExpertStreamer:
     precisions or sizes across layers)."""
 
     def __init__(self, layers: list[MoELayerFiles], groups: list[PoolGroup],
-                 reader: ExpertReader, telemetry: Telemetry, prefetch: bool = False) -> None:
+                 reader: ExpertReader, telemetry: Telemetry,
+                 prefetch: "bool | PrefetchMode" = False) -> None:
         self.layers = layers
         self.groups = groups
         self.reader = reader
         self.telemetry = telemetry
-        self.prefetch_enabled = prefetch
+        self.mode = PrefetchMode.of(prefetch)
+        self.prefetch_decision: dict | None = None  # the load-time measurement, when it decided
+        self.last_wait_cpu = 0.0  # this thread's CPU time in the last fetch's wait (not host work)
         self._group_of: list[PoolGroup] = [groups[0]] * len(layers)
         # all-resident slot of (row, 0): rows of a group sit one after another in its pool
         self._base = [0] * len(layers)
@@ -75,6 +96,7 @@ class ExpertStreamer:
                 self._group_of[row] = group
                 self._base[row] = local * layers[row].num_experts
             group.cache.on_evict = self._evicted
+            group.cache.cancel_stale, group.cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
         # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
@@ -89,6 +111,9 @@ class ExpertStreamer:
                 name: None if spec.dtype == files.tensors[name].dtype else files.tensors[name].dtype
                 for name, spec in specs.items()
             })
+        # per row: (tensor name, tensor, conversion), to build read jobs without lookups
+        self._parts = [[(name, t, self._convert[row][name]) for name, t in files.tensors.items()]
+                       for row, files in enumerate(layers)]
 
     @property
     def cache(self) -> ExpertCache:
@@ -116,9 +141,19 @@ class ExpertStreamer:
         peak = sum(g.cache.peak_used * g.slot_bytes for g in self.groups)
         return used, peak
 
-    def fetch(self, row: int, experts: np.ndarray, bulk: bool = False) -> np.ndarray:
+    @property
+    def prefetch_enabled(self) -> bool:
+        return self.mode.enabled
+
+    @prefetch_enabled.setter
+    def prefetch_enabled(self, on: bool) -> None:
+        self.mode = PrefetchMode(**{**self.mode.__dict__, "enabled": on})
+
+    def fetch(self, row: int, experts: np.ndarray, bulk: bool = False,
+              ahead: tuple[int, np.ndarray] | None = None) -> np.ndarray:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
-        bulk: the call serves a prefill (many tokens)."""
+        bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
+        speculatively once this call's own reads are queued, before waiting on them."""
         if bulk and self.stop_prefill is not None and self.stop_prefill():
             raise PrefillCancelled()
         keys = [(row, int(e)) for e in experts]
@@ -126,13 +161,19 @@ class ExpertStreamer:
         plan = cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
         self.telemetry.record_access(row, experts, missed)
-        if self.prefetch_enabled:
+        if self.mode.enabled:
             self.telemetry.record_prefetch(*self._prefetch_counts())
         tickets = list(plan.pending)
+        if self.mode.demand_first:
+            for ticket in tickets:
+                ticket.promote()
         if plan.loads:
-            tickets.append(self._submit(plan.loads))
+            tickets.append(self._submit(plan.loads, DEMAND))
+        if ahead is not None:
+            self.prefetch(*ahead)
+        self.last_wait_cpu = 0.0
         if tickets:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             try:
                 for ticket in tickets:
                     ticket.wait()
@@ -142,6 +183,7 @@ class ExpertStreamer:
                 raise
             finally:
                 self.telemetry.add_io_wait(time.perf_counter() - start)
+                self.last_wait_cpu = time.thread_time() - start_cpu
             cache.loaded(keys)
         return np.asarray(plan.slots, dtype=np.uint32)
 
@@ -168,29 +210,65 @@ class ExpertStreamer:
             self.telemetry.record_access(row, experts, ())
 
     def prefetch(self, row: int, experts: np.ndarray) -> None:
-        """Start reading a later layer's predicted experts without waiting."""
+        """Start reading a later layer's predicted experts without waiting (one ticket per
+        expert, so a disproved guess can be cancelled alone)."""
         loads = self.cache_of(row).plan_prefetch((row, int(e)) for e in experts)
         if loads:
-            self._submit(loads)
+            priority = PREFETCH if self.mode.demand_first else DEMAND
+            for load in loads:
+                self._submit([load], priority, telemetry=False)
+            self._record_loads(loads)
             self.telemetry.record_prefetch(*self._prefetch_counts())
 
-    def _submit(self, loads: list[tuple[tuple[int, int], int]]):
-        """Queue the reads of one row's loads (key, slot) into that row's pool."""
-        jobs = []
-        row = loads[0][0][0]
-        group = self._group_of[row]
+    def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
+                        samples: int = 4) -> None:
+        """Turn prefetch on where one expert read takes longer than twice the predictor's host
+        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
+        decoder time than it costs. Measured now, on this disk and backend (reads go into
+        slots no expert holds yet); the figures are kept in prefetch_decision."""
+        reads = []
+        group = self.groups[0]
+        for i in range(min(samples, group.cache.num_slots - group.cache.used)):
+            row = group.rows[(7 * i + 3) % len(group.rows)]
+            expert = (13 * i + 5) % self.layers[row].num_experts
+            start = time.perf_counter()
+            self.reader.submit_units(self._jobs([((row, expert), group.cache.used + i)])).wait()
+            reads.append(time.perf_counter() - start)
+        x = mx.zeros((1, 1, hidden_size))
+        guesses = []
+        for _ in range(4):
+            start = time.perf_counter()
+            np.array(predict(x))
+            guesses.append(time.perf_counter() - start)
+        read_s, predict_s = float(np.median(reads)) if reads else 0.0, min(guesses[1:])
+        self.prefetch_enabled = read_s > 2 * predict_s
+        self.prefetch_decision = {"read_s_per_expert": read_s, "predict_s_per_layer": predict_s,
+                                  "enabled": self.prefetch_enabled}
+
+    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
+        """One unit of reads per expert (all its tensors, read in a row by one thread), into
+        the pool of that row's expert shape."""
+        units = []
         for (row, expert), slot in loads:
-            files, convert = self.layers[row], self._convert[row]
-            for name, tensor in files.tensors.items():
+            views = self._group_of[row].pool.views
+            unit = []
+            for name, tensor, convert in self._parts[row]:
                 offset, nbytes = tensor.expert_range(expert)
-                jobs.append(ReadJob(tensor.expert_file(expert), offset, nbytes,
-                                    group.pool.views[name][slot], convert[name]))
-        ticket = self.reader.submit(jobs)
-        keys = [key for key, _ in loads]
-        group.cache.mark_loading(keys, ticket)
-        self.telemetry.set_resident(keys, True)
-        self.telemetry.record_cache(*self.cache_bytes)
+                unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, views[name][slot], convert))
+            units.append(unit)
+        return units
+
+    def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
+        """Queue the reads of one row's loads (key, slot)."""
+        ticket = self.reader.submit_units(self._jobs(loads), priority)
+        self.cache_of(loads[0][0][0]).mark_loading([key for key, _ in loads], ticket)
+        if telemetry:
+            self._record_loads(loads)
         return ticket
+
+    def _record_loads(self, loads: list[tuple[tuple[int, int], int]]) -> None:
+        self.telemetry.set_resident([key for key, _ in loads], True)
+        self.telemetry.record_cache(*self.cache_bytes)
 
     def _prefetch_counts(self) -> tuple[int, int]:
         return (sum(g.cache.prefetch_issued for g in self.groups),
@@ -231,16 +309,28 @@ class StreamedExperts(nn.Module):
             streamer.note_routing(self._row, indices)
             base = streamer.resident_slot_base(self._row)
             return self._experts(x, indices.astype(mx.uint32) + base)
+        # host work is counted in this thread's CPU time: on a shared machine wall time also
+        # counts the time other processes hold the core
+        start = time.thread_time()
         inds = np.array(indices)  # host sync: the bytes to fetch depend on it
+        waited = time.thread_time() - start
         unique = _unique_sorted(inds)
         if len(unique) > self._cache.num_slots:
             return self._chunked(x, inds, unique)
-        slot_of = streamer.fetch(self._row, unique, bulk=inds[..., 0].size > 1)
+        bulk = inds[..., 0].size > 1
+        mode = streamer.mode
+        ahead = None
+        if mode.enabled and self._predict_next is not None and (mode.prefill or not bulk):
+            sync = time.thread_time()
+            ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
+            waited += time.thread_time() - sync
+        slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
+        waited += streamer.last_wait_cpu
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._experts(x, mx.array(slots))
-        if streamer.prefetch_enabled and self._predict_next is not None and inds.shape[:-1] == (1, 1):
-            predicted = _unique_sorted(np.array(self._predict_next(x)))
-            streamer.prefetch(self._next_row, predicted)
+        if ahead is not None and not mode.early:
+            streamer.prefetch(*ahead)
+        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
         return y
 
     def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:

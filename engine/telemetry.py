@@ -44,6 +44,7 @@ class Telemetry:
             self._last_miss = np.zeros(shape, np.int64)
             self._step = 0
             self._io_wait = 0.0
+            self._host = 0.0
             self._prefetch_issued = 0
             self._prefetch_used = 0
             self._prompt_tps = 0.0
@@ -73,14 +74,21 @@ class Telemetry:
             return self._step
 
     def record_access(self, row: int, experts: np.ndarray, missed: Iterable[int]) -> None:
+        """One layer call's experts (a few: plain loops beat numpy's fancy indexing here)."""
+        experts = experts.tolist() if isinstance(experts, np.ndarray) else list(experts)
         missed = list(missed)
         with self._lock:
-            self._last_use[row, experts] = self._step
-            self._hits[row, experts] += 1
+            step = self._step
+            hits, last_use = self._hits[row], self._last_use[row]
+            for e in experts:
+                hits[e] += 1
+                last_use[e] = step
             if missed:
-                self._hits[row, missed] -= 1
-                self._misses[row, missed] += 1
-                self._last_miss[row, missed] = self._step
+                misses, last_miss = self._misses[row], self._last_miss[row]
+                for e in missed:
+                    hits[e] -= 1
+                    misses[e] += 1
+                    last_miss[e] = step
 
     def set_resident(self, keys: Iterable[tuple[int, int]], resident: bool) -> None:
         with self._lock:
@@ -96,6 +104,12 @@ class Telemetry:
     def add_io_wait(self, seconds: float) -> None:
         with self._lock:
             self._io_wait += seconds
+
+    def add_host_time(self, seconds: float) -> None:
+        """Decoder CPU time in streamed layers that is neither MLX compute nor waiting on reads
+        (planning, bookkeeping, graph building): the engine's own overhead."""
+        with self._lock:
+            self._host += seconds
 
     def record_prefetch(self, issued: int, used: int) -> None:
         with self._lock:
@@ -119,6 +133,7 @@ class Telemetry:
                 "hits": int(self._hits.sum()),
                 "misses": int(self._misses.sum()),
                 "io_wait_seconds": self._io_wait,
+                "host_seconds": self._host,
                 "bytes_read": stats.bytes_read if stats else 0,
                 "cache_peak_bytes": self._cache_peak_bytes,
                 "prefetch_issued": self._prefetch_issued,

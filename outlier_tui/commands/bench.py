@@ -14,6 +14,9 @@ HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and fi
 
 QUICK = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
              prefetch_budgets=[25.0])
+# --io-bound --quick: the short prompt (a cold prefill reads ~2/3 of all experts whatever its
+# length), 25% only; enough tokens that the full cache evicts on every step
+IO_QUICK = dict(tokens=24, budgets=[25.0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fewer tokens and passes, prefetch on at 25%% only: a few minutes")
     parser.add_argument("--json", metavar="PATH", help="write every figure and the five ratios as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of tok/s and hit rate against budget")
+    parser.add_argument("--io-bound", action="store_true",
+                        help="instead: the I/O-bound study, reads capped by a cgroup (needs root; "
+                             "skips with a message where reads cannot be throttled)")
+    parser.add_argument("--disk-mbps", type=arg_types.positive(float, "a number of MB/s"), default=25.0, metavar="N",
+                        help="--io-bound read cap in MB/s (default 25: reads ~85%% of a demo token)")
+    parser.add_argument("--prefetch-variants", default="", metavar="LIST",
+                        help="--io-bound: also run these prefetch variants at 25%% ('all', or names: "
+                             "today, today+prefill, today+early, today+demand-first, "
+                             "today+cancel-stale, today+cold-admit, all)")
     parser.add_argument("--served", action="store_true",
                         help="only the served figure: decode tok/s through `outlier serve` (one streamed "
                              "client) / in-process, same budget (bench/served.py)")
@@ -58,10 +70,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
     try:
+        variants = _variants(args.prefetch_variants)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
     except OutlierError as exc:
         return _fail(str(exc))
+    if args.io_bound:
+        return _io_bound(args, Path(model_dir), variants)
     opts = orchestrate.Options(
         model_dir=Path(model_dir), budgets=budgets,
         tokens=args.tokens or (QUICK["tokens"] if args.quick else orchestrate.Options.tokens),
@@ -73,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
         reader_threads=args.reader_threads,
         raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,
         memcap_bytes=int(args.memcap_mb * 1024 * 1024) if args.memcap_mb > 0 else None,
-        command="outlier bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"]
-        else "outlier bench",
+        command=_command(),
         progress=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
     )
     try:
@@ -88,6 +105,50 @@ def run(args: argparse.Namespace) -> int:
         from bench.plot import write_plot
 
         write_plot(result, args.plot)
+    return 0
+
+
+def _command() -> str:
+    return ("outlier bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"]
+            else "outlier bench")
+
+
+def _variants(text: str) -> list[str]:
+    from bench.variants import PREFETCH_VARIANTS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(PREFETCH_VARIANTS)
+    unknown = [n for n in names if n not in PREFETCH_VARIANTS]
+    if unknown:
+        raise ValueError(f"--prefetch-variants: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(PREFETCH_VARIANTS)} or all")
+    return names
+
+
+def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) -> int:
+    """The I/O-bound study (bench.iobound); prints its tables, writes its JSON and plot."""
+    from bench import iobound, iobound_report
+
+    opts = iobound.Options(
+        model_dir=model_dir, disk_bytes_per_s=int(args.disk_mbps * 1e6),
+        budgets=IO_QUICK["budgets"] if args.quick else [25.0, 10.0],
+        tokens=args.tokens or (IO_QUICK["tokens"] if args.quick else 32),
+        long_prompt=not args.quick, variants=variants, reader_threads=args.reader_threads,
+        command=_command(),
+        progress=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
+    )
+    try:
+        result = iobound.run(opts)
+    except (RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(iobound_report.markdown(result))
+    if "skipped" in result:
+        print(f"outlier: {result['skipped']}", file=sys.stderr)
+    if args.json:
+        iobound_report.write_json(result, args.json)
+    if args.plot and "skipped" not in result:
+        iobound_report.write_plot(result, args.plot)
     return 0
 
 

@@ -140,14 +140,23 @@ def test_unknown_policy_name():
 
 
 class _Ticket:
-    def __init__(self, done=True, failed=False):
-        self._done, self._failed = done, failed
+    """A read ticket: done or not, failed or not, and whether its reads have started."""
+
+    def __init__(self, done=True, failed=False, started=True):
+        self._done, self._failed, self._started = done, failed, started
+        self.cancelled = False
 
     def done(self):
         return self._done
 
     def failed(self):
         return self._failed
+
+    def cancel(self):
+        if self._done or self._started:
+            return False
+        self.cancelled = self._done = self._failed = True
+        return True
 
 
 def test_finished_prefetch_that_was_never_used_can_be_evicted():
@@ -197,3 +206,48 @@ def test_prefill_does_not_flush_what_decoding_uses():
     assert {"hot1", "hot2"} <= set(cache.resident_keys())
     cache.plan(["new"]); cache.loaded(["new"])  # decode miss: a prefill-only expert goes
     assert {"hot1", "hot2", "new"} <= set(cache.resident_keys())
+
+
+def test_disproved_prefetch_not_started_is_cancelled_and_frees_its_slot():
+    cache = ExpertCache(3, LRUPolicy())
+    loads = cache.plan_prefetch(["p", "q"])
+    tickets = {key: _Ticket(done=False, started=key == "q") for key, _ in loads}
+    for key, ticket in tickets.items():
+        cache.mark_loading([key], ticket)
+    cache.plan(["a"])  # the guess was wrong: p had not started, q had
+    assert tickets["p"].cancelled and not tickets["q"].cancelled
+    assert cache.prefetch_cancelled == 1
+    assert set(cache.resident_keys()) == {"q", "a"} and cache.used == 2
+
+
+def test_cancelling_can_be_turned_off():
+    cache = ExpertCache(3, LRUPolicy(), cancel_stale=False)
+    loads = cache.plan_prefetch(["p"])
+    ticket = _Ticket(done=False, started=False)
+    cache.mark_loading([k for k, _ in loads], ticket)
+    cache.plan(["a"])
+    assert not ticket.cancelled and "p" in cache.resident_keys()
+
+
+@pytest.mark.parametrize("cold_admit", [True, False])
+def test_prefetched_expert_enters_at_the_cold_end(cold_admit):
+    cache = ExpertCache(3, LRUPolicy(), cold_admit=cold_admit)
+    for key in ["a", "b"]:
+        cache.plan([key]); cache.loaded([key])
+    loads = cache.plan_prefetch(["p"])
+    cache.mark_loading([k for k, _ in loads], _Ticket(done=True))
+    cache.plan(["b"]); cache.loaded(["b"])  # the guess was wrong
+    cache.plan(["c"]); cache.loaded(["c"])  # evicts the coldest: p if it entered cold, else a
+    assert ("p" in cache.resident_keys()) != cold_admit
+    assert ("a" in cache.resident_keys()) == cold_admit
+
+
+def test_prefetched_expert_that_is_used_is_promoted():
+    cache = ExpertCache(3, LRUPolicy())
+    for key in ["a", "b"]:
+        cache.plan([key]); cache.loaded([key])
+    loads = cache.plan_prefetch(["p"])
+    cache.mark_loading([k for k, _ in loads], _Ticket(done=True))
+    cache.plan(["p"]); cache.loaded(["p"])  # the guess was right: p is now most recent
+    cache.plan(["c"]); cache.loaded(["c"])
+    assert set(cache.resident_keys()) == {"b", "p", "c"}

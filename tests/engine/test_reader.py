@@ -1,6 +1,7 @@
 """The SSD reader: exact bytes into the slot views, conversions, and clear errors."""
 
 import errno
+import threading
 import os
 
 import numpy as np
@@ -63,3 +64,89 @@ def test_short_file_is_reported(data_file):
         reader.submit([ReadJob(data_file, data_file.stat().st_size - 5, 10, np.zeros(10, np.uint8))]).wait()
     assert "ended early" in str(exc.value)
     reader.close()
+
+
+class _Gated:
+    """Reader whose one thread holds its first read until released: the queue order is then
+    observable (no timing involved)."""
+
+    def __init__(self, path):
+        from engine.reader import PREFETCH
+
+        self.path, self.order, self.gate = path, [], threading.Event()
+        self.reader = ExpertReader([path], threads=1)
+        real = self.reader._run
+
+        def run(job):
+            self.gate.wait(30)
+            self.order.append(job.offset)
+            real(job)
+
+        self.reader._run = run
+        self.first = self.reader.submit([self.job(0)], PREFETCH)
+        while self.first._units[0].state == 0:  # until the thread holds read 0
+            threading.Event().wait(0.001)
+
+    def job(self, offset):
+        return ReadJob(self.path, offset, 4, np.zeros(4, np.uint8))
+
+
+def test_demand_reads_start_before_queued_prefetches(data_file):
+    from engine.reader import DEMAND, PREFETCH
+
+    g = _Gated(data_file)
+    speculative = g.reader.submit([g.job(1), g.job(2)], PREFETCH)
+    demand = g.reader.submit([g.job(3)], DEMAND)
+    g.gate.set()
+    demand.wait()
+    speculative.wait()
+    assert g.order == [0, 3, 1, 2]
+    g.reader.close()
+
+
+def test_promoted_prefetch_overtakes_older_prefetches(data_file):
+    from engine.reader import PREFETCH
+
+    g = _Gated(data_file)
+    older = g.reader.submit([g.job(1)], PREFETCH)
+    needed = g.reader.submit([g.job(2)], PREFETCH)
+    needed.promote()
+    g.gate.set()
+    needed.wait()
+    older.wait()
+    assert g.order == [0, 2, 1]
+    g.reader.close()
+
+
+def test_cancelled_prefetch_never_writes_its_slot(data_file):
+    from engine.reader import PREFETCH
+
+    g = _Gated(data_file)
+    dest = np.full(4, 7, np.uint8)
+    ticket = g.reader.submit([ReadJob(data_file, 10, 4, dest)], PREFETCH)
+    assert ticket.cancel() and ticket.done() and ticket.failed()
+    assert not g.first.cancel()  # already reading: it completes whole
+    g.gate.set()
+    g.first.wait()
+    g.reader.close()
+    assert g.order == [0] and (dest == 7).all()
+    with pytest.raises(ExpertReadError):
+        ticket.wait()
+
+
+def test_uncached_reads_leave_the_range_out_of_the_page_cache(tmp_path):
+    from bench import pagecache
+
+    path = tmp_path / "big.bin"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    if pagecache.drop([path], allow_global=False)["resident_fraction"] > 0.01:
+        pytest.skip("this file system keeps the file in memory (tmpfs?)")
+    for uncached in (False, True):
+        reader = ExpertReader([path], uncached=uncached)
+        dest = np.zeros(1 << 20, np.uint8)
+        reader.submit([ReadJob(path, 0, 1 << 20, dest)]).wait()
+        reader.close()
+        assert dest.tobytes() == data
+        assert (pagecache.resident_fraction([path]) > 0.5) == (not uncached)
+        pagecache.drop([path], allow_global=False)

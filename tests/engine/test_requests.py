@@ -7,7 +7,8 @@ import pytest
 from oracle import oracle_answer
 
 from engine import Engine, GenerationDone, GenerationFailed, GenerationParams
-from engine.generation import PREFILL_STEP, Conversation, answer_room, generate
+from engine import generation
+from engine.generation import Conversation, answer_room, generate
 from engine.errors import RequestError
 from engine.loader import load_streamed_model
 
@@ -62,11 +63,13 @@ class _CancelAfterFirstForward:
         return getattr(self.model, name)
 
 
-def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory):
+def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory, monkeypatch):
+    step = 512  # chunks smaller than the default, so three fit in the tiny model's context
+    monkeypatch.setattr(generation, "PREFILL_STEP", step)
     path = checkpoint_factory("mixtral")
     loaded = load_streamed_model(path)
     try:
-        prompt = "abc" * PREFILL_STEP  # three prefill chunks (one token per byte)
+        prompt = "abc" * step  # three prefill chunks (one token per byte)
         messages = [{"role": "user", "content": prompt}]
         params = GenerationParams(max_tokens=5, **RAW)
         conv, cancel = Conversation(), threading.Event()
@@ -74,11 +77,11 @@ def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory):
         loaded.model = _CancelAfterFirstForward(real_model, cancel)
         stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda text, token, kind: None)
         assert cancelled and loaded.model.calls == 1 and stats.generation_tokens == 0
-        assert len(conv.tokens) == PREFILL_STEP  # the KV cache holds exactly the chunk that ran
+        assert len(conv.tokens) == step  # the KV cache holds exactly the chunk that ran
 
         loaded.model = real_model  # the same chat continues from the chunk already in the cache
         stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i, k: None)
-        assert not cancelled and stats.prompt_tokens == len(prompt) - PREFILL_STEP
+        assert not cancelled and stats.prompt_tokens == len(prompt) - step
         assert list(stats.tokens) == oracle_answer(path, lambda tok: tok.encode(prompt), 5)
     finally:
         loaded.close()

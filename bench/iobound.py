@@ -1,0 +1,169 @@
+"""`outlier bench --io-bound`: the streamed engine where reads dominate a token.
+
+Every streamed configuration runs in a child cgroup whose reads from the
+model's disk are capped (bench.throttle), starting cold (files evicted from
+the page cache), for one request: a prefill, then `tokens` decode steps.
+Figures measured in the same run:
+
+- compute-only: the same request with every expert resident (100% budget,
+  unthrottled): decode seconds per token and prefill time with no reads;
+- host overhead: the default settings at 25%, unthrottled: decoder time in the
+  streamed layers that is neither MLX compute nor waiting on reads;
+- per budget: today's design (synchronous reads, no prefetch, LRU) and the
+  default settings (prefetch decided by the engine at load), throttled;
+- optionally the prefetch variants of bench.variants at 25%, throttled.
+
+The limit per decode token is max(compute-only seconds per token, the
+offline-optimal (Belady) misses of that run's own routing trace x bytes per
+expert / bandwidth): no engine can beat either.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench import pagecache
+from bench.orchestrate import _Work, budget_bytes, machine
+from bench.throttle import ReadThrottle
+
+MB = 1024 * 1024
+KEYS = ("io_bound_limit_s", "io_bound_vs_limit", "io_bound_speedup", "ttft_vs_limit",
+        "host_overhead_ms_per_token")
+
+
+@dataclass
+class Options:
+    model_dir: Path
+    disk_bytes_per_s: int = 25_000_000
+    budgets: list[float] = field(default_factory=lambda: [25.0, 10.0])
+    tokens: int = 32
+    long_prompt: bool = True
+    variants: list[str] = field(default_factory=list)  # bench.variants names, run at 25%
+    reader_threads: int = 4
+    timeout_s: float = 3600.0
+    command: str = ""
+    progress: Callable[[str], None] = lambda message: None
+
+
+def run(opts: Options) -> dict:
+    """Every figure of one I/O-bound run, or {"skipped": why} where reads cannot be throttled."""
+    with tempfile.TemporaryDirectory(prefix="outlier-iobound-") as tmp:
+        work = _Work(Path(tmp), opts)
+        probe = work.config("probe", [])
+        files = [Path(f) for f in probe["files"]]
+        throttle, why = ReadThrottle.create(files, opts.disk_bytes_per_s)
+        if throttle is None:
+            return {"skipped": f"reads cannot be throttled here: {why}", "command": opts.command}
+        try:
+            return _run(work, opts, probe, files, throttle)
+        finally:
+            throttle.remove()
+
+
+def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
+    common = ["--tokens", str(opts.tokens), "--passes", "1", "--reader-threads", str(opts.reader_threads),
+              "--uncached-reads"]
+    prompt = ["--long-prompt"] if opts.long_prompt else []
+    opts.progress("compute only: every expert resident, no reads while decoding (unthrottled)")
+    compute = work.config("streamed", common + prompt + [
+        "--cache-bytes", str(budget_bytes(probe, 100.0)), "--no-drop"])
+    opts.progress("host overhead: default settings at 25%, unthrottled")
+    pagecache.drop(files)
+    host = work.config("streamed", common + ["--cache-bytes", str(budget_bytes(probe, 25.0)),
+                                             "--prefetch", "auto"])
+    configs = []
+    runs = [(b, "off", ["--prefetch", "0", "--policy", "lru"]) for b in opts.budgets]
+    runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]
+    runs += [(25.0, v, ["--prefetch-mode", v]) for v in opts.variants]
+    runs.sort(key=lambda r: -r[0])
+    for budget, name, extra in runs:
+        cache_bytes = budget_bytes(probe, budget)
+        opts.progress(f"throttled {opts.disk_bytes_per_s / 1e6:g} MB/s: budget {budget:g}% "
+                      f"({cache_bytes / MB:.0f} MB), {name}")
+        cold = pagecache.drop(files)
+        argv, out = work.argv("streamed", common + prompt + ["--cache-bytes", str(cache_bytes), *extra])
+        res = throttle.run(argv, opts.timeout_s)
+        entry = {"budget_percent": budget, "name": name, "cache_bytes": cache_bytes,
+                 "wall_s": res.seconds, "device_read_bytes": res.device_read_bytes,
+                 "page_cache_before": cold}
+        if res.returncode != 0:
+            tail = res.stderr_tail.splitlines()[-1:] or ["(no output)"]
+            opts.progress(f"{name} at {budget:g}% failed: {tail[0]}")
+            entry["error"] = tail[0]
+        else:
+            entry |= json.loads(out.read_text())
+        configs.append(entry)
+    result = {
+        "machine": machine(), "command": opts.command, "model": probe,
+        "settings": {"disk_bytes_per_s": opts.disk_bytes_per_s, "budgets_percent": opts.budgets,
+                     "tokens": opts.tokens, "long_prompt": opts.long_prompt,
+                     "reader_threads": opts.reader_threads, "variants": opts.variants},
+        "compute": _figures(compute), "host": _figures(host),
+        "configs": [_derive(c, compute, probe, opts.disk_bytes_per_s) for c in configs],
+    }
+    result |= headline(result)
+    return result
+
+
+def _figures(run: dict) -> dict:
+    """The one pass of a run, with the run's settings next to it."""
+    out = {k: v for k, v in run.items() if k not in ("passes", "replay", "replay_decode")}
+    return out | (run.get("passes") or [{}])[0]
+
+
+def _derive(entry: dict, compute: dict, probe: dict, bandwidth: int) -> dict:
+    """One throttled run's figures and its limits (seconds per decode token, TTFT)."""
+    if "error" in entry:
+        return entry
+    p = entry["passes"][0]
+    out = {k: v for k, v in entry.items() if k not in ("passes", "replay")} | p
+    c = compute["passes"][0]
+    expert = probe["disk_expert_bytes"]
+    dec = entry.get("replay_decode") or {}
+    tokens = p.get("decode_tokens") or 0
+    if dec and tokens:
+        optimal_misses = dec["accesses"] - dec["optimal_hits"]
+        lru_misses = dec["accesses"] - dec["lru_hits"]
+        out["optimal_misses_per_token"] = optimal_misses / tokens
+        out["lru_misses_per_token"] = lru_misses / tokens
+        out["live_misses_per_token"] = p["decode_misses"] / tokens
+        out["optimal_read_s_per_token"] = optimal_misses * expert / bandwidth / tokens
+        out["compute_s_per_token"] = 1 / c["decode_tokens_per_s"] if c.get("decode_tokens_per_s") else None
+        out["limit_s_per_token"] = max(out["optimal_read_s_per_token"], out["compute_s_per_token"] or 0)
+        out["s_per_token"] = 1 / p["decode_tokens_per_s"] if p.get("decode_tokens_per_s") else None
+        out["vs_limit"] = _div(out["s_per_token"], out["limit_s_per_token"])
+        out["read_s_per_token"] = p["decode_bytes_read"] / bandwidth / tokens
+    distinct = entry.get("prefill_distinct_experts")
+    if distinct:
+        out["ttft_read_limit_s"] = distinct * expert / bandwidth
+        out["ttft_limit_s"] = max(out["ttft_read_limit_s"], c.get("time_to_first_token_s") or 0)
+        out["ttft_vs_limit"] = _div(p.get("time_to_first_token_s"), out["ttft_limit_s"])
+    if entry.get("device_read_bytes") and p.get("bytes_read"):
+        out["device_vs_requested_bytes"] = entry["device_read_bytes"] / p["bytes_read"]
+    return out
+
+
+def find(configs: list[dict], budget: float, name: str) -> dict | None:
+    return next((c for c in configs if c["budget_percent"] == budget and c["name"] == name), None)
+
+
+def headline(result: dict) -> dict:
+    """The five figures of the issue's targets (25% budget)."""
+    default = find(result["configs"], 25.0, "default") or {}
+    off = find(result["configs"], 25.0, "off") or {}
+    host = result["host"]
+    return {
+        "io_bound_limit_s": default.get("limit_s_per_token"),
+        "io_bound_vs_limit": default.get("vs_limit"),
+        "io_bound_speedup": _div(default.get("decode_tokens_per_s"), off.get("decode_tokens_per_s")),
+        "ttft_vs_limit": default.get("ttft_vs_limit"),
+        "host_overhead_ms_per_token": host.get("host_ms_per_token"),
+    }
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None

@@ -1,0 +1,114 @@
+"""Prefetch changes what is read and when, never what is computed: logits stay
+identical to mlx-lm fully resident at every budget, with every part of the
+prefetch pipeline on or off; and the load-time decision is recorded."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from checkpoints import resident_oracle
+from oracle import PROMPT, greedy_run
+
+from engine.loader import load_streamed_model
+from engine.streamed_moe import PrefetchMode
+
+FULL = PrefetchMode(enabled=True)
+MODES = {
+    "full": FULL,
+    "today": PrefetchMode(enabled=True, prefill=False, early=False, demand_first=False,
+                          cancel_stale=False, cold_admit=False),
+    "no-prefill": PrefetchMode(enabled=True, prefill=False),
+    "late": PrefetchMode(enabled=True, early=False),
+    "fifo": PrefetchMode(enabled=True, demand_first=False),
+    "keep-stale": PrefetchMode(enabled=True, cancel_stale=False),
+    "hot-admit": PrefetchMode(enabled=True, cold_admit=False),
+}
+
+
+def _budget(path, extra_slots):
+    info = load_streamed_model(path, prefetch=False).info
+    if extra_slots is None:
+        return info.total_expert_bytes // 2
+    return info.expert_bytes * (info.top_k + extra_slots)
+
+
+@pytest.fixture(scope="module")
+def oracle(checkpoint_factory):
+    out = {}
+    for arch in ("mixtral", "qwen3_moe"):
+        path = checkpoint_factory(arch)
+        model, tokenizer = resident_oracle(path)
+        out[arch] = (path, *greedy_run(model, tokenizer, steps=24))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe"])
+@pytest.mark.parametrize("extra_slots", [0, 1, 3, None])  # None: half of all experts
+def test_full_prefetch_matches_resident_at_every_budget(oracle, arch, extra_slots):
+    path, want_tokens, want_logits = oracle[arch]
+    loaded = load_streamed_model(path, cache_bytes=_budget(path, extra_slots), prefetch=FULL)
+    try:
+        got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=24)
+        assert got_tokens == want_tokens
+        np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
+        cache = loaded.streamer.cache
+        assert cache.peak_used <= cache.num_slots
+        if extra_slots:
+            assert cache.prefetch_issued > 0
+    finally:
+        loaded.close()
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_every_prefetch_variant_matches_resident(oracle, name):
+    path, want_tokens, want_logits = oracle["mixtral"]
+    loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=MODES[name])
+    try:
+        got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=24)
+        assert got_tokens == want_tokens
+        np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
+    finally:
+        loaded.close()
+
+
+def test_prefill_reads_the_next_layer_ahead(checkpoint_factory):
+    """A prompt's call at layer L queues layer L+1's predicted experts (TTFT overlap);
+    with prefill prediction off, a prompt issues no speculative read."""
+    path = checkpoint_factory("mixtral")
+    budget = _budget(path, None)
+    for mode, expect in ((FULL, True), (PrefetchMode(enabled=True, prefill=False), False)):
+        loaded = load_streamed_model(path, cache_bytes=budget, prefetch=mode)
+        try:
+            ids = mx.array([loaded.tokenizer.encode(PROMPT)])
+            mx.eval(loaded.model(ids))
+            assert (loaded.streamer.cache.prefetch_issued > 0) == expect
+        finally:
+            loaded.close()
+
+
+def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
+    path = checkpoint_factory("mixtral")
+    loaded = load_streamed_model(path, cache_bytes=_budget(path, 2))
+    try:
+        decision = loaded.streamer.prefetch_decision
+        assert decision["read_s_per_expert"] > 0 and decision["predict_s_per_layer"] > 0
+        assert decision["enabled"] == (decision["read_s_per_expert"] > 2 * decision["predict_s_per_layer"])
+        assert loaded.streamer.prefetch_enabled == decision["enabled"]
+        per_expert = sum(t.expert_nbytes for t in loaded.streamer.layers[0].tensors.values())
+        assert loaded.telemetry.totals()["bytes_read"] <= 4 * per_expert  # a sample, not tensors
+        assert loaded.streamer.cache.used == 0  # the sample reads hold no slot
+    finally:
+        loaded.close()
+    for fixed in (True, False):  # an explicit choice is not second-guessed
+        loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=fixed)
+        assert loaded.streamer.prefetch_decision is None and loaded.streamer.prefetch_enabled == fixed
+        loaded.close()
+
+
+def test_all_resident_budget_needs_no_prefetch_decision(checkpoint_factory):
+    path = checkpoint_factory("mixtral")
+    loaded = load_streamed_model(path, cache_bytes=None)
+    info = loaded.info
+    loaded.close()
+    loaded = load_streamed_model(path, cache_bytes=info.total_expert_bytes)
+    assert loaded.streamer.all_resident and loaded.streamer.prefetch_decision is None
+    loaded.close()
