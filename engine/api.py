@@ -7,7 +7,7 @@ engines can use it without importing MLX.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 from concurrent.futures import Future
 
 import numpy as np
@@ -103,8 +103,13 @@ GenerationEvent = TextDelta | GenerationDone | GenerationFailed
 
 @dataclass(frozen=True)
 class LoadProgress:
+    """How far a model load or demo build is: the one progress event every UI draws."""
+
     fraction: float  # 0..1
     message: str
+
+
+ProgressFn = Callable[[LoadProgress], None]
 
 
 # ---- telemetry -------------------------------------------------------------

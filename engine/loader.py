@@ -21,7 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 
-from engine.api import ModelInfo
+from engine.api import LoadProgress, ModelInfo, ProgressFn
 from engine.cache_policy import EvictionPolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
 from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
@@ -76,9 +76,12 @@ def load_streamed_model(
     prefetch: bool | PrefetchMode | None = None,
     record_trace: bool = False,
     telemetry: Telemetry | None = None,
-    on_progress: Callable[[float, str], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> LoadedModel:
-    progress = on_progress or (lambda fraction, message: None)
+    def progress(fraction: float, message: str) -> None:
+        if on_progress is not None:
+            on_progress(LoadProgress(fraction, message))
+
     telemetry = telemetry or Telemetry()
     if compute_dtype == "auto":
         compute_dtype = default_compute_dtype()

@@ -137,13 +137,9 @@ class Engine:
         self._unload()
         self.telemetry.set_state("loading")
 
-        def progress(fraction: float, message: str) -> None:
-            if on_progress is not None:
-                on_progress(LoadProgress(fraction, message))
-
         try:
             self._loaded = load_streamed_model(path, cache_bytes, telemetry=self.telemetry,
-                                               on_progress=progress, **self._options)
+                                               on_progress=on_progress, **self._options)
         except Exception as exc:
             self.telemetry.set_state("error", _one_line(exc))
             if isinstance(exc, OutlierError):

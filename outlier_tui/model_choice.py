@@ -7,17 +7,16 @@ and a missing folder fails with the same one-line message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from engine.api import ProgressFn
 from engine.errors import CheckpointError
-
-ProgressFn = Callable[[float, str], None]
 
 
 def resolve_model_dir(model: Optional[str], on_progress: Optional[ProgressFn] = None) -> Path:
     """The model folder to load; builds the demo model (once, with progress) when model is None.
 
-    on_progress(fraction 0..1, message) reports the demo build. A named folder
+    on_progress(LoadProgress) reports the demo build. A named folder
     is only checked for existence here; the engine validates its contents.
     """
     if model:

@@ -18,7 +18,8 @@ import numpy as np
 
 from engine.demo import paths
 from engine.demo.errors import DemoBuildError
-from engine.demo.progress import Progress, ProgressFn
+from engine.api import ProgressFn
+from engine.demo.progress import Progress
 
 DEFAULT_EXPERTS = 64
 DEFAULT_TOP_K = 2

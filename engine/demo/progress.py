@@ -1,10 +1,8 @@
-"""Progress reporting for the demo build: a callback taking (fraction 0..1, message)."""
+"""Progress reporting for the demo build, as the engine's LoadProgress events."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-ProgressFn = Callable[[float, str], None]
+from engine.api import LoadProgress, ProgressFn
 
 
 class Progress:
@@ -19,7 +17,7 @@ class Progress:
         if self._fn is None:
             return
         fraction = min(1.0, max(0.0, fraction))
-        self._fn(self.lo + (self.hi - self.lo) * fraction, message)
+        self._fn(LoadProgress(self.lo + (self.hi - self.lo) * fraction, message))
 
     def part(self, lo: float, hi: float) -> Progress:
         """A sub-range of this range: lo and hi are fractions of it."""

@@ -27,6 +27,7 @@ from engine.api import (
     GenerationParams,
     LoadProgress,
     ModelInfo,
+    ProgressFn,
     TelemetrySnapshot,
 )
 from engine.reasoning import THINKING
@@ -55,7 +56,7 @@ from outlier_tui.core.format import one_line
 from outlier_tui.store import Chat, ConversationStore, StoredMessage
 
 COPY_KEYS = 9  # alt+1 … alt+9 copy code block 1 … 9 of the last answer
-ResolveModel = Callable[[str | None, Callable[..., None]], Path]
+ResolveModel = Callable[[str | None, ProgressFn], Path]
 
 # (binding id, title in the command palette, help, action). Every action is here.
 PALETTE: tuple[tuple[str, str, str, str], ...] = (
@@ -634,13 +635,9 @@ class OutlierApp(App):
         """Load a model in the background (the UI stays usable; progress and errors shown)."""
         return self._load(model_dir)
 
-    def _progress_from_thread(self, *args: object) -> None:
-        """on_progress for the engine (LoadProgress) and the resolver (fraction, message)."""
-        if len(args) == 1 and isinstance(args[0], LoadProgress):
-            fraction, text = args[0].fraction, args[0].message
-        else:
-            fraction, text = float(args[0]), str(args[1]) if len(args) > 1 else ""
-        self.post_message(LoadProgressed(fraction, text))
+    def _progress_from_thread(self, progress: LoadProgress) -> None:
+        """on_progress for the engine and the demo build (called on their threads)."""
+        self.post_message(LoadProgressed(progress.fraction, progress.message))
 
     def on_load_progressed(self, message: LoadProgressed) -> None:
         if self.model_state == "loading":

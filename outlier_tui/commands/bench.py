@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.workload import parse_budgets
     from engine.errors import OutlierError
     from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.progress import progress_bar
 
     try:
         budgets = parse_budgets(args.budgets)
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        model_dir = resolve_model_dir(args.model, on_progress=_progress_line)
+        with progress_bar("building demo model") as on_progress:
+            model_dir = resolve_model_dir(args.model, on_progress=on_progress)
     except OutlierError as exc:
         return _fail(str(exc))
     if args.io_bound:
@@ -154,9 +156,3 @@ def _fail(message: str) -> int:
     print(f"outlier: {message}", file=sys.stderr)
     return 1
 
-
-def _progress_line(fraction: float, message: str) -> None:
-    sys.stderr.write(f"\rbuilding demo model {fraction:4.0%} {message[:50]:<50}")
-    if fraction >= 1.0:
-        sys.stderr.write("\n")
-    sys.stderr.flush()

@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from engine.demo import build_demo_model, ensure_demo_model, moe_model_dir
+    from outlier_tui.progress import progress_bar
 
-    bar = ProgressBar("demo model")
     started = time.monotonic()
-    try:
+    with progress_bar("demo model") as bar:
         if args.out:
             path = build_demo_model(Path(args.out), args.experts, args.top_k, bar, force=args.force)
         elif args.force:
@@ -79,8 +79,6 @@ def _build(args: argparse.Namespace) -> int:
                                     args.top_k, bar, force=True)
         else:
             path = ensure_demo_model(bar, experts=args.experts, top_k=args.top_k)
-    finally:
-        bar.close()
     info = _read_info(path)
     if info and time.monotonic() - started > 1:
         s = info["routing_stats_held_out"]
@@ -129,43 +127,3 @@ def _read_info(path: Path) -> dict | None:
 def _fail(message: str) -> int:
     print(f"outlier: {message}", file=sys.stderr)
     return 1
-
-
-class ProgressBar:
-    """A one-line text progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    WIDTH = 28
-
-    def __init__(self, label: str, stream=None):
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_draw = 0.0
-        self._last_line = ""
-        self._open = False
-
-    def __call__(self, fraction: float, message: str) -> None:
-        fraction = max(0.0, min(1.0, fraction))
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last_draw < 0.1 and fraction < 1.0:
-                return
-            filled = int(self.WIDTH * fraction)
-            bar = "#" * filled + "." * (self.WIDTH - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {fraction:4.0%} {message[:60]:<60}")
-            self._open = True
-        else:
-            line = f"{self.label}: {fraction:4.0%} {message}"
-            step = message.split(":")[0]
-            if step == self._last_line and now - self._last_draw < 5 and fraction < 1.0:
-                return
-            self._last_line = step
-            self.stream.write(line + "\n")
-        self._last_draw = now
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False

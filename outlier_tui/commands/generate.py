@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.reasoning import THINKING
     from outlier_tui.core.chat import one_off_turn
     from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.progress import progress_bar
     from outlier_tui.std_streams import read_all, silence_stdout
 
     if sys.stdout is None:
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     engine = None
     try:
         prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
-        model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
+        with progress_bar("building demo model") as on_progress:
+            model_dir = resolve_model_dir(args.model, on_progress=on_progress)
         engine = Engine(prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
                         reader_threads=args.reader_threads)
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
@@ -110,14 +112,3 @@ def _fail(message: str, status: int = 1) -> int:
     print(f"outlier: {message}", file=sys.stderr)
     return status
 
-
-def _progress_bar(label: str):
-    def show(fraction: float, message: str) -> None:
-        width = 30
-        filled = int(width * max(0.0, min(1.0, fraction)))
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} {message[:40]:<40}")
-        if fraction >= 1.0:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show

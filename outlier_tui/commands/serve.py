@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine import Engine, OutlierError
-    from outlier_tui.commands.generate import _progress_bar
     from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.progress import progress_bar
 
     if not 1 <= args.port <= 65535:
         return _fail(f"--port must be 1-65535, got {args.port}")
@@ -54,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problem)  # before a model load that may take minutes
     engine = None
     try:
-        model_dir = resolve_model_dir(args.model, on_progress=_progress_bar("building demo model"))
+        with progress_bar("building demo model") as on_progress:
+            model_dir = resolve_model_dir(args.model, on_progress=on_progress)
         engine = Engine()
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
-        engine.load(str(model_dir), cache_bytes, on_progress=_load_progress).result()
+        with progress_bar("loading model") as on_progress:
+            engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
         config = ServerConfig(model_name=args.name or model_dir.name, api_key=args.api_key or None,
                               max_waiting=args.max_queue, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
         if not args.api_key and not _is_loopback(args.host):
@@ -107,13 +109,6 @@ def _is_loopback(host: str) -> bool:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _load_progress(progress) -> None:
-    sys.stderr.write(f"\rloading model {progress.fraction:4.0%} {progress.message[:50]:<50}")
-    if progress.fraction >= 1.0:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def _fail(message: str) -> int:

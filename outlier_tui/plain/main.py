@@ -13,47 +13,15 @@ import traceback
 from pathlib import Path
 from typing import Optional, TextIO
 
-from engine.api import LoadProgress
 from engine.errors import OutlierError
 from outlier_tui.chat_params import attach_limit_from_args, params_from_args
 from outlier_tui.core.format import one_line
+from outlier_tui.progress import progress_bar
 from outlier_tui.store import ConversationStore
 
 
 class UsageError(OutlierError):
     """A bad command-line value (e.g. --chat naming no chat)."""
-
-
-class ProgressLine:
-    """Model build/load progress on stderr: one rewritten line on a terminal, else a line per step."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = _isatty(stream)
-        self._last = ""
-        self._dirty = False
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if self._tty:
-            line = f"\r\x1b[K{fraction:4.0%} {message}"
-            self._dirty = True
-        elif message != self._last:
-            line = f"{fraction:4.0%} {message}\n"
-        else:
-            return
-        self._last = message
-        self._stream.write(line)
-        self._stream.flush()
-
-    def load_progress(self, progress: LoadProgress) -> None:
-        """Adapter for the engine's on_progress (a LoadProgress object)."""
-        self(progress.fraction, progress.message)
-
-    def done(self) -> None:
-        if self._dirty:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._dirty = False
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -125,7 +93,6 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         question = piped_message(question, attach_limit_from_args(args))
     fake = bool(getattr(args, "fake_engine", False))
     server = getattr(args, "server", None)
-    progress = ProgressLine(stderr)
     from outlier_tui.store_recovery import open_store
 
     store, notice = open_store()
@@ -138,15 +105,13 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             if server:  # --model names the server's model ('' : its first)
                 model_dir = getattr(args, "model", None) or ""
             else:
-                model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), progress)
-            progress.done()
+                with progress_bar("building demo model", stderr, transient=True) as on_progress:
+                    model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None),
+                                                                                  on_progress)
             cache_mb = getattr(args, "cache_mb", None)
             cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
-            try:
-                info = engine.load(str(model_dir), cache_bytes=cache_bytes,
-                                   on_progress=progress.load_progress).result()
-            finally:
-                progress.done()
+            with progress_bar("loading model", stderr, transient=True) as on_progress:
+                info = engine.load(str(model_dir), cache_bytes=cache_bytes, on_progress=on_progress).result()
             if info.notice:
                 print(f"outlier: {info.notice}", file=stderr)
             params = params_from_args(args)
