@@ -4,11 +4,11 @@ per decode token against the limit, per configuration."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.png import Canvas
-from bench.report import _f, _finite
+from bench import report
+from bench.report import _f
 
 MB = 1024 * 1024
 
@@ -22,16 +22,11 @@ TARGETS = {
 
 
 def verdicts(result: dict) -> dict:
-    out = {}
-    for key, (op, threshold, _) in TARGETS.items():
-        value = result.get(key)
-        out[key] = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
-    return out
+    return report.verdicts(result, TARGETS)
 
 
 def write_json(result: dict, path: str | Path) -> None:
-    targets = {k: {"target": f"{TARGETS[k][0]} {TARGETS[k][1]}", "met": v} for k, v in verdicts(result).items()}
-    Path(path).write_text(json.dumps(_finite(dict(result, targets=targets)), indent=1) + "\n")
+    report.write_json(result, path, TARGETS)
 
 
 def markdown(result: dict) -> str:

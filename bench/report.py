@@ -19,18 +19,19 @@ TARGETS = {
 }
 
 
-def verdicts(result: dict) -> dict:
+def verdicts(result: dict, targets: dict = TARGETS) -> dict:
     """{key: True | False | None (not measured)} for every target."""
     out = {}
-    for key, (op, threshold, _) in TARGETS.items():
+    for key, (op, threshold, _) in targets.items():
         value = result.get(key)
         out[key] = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
     return out
 
 
-def write_json(result: dict, path: str | Path) -> None:
-    clean = _finite(dict(result, targets={k: {"target": f"{TARGETS[k][0]} {TARGETS[k][1]}", "met": v}
-                                          for k, v in verdicts(result).items()}))
+def write_json(result: dict, path: str | Path, targets: dict = TARGETS) -> None:
+    """The result with each target's verdict; NaN/inf become null."""
+    clean = _finite(dict(result, targets={k: {"target": f"{targets[k][0]} {targets[k][1]}", "met": v}
+                                          for k, v in verdicts(result, targets).items()}))
     Path(path).write_text(json.dumps(clean, indent=1) + "\n")
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from outlier_tui import arg_types
+from outlier_tui.commands.failure import fail as _fail
 
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
 
@@ -151,8 +152,4 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         iobound_report.write_plot(result, args.plot)
     return 0
 
-
-def _fail(message: str) -> int:
-    print(f"outlier: {message}", file=sys.stderr)
-    return 1
 

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from outlier_tui.commands.failure import fail as _fail, os_error_line
 
 HELP = "build or inspect the built-in demo model (SmolLM2-135M upcycled into an MoE)"
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except OutlierError as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+        return _fail(os_error_line(exc))
     args._demo_parser.print_help(sys.stderr)
     return 2
 
@@ -123,7 +124,3 @@ def _read_info(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
 
-
-def _fail(message: str) -> int:
-    print(f"outlier: {message}", file=sys.stderr)
-    return 1

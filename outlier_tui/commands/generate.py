@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from outlier_tui import arg_types
+from outlier_tui.commands.failure import fail as _fail, os_error_line
 
 HELP = "Answer one prompt with a local MoE model and print the answer as it streams."
 
@@ -102,13 +103,9 @@ def run(args: argparse.Namespace) -> int:
     except OutlierError as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+        return _fail(os_error_line(exc))
     finally:
         if engine is not None:
             engine.close()
 
-
-def _fail(message: str, status: int = 1) -> int:
-    print(f"outlier: {message}", file=sys.stderr)
-    return status
 

@@ -13,6 +13,7 @@ import socket
 import sys
 
 from outlier_tui import arg_types
+from outlier_tui.commands.failure import fail as _fail, os_error_line
 
 HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except OutlierError as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+        return _fail(os_error_line(exc))
     finally:
         if engine is not None:
             engine.close()
@@ -110,7 +111,3 @@ def _is_loopback(host: str) -> bool:
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
-
-def _fail(message: str) -> int:
-    print(f"outlier: {message}", file=sys.stderr)
-    return 1
