@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bench import pagecache
 from bench.orchestrate import _Work, budget_bytes, machine

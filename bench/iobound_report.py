@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.png import Canvas
 from bench import report
+from bench.png import Canvas
 from bench.report import _f
 
 MB = 1024 * 1024

@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from engine.generation import PREFILL_STEP, Conversation, generate
-from engine.telemetry import Telemetry, peak_rss_bytes
 
 from bench import workload
+from engine.generation import PREFILL_STEP, Conversation, generate
+from engine.telemetry import Telemetry, peak_rss_bytes
 
 
 class StepTelemetry(Telemetry):

@@ -4,8 +4,8 @@ memory controller we can create a group under. Says why when it cannot."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from bench.cgroup import ChildGroup
 
@@ -27,7 +27,7 @@ class MemoryCap(ChildGroup):
         self.limit_bytes = limit_bytes
 
     @classmethod
-    def create(cls, limit_bytes: int) -> tuple["MemoryCap | None", str]:
+    def create(cls, limit_bytes: int) -> tuple[MemoryCap | None, str]:
         """(cap, "") or (None, why it is not possible here)."""
         path, version, why = ChildGroup.make("memory", "memory")
         if path is None:

@@ -9,8 +9,8 @@ prefetch off, the LRU replay reproduces the engine's live hits exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from engine.cache_policy import BeladyPolicy, EvictionPolicy, Key, LRUPolicy
 from engine.expert_cache import ExpertCache

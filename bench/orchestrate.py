@@ -18,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bench import pagecache
 
@@ -215,9 +215,8 @@ def _div(a, b) -> float | None:
 
 
 def _disk(opts: Options, probe: dict, files: list[Path], rounds: list[dict]) -> dict:
-    from engine.checkpoint import CheckpointIndex
-
     from bench import disk
+    from engine.checkpoint import CheckpointIndex
 
     index = CheckpointIndex.open(opts.model_dir)
     quarter = find(rounds[-1]["configs"], 25.0, False) or {}
@@ -294,9 +293,9 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    import mlx.core as mx
-
     from importlib.metadata import version
+
+    import mlx.core as mx
     return {
         "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total, "python": platform.python_version(),

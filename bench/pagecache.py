@@ -13,8 +13,8 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 _PAGE = mmap.PAGESIZE
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

@@ -74,9 +74,8 @@ def _probe(args) -> dict:
 
 
 def _streamed(args) -> dict:
-    from engine.loader import load_streamed_model
-
     from bench import optimal
+    from engine.loader import load_streamed_model
 
     files = measure.model_files(args.model)
     telemetry = measure.StepTelemetry()

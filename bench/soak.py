@@ -19,7 +19,6 @@ Prints a Markdown table and exits 1 if any check fails.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -169,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer")
     parser.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth, start to end")
     parser.add_argument("--warmup-tokens", type=int, default=None,
-                        help="tokens before the start sample (default: a fifth of --tokens; MLX's buffer cache fills during the first chats)")
+                        help="tokens before the start sample (default: a fifth of --tokens; "
+                             "MLX's buffer cache fills during the first chats)")
     args = parser.parse_args(argv)
     from outlier_tui.model_choice import resolve_model_dir
 

@@ -7,9 +7,9 @@ and model files on a real block device; `create` says why when it cannot."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from bench.cgroup import ChildGroup
 
@@ -50,7 +50,7 @@ class ReadThrottle(ChildGroup):
         self.device, self.bytes_per_s = device, bytes_per_s
 
     @classmethod
-    def create(cls, files: Sequence[Path], bytes_per_s: int) -> tuple["ReadThrottle | None", str]:
+    def create(cls, files: Sequence[Path], bytes_per_s: int) -> tuple[ReadThrottle | None, str]:
         """(throttle, "") or (None, why it is not possible here)."""
         device, why = disk_of(files)
         if device is None:

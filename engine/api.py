@@ -6,14 +6,23 @@ engines can use it without importing MLX.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
 
 import numpy as np
 
 
-Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+class _Turn(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class Message(_Turn, total=False):
+    """One chat message as chat templates take it."""
+
+    reasoning_content: str  # an earlier answer's thinking, for templates that keep it
 
 
 @dataclass(frozen=True)
@@ -163,14 +172,14 @@ class EngineClient(Protocol):
     """What a UI needs from an engine; the real one is engine.Engine."""
 
     def load(self, model_dir: str, cache_bytes: int | None = None,
-             on_progress=None) -> Future: ...  # Future[ModelInfo]
+             on_progress: ProgressFn | None = None) -> Future[ModelInfo]: ...
 
     def generate(self, messages: Sequence[Message],
                  params: GenerationParams = GenerationParams()) -> GenerationStream: ...
 
     def cancel(self) -> None: ...  # stops the running request between tokens
 
-    def reset(self) -> Future: ...  # forget the conversation's KV cache
+    def reset(self) -> Future[None]: ...  # forget the conversation's KV cache
 
     def snapshot(self) -> TelemetrySnapshot: ...
 

@@ -8,9 +8,10 @@ Keys are (moe_row, expert) pairs.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from typing import Callable, Hashable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-Key = Hashable
+Key = tuple[int, int]  # (moe_row, expert)
 
 
 class EvictionPolicy(Protocol):
@@ -117,7 +118,7 @@ class BeladyPolicy:
         return max(keys, key=self._next.__getitem__, default=None)
 
 
-POLICIES = {"lru": LRUPolicy, "lfu": LFUPolicy}
+POLICIES: dict[str, Callable[[], EvictionPolicy]] = {"lru": LRUPolicy, "lfu": LFUPolicy}
 
 
 def make_policy(name: str) -> EvictionPolicy:

@@ -129,7 +129,7 @@ class CheckpointIndex:
         return self.config.get("model_type", "")
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "CheckpointIndex":
+    def open(cls, path: str | os.PathLike) -> CheckpointIndex:
         folder = Path(path).expanduser()
         if not folder.exists():
             raise CheckpointError(
@@ -212,6 +212,7 @@ def _read_config(folder: Path) -> dict:
         )
     config = rules.read_json_file(cfg_path, "fix it or re-download it")
     rules.check_config(config, cfg_path)
+    assert isinstance(config, dict)  # check_config refuses anything else
     return config
 
 

@@ -222,7 +222,7 @@ def _entry(file: Path, name: str, meta: object) -> HeaderEntry:
     return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> typing.TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -423,7 +423,7 @@ def check_tokenizer_files(folder: Path) -> None:
                               "copy the tokenizer files from the original model into it.")
 
 
-def check_chat_template(folder: Path, tokenizer: object) -> None:
+def check_chat_template(folder: Path, tokenizer: typing.Any) -> None:
     """A chat template that does not render would fail every chat turn; fail at load instead."""
     if not getattr(tokenizer, "has_chat_template", False):
         return

@@ -7,8 +7,9 @@ streamer does the reading. Keys are (moe_row, expert).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from engine.cache_policy import EvictionPolicy, Key, LRUPolicy
 from engine.errors import BudgetError
@@ -31,6 +32,7 @@ class ExpertCache:
             raise BudgetError("the expert cache needs at least one slot")
         self.num_slots = num_slots
         self.policy = policy or LRUPolicy()
+        self.on_evict: Callable[[Key], None] = lambda key: None  # telemetry's hook; the streamer sets it
         self._slot_of: dict[Key, int] = {}
         self._key_of: list[Key | None] = [None] * num_slots
         self._free = list(range(num_slots - 1, -1, -1))
@@ -92,6 +94,7 @@ class ExpertCache:
                 plan.loads.append((key, slot))
             else:
                 slot = self._take_slot()
+                assert slot is not None  # without allow_fail it raises instead
                 self._assign(key, slot, bulk)
                 plan.loads.append((key, slot))
             self.policy.on_access(key, bulk)
@@ -171,6 +174,3 @@ class ExpertCache:
             return False
         ticket = self._loading.get(key, False)
         return ticket is False or (ticket is not None and ticket.done())
-
-    def on_evict(self, key: Key) -> None:
-        """Hook for telemetry; replaced by the streamer."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.events import EventStream
 from engine.api import (
     GenerationDone,
     GenerationFailed,
@@ -26,6 +25,7 @@ from engine.api import (
     TelemetrySnapshot,
     TextDelta,
 )
+from engine.events import EventStream
 from engine.reasoning import THINKING, ReasoningSplitter, ThinkMarkers
 
 # The fake "model" thinks like Qwen3: `<think>...</think>` in its answer text.
@@ -88,7 +88,7 @@ class FakeEngine:
     # ---- EngineClient ------------------------------------------------------
 
     def load(self, model_dir: str, cache_bytes: int | None = None,
-             on_progress: Callable[[LoadProgress], None] | None = None) -> Future:
+             on_progress: Callable[[LoadProgress], None] | None = None) -> Future[ModelInfo]:
         future: Future = Future()
         if on_progress:
             on_progress(LoadProgress(0.5, "reading checkpoint index"))
@@ -113,7 +113,7 @@ class FakeEngine:
 
     def generate(self, messages: Sequence[Message],
                  params: GenerationParams = GenerationParams()) -> EventStream:
-        self.requests.append(([dict(m) for m in messages], params))
+        self.requests.append(([m.copy() for m in messages], params))
         stream = EventStream()
         self._cancel.clear()
         threading.Thread(target=self._run, args=(list(messages), params, stream),
@@ -123,7 +123,7 @@ class FakeEngine:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def reset(self) -> Future:
+    def reset(self) -> Future[None]:
         self.resets += 1
         future: Future = Future()
         future.set_result(None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import mlx.core as mx
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
@@ -182,8 +183,9 @@ def generate(
     generated: list[int] = []
     first_token_at = time.perf_counter()
     while not cancelled:
+        assert logits is not None  # the prefill always runs at least the last prompt token
         token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
-        token_id = int(token.item())
+        token_id = typing.cast(int, token.item())
         if not generated:
             first_token_at = time.perf_counter()
         if token_id in eos:

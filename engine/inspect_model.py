@@ -138,11 +138,11 @@ def _shapes(layers: list[MoELayerFiles], widen: int, config: dict) -> tuple[list
                                           for n, t in files.tensors.items()))
         by_key.setdefault(key, []).append(row)
     groups, shapes = [], []
-    for key, rows in by_key.items():
+    for rows in by_key.values():
         files = layers[rows[0]]
         memory = sum(t.expert_nbytes * (widen if t.dtype in _HALF_FLOATS else 1)
                      for t in files.tensors.values())
-        groups.append(ShapeGroup(memory, key[0], tuple(rows)))
+        groups.append(ShapeGroup(memory, files.num_experts, tuple(rows)))
         shapes.append(ExpertShape(len(rows), files.disk_bytes_per_expert, memory, _expert_format(files, config)))
     return groups, shapes
 

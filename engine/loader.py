@@ -13,14 +13,17 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_reduce
+from mlx_lm.tokenizer_utils import TokenizerWrapper
 
+from engine import pool_plan
 from engine.api import LoadProgress, ModelInfo, ProgressFn
 from engine.cache_policy import EvictionPolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
@@ -29,12 +32,11 @@ from engine.context import context_limit
 from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
-from engine.reader import ExpertReader
-from engine import pool_plan
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
+from engine.reader import ExpertReader
 from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool
-from engine.streamed_moe import ExpertStreamer, PoolGroup, Projection, PrefetchMode, StreamedExperts
+from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Projection, StreamedExperts
 from engine.telemetry import Telemetry
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
@@ -42,12 +44,28 @@ _HALF = (mx.float16, mx.bfloat16)
 MB = 1024 * 1024
 
 
+class Switch(NamedTuple):
+    """A routed-expert module (SwitchGLU or SwitchMLP) and where it hangs in the model."""
+
+    parent: nn.Module
+    attr: str
+    module: nn.Module
+
+
+class MoERow(NamedTuple):
+    """A streamed MoE layer: its decoder layer, its expert module, its tensors on disk."""
+
+    layer: int
+    switch: Switch
+    files: MoELayerFiles
+
+
 @dataclass
 class LoadedModel:
     """A model ready to run on the thread that loaded it."""
 
     model: nn.Module
-    tokenizer: object  # mlx_lm TokenizerWrapper
+    tokenizer: TokenizerWrapper
     config: dict
     info: ModelInfo
     index: CheckpointIndex
@@ -83,7 +101,7 @@ def load_streamed_model(
             on_progress(LoadProgress(fraction, message))
 
     telemetry = telemetry or Telemetry()
-    if compute_dtype == "auto":
+    if isinstance(compute_dtype, str):  # "auto"
         compute_dtype = default_compute_dtype()
 
     progress(0.05, "reading checkpoint index")
@@ -119,7 +137,7 @@ def load_streamed_model(
     # Resident part: everything the model still holds once the experts are swapped out.
     for _, (parent, attr, _switch), _ in rows:
         setattr(parent, attr, _Placeholder())
-    resident_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    resident_bytes = tree_reduce(lambda total, v: total + v.nbytes, model.parameters(), 0)
     progress(0.25, f"loading {resident_bytes / MB:.0f} MB of resident weights")
     try:
         mx.eval(model.parameters())
@@ -230,31 +248,34 @@ def _load_tokenizer(path: Path, config: dict):
         ) from None
 
 
-def _find_switches(model: nn.Module) -> list[tuple[str, tuple[nn.Module, str, nn.Module]]]:
+def _find_switches(model: nn.Module) -> list[tuple[str, Switch]]:
     """Every routed-expert module (SwitchGLU or SwitchMLP) with its parent and attribute."""
     from mlx_lm.models.switch_layers import SwitchGLU, SwitchMLP
 
-    found = []
+    found: list[tuple[str, Switch]] = []
     for name, module in model.named_modules():
         for attr, child in module.children().items():
             if isinstance(child, (SwitchGLU, SwitchMLP)):
-                found.append((f"{name}.{attr}" if name else attr, (module, attr, child)))
+                found.append((f"{name}.{attr}" if name else attr, Switch(module, attr, child)))
     return found
 
 
-def _match_layers(switches, index: CheckpointIndex):
+def _match_layers(switches: list[tuple[str, Switch]],
+                  index: CheckpointIndex) -> tuple[list[MoERow], list[tuple[str, str]]]:
     """Pair each expert module with its tensors on disk. Returns (streamed rows sorted by
     layer, [(module name, why it stays resident)])."""
-    rows, kept = [], []
-    for name, triple in switches:
+    rows: list[MoERow] = []
+    kept: list[tuple[str, str]] = []
+    for name, switch in switches:
         m = _LAYER.search(name)
         files = index.moe_layers.get(int(m.group(1))) if m else None
-        reason = _unstreamable(triple[2], files)
+        reason = _unstreamable(switch.module, files)
         if reason:
             kept.append((name, reason))
         else:
-            rows.append((int(m.group(1)), triple, files))
-    rows.sort(key=lambda r: r[0])
+            assert m is not None and files is not None  # else _unstreamable gave a reason
+            rows.append(MoERow(int(m.group(1)), switch, files))
+    rows.sort(key=lambda r: r.layer)
     return rows, kept
 
 
@@ -293,12 +314,13 @@ def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     for name, tensor in files.tensors.items():
         dtype = tensor.dtype
         if compute_dtype is not None and dtype in ("F16", "BF16", "F32"):
-            dtype = tag_of_mx(compute_dtype)
+            dtype = tag_of_mx(compute_dtype) or dtype
         specs[name] = TensorSpec(tensor.expert_shape, dtype)
     return specs
 
 
-def _shape_groups(rows, compute_dtype) -> tuple[list[dict[str, TensorSpec]], list[ShapeGroup]]:
+def _shape_groups(rows: list[MoERow],
+                  compute_dtype: mx.Dtype | None) -> tuple[list[dict[str, TensorSpec]], list[ShapeGroup]]:
     """Rows whose experts have the same tensors, shapes and dtypes share one slot pool."""
     by_key: dict[tuple, list[int]] = {}
     specs_of: dict[tuple, dict[str, TensorSpec]] = {}
@@ -340,7 +362,7 @@ class RouterGuess:
 
     @classmethod
     def find(cls, scopes: list[nn.Module], num_experts: int, input_size: int,
-             top_k: int) -> "RouterGuess | None":
+             top_k: int) -> RouterGuess | None:
         """The first router in the nearest scope (the experts' parent, then its parents up
         to the decoder layer) that maps the experts' input to one logit per expert."""
         for scope in scopes:

@@ -45,14 +45,15 @@ class _Unit:
     __slots__ = ("jobs", "priority", "state", "error")
 
     def __init__(self, jobs: list[ReadJob], priority: int) -> None:
-        self.jobs, self.priority, self.state, self.error = jobs, priority, _PENDING, None
+        self.jobs, self.priority, self.state = jobs, priority, _PENDING
+        self.error: BaseException | None = None
 
 
 class ReadTicket:
     """Completion of a batch of reads; wait() re-raises the first read error.
     Only the thread that submitted it calls its methods."""
 
-    def __init__(self, reader: "ExpertReader", units: list[_Unit]) -> None:
+    def __init__(self, reader: ExpertReader, units: list[_Unit]) -> None:
         self._reader, self._units = reader, units
 
     def done(self) -> bool:
@@ -191,7 +192,7 @@ class ExpertReader:
 
     def check_files(self) -> None:
         """Fail fast if a shard was replaced or shrunk since it was opened."""
-        for f, fd in self._fds.items():
+        for f in self._fds:
             try:
                 st = os.stat(f)
             except OSError as exc:
@@ -204,10 +205,10 @@ class ExpertReader:
     def _run(self, job: ReadJob) -> None:
         start = time.perf_counter()
         if job.convert is None:
-            self._pread_into(job, memoryview(job.dest.reshape(-1).view(np.uint8)))
+            self._pread_into(job, job.dest.reshape(-1).view(np.uint8).data)
         else:
             staging = np.empty(job.nbytes, np.uint8)
-            self._pread_into(job, memoryview(staging))
+            self._pread_into(job, staging.data)
             job.dest.reshape(-1)[...] = _CONVERTERS[job.convert](staging)
         self.stats.add(job.nbytes, time.perf_counter() - start)
 

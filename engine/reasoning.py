@@ -104,7 +104,8 @@ class ReasoningSplitter:
 def split_text(text: str, markers: ThinkMarkers | None, *, opened: bool = False) -> tuple[str, str]:
     """(thinking, answer) of a whole text: the splitter run over it at once."""
     splitter = ReasoningSplitter(markers, opened=opened)
-    thinking, answer = [], []
+    thinking: list[str] = []
+    answer: list[str] = []
     for kind, piece in splitter.feed(text) + splitter.finish():
         (thinking if kind == THINKING else answer).append(piece)
     return "".join(thinking), "".join(answer)

@@ -15,8 +15,8 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Callable, Iterator, Sequence
 
 import httpx
 
@@ -80,7 +80,7 @@ class RemoteEngine:
     # ---- EngineClient ------------------------------------------------------------
 
     def load(self, model_dir: str = "", cache_bytes: int | None = None,
-             on_progress: Callable[[LoadProgress], None] | None = None) -> Future:
+             on_progress: Callable[[LoadProgress], None] | None = None) -> Future[ModelInfo]:
         """Connect: check the server and key, pick the model, start the telemetry stream.
         model_dir is the model name to ask for ('' or None: the server's first model)."""
         future: Future = Future()
@@ -112,7 +112,7 @@ class RemoteEngine:
         if request is not None:
             request.cancel()
 
-    def reset(self) -> Future:
+    def reset(self) -> Future[None]:
         """Nothing to forget here: the server reuses its KV cache by prompt prefix."""
         future: Future = Future()
         future.set_result(None)
@@ -208,7 +208,7 @@ class RemoteEngine:
 
     # ---- generating ------------------------------------------------------------------
 
-    def _generate(self, messages: list[Message], params: GenerationParams, request: "_Request") -> None:
+    def _generate(self, messages: list[Message], params: GenerationParams, request: _Request) -> None:
         with self._lock:
             self._state = "generating"
             before = self._latest if self._has_telemetry else None
@@ -228,7 +228,7 @@ class RemoteEngine:
                     self._current = None
 
     def _stream_answer(self, messages: list[Message], params: GenerationParams,
-                       request: "_Request") -> GenerationStats:
+                       request: _Request) -> GenerationStats:
         body: dict = {"max_tokens": params.max_tokens, "temperature": params.temperature,
                       "top_p": params.top_p, "stream": True, "stream_options": {"include_usage": True}}
         if self.model:

@@ -24,7 +24,8 @@ class SlotPool:
         for name, spec in specs.items():
             storage = mx.zeros((num_slots, *spec.shape), dtype=mx_dtype(_STORAGE.get(spec.dtype, spec.dtype)))
             mx.eval(storage)
-            self.views[name] = np.array(memoryview(storage), copy=False)
+            # mlx arrays export the buffer protocol; mlx's stubs do not declare it
+            self.views[name] = np.array(memoryview(storage), copy=False)  # type: ignore[arg-type]
             array = storage.view(mx_dtype(spec.dtype)) if spec.dtype in _STORAGE else storage
             mx.eval(array)
             self.arrays[name] = array

@@ -10,8 +10,8 @@ expert ids remapped to slot ids.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -53,7 +53,7 @@ class PrefetchMode:
     cold_admit: bool = False
 
     @classmethod
-    def of(cls, value: "bool | PrefetchMode | None") -> "PrefetchMode":
+    def of(cls, value: bool | PrefetchMode | None) -> PrefetchMode:
         return value if isinstance(value, PrefetchMode) else cls(enabled=bool(value))
 
 
@@ -82,7 +82,7 @@ class ExpertStreamer:
 
     def __init__(self, layers: list[MoELayerFiles], groups: list[PoolGroup],
                  reader: ExpertReader, telemetry: Telemetry,
-                 prefetch: "bool | PrefetchMode" = False) -> None:
+                 prefetch: bool | PrefetchMode = False) -> None:
         self.layers = layers
         self.groups = groups
         self.reader = reader
@@ -322,7 +322,8 @@ class StreamedExperts(nn.Module):
         bulk = inds[..., 0].size > 1
         mode = streamer.mode
         ahead = None
-        if mode.enabled and self._predict_next is not None and (mode.prefill or not bulk):
+        if (mode.enabled and self._predict_next is not None and self._next_row is not None
+                and (mode.prefill or not bulk)):
             sync = time.thread_time()
             ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
             waited += time.thread_time() - sync

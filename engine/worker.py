@@ -8,11 +8,13 @@ checked between tokens.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from engine.api import (
     GenerationDone,
@@ -28,6 +30,9 @@ from engine.errors import EngineStateError, OutlierError
 from engine.events import EventStream
 from engine.telemetry import Telemetry
 
+if TYPE_CHECKING:  # both import MLX, which this module leaves to the MLX thread
+    from engine.generation import Conversation
+    from engine.loader import LoadedModel
 
 class MLXThread:
     """The process's one MLX thread, shared by every Engine, alive until exit.
@@ -38,11 +43,11 @@ class MLXThread:
     An idle daemon thread blocked on its queue exits cleanly.
     """
 
-    _shared: "MLXThread | None" = None
+    _shared: MLXThread | None = None
     _shared_lock = threading.Lock()
 
     @classmethod
-    def shared(cls) -> "MLXThread":
+    def shared(cls) -> MLXThread:
         with cls._shared_lock:
             if cls._shared is None:
                 cls._shared = cls()
@@ -81,14 +86,14 @@ class Engine:
         self._mlx = MLXThread.shared()
         self._cancels: set[threading.Event] = set()  # of requests not finished yet
         self._cancels_lock = threading.Lock()
-        self._loaded = None
-        self._conversation = None
+        self._loaded: LoadedModel | None = None
+        self._conversation: Conversation | None = None
         self._closed = False
 
     # ---- public API (any thread) ------------------------------------------------
 
     def load(self, model_dir: str, cache_bytes: int | None = None,
-             on_progress: Callable[[LoadProgress], None] | None = None) -> Future:
+             on_progress: Callable[[LoadProgress], None] | None = None) -> Future[ModelInfo]:
         return self._mlx.submit(lambda: self._load(str(model_dir), cache_bytes, on_progress))
 
     def generate(self, messages: Sequence[Message],
@@ -97,7 +102,7 @@ class Engine:
         cancel = threading.Event()
         with self._cancels_lock:
             self._cancels.add(cancel)
-        messages = [dict(m) for m in messages]
+        messages = [m.copy() for m in messages]
         self._mlx.submit(lambda: self._generate(messages, params, cancel, stream))
         return stream
 
@@ -106,8 +111,12 @@ class Engine:
             for event in self._cancels:
                 event.set()
 
-    def reset(self) -> Future:
-        return self._mlx.submit(lambda: self._conversation and self._conversation.clear())
+    def reset(self) -> Future[None]:
+        def clear() -> None:
+            if self._conversation is not None:
+                self._conversation.clear()
+
+        return self._mlx.submit(clear)
 
     def snapshot(self) -> TelemetrySnapshot:
         active = 0
@@ -123,10 +132,8 @@ class Engine:
             return
         self._closed = True
         self.cancel()
-        try:
+        with contextlib.suppress(TimeoutError):
             self._mlx.submit(self._unload).result(timeout=timeout)
-        except TimeoutError:
-            pass
 
     # ---- on the MLX thread --------------------------------------------------------
 
@@ -153,17 +160,18 @@ class Engine:
         from engine.generation import generate
 
         try:
-            if self._loaded is None:
+            conversation = self._conversation
+            if self._loaded is None or conversation is None:
                 raise EngineStateError(
                     "No model is loaded yet: wait for loading to finish or pick a model folder.")
             self.telemetry.set_state("generating")
             try:
                 stats, cancelled = generate(
-                    self._loaded, self._conversation, messages, params, cancel,
+                    self._loaded, conversation, messages, params, cancel,
                     lambda text, token, kind: stream.put(TextDelta(text, token, kind)),
                 )
             except BaseException:
-                self._conversation.clear()  # a half-run forward left the KV cache inconsistent
+                conversation.clear()  # a half-run forward left the KV cache inconsistent
                 raise
             finally:
                 self.telemetry.set_state("idle")

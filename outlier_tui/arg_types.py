@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from collections.abc import Callable
 
 MAX_READER_THREADS = 64
 MAX_SEED = 2**64 - 1  # what mx.random.seed accepts

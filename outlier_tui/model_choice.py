@@ -7,13 +7,12 @@ and a missing folder fails with the same one-line message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from engine.api import ProgressFn
 from engine.errors import CheckpointError
 
 
-def resolve_model_dir(model: Optional[str], on_progress: Optional[ProgressFn] = None) -> Path:
+def resolve_model_dir(model: str | None, on_progress: ProgressFn | None = None) -> Path:
     """The model folder to load; builds the demo model (once, with progress) when model is None.
 
     on_progress(LoadProgress) reports the demo build. A named folder
@@ -22,7 +21,8 @@ def resolve_model_dir(model: Optional[str], on_progress: Optional[ProgressFn] = 
     if model:
         path = Path(model).expanduser()
         if not path.exists():
-            raise CheckpointError(f"Model folder {path} does not exist: pass --model with an mlx-community model folder.")
+            raise CheckpointError(f"Model folder {path} does not exist: "
+                                  "pass --model with an mlx-community model folder.")
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a folder: pass --model with an mlx-community model folder.")
         if not (path / "config.json").is_file():

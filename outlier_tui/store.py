@@ -12,11 +12,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
+from engine.api import Message
 from engine.errors import OutlierError
 from engine.user_dirs import user_dir
 from outlier_tui.core.format import STATUS_LABELS
@@ -242,7 +243,8 @@ class ConversationStore:
                 "INSERT INTO chats (title, system_prompt, created_at, updated_at) VALUES (?, ?, ?, ?)",
                 (title, system_prompt, now, now),
             )
-            chat_id = int(cur.lastrowid)
+            chat_id = cur.lastrowid
+            assert chat_id is not None  # set by every INSERT
         return Chat(chat_id, title, system_prompt, now, now)
 
     def list_chats(self) -> list[Chat]:
@@ -310,7 +312,8 @@ class ConversationStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (chat_id, role, content, status, now),
             )
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # set by every INSERT
+            return cur.lastrowid
 
     def update_message(self, message_id: int, content: str, status: str,
                        thinking: str | None = None) -> None:
@@ -367,7 +370,7 @@ class ConversationStore:
         )
         return [self._message(r) for r in rows]
 
-    def engine_messages(self, chat_id: int, keep_thinking: bool = False) -> list[dict]:
+    def engine_messages(self, chat_id: int, keep_thinking: bool = False) -> list[Message]:
         """The conversation to send to the engine: system prompt, then user/assistant turns.
 
         Failed ("error") messages and empty answers are left out; cancelled and
@@ -378,7 +381,7 @@ class ConversationStore:
         render `reasoning_content`), as that field.
         """
         chat = self.get_chat(chat_id)
-        out: list[dict] = []
+        out: list[Message] = []
         if chat.system_prompt.strip():
             out.append({"role": "system", "content": chat.system_prompt})
         for m in self.messages(chat_id):
@@ -388,7 +391,7 @@ class ConversationStore:
                 if out[-1]["content"] != m.content:
                     out[-1] = {"role": m.role, "content": out[-1]["content"] + "\n\n" + m.content}
                 continue
-            message = {"role": m.role, "content": m.content}
+            message: Message = {"role": m.role, "content": m.content}
             if keep_thinking and m.thinking:
                 message["reasoning_content"] = m.thinking
             out.append(message)
@@ -415,13 +418,10 @@ class ConversationStore:
 
     def close(self) -> None:
         """Close the database (idempotent)."""
-        with self._lock:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
+        with self._lock, suppress(sqlite3.Error):
+            self._db.close()
 
-    def __enter__(self) -> "ConversationStore":
+    def __enter__(self) -> ConversationStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

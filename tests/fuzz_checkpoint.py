@@ -161,12 +161,13 @@ def _alarm(signum, frame):
 def check_folder(folder: Path, full: bool = True) -> str:
     """'ok' or 'rejected:<ErrorClass>'; raises on anything else. full=False only opens the index
     (and counts a folder that would need a full load as 'unchecked')."""
+    from oracle import oracle_answer
+
     from engine.api import GenerationParams
     from engine.checkpoint import CheckpointIndex
     from engine.errors import OutlierError
     from engine.generation import Conversation, generate
     from engine.loader import load_streamed_model
-    from oracle import oracle_answer
 
     try:
         CheckpointIndex.open(folder)

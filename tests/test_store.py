@@ -150,11 +150,10 @@ def test_threads_share_one_store(store):
 
 def test_failed_write_rolls_back(store, monkeypatch):
     chat = store.create_chat()
-    with pytest.raises(RuntimeError):
-        with store._write() as db:
-            db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
-                       "VALUES (?, 'user', 'ghost', 'complete', 0)", (chat.id,))
-            raise RuntimeError("crash inside the transaction")
+    with pytest.raises(RuntimeError), store._write() as db:
+        db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
+                   "VALUES (?, 'user', 'ghost', 'complete', 0)", (chat.id,))
+        raise RuntimeError("crash inside the transaction")
     assert store.messages(chat.id) == []
 
 

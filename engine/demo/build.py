@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.api import ProgressFn
 from engine.demo import paths
 from engine.demo.errors import DemoBuildError
-from engine.api import ProgressFn
 from engine.demo.progress import Progress
 
 DEFAULT_EXPERTS = 64

@@ -11,6 +11,7 @@ llama.cpp to interleaved pairs).
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def load_gguf(path: Path) -> tuple[dict, dict]:
     import mlx.core as mx
 
     try:
-        weights, meta = mx.load(str(path), return_metadata=True)
+        weights, meta = typing.cast(tuple[dict, dict], mx.load(str(path), return_metadata=True))
     except (RuntimeError, ValueError, OSError) as exc:
         raise DemoBuildError(f"could not read the GGUF {path} ({exc})") from None
     clean = {}

@@ -54,8 +54,8 @@ def write_checkpoint(
     model.safetensors.index.json.
     on_tensor(bytes_written_so_far, total_bytes) is called after each tensor.
     Returns the file names written."""
-    shards = plan_shards(specs, shards)
-    n = len(shards)
+    runs = plan_shards(specs, shards)
+    n = len(runs)
     names = (
         ["model.safetensors"]
         if n == 1
@@ -65,7 +65,7 @@ def write_checkpoint(
     written = 0
     it: Iterator[tuple[str, np.ndarray]] = iter(tensors)
     weight_map: dict[str, str] = {}
-    for shard, fname in zip(shards, names):
+    for shard, fname in zip(runs, names):
         with open(out_dir / fname, "wb") as f:
             f.write(_header(shard))
             for planned, spec in shard.items():
@@ -75,7 +75,7 @@ def write_checkpoint(
                 array = np.ascontiguousarray(array)
                 if tag_of_numpy(array.dtype) != spec.dtype or tuple(array.shape) != spec.shape:
                     raise ValueError(f"{name}: got {array.dtype}{array.shape}, planned {spec.dtype}{spec.shape}")
-                f.write(memoryview(array).cast("B"))
+                f.write(array.data.cast("B"))
                 weight_map[name] = fname
                 written += spec.nbytes
                 if on_tensor is not None:

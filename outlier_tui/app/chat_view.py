@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from markdown_it import MarkdownIt
 from textual.containers import Vertical, VerticalScroll
@@ -153,16 +154,18 @@ class AssistantMessage(Vertical):
             started = loop.time()
             await self.body.append(chunk)
             frame = loop.create_future()
-            self.call_after_refresh(lambda: frame.done() or frame.set_result(None))
+            def drawn(frame: asyncio.Future[None] = frame) -> None:
+                if not frame.done():
+                    frame.set_result(None)
+
+            self.call_after_refresh(drawn)
             await frame
             cost = loop.time() - started
             pause = min(MAX_FLUSH_INTERVAL, max(FLUSH_INTERVAL, cost / RENDER_SHARE)) - cost
             if pause > 0 and self._streaming:
                 self._wake.clear()
-                try:  # finish() wakes us at once
+                with contextlib.suppress(asyncio.TimeoutError):  # finish() wakes us at once
                     await asyncio.wait_for(self._stopped.wait(), pause)
-                except asyncio.TimeoutError:
-                    pass
             else:
                 await asyncio.sleep(0)  # let keys through between slices
 
@@ -182,10 +185,8 @@ class AssistantMessage(Vertical):
         if self.thinking:
             self._show_thinking()
         if self._pacer is not None:
-            try:
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
                 await self._pacer.wait()
-            except (WorkerCancelled, WorkerFailed):
-                pass
             self._pacer = None
         await self._render_final()
 

@@ -94,7 +94,7 @@ class HeatPalette:
         return found
 
     @classmethod
-    def for_theme(cls, theme: Theme, base: Style | None = None) -> "HeatPalette":
+    def for_theme(cls, theme: Theme, base: Style | None = None) -> HeatPalette:
         """The palette for `theme` (its generated colours plus its own variables)."""
         return cls({**theme.to_color_system().generate(), **theme.variables}, base)
 

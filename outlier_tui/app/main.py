@@ -8,9 +8,10 @@ stream; telemetry is polled on a timer (at most 10 Hz), never per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -56,7 +57,7 @@ from outlier_tui.core.format import one_line
 from outlier_tui.store import Chat, ConversationStore, StoredMessage
 
 COPY_KEYS = 9  # alt+1 … alt+9 copy code block 1 … 9 of the last answer
-ResolveModel = Callable[[str | None, ProgressFn], Path]
+ResolveModel = Callable[[str | None, ProgressFn], Path | str]  # str: a name the server knows
 
 # (binding id, title in the command palette, help, action). Every action is here.
 PALETTE: tuple[tuple[str, str, str, str], ...] = (
@@ -295,7 +296,7 @@ class OutlierApp(App):
             first = next((ln.strip() for ln in block.splitlines() if ln.strip()), "")
             key = self.key_for(f"copy_code_{number}")
             entries.append((f"Copy code block {number}: {first[:40]}",
-                            f"From the last answer (OSC 52)" + (f"  [{key}]" if key else ""),
+                            "From the last answer (OSC 52)" + (f"  [{key}]" if key else ""),
                             f"copy_code({number})"))
         for chat in self.store.list_chats()[:50]:
             entries.append((f"Open chat: {chat.title}", f"Chat #{chat.id}",
@@ -305,9 +306,7 @@ class OutlierApp(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_answer":
             return self.generating
-        if action in CHAT_ACTIONS and isinstance(self.screen, ModalScreen):
-            return False
-        return True
+        return not (action in CHAT_ACTIONS and isinstance(self.screen, ModalScreen))
 
     # ---- chats -------------------------------------------------------------
 
@@ -325,7 +324,7 @@ class OutlierApp(App):
         elif requested is None and chats and not self.store.messages(chats[0].id):
             chat = chats[0]  # reuse an empty chat instead of piling up new ones
         if chat is None:
-            chat = self.session.new_chat(create=True)
+            chat = self.session.new_saved_chat()
         await self.open_chat(chat.id, first=True)
 
     async def open_chat(self, chat_id: int, at_message: int | None = None,
@@ -364,10 +363,8 @@ class OutlierApp(App):
         worker = self._answer_worker
         if worker is not None and not worker.is_finished:
             self.engine.cancel()
-            try:
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
                 await worker.wait()
-            except (WorkerCancelled, WorkerFailed):
-                pass
 
     def _in_background(self, coro, name: str) -> None:
         """Navigation runs as a worker: waiting for a stopping answer never freezes the UI."""
@@ -385,7 +382,7 @@ class OutlierApp(App):
 
     async def _new_chat(self) -> None:
         await self._stop_answer()
-        chat = self.session.new_chat(create=True)
+        chat = self.session.new_saved_chat()
         await self.open_chat(chat.id)
         self.action_focus_prompt()
 
@@ -452,7 +449,7 @@ class OutlierApp(App):
         self.notify("Chat deleted.")
         if is_current:
             remaining = self.store.list_chats()
-            target = remaining[0] if remaining else self.session.new_chat(create=True)
+            target = remaining[0] if remaining else self.session.new_saved_chat()
             await self.open_chat(target.id)
 
     def action_export_chat(self) -> None:

@@ -11,6 +11,7 @@ import os
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+from textual.widgets.text_area import EditResult
 
 from outlier_tui.core.attachments import complete_path
 
@@ -33,7 +34,7 @@ class PromptInput(TextArea):
     class Submitted(Message):
         """The user pressed the send key; `text` is the box's content."""
 
-        def __init__(self, prompt: "PromptInput", text: str) -> None:
+        def __init__(self, prompt: PromptInput, text: str) -> None:
             super().__init__()
             self.prompt = prompt
             self.text = text
@@ -62,7 +63,7 @@ class PromptInput(TextArea):
         # a paste): read the text only once those are in.
         self.post_message(self._SubmitRequested())
 
-    def _on_prompt_input__submit_requested(self, _: "PromptInput._SubmitRequested") -> None:
+    def _on_prompt_input__submit_requested(self, _: PromptInput._SubmitRequested) -> None:
         self.post_message(self.Submitted(self, self.text))
 
     def action_newline(self) -> None:
@@ -80,9 +81,10 @@ class PromptInput(TextArea):
         self.editing = True
         self.move_cursor(self.document.end)
 
-    def clear(self) -> None:
-        super().clear()
+    def clear(self) -> EditResult:
+        result = super().clear()
         self.editing = False
+        return result
 
     def _word_before_cursor(self) -> str:
         row, column = self.cursor_location

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from outlier_tui.chat_params import attach_limit_from_args, params_from_args
 
 
 def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app until the user quits; returns the exit status."""
-    from outlier_tui.app.main import OutlierApp
     from engine.errors import OutlierError
+    from outlier_tui.app.main import OutlierApp
     from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.store import StoreError
@@ -34,7 +36,7 @@ def run_app(args: argparse.Namespace) -> int:
         return 1
     cache_mb = getattr(args, "cache_mb", None)
     model = getattr(args, "model", None)
-    resolver = None if fake else resolve_model_dir
+    resolver: Callable[..., Path | str] | None = None if fake else resolve_model_dir
     if server:  # --model names the server's model ('' : its first); nothing to resolve here
         resolver = lambda name, on_progress: name or ""  # noqa: E731
     try:

@@ -4,7 +4,7 @@ multi-line text (system prompt), yes/no confirmation and search over all chats."
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding

@@ -7,21 +7,23 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from outlier_tui import arg_types
 from outlier_tui.commands.failure import fail as _fail
 
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
 
-QUICK = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
+QUICK: dict[str, Any] = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
              prefetch_budgets=[25.0])
 # --io-bound --quick: the short prompt (a cold prefill reads ~2/3 of all experts whatever its
 # length), 25% only; enough tokens that the full cache evicts on every step
-IO_QUICK = dict(tokens=24, budgets=[25.0])
+IO_QUICK: dict[str, Any] = dict(tokens=24, budgets=[25.0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community MoE folder (default: the demo MoE)")
+    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir,
+                        help="mlx-community MoE folder (default: the demo MoE)")
     parser.add_argument("--budgets", default="100,50,25,10", metavar="LIST",
                         help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)")
     parser.add_argument("--tokens", type=arg_types.positive_int, default=None, metavar="N",

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plain", action="store_true",
                         help="line-mode chat instead of the full-screen app (automatic when stdin is not a terminal)")
     parser.add_argument("--chat", metavar="ID",
-                        help="continue chat ID ('last': the most recent; 'new': a new saved chat, also for piped input)")
+                        help="continue chat ID ('last': the most recent; 'new': a new saved chat, "
+                             "also for piped input)")
     parser.add_argument("--no-stats", action="store_true",
                         help="plain mode: no stats line after each answer")
     parser.add_argument("--max-tokens", metavar="N", type=arg_types.positive_int,

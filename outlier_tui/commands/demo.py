@@ -13,7 +13,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from outlier_tui.commands.failure import fail as _fail, os_error_line
+
+from outlier_tui.commands.failure import fail as _fail
+from outlier_tui.commands.failure import os_error_line
 
 HELP = "build or inspect the built-in demo model (SmolLM2-135M upcycled into an MoE)"
 

@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from outlier_tui import arg_types
-from outlier_tui.commands.failure import fail as _fail, os_error_line
+from outlier_tui.commands.failure import fail as _fail
+from outlier_tui.commands.failure import os_error_line
 
 HELP = "Answer one prompt with a local MoE model and print the answer as it streams."
 

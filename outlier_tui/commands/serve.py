@@ -13,13 +13,15 @@ import socket
 import sys
 
 from outlier_tui import arg_types
-from outlier_tui.commands.failure import fail as _fail, os_error_line
+from outlier_tui.commands.failure import fail as _fail
+from outlier_tui.commands.failure import os_error_line
 
 HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community MoE model folder (default: the demo MoE)")
+    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir,
+                        help="mlx-community MoE model folder (default: the demo MoE)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=arg_types.port, default=8080, help="TCP port (default 8080)")

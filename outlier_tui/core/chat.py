@@ -12,8 +12,8 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from engine.api import (
     EngineClient,
@@ -21,6 +21,7 @@ from engine.api import (
     GenerationFailed,
     GenerationParams,
     GenerationStats,
+    Message,
     ModelInfo,
     TextDelta,
 )
@@ -53,11 +54,11 @@ class TurnResult:
     text: str
     status: str  # "complete" | "cancelled" | "error"
     thinking: str = ""
-    stats: Optional[GenerationStats] = None
-    error: Optional[str] = None
-    save_error: Optional[str] = None  # the store could not keep the answer (disk full, ...)
+    stats: GenerationStats | None = None
+    error: str | None = None
+    save_error: str | None = None  # the store could not keep the answer (disk full, ...)
 
-    def note(self, rss_bytes: Optional[int] = None) -> str:
+    def note(self, rss_bytes: int | None = None) -> str:
         """The line a front-end shows under the answer: stats, the error, or what the status means."""
         if self.status == "error":
             return self.error or STATUS_NOTES["error"]
@@ -75,8 +76,8 @@ class Turn:
     question) nothing is saved.
     """
 
-    def __init__(self, engine: EngineClient, store: Optional[ConversationStore],
-                 answer_id: Optional[int], messages: list[dict], params: GenerationParams,
+    def __init__(self, engine: EngineClient, store: ConversationStore | None,
+                 answer_id: int | None, messages: list[Message], params: GenerationParams,
                  on_part: PartFn,
                  clock: Callable[[], float] = time.monotonic,
                  save_every: float = SAVE_INTERVAL) -> None:
@@ -92,9 +93,9 @@ class Turn:
         self._last_save = clock()
         self._answer: list[str] = []
         self._thinking: list[str] = []
-        self.result: Optional[TurnResult] = None
-        self.save_error: Optional[str] = None
-        self._finished: Optional[TurnResult] = None
+        self.result: TurnResult | None = None
+        self.save_error: str | None = None
+        self._finished: TurnResult | None = None
 
     @property
     def text(self) -> str:
@@ -143,7 +144,7 @@ class Turn:
         self._finished = result
         return result
 
-    def _save(self, status: str, content: Optional[str] = None, final: bool = False) -> None:
+    def _save(self, status: str, content: str | None = None, final: bool = False) -> None:
         """Save the answer so far. A store that fails (disk full, a lost file) must not stop
         the answer the user is reading: the failure is kept as one line for the front-end,
         and partial saves stop until the final one tries again."""
@@ -208,9 +209,9 @@ class ChatSession:
     """
 
     def __init__(self, engine: EngineClient, store: ConversationStore, *,
-                 chat_id: Optional[int] = None,
+                 chat_id: int | None = None,
                  params: GenerationParams = GenerationParams(),
-                 model_info: Optional[ModelInfo] = None,
+                 model_info: ModelInfo | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  save_every: float = SAVE_INTERVAL) -> None:
         self.engine = engine
@@ -219,13 +220,13 @@ class ChatSession:
         self._model_info = model_info
         self.clock = clock
         self.save_every = save_every
-        self.chat_id: Optional[int] = None
-        self.last_stats: Optional[GenerationStats] = None
+        self.chat_id: int | None = None
+        self.last_stats: GenerationStats | None = None
         if chat_id is not None:
             self.open(chat_id, apply_cli_thinking=True)
 
     @property
-    def model_info(self) -> Optional[ModelInfo]:
+    def model_info(self) -> ModelInfo | None:
         """The loaded model (given, or asked of the engine once it has one)."""
         if self._model_info is None:
             try:
@@ -235,13 +236,13 @@ class ChatSession:
         return self._model_info
 
     @model_info.setter
-    def model_info(self, info: Optional[ModelInfo]) -> None:
+    def model_info(self, info: ModelInfo | None) -> None:
         self._model_info = info
 
     # ---- chats -------------------------------------------------------------
 
     @property
-    def chat(self) -> Optional[Chat]:
+    def chat(self) -> Chat | None:
         return self.store.get_chat(self.chat_id) if self.chat_id is not None else None
 
     def ensure_chat(self, first_message: str = "") -> int:
@@ -262,16 +263,16 @@ class ChatSession:
             self._keep_cli_thinking()
         return self.store.get_chat(chat.id)
 
-    def new_chat(self, create: bool = False) -> Optional[Chat]:
-        """Start over; the engine drops its KV cache. create: make the chat now
-        (the app shows it at once) rather than at the first message."""
+    def new_chat(self) -> None:
+        """Start over; the engine drops its KV cache. The chat is saved at the first message."""
         self.chat_id = None
         self.last_stats = None
         self.engine.reset()
-        if create:
-            self.ensure_chat()
-            return self.chat
-        return None
+
+    def new_saved_chat(self) -> Chat:
+        """Start over with a chat saved now (the app shows it at once)."""
+        self.new_chat()
+        return self.store.get_chat(self.ensure_chat())
 
     def messages(self) -> list[StoredMessage]:
         return self.store.messages(self.chat_id) if self.chat_id is not None else []
@@ -291,7 +292,7 @@ class ChatSession:
     def model_thinks(self) -> bool:
         return bool(self.model_info and self.model_info.think_start)
 
-    def thinking_enabled(self) -> Optional[bool]:
+    def thinking_enabled(self) -> bool | None:
         """This chat's choice (None: the template's default)."""
         chat = self.chat
         if chat is not None and chat.enable_thinking is not None:
@@ -302,14 +303,13 @@ class ChatSession:
         """Turn thinking on or off for this chat (kept in the store)."""
         if not self.can_switch_thinking:
             raise ChatError("This model's chat template has no thinking switch (enable_thinking).")
-        self.ensure_chat()
-        self.store.set_chat_thinking(self.chat_id, enable)
+        self.store.set_chat_thinking(self.ensure_chat(), enable)
 
     def request_params(self) -> GenerationParams:
         enable = self.thinking_enabled() if self.can_switch_thinking else None
         return dataclasses.replace(self.params, enable_thinking=enable)
 
-    def engine_messages(self) -> list[dict]:
+    def engine_messages(self) -> list[Message]:
         """What the model sees: thinking goes back only if the template renders it."""
         keep = bool(self.model_info and self.model_info.template_keeps_thinking)
         return self.store.engine_messages(self.ensure_chat(), keep_thinking=keep)
@@ -329,29 +329,30 @@ class ChatSession:
         """Regenerate the last answer: it is replaced (in the store too); the
         engine reuses the KV cache of everything before it."""
         last_user = self._last_user()
-        self.store.delete_messages_from(self.chat_id, last_user.id + 1)
+        self.store.delete_messages_from(self.ensure_chat(), last_user.id + 1)
         return self._answer(on_part)
 
     def edit_last(self, text: str, on_part: PartFn) -> Turn:
         """Replace the last user message (and its answer) with `text` and answer it."""
         last_user = self._last_user()
         first = self.messages()[0].id == last_user.id
-        self.store.delete_messages_from(self.chat_id, last_user.id)
-        if first and self.store.get_chat(self.chat_id).title == title_from(last_user.content):
-            self.store.rename_chat(self.chat_id, title_from(text))  # the title it named follows it
-        self.store.add_message(self.chat_id, "user", text)
+        chat_id = self.ensure_chat()
+        self.store.delete_messages_from(chat_id, last_user.id)
+        if first and self.store.get_chat(chat_id).title == title_from(last_user.content):
+            self.store.rename_chat(chat_id, title_from(text))  # the title it named follows it
+        self.store.add_message(chat_id, "user", text)
         return self._answer(on_part)
 
-    def last_user_text(self) -> Optional[str]:
+    def last_user_text(self) -> str | None:
         users = [m for m in self.messages() if m.role == "user"]
         return users[-1].content if users else None
 
-    def last_user_draft(self) -> Optional[str]:
+    def last_user_draft(self) -> str | None:
         """The last message as the user typed it (attached files back to `@path`), to edit."""
         text = self.last_user_text()
         return strip_attachments(text) if text is not None else None
 
-    def last_answer(self) -> Optional[StoredMessage]:
+    def last_answer(self) -> StoredMessage | None:
         answers = [m for m in self.messages() if m.role == "assistant"]
         return answers[-1] if answers else None
 
@@ -363,14 +364,14 @@ class ChatSession:
 
     def _answer(self, on_part: PartFn) -> Turn:
         messages = self.engine_messages()
-        answer_id = self.store.add_message(self.chat_id, "assistant", "", status="partial")
+        answer_id = self.store.add_message(self.ensure_chat(), "assistant", "", status="partial")
         return _SessionTurn(self, answer_id, messages, on_part)
 
 
 class _SessionTurn(Turn):
     """A Turn that reports its stats back to the session that made it."""
 
-    def __init__(self, session: ChatSession, answer_id: int, messages: list[dict],
+    def __init__(self, session: ChatSession, answer_id: int, messages: list[Message],
                  on_part: PartFn) -> None:
         super().__init__(session.engine, session.store, answer_id, messages,
                          session.request_params(), on_part, session.clock, session.save_every)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from engine.api import GenerationStats
 
 # What a stored answer's status means, for people. Complete answers need no label.
@@ -45,7 +43,7 @@ def hit_rate(hits: int, misses: int) -> str:
     return f"{hits / total:.0%}" if total else "n/a"
 
 
-def stats_line(stats: GenerationStats, rss_bytes: Optional[int] = None) -> str:
+def stats_line(stats: GenerationStats, rss_bytes: int | None = None) -> str:
     """The one line shown under every finished answer, in every front-end."""
     parts = [
         f"{stats.generation_tokens} tok",

@@ -8,9 +8,10 @@ model as a message starting with /.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from outlier_tui.core.attachments import AttachmentError, read_attachment
 from outlier_tui.core.chat import ChatError
@@ -41,16 +42,16 @@ class Command:
     name: str
     usage: str
     summary: str
-    handler: Callable[["PlainSession", str], bool]
+    handler: Callable[[PlainSession, str], bool]
 
 
-def _new(session: "PlainSession", arg: str) -> bool:
+def _new(session: PlainSession, arg: str) -> bool:
     session.new_chat()
     session.note("New chat: the next message starts it.")
     return True
 
 
-def _system(session: "PlainSession", arg: str) -> bool:
+def _system(session: PlainSession, arg: str) -> bool:
     if not arg:
         prompt = session.store.get_chat(session.chat_id).system_prompt if session.chat_id else ""
         session.note(f"System prompt: {prompt}" if prompt else "No system prompt (set one with /system TEXT).")
@@ -65,7 +66,7 @@ def _system(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _history(session: "PlainSession", arg: str) -> bool:
+def _history(session: PlainSession, arg: str) -> bool:
     if session.chat_id is None:
         session.note("No messages yet in this chat.")
         return True
@@ -82,7 +83,7 @@ def _history(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _chats(session: "PlainSession", arg: str) -> bool:
+def _chats(session: PlainSession, arg: str) -> bool:
     chats = session.store.list_chats()[:20]
     if not chats:
         session.note("No saved chats yet.")
@@ -93,13 +94,13 @@ def _chats(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _open(session: "PlainSession", arg: str) -> bool:
+def _open(session: PlainSession, arg: str) -> bool:
     try:
         session.open_chat(int(arg.lstrip("#")))
     except (ValueError, KeyError):
         session.error(f"no chat #{arg or '?'}: /chats lists them, then /open ID")
         return True
-    chat = session.store.get_chat(session.chat_id)
+    chat = session.store.get_chat(int(arg.lstrip("#")))
     session.note(f"Opened chat #{chat.id} “{chat.title}” ({len(session.store.messages(chat.id))} messages).")
     hit = next((h for h in session.search_hits if h.chat_id == chat.id), None)
     if hit is not None:  # opened from /search: show the matching message
@@ -110,7 +111,7 @@ def _open(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _save(session: "PlainSession", arg: str) -> bool:
+def _save(session: PlainSession, arg: str) -> bool:
     if not arg:
         session.error("usage: /save FILE (writes this chat as Markdown)")
         return True
@@ -127,7 +128,7 @@ def _save(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _stats(session: "PlainSession", arg: str) -> bool:
+def _stats(session: PlainSession, arg: str) -> bool:
     if arg in ("on", "off"):
         session.show_stats = arg == "on"
         session.note(f"Per-answer stats line {arg}.")
@@ -144,7 +145,7 @@ def _stats(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _think(session: "PlainSession", arg: str) -> bool:
+def _think(session: PlainSession, arg: str) -> bool:
     if arg in ("show", "hide"):
         session.show_thinking = arg == "show"
         session.note(f"Thinking is {'shown dimmed' if session.show_thinking else 'hidden'}.")
@@ -171,7 +172,7 @@ def _think(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _file(session: "PlainSession", arg: str) -> bool:
+def _file(session: PlainSession, arg: str) -> bool:
     if not arg:
         names = ", ".join(a.shown_path for a in session.attachments) or "none"
         session.note(f"Files for the next message: {names}. Usage: /file PATH")
@@ -186,7 +187,7 @@ def _file(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _edit(session: "PlainSession", arg: str) -> bool:
+def _edit(session: PlainSession, arg: str) -> bool:
     last = session.chat.last_user_draft()
     if last is None:
         session.error("nothing to edit yet: send a message first")
@@ -198,12 +199,12 @@ def _edit(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _retry(session: "PlainSession", arg: str) -> bool:
+def _retry(session: PlainSession, arg: str) -> bool:
     session.pending_action = lambda: session.answer(session.chat.retry)
     return True
 
 
-def _search(session: "PlainSession", arg: str) -> bool:
+def _search(session: PlainSession, arg: str) -> bool:
     if not arg:
         session.error("usage: /search WORDS (all chats; then /open ID)")
         return True
@@ -220,7 +221,7 @@ def _search(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _copy(session: "PlainSession", arg: str) -> bool:
+def _copy(session: PlainSession, arg: str) -> bool:
     answer = session.chat.last_answer()
     blocks = code_blocks(answer.content) if answer is not None else []
     if not blocks:
@@ -240,7 +241,7 @@ def _copy(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _help(session: "PlainSession", arg: str) -> bool:
+def _help(session: PlainSession, arg: str) -> bool:
     width = max(len(c.usage) for c in COMMANDS.values())
     lines = ["Commands:"]
     seen = set()
@@ -253,7 +254,7 @@ def _help(session: "PlainSession", arg: str) -> bool:
     return True
 
 
-def _exit(session: "PlainSession", arg: str) -> bool:
+def _exit(session: PlainSession, arg: str) -> bool:
     return False
 
 
@@ -264,13 +265,15 @@ _LIST = [
     Command("chats", "/chats", "list recent chats (id, last update, title)", _chats),
     Command("open", "/open ID", "continue chat ID", _open),
     Command("save", "/save FILE", "write this chat to FILE as Markdown", _save),
-    Command("think", "/think [on|off|show|hide]", "thinking of reasoning models: on/off for this chat, show/hide it", _think),
+    Command("think", "/think [on|off|show|hide]",
+            "thinking of reasoning models: on/off for this chat, show/hide it", _think),
     Command("file", "/file PATH", "attach a file to the next message (Tab completes)", _file),
     Command("edit", "/edit", "edit and resend your last message (its answer is replaced)", _edit),
     Command("retry", "/retry", "regenerate the last answer", _retry),
     Command("search", "/search WORDS", "search every chat; Enter then opens the chat at the match", _search),
     Command("copy", "/copy [N]", "copy code block N of the last answer (default: the last) via OSC 52", _copy),
-    Command("stats", "/stats [on|off]", "engine stats (tok/s, expert hits, RSS, cache); on/off: line after each answer", _stats),
+    Command("stats", "/stats [on|off]",
+            "engine stats (tok/s, expert hits, RSS, cache); on/off: line after each answer", _stats),
     Command("help", "/help", "this help", _help),
     Command("exit", "/exit", "leave (also /quit, Ctrl-D)", _exit),
 ]
@@ -278,7 +281,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in _LIST}
 COMMANDS["quit"] = COMMANDS["exit"]
 
 
-def dispatch(session: "PlainSession", line: str) -> bool:
+def dispatch(session: PlainSession, line: str) -> bool:
     """Run the slash command on `line`; returns False when the session should end."""
     name, arg = (line[1:].strip().split(maxsplit=1) + ["", ""])[:2]
     command = COMMANDS.get(name.lower())

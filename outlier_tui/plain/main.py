@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TextIO
 
 from engine.errors import OutlierError
 from outlier_tui.chat_params import attach_limit_from_args, params_from_args
@@ -31,8 +31,8 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def choose_chat(store: ConversationStore, value: Optional[str], interactive: bool,
-                question: str = "") -> Optional[int]:
+def choose_chat(store: ConversationStore, value: str | None, interactive: bool,
+                question: str = "") -> int | None:
     """--chat ID|last|new → the chat to continue (None: a new chat in the REPL, nothing saved in a pipe)."""
     if value is None:
         return None
@@ -53,8 +53,8 @@ def choose_chat(store: ConversationStore, value: Optional[str], interactive: boo
         raise UsageError(f"--chat {value}: no such chat (use an id from /chats, 'last' or 'new').") from None
 
 
-def run_plain(args: argparse.Namespace, stdin: Optional[TextIO] = None,
-              stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
+def run_plain(args: argparse.Namespace, stdin: TextIO | None = None,
+              stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """The plain chat: interactive on a terminal, pipe mode when stdin is not one."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout

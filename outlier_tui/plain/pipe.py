@@ -9,7 +9,7 @@ stderr.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TextIO
 
 from engine.api import EngineClient, GenerationParams, ModelInfo
 from engine.reasoning import THINKING
@@ -27,12 +27,12 @@ def ask_once(
     question: str,
     out: TextIO,
     *,
-    store: Optional[ConversationStore] = None,
-    chat_id: Optional[int] = None,
+    store: ConversationStore | None = None,
+    chat_id: int | None = None,
     params: GenerationParams = GenerationParams(),
     color: bool = False,
-    thinking_out: Optional[TextIO] = None,
-    model_info: Optional[ModelInfo] = None,
+    thinking_out: TextIO | None = None,
+    model_info: ModelInfo | None = None,
 ) -> TurnResult:
     """Send `question` (appended to chat_id's history if given) and stream the answer to `out`.
 
@@ -71,7 +71,7 @@ def ask_once(
 
 
 def piped_message(text: str, attach_limit: int = DEFAULT_LIMIT_BYTES,
-                  cwd: Optional[Path] = None) -> str:
+                  cwd: Path | None = None) -> str:
     """Standard input as the message, `@path` files attached. Checked before any
     model loads; AttachmentError (one line) means nothing is sent."""
     try:
@@ -86,12 +86,12 @@ def run_pipe(
     out: TextIO,
     err: TextIO,
     *,
-    store: Optional[ConversationStore] = None,
-    chat_id: Optional[int] = None,
+    store: ConversationStore | None = None,
+    chat_id: int | None = None,
     params: GenerationParams = GenerationParams(),
     show_stats: bool = True,
     show_thinking: bool = False,
-    model_info: Optional[ModelInfo] = None,
+    model_info: ModelInfo | None = None,
 ) -> int:
     """Answer one piped question (see piped_message); returns 0, 1 (failed),
     130 (interrupted) or 141 (stdout closed)."""

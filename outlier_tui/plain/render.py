@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 DEFAULT_STYLE = "monokai"
 DIM = "\x1b[2m"
@@ -30,7 +31,7 @@ def wants_color(stream: TextIO) -> bool:
         return False
 
 
-def pygments_style(name: Optional[str]) -> str:
+def pygments_style(name: str | None) -> str:
     """`name` if Pygments knows it as a style, else the default (app themes are not Pygments styles)."""
     from pygments.styles import get_all_styles
 
@@ -88,7 +89,7 @@ class StreamRenderer:
         self.style = style
         self._line = ""  # the current unfinished line
         self._emitted = 0  # characters of _line already written (prose only)
-        self._fence: Optional[str] = None  # the opening fence while inside a code block
+        self._fence: str | None = None  # the opening fence while inside a code block
         self._language = ""
         self._code: list[str] = []
         self.ends_with_newline = True

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Awaitable, Callable, Optional, TextIO
+from collections.abc import Awaitable, Callable
+from typing import TextIO
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
@@ -24,9 +27,6 @@ from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.key_binding.key_processor import KeyPressEvent
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
-
-from prompt_toolkit.completion import Completer, Completion, CompleteEvent
-from prompt_toolkit.document import Document
 
 from engine.api import EngineClient, GenerationParams, GenerationStats, ModelInfo
 from engine.reasoning import THINKING
@@ -101,18 +101,18 @@ class PlainSession:
         engine: EngineClient,
         store: ConversationStore,
         *,
-        chat_id: Optional[int] = None,
+        chat_id: int | None = None,
         params: GenerationParams = GenerationParams(),
         show_stats: bool = True,
         color: bool = False,
         style: str = DEFAULT_STYLE,
-        input: Optional[Input] = None,
-        output: Optional[Output] = None,
-        out: Optional[TextIO] = None,
-        err: Optional[TextIO] = None,
-        history: Optional[History] = None,
+        input: Input | None = None,
+        output: Output | None = None,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        history: History | None = None,
         model_name: str = "",
-        model_info: Optional[ModelInfo] = None,
+        model_info: ModelInfo | None = None,
         show_thinking: bool = True,
         attach_limit: int = DEFAULT_LIMIT_BYTES,
     ) -> None:
@@ -130,14 +130,14 @@ class PlainSession:
         self.attachments: list[Attachment] = []  # from /file, sent with the next message
         self.editing = False  # the next message replaces the last one (/edit)
         # An answer a command asked for (/retry), awaited once the command returns.
-        self.pending_action: Optional[Callable[[], Awaitable[Optional[TurnResult]]]] = None
+        self.pending_action: Callable[[], Awaitable[TurnResult | None]] | None = None
         self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
         self._next_default = ""
         self._ctrl_c_armed = False
         self._terminated = 0  # the signal that asked the session to end, if any
         if history is None:
             history = self._default_history()
-        self.prompt = PromptSession(
+        self.prompt: PromptSession[str] = PromptSession(
             message="> ",
             multiline=True,
             prompt_continuation=". ",
@@ -160,11 +160,11 @@ class PlainSession:
 
     # The chat being continued lives in the core; commands read these.
     @property
-    def chat_id(self) -> Optional[int]:
+    def chat_id(self) -> int | None:
         return self.chat.chat_id
 
     @property
-    def last_stats(self) -> Optional[GenerationStats]:
+    def last_stats(self) -> GenerationStats | None:
         return self.chat.last_stats
 
     @property
@@ -276,7 +276,7 @@ class PlainSession:
         """Blocking entry point for the CLI."""
         return asyncio.run(self.run_async())
 
-    def build_message(self, text: str) -> Optional[str]:
+    def build_message(self, text: str) -> str | None:
         """The text with its @path and /file attachments, or None (said why) if one cannot be attached."""
         try:
             text, _ = expand_attachments(text, limit_bytes=self.attach_limit)
@@ -288,7 +288,7 @@ class PlainSession:
         self.attachments = []
         return with_attachments(text, pending)
 
-    async def send(self, text: str) -> Optional[TurnResult]:
+    async def send(self, text: str) -> TurnResult | None:
         """Send one user message (saved before generation starts) and stream the answer."""
         message = self.build_message(text)
         if message is None:
@@ -297,7 +297,7 @@ class PlainSession:
         return await self.answer(lambda on_part: (self.chat.edit_last(message, on_part) if editing
                                                   else self.chat.send(message, on_part)))
 
-    async def answer(self, start: Callable[[PartFn], Turn]) -> Optional[TurnResult]:
+    async def answer(self, start: Callable[[PartFn], Turn]) -> TurnResult | None:
         """Run the Turn `start(on_part)` makes and print it: thinking dimmed (or hidden), then the answer."""
         renderer = StreamRenderer(self.write, color=self.color, style=self.style)
         view = _ThinkingView(self)
@@ -329,7 +329,7 @@ class PlainSession:
             self.note(stats_line(result.stats, self._rss()))
         return result
 
-    def _rss(self) -> Optional[int]:
+    def _rss(self) -> int | None:
         try:
             return self.engine.snapshot().rss_bytes or None
         except Exception:  # stats are best effort; the answer itself is what matters

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from engine.api import GenerationStats, TelemetrySnapshot
 from outlier_tui.core.format import hit_rate, human_bytes
 
 
-def snapshot_table(snap: TelemetrySnapshot, last: Optional[GenerationStats] = None) -> str:
+def snapshot_table(snap: TelemetrySnapshot, last: GenerationStats | None = None) -> str:
     """The /stats report: throughput, expert cache, reads and memory."""
     hits, misses = int(snap.hits.sum()), int(snap.misses.sum())
     rows: list[tuple[str, str]] = []

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from engine.api import GenerationDone, GenerationFailed, GenerationStats, TextDelta
 from engine.reasoning import THINKING
@@ -58,7 +58,7 @@ class Finish:
 Piece = str | Thinking | Finish
 
 
-async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncIterator[Piece]:
+async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncGenerator[Piece, None]:
     """Pieces of the answer and thinking, then a Finish; raises ApiError if the engine fails.
     Stop sequences apply to the answer, not to the thinking. context: the model's context
     limit (0: none), where the engine ends an answer as if max_tokens were reached."""
@@ -119,7 +119,8 @@ class ChatFormat:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         return {**self._head("chat.completion.chunk"), "choices": [choice]}
 
-    def first(self) -> dict:
+    def first(self) -> dict | None:
+        """The opening chunk of a stream, if the format has one."""
         return self.chunk({"role": "assistant", "content": ""})
 
     def piece(self, text: str) -> dict:

@@ -11,7 +11,8 @@ straight from the engine's thread (EventStream.listen): no thread in between.
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from engine.api import (
     EngineClient,
@@ -27,9 +28,9 @@ from outlier_tui.server.errors import ApiError
 class Job:
     """One admitted request: its events arrive on the event loop, in order."""
 
-    def __init__(self, queue: "EngineQueue", messages: Sequence[Message], params: GenerationParams) -> None:
+    def __init__(self, queue: EngineQueue, messages: Sequence[Message], params: GenerationParams) -> None:
         self._queue = queue
-        self.messages = [dict(m) for m in messages]
+        self.messages = [m.copy() for m in messages]
         self.params = params
         self.events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
         self.running = False  # the engine has it
@@ -105,10 +106,9 @@ class EngineQueue:
                 if isinstance(event, (GenerationDone, GenerationFailed)) and not done.done():
                     done.set_result(None)
 
-            try:
+            # RuntimeError: the event loop closed under us (server exit): nobody listens
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(on_loop)
-            except RuntimeError:  # the event loop closed under us (server exit): nobody listens
-                pass
 
         stream.listen(deliver)
         return done

@@ -79,7 +79,7 @@ def _message(index: int, message: Any) -> Message:
         content = "".join(parts)
     if not isinstance(content, str):
         raise _bad(f"{where}.content", f"{where}.content must be a string or a list of text parts.")
-    out = {"role": _ROLES[role], "content": content}
+    out: Message = {"role": _ROLES[role], "content": content}
     thinking = message.get("reasoning_content")
     if role == "assistant" and isinstance(thinking, str) and thinking:
         out["reasoning_content"] = thinking  # templates that keep earlier thinking render it

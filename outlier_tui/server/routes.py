@@ -6,13 +6,14 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from engine.api import EngineClient
+from engine.api import EngineClient, TelemetrySnapshot
 from engine.wire import snapshot_to_json
 from outlier_tui.server import sse
 from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat, Thinking, answer
@@ -120,17 +121,21 @@ class Routes:
             raise ApiError(400, "'interval' must be a number of seconds.", param="interval") from None
         return sse.EventStreamResponse(self._snapshots(interval))
 
-    async def _snapshots(self, interval: float) -> AsyncIterator[bytes]:
+    async def _snapshots(self, interval: float) -> AsyncGenerator[bytes, None]:
         last_key, last_sent = None, 0.0
         while True:
             snapshot = self.engine.snapshot()
             key = (snapshot.state, snapshot.step, snapshot.error, snapshot.cache_bytes, snapshot.bytes_read)
             now = time.monotonic()
             if key != last_key or now - last_sent >= TELEMETRY_HEARTBEAT:
-                data = await asyncio.to_thread(lambda: json.dumps(snapshot_to_json(snapshot)))
+                data = await asyncio.to_thread(_telemetry_json, snapshot)
                 yield b"data: " + data.encode() + b"\n\n"
                 last_key, last_sent = key, now
             await asyncio.sleep(interval)
+
+
+def _telemetry_json(snapshot: TelemetrySnapshot) -> str:
+    return json.dumps(snapshot_to_json(snapshot))
 
 
 async def _whole(pieces: AsyncIterator[Piece], fmt: ChatFormat) -> dict:
@@ -146,8 +151,8 @@ async def _whole(pieces: AsyncIterator[Piece], fmt: ChatFormat) -> dict:
     raise ApiError(500, "The engine ended the answer without finishing it; send the request again.")
 
 
-async def _stream(job: Job, first: Piece, pieces: AsyncIterator[Piece], fmt: ChatFormat,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+async def _stream(job: Job, first: Piece, pieces: AsyncGenerator[Piece, None], fmt: ChatFormat,
+                  include_usage: bool) -> AsyncGenerator[bytes, None]:
     """The SSE body; closing it (client gone) cancels the generation."""
     try:
         if (head := fmt.first()) is not None:

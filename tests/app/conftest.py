@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # app_helpers, shared by the test modules
 
 from app_helpers import BUNDLED_THEMES
+
 from engine.fake import FakeEngine
 from outlier_tui.app.main import OutlierApp
 from outlier_tui.store import ConversationStore

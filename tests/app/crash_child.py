@@ -9,11 +9,12 @@ import asyncio
 import sys
 from pathlib import Path
 
+from app_helpers import BUNDLED_THEMES
+
 from engine.fake import FakeEngine
 from outlier_tui.app.main import OutlierApp
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.store import ConversationStore
-from app_helpers import BUNDLED_THEMES
 
 ANSWER = " ".join(f"token{i}" for i in range(100_000))
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from app_helpers import ready, send, wait_until
+
 from engine.fake import FakeEngine
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import ChatListScreen, InputDialog
 from outlier_tui.app.status_bar import ModelStatus, TopBar
-from app_helpers import ready, send, wait_until
 
 LONG = " ".join(f"word{i}" for i in range(200))
 

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from app_helpers import ready
+
 from outlier_tui.app.chat_view import ChatLog, UserMessage
 from outlier_tui.store import ConversationStore
-from app_helpers import ready
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from app_helpers import synthetic_snapshot
 
 from engine.api import TelemetrySnapshot
 from outlier_tui.app.heatmap_grid import bin_edges, compute_grid, expert_heat, reduce_bins
-from app_helpers import synthetic_snapshot
 
 
 def test_bin_edges_cover_everything_in_near_equal_bins():

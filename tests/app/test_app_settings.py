@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from app_helpers import BUNDLED_THEMES
 
 from outlier_tui.app.config import ConfigError, config_dir
 from outlier_tui.app.keymap import load_keymap
-from outlier_tui.app.themes import (DEFAULT_DARK, DEFAULT_LIGHT, load_theme_file, load_themes,
-                                    pick_theme, user_theme_dir)
-from app_helpers import BUNDLED_THEMES
+from outlier_tui.app.themes import DEFAULT_DARK, DEFAULT_LIGHT, load_theme_file, load_themes, pick_theme, user_theme_dir
 
 
 def test_bundled_dark_and_light_themes_load():

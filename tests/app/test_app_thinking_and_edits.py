@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from app_helpers import ready, send, wait_until
 from textual.widgets import Collapsible, OptionList
 
 from engine.fake import FakeEngine
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import SearchScreen
-from app_helpers import ready, send, wait_until
 
 THINKING = " ".join(f"step{i}" for i in range(60))
 REPLY = f"<think>\n{THINKING}\n</think>\n\n" + " ".join(f"ans{i}" for i in range(40)) + \

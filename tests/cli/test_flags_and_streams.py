@@ -8,8 +8,8 @@ model_max_length); the byte-level tokenizer makes one token per byte.
 
 import io
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +87,7 @@ def outlier(*args, input_bytes=None, close_stdout=False, data_dir=None):
     if data_dir is not None:
         env["OUTLIER_DATA_DIR"] = str(data_dir)
     return subprocess.run([sys.executable, "-m", "outlier_tui.cli", *args], input=input_bytes,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, env=env,
+                          capture_output=True, timeout=300, env=env,
                           preexec_fn=(lambda: os.close(1)) if close_stdout else None)
 
 

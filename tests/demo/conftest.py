@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # demo_helpers, shared by the test modules
 
 REPO = Path(__file__).resolve().parents[2]
-from demo_helpers import TEST_EXPERTS, TEST_TOP_K
+from demo_helpers import TEST_EXPERTS, TEST_TOP_K  # noqa: E402 (after the sys.path entry above)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 computes exactly what mlx-lm computes fully resident: prefill and 16 decode steps, logits
 identical (tolerance 0), at a cache budget that holds every expert, about half, and the
 legal minimum (one layer's top-k in every slot pool), prefetch on at the two smaller
-budgets; the cache never holds more bytes than its budget. One tiny checkpoint and one oracle run per case, shared by the budgets.
+budgets; the cache never holds more bytes than its budget. One tiny checkpoint and one
+oracle run per case, shared by the budgets.
 """
 
 import numpy as np

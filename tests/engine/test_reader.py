@@ -1,8 +1,8 @@
 """The SSD reader: exact bytes into the slot views, conversions, and clear errors."""
 
 import errno
-import threading
 import os
+import threading
 
 import numpy as np
 import pytest

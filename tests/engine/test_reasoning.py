@@ -136,9 +136,9 @@ def test_engine_splits_like_the_oracle_text(engine, thinking_path, enable):
 
 
 def test_template_that_keeps_thinking_is_detected(tmp_path):
+    from checkpoints import write_tokenizer
     from mlx_lm.utils import load_tokenizer
     from thinking_checkpoint import KEEPING_TEMPLATE, add_think_tokens
-    from checkpoints import write_tokenizer
 
     from engine.reasoning import reasoning_fields
 

@@ -6,10 +6,9 @@ import threading
 import pytest
 from oracle import oracle_answer
 
-from engine import Engine, GenerationDone, GenerationFailed, GenerationParams
-from engine import generation
-from engine.generation import Conversation, answer_room, generate
+from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, generation
 from engine.errors import RequestError
+from engine.generation import Conversation, answer_room, generate
 from engine.loader import load_streamed_model
 
 RAW = dict(chat_template=False)

@@ -13,6 +13,7 @@ from oracle import greedy_run
 
 from engine.loader import load_streamed_model
 
+
 def test_dense_model_runs_fully_resident(checkpoint_factory):
     path = checkpoint_factory("llama")
     oracle_model, tokenizer = resident_oracle(path)

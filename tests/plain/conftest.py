@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import pytest
 from prompt_toolkit.history import InMemoryHistory
@@ -45,7 +45,7 @@ class TriggerOut(io.StringIO):
 
     def __init__(self) -> None:
         super().__init__()
-        self.on_write: Optional[Callable[[str], None]] = None
+        self.on_write: Callable[[str], None] | None = None
 
     def write(self, text: str) -> int:
         n = super().write(text)
@@ -64,11 +64,11 @@ class Driver:
         self.kwargs = kwargs
         self.out = TriggerOut()
         self.err = io.StringIO()
-        self.session: Optional[PlainSession] = None
-        self.exit_code: Optional[int] = None
+        self.session: PlainSession | None = None
+        self.exit_code: int | None = None
 
     def run(self, text: str, *, close: bool = True,
-            script: Optional[Callable[["Driver", object], None]] = None) -> str:
+            script: Callable[[Driver, object], None] | None = None) -> str:
         """Type `text`, then (if close) end the input: the session exits at EOF like on Ctrl-D."""
         with create_pipe_input() as inp:
             self.inp = inp

@@ -48,7 +48,7 @@ def test_save_writes_markdown(driver, engine, store, tmp_path):
     assert "nothing to save yet" in d.err.getvalue()
     text = target.read_text()
     assert text.startswith("# save me") and "## You\n\nsave me" in text and "```python" in text
-    assert f"Saved chat #" in out
+    assert "Saved chat #" in out
     errors = d.err.getvalue().splitlines()
     assert any("usage: /save FILE" in e for e in errors)
     assert any(e.startswith("outlier: cannot write") for e in errors)

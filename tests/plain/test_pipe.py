@@ -94,7 +94,8 @@ def test_run_plain_pipe_saves_only_with_chat(store):
     (dict(chat="999"), "q", "outlier: --chat 999: no such chat"),
     (dict(chat="last"), "q", "outlier: --chat last: there are no saved chats"),
     (dict(), "  \n", "outlier: standard input is empty"),
-    (dict(fake_engine=False, model="/definitely/not/here"), "q", "outlier: Model folder /definitely/not/here does not exist"),
+    (dict(fake_engine=False, model="/definitely/not/here"), "q",
+     "outlier: Model folder /definitely/not/here does not exist"),
 ])
 def test_run_plain_errors_are_one_line(args, stdin, expected):
     out, err = io.StringIO(), io.StringIO()

@@ -14,15 +14,12 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
+from serve_helpers import API_KEY, CANCELLED_WITHIN, LONG_ANSWER, free_port, start_outlier_serve, telemetry, wait_idle
 
 from engine.api import GenerationDone, GenerationFailed, GenerationParams, TextDelta
 from engine.remote import NO_TELEMETRY, RemoteEngine, RemoteError, api_base
 from outlier_tui.plain.pipe import ask_once
-
-from serve_helpers import (API_KEY, CANCELLED_WITHIN, LONG_ANSWER, free_port, start_outlier_serve, telemetry,
-                           wait_idle)
 
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0)
 

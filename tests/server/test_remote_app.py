@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "app"))  # the app tests' helpers
 
 from app_helpers import BUNDLED_THEMES, ready, send, wait_until  # noqa: E402
+from serve_helpers import API_KEY  # noqa: E402
 
 from engine.api import GenerationParams  # noqa: E402
 from engine.remote import NO_TELEMETRY, RemoteEngine  # noqa: E402
@@ -16,8 +17,6 @@ from outlier_tui.app.heatmap import ExpertHeatmap  # noqa: E402
 from outlier_tui.app.main import OutlierApp  # noqa: E402
 from outlier_tui.app.memory_pane import MemoryPane  # noqa: E402
 from outlier_tui.store import ConversationStore  # noqa: E402
-
-from serve_helpers import API_KEY  # noqa: E402
 
 
 def remote_app(engine: RemoteEngine, store: ConversationStore, tmp_path: Path) -> OutlierApp:

@@ -3,6 +3,7 @@ errors are OpenAI-style JSON, requests queue fairly and a client that leaves sto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,10 +14,9 @@ import time
 import httpx
 import openai
 import pytest
+from serve_helpers import CANCELLED_WITHIN, LONG_ANSWER, start_outlier_serve, stop, telemetry, wait_idle
 
 from engine.wire import snapshot_from_json
-
-from serve_helpers import CANCELLED_WITHIN, LONG_ANSWER, start_outlier_serve, stop, telemetry, wait_idle
 
 
 def generate(checkpoint, prompt: str, max_tokens: int, tmp_path, *extra: str) -> tuple[str, list[int]]:
@@ -206,7 +206,8 @@ def test_non_streamed_client_that_gives_up_cancels_too(served_long):
     wait_idle(served_long)
     step_before = telemetry(served_long)["step"]
     with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes the connection
-        httpx.post(served_long.base_url + "/chat/completions", headers=served_long.headers(), timeout=httpx.Timeout(1.0),
+        httpx.post(served_long.base_url + "/chat/completions", headers=served_long.headers(),
+                   timeout=httpx.Timeout(1.0),
                    json={"messages": [{"role": "user", "content": "go on"}], "temperature": 0,
                          "max_tokens": LONG_ANSWER})
     wait_idle(served_long)
@@ -220,7 +221,8 @@ def test_full_queue_gets_429_and_leaving_clients_free_it(served_long):
     waiting = []
     for _ in range(2):  # --max-queue 2: two may wait behind the running one
         client = httpx.Client(timeout=60)
-        request = client.build_request("POST", served_long.base_url + "/chat/completions", headers=served_long.headers(),
+        request = client.build_request("POST", served_long.base_url + "/chat/completions",
+                                       headers=served_long.headers(),
                                        json={"messages": [{"role": "user", "content": "wait"}], "stream": True,
                                              "max_tokens": 5})
         thread = threading.Thread(target=lambda c=client, r=request: _swallow(c.send, r, stream=True), daemon=True)
@@ -231,7 +233,8 @@ def test_full_queue_gets_429_and_leaving_clients_free_it(served_long):
         time.sleep(0.02)
     assert httpx.get(served_long.url + "/health").json()["requests"] == 3
     with pytest.raises(openai.RateLimitError) as caught:
-        served_long.client().chat.completions.create(model=served_long.model, messages=[{"role": "user", "content": "x"}])
+        served_long.client().chat.completions.create(model=served_long.model,
+                                                     messages=[{"role": "user", "content": "x"}])
     assert caught.value.code == "queue_full"
     for client in [running[0], *waiting]:
         client.close()  # all three leave: the running one is cancelled, the waiting ones leave the line
@@ -241,10 +244,8 @@ def test_full_queue_gets_429_and_leaving_clients_free_it(served_long):
 
 
 def _swallow(fn, *args, **kwargs):
-    try:
+    with contextlib.suppress(httpx.HTTPError, RuntimeError):
         fn(*args, **kwargs)
-    except (httpx.HTTPError, RuntimeError):
-        pass
 
 
 def test_telemetry_stream_carries_the_heatmap(served):

@@ -5,12 +5,11 @@ the remote client turns it back into thinking deltas."""
 from __future__ import annotations
 
 import pytest
+from serve_helpers import API_KEY, start_outlier_serve, stop
 
 from engine.api import GenerationParams, TextDelta
 from engine.reasoning import ANSWER, THINKING
 from engine.remote import RemoteEngine
-
-from serve_helpers import API_KEY, start_outlier_serve, stop
 
 QUESTION = [{"role": "user", "content": "Why is the sky blue?"}]
 TOKENS = 12
