@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -45,6 +45,7 @@ class PrefetchMode:
 
     enabled: bool = False
     prefill: bool = True  # predict for prompt chunks too: layer L+1's reads overlap layer L's compute
+    decode: bool = True  # predict for each decoded token (the automatic choice leaves this off)
     early: bool = True  # issue the next layer's reads before waiting on this layer's
     demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
     cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
@@ -224,10 +225,12 @@ class ExpertStreamer:
 
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
                         samples: int = 4) -> None:
-        """Turn prefetch on where one expert read takes longer than twice the predictor's host
-        sync: with half of the guesses right (0.7-0.8 measured on the demo) it then saves more
-        decoder time than it costs. Measured now, on this disk and backend (reads go into
-        slots no expert holds yet); the figures are kept in prefetch_decision."""
+        """Turn prefetch on for prompts where one expert read takes longer than twice the
+        predictor's host sync: with half of the guesses right (0.7-0.9 measured on the demo) it
+        then saves more time than it costs. Measured now, on this disk and backend (reads go
+        into slots no expert holds yet); the figures are kept in prefetch_decision.
+        Decode prefetch stays off: bandwidth-bound, its wrong guesses cost more bytes than its
+        right ones hide (0.87x decode tok/s at 25% budget, 25 MB/s, bench/RESULTS.md)."""
         reads = []
         group = self.groups[0]
         for i in range(min(samples, group.cache.num_slots - group.cache.used)):
@@ -243,7 +246,7 @@ class ExpertStreamer:
             np.array(predict(x))
             guesses.append(time.perf_counter() - start)
         read_s, predict_s = float(np.median(reads)) if reads else 0.0, min(guesses[1:])
-        self.prefetch_enabled = read_s > 2 * predict_s
+        self.mode = replace(self.mode, enabled=read_s > 2 * predict_s, decode=False)
         self.prefetch_decision = {"read_s_per_expert": read_s, "predict_s_per_layer": predict_s,
                                   "enabled": self.prefetch_enabled}
 
@@ -323,7 +326,7 @@ class StreamedExperts(nn.Module):
         mode = streamer.mode
         ahead = None
         if (mode.enabled and self._predict_next is not None and self._next_row is not None
-                and (mode.prefill or not bulk)):
+                and (mode.prefill if bulk else mode.decode)):
             sync = time.thread_time()
             ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
             waited += time.thread_time() - sync

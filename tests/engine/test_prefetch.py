@@ -93,6 +93,7 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
         assert decision["read_s_per_expert"] > 0 and decision["predict_s_per_layer"] > 0
         assert decision["enabled"] == (decision["read_s_per_expert"] > 2 * decision["predict_s_per_layer"])
         assert loaded.streamer.prefetch_enabled == decision["enabled"]
+        assert not loaded.streamer.mode.decode  # automatic prefetch serves prompts only
         per_expert = sum(t.expert_nbytes for t in loaded.streamer.layers[0].tensors.values())
         assert loaded.telemetry.totals()["bytes_read"] <= 4 * per_expert  # a sample, not tensors
         assert loaded.streamer.cache.used == 0  # the sample reads hold no slot
