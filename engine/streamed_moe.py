@@ -150,7 +150,7 @@ class ExpertStreamer:
 
     @prefetch_enabled.setter
     def prefetch_enabled(self, on: bool) -> None:
-        self.mode = PrefetchMode(**{**self.mode.__dict__, "enabled": on})
+        self.mode = replace(self.mode, enabled=on)
 
     def fetch(self, row: int, experts: np.ndarray, bulk: bool = False,
               ahead: tuple[int, np.ndarray] | None = None) -> np.ndarray:

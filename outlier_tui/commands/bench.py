@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,
         memcap_bytes=int(args.memcap_mb * 1024 * 1024) if args.memcap_mb > 0 else None,
         command=_command(),
-        progress=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
+        progress=_say,
     )
     try:
         result = orchestrate.run(opts)
@@ -139,7 +139,7 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         tokens=args.tokens or (IO_QUICK["tokens"] if args.quick else 32),
         long_prompt=not args.quick, variants=variants, reader_threads=args.reader_threads,
         command=_command(),
-        progress=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
+        progress=_say,
     )
     try:
         result = iobound.run(opts)
@@ -155,3 +155,7 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
     return 0
 
 
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
