@@ -50,8 +50,14 @@ class ChildGroup:
 
         start = time.perf_counter()
         try:
-            done = subprocess.run(list(argv), preexec_fn=enter, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, timeout=timeout)
+            done = subprocess.run(
+                list(argv),
+                preexec_fn=enter,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=timeout,
+            )
             code, err = done.returncode, done.stderr
         except subprocess.TimeoutExpired as exc:
             code, err = -9, f"timed out after {timeout:.0f} s\n{exc.stderr or ''}"

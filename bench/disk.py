@@ -44,7 +44,7 @@ def sample_experts(index: CheckpointIndex, max_bytes: int | None, seed: int = 0)
     if max_bytes is None:
         return keys
     per_expert = sum(r.nbytes for r in expert_reads(index, 0, 0))
-    return keys[:max(1, max_bytes // per_expert)]
+    return keys[: max(1, max_bytes // per_expert)]
 
 
 class _Reader:
@@ -57,7 +57,7 @@ class _Reader:
     def read(self, job: Read) -> int:
         slot = self._free.pop()
         try:
-            buf = memoryview(self.buffers[slot])[:job.nbytes]
+            buf = memoryview(self.buffers[slot])[: job.nbytes]
             done = 0
             while done < job.nbytes:
                 n = os.preadv(self.fds[job.file], [buf[done:]], job.offset + done)
@@ -88,8 +88,13 @@ def _measure(index: CheckpointIndex, batches: list[list[Read]], threads: int) ->
         seconds = time.perf_counter() - start
     finally:
         reader.close()
-    return {"bytes": total, "reads": reads, "seconds": seconds, "threads": threads,
-            "bandwidth_bytes_per_s": total / seconds if seconds > 0 else None}
+    return {
+        "bytes": total,
+        "reads": reads,
+        "seconds": seconds,
+        "threads": threads,
+        "bandwidth_bytes_per_s": total / seconds if seconds > 0 else None,
+    }
 
 
 def read_stream(index: CheckpointIndex, keys: Sequence[tuple[int, int]], threads: int) -> dict:
@@ -98,10 +103,8 @@ def read_stream(index: CheckpointIndex, keys: Sequence[tuple[int, int]], threads
     return _measure(index, [jobs], threads) | {"experts": len(keys)}
 
 
-def read_batches(index: CheckpointIndex, batches: Sequence[Sequence[tuple[int, int]]],
-                 threads: int) -> dict:
+def read_batches(index: CheckpointIndex, batches: Sequence[Sequence[tuple[int, int]]], threads: int) -> dict:
     """The engine's miss batches in order, each waited for before the next."""
     jobs = [[r for row, e in batch for r in expert_reads(index, row, e)] for batch in batches]
     jobs = [b for b in jobs if b]
-    return _measure(index, jobs, threads) | {"experts": sum(len(b) for b in batches),
-                                             "batches": len(jobs)}
+    return _measure(index, jobs, threads) | {"experts": sum(len(b) for b in batches), "batches": len(jobs)}

@@ -31,8 +31,7 @@ from bench.orchestrate import _Work, budget_bytes, machine
 from bench.throttle import ReadThrottle
 
 MB = 1024 * 1024
-KEYS = ("io_bound_limit_s", "io_bound_vs_limit", "io_bound_speedup", "ttft_vs_limit",
-        "host_overhead_ms_per_token")
+KEYS = ("io_bound_limit_s", "io_bound_vs_limit", "io_bound_speedup", "ttft_vs_limit", "host_overhead_ms_per_token")
 
 
 @dataclass
@@ -65,16 +64,21 @@ def run(opts: Options) -> dict:
 
 
 def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
-    common = ["--tokens", str(opts.tokens), "--passes", "1", "--reader-threads", str(opts.reader_threads),
-              "--uncached-reads"]
+    common = [
+        "--tokens",
+        str(opts.tokens),
+        "--passes",
+        "1",
+        "--reader-threads",
+        str(opts.reader_threads),
+        "--uncached-reads",
+    ]
     prompt = ["--long-prompt"] if opts.long_prompt else []
     opts.progress("compute only: every expert resident, no reads while decoding (unthrottled)")
-    compute = work.config("streamed", common + prompt + [
-        "--cache-bytes", str(budget_bytes(probe, 100.0)), "--no-drop"])
+    compute = work.config("streamed", common + prompt + ["--cache-bytes", str(budget_bytes(probe, 100.0)), "--no-drop"])
     opts.progress("host overhead: default settings at 25%, unthrottled")
     pagecache.drop(files)
-    host = work.config("streamed", common + ["--cache-bytes", str(budget_bytes(probe, 25.0)),
-                                             "--prefetch", "auto"])
+    host = work.config("streamed", common + ["--cache-bytes", str(budget_bytes(probe, 25.0)), "--prefetch", "auto"])
     configs = []
     runs = [(b, "off", ["--prefetch", "0", "--policy", "lru"]) for b in opts.budgets]
     runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]
@@ -82,14 +86,20 @@ def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: R
     runs.sort(key=lambda r: -r[0])
     for budget, name, extra in runs:
         cache_bytes = budget_bytes(probe, budget)
-        opts.progress(f"throttled {opts.disk_bytes_per_s / 1e6:g} MB/s: budget {budget:g}% "
-                      f"({cache_bytes / MB:.0f} MB), {name}")
+        opts.progress(
+            f"throttled {opts.disk_bytes_per_s / 1e6:g} MB/s: budget {budget:g}% ({cache_bytes / MB:.0f} MB), {name}"
+        )
         cold = pagecache.drop(files)
         argv, out = work.argv("streamed", common + prompt + ["--cache-bytes", str(cache_bytes), *extra])
         res = throttle.run(argv, opts.timeout_s)
-        entry = {"budget_percent": budget, "name": name, "cache_bytes": cache_bytes,
-                 "wall_s": res.seconds, "device_read_bytes": res.device_read_bytes,
-                 "page_cache_before": cold}
+        entry = {
+            "budget_percent": budget,
+            "name": name,
+            "cache_bytes": cache_bytes,
+            "wall_s": res.seconds,
+            "device_read_bytes": res.device_read_bytes,
+            "page_cache_before": cold,
+        }
         if res.returncode != 0:
             tail = res.stderr_tail.splitlines()[-1:] or ["(no output)"]
             opts.progress(f"{name} at {budget:g}% failed: {tail[0]}")
@@ -98,11 +108,19 @@ def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: R
             entry |= json.loads(out.read_text())
         configs.append(entry)
     result = {
-        "machine": machine(), "command": opts.command, "model": probe,
-        "settings": {"disk_bytes_per_s": opts.disk_bytes_per_s, "budgets_percent": opts.budgets,
-                     "tokens": opts.tokens, "long_prompt": opts.long_prompt,
-                     "reader_threads": opts.reader_threads, "variants": opts.variants},
-        "compute": _figures(compute), "host": _figures(host),
+        "machine": machine(),
+        "command": opts.command,
+        "model": probe,
+        "settings": {
+            "disk_bytes_per_s": opts.disk_bytes_per_s,
+            "budgets_percent": opts.budgets,
+            "tokens": opts.tokens,
+            "long_prompt": opts.long_prompt,
+            "reader_threads": opts.reader_threads,
+            "variants": opts.variants,
+        },
+        "compute": _figures(compute),
+        "host": _figures(host),
         "configs": [_derive(c, compute, probe, opts.disk_bytes_per_s) for c in configs],
     }
     result |= headline(result)

@@ -34,22 +34,29 @@ def markdown(result: dict) -> str:
         return f"I/O-bound benchmark skipped: {result['skipped']}\n"
     model, s = result["model"], result["settings"]
     compute, host = result["compute"], result["host"]
-    head = (f"Model: {model['model_type']}, {model['moe_layers']} MoE layers x {model['num_experts']} experts "
-            f"(top-{model['top_k']}), {model['disk_expert_bytes'] / MB:.2f} MB per expert on disk. Reads capped "
-            f"at {s['disk_bytes_per_s'] / 1e6:g} MB/s (cgroup), files cold at the start of every run; one request "
-            f"({'~500-token' if s['long_prompt'] else 'short'} prompt, {s['tokens']} tokens). Compute only "
-            f"(every expert resident): {_f(compute.get('decode_tokens_per_s'))} tok/s, prefill "
-            f"{_f(compute.get('time_to_first_token_s'), 1)} s.")
-    rows = ["| budget | config | decode tok/s | s/token | limit s/token | vs limit | decode hit rate "
-            "| misses/token (live / LRU / optimal) | MB read/token | io-wait share | prefetch used/issued "
-            "(cancelled) | TTFT s | TTFT limit s | TTFT vs limit | same tokens |",
-            "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|:---:|"]
+    head = (
+        f"Model: {model['model_type']}, {model['moe_layers']} MoE layers x {model['num_experts']} experts "
+        f"(top-{model['top_k']}), {model['disk_expert_bytes'] / MB:.2f} MB per expert on disk. Reads capped "
+        f"at {s['disk_bytes_per_s'] / 1e6:g} MB/s (cgroup), files cold at the start of every run; one request "
+        f"({'~500-token' if s['long_prompt'] else 'short'} prompt, {s['tokens']} tokens). Compute only "
+        f"(every expert resident): {_f(compute.get('decode_tokens_per_s'))} tok/s, prefill "
+        f"{_f(compute.get('time_to_first_token_s'), 1)} s."
+    )
+    rows = [
+        "| budget | config | decode tok/s | s/token | limit s/token | vs limit | decode hit rate "
+        "| misses/token (live / LRU / optimal) | MB read/token | io-wait share | prefetch used/issued "
+        "(cancelled) | TTFT s | TTFT limit s | TTFT vs limit | same tokens |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|:---:|",
+    ]
     for c in result["configs"]:
         if "error" in c:
             rows.append(f"| {c['budget_percent']:g}% | {c['name']} | failed: {c['error']} |" + " |" * 12)
             continue
-        pf = (f"{c['prefetch_used']}/{c['prefetch_issued']} ({c.get('prefetch_cancelled', 0)})"
-              if c.get("prefetch_issued") else "-")
+        pf = (
+            f"{c['prefetch_used']}/{c['prefetch_issued']} ({c.get('prefetch_cancelled', 0)})"
+            if c.get("prefetch_issued")
+            else "-"
+        )
         same = "yes" if c.get("tokens") == compute.get("tokens") else "no"
         rows.append(
             f"| {c['budget_percent']:g}% | {c['name']} | {_f(c.get('decode_tokens_per_s'))} | "
@@ -58,11 +65,15 @@ def markdown(result: dict) -> str:
             f"{_f(c.get('lru_misses_per_token'), 1)} / {_f(c.get('optimal_misses_per_token'), 1)} | "
             f"{_f((c.get('bytes_read_per_token') or 0) / MB, 1)} | {_f(c.get('io_wait_fraction'))} | {pf} | "
             f"{_f(c.get('time_to_first_token_s'), 1)} | {_f(c.get('ttft_limit_s'), 1)} | "
-            f"{_f(c.get('ttft_vs_limit'))} | {same} |")
+            f"{_f(c.get('ttft_vs_limit'))} | {same} |"
+        )
     met = verdicts(result)
-    targets = ["| figure | value | target | met | what it measures |", "|---|---:|---:|:---:|---|",
-               f"| io_bound_limit_s | {_f(result.get('io_bound_limit_s'), 3)} | - | - | best any engine could do "
-               "per decode token at 25%: max(compute only, optimal misses x bytes / bandwidth) |"]
+    targets = [
+        "| figure | value | target | met | what it measures |",
+        "|---|---:|---:|:---:|---|",
+        f"| io_bound_limit_s | {_f(result.get('io_bound_limit_s'), 3)} | - | - | best any engine could do "
+        "per decode token at 25%: max(compute only, optimal misses x bytes / bandwidth) |",
+    ]
     for key, (op, threshold, what) in TARGETS.items():
         mark = {True: "yes", False: "**no**", None: "not measured"}[met[key]]
         targets.append(f"| {key} | {_f(result.get(key), 3)} | {op} {threshold} | {mark} | {what} |")
@@ -70,18 +81,24 @@ def markdown(result: dict) -> str:
     default = next((c for c in result["configs"] if c.get("name") == "default" and c.get("prefetch_decision")), None)
     if default:
         d = default["prefetch_decision"]
-        notes.append(f"- Prefetch decided at load (throttled): one expert read {d['read_s_per_expert'] * 1e3:.1f} ms "
-                     f"vs predictor {d['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if d['enabled'] else 'off'}.")
+        notes.append(
+            f"- Prefetch decided at load (throttled): one expert read {d['read_s_per_expert'] * 1e3:.1f} ms "
+            f"vs predictor {d['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if d['enabled'] else 'off'}."
+        )
     hd = host.get("prefetch_decision")
     if hd:
-        notes.append(f"- Unthrottled (host-overhead run): one expert read {hd['read_s_per_expert'] * 1e3:.2f} ms vs "
-                     f"predictor {hd['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if hd['enabled'] else 'off'}; "
-                     f"host overhead {_f(host.get('host_ms_per_token'))} ms/token at "
-                     f"{_f(host.get('decode_tokens_per_s'))} tok/s.")
+        notes.append(
+            f"- Unthrottled (host-overhead run): one expert read {hd['read_s_per_expert'] * 1e3:.2f} ms vs "
+            f"predictor {hd['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if hd['enabled'] else 'off'}; "
+            f"host overhead {_f(host.get('host_ms_per_token'))} ms/token at "
+            f"{_f(host.get('decode_tokens_per_s'))} tok/s."
+        )
     ratios = [c["device_vs_requested_bytes"] for c in result["configs"] if c.get("device_vs_requested_bytes")]
     if ratios:
-        notes.append(f"- Bytes the disk delivered / bytes the engine asked for (readahead waste): "
-                     f"{min(ratios):.2f}-{max(ratios):.2f}.")
+        notes.append(
+            f"- Bytes the disk delivered / bytes the engine asked for (readahead waste): "
+            f"{min(ratios):.2f}-{max(ratios):.2f}."
+        )
     return "\n\n".join([head, "\n".join(rows), "\n".join(targets), "\n".join(notes)]) + "\n"
 
 
@@ -102,8 +119,9 @@ def write_plot(result: dict, path: str | Path) -> None:
         canvas.text(x0 - 8, y - 7, f"{value:.2f}", INK, 2, "right")
     for i, c in enumerate(configs):
         left = x0 + 20 + 150 * i
-        for j, (value, color) in enumerate(((c["s_per_token"], ON if c["name"] != "off" else OFF),
-                                            (c.get("limit_s_per_token") or 0, LIMIT))):
+        for j, (value, color) in enumerate(
+            ((c["s_per_token"], ON if c["name"] != "off" else OFF), (c.get("limit_s_per_token") or 0, LIMIT))
+        ):
             h = (y0 - y1) * value / (top * 1.1)
             canvas.rect(left + 50 * j, int(y0 - h), left + 50 * j + 44, y0, color)
         canvas.text(left + 47, y0 + 10, f"{c['budget_percent']:g}%", INK, 2, "center")

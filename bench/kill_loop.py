@@ -114,11 +114,17 @@ def _moment(messages: dict[int, tuple], question: str) -> str:
     return "at_prompt" if messages[later[0]][3] == "complete" else "mid_answer"
 
 
-def run(model: str, rounds: int, new_chat_every: int, max_tokens: int, seed: int,
-        data_dir: Path, progress=print) -> dict:
+def run(
+    model: str, rounds: int, new_chat_every: int, max_tokens: int, seed: int, data_dir: Path, progress=print
+) -> dict:
     rng = random.Random(seed)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(data_dir),
-           "TERM": "xterm-256color", "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OUTLIER_DATA_DIR": str(data_dir),
+        "TERM": "xterm-256color",
+        "PYTHONWARNINGS": "ignore",
+    }
     db_path = data_dir / "chats.sqlite3"
     questions: list[str] = []
     complete: dict[int, tuple] = {}
@@ -155,8 +161,14 @@ def run(model: str, rounds: int, new_chat_every: int, max_tokens: int, seed: int
     with sqlite3.connect(db_path) as db:
         chats = db.execute("SELECT count(*) FROM chats").fetchone()[0]
         statuses = dict(db.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall())
-    return dict(rounds=rounds, seconds=time.monotonic() - start, counts=counts, chats=chats,
-                statuses=statuses, problems=problems)
+    return dict(
+        rounds=rounds,
+        seconds=time.monotonic() - start,
+        counts=counts,
+        chats=chats,
+        statuses=statuses,
+        problems=problems,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,13 +183,22 @@ def main(argv: list[str] | None = None) -> int:
 
     model = str(resolve_model_dir(args.model))
     with tempfile.TemporaryDirectory(prefix="outlier-kill-loop-") as tmp:
-        result = run(model, args.rounds, args.new_chat_every, args.max_tokens, args.seed, Path(tmp),
-                     progress=lambda m: print(m, file=sys.stderr, flush=True))
+        result = run(
+            model,
+            args.rounds,
+            args.new_chat_every,
+            args.max_tokens,
+            args.seed,
+            Path(tmp),
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        )
     print(f"command: python -m bench.kill_loop {' '.join(argv if argv is not None else sys.argv[1:])}\n")
     c = result["counts"]
-    print(f"{result['rounds']} SIGKILLs in {result['seconds']:.0f} s: {c['mid_answer']} mid-answer, "
-          f"{c['at_prompt']} after the answer finished, {c['before_answer']} before it started; "
-          f"{result['chats']} chats; messages by status: {result['statuses']}")
+    print(
+        f"{result['rounds']} SIGKILLs in {result['seconds']:.0f} s: {c['mid_answer']} mid-answer, "
+        f"{c['at_prompt']} after the answer finished, {c['before_answer']} before it started; "
+        f"{result['chats']} chats; messages by status: {result['statuses']}"
+    )
     print(f"problems: {len(result['problems'])}")
     for problem in result["problems"][:20]:
         print(f"- {problem}")

@@ -47,10 +47,17 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     """One request on a fresh Conversation; figures for prefill and decode apart."""
     telemetry.steps.clear()
     cache = loaded.streamer.cache if loaded.streamer is not None else None
-    issued0, used0, cancelled0 = ((cache.prefetch_issued, cache.prefetch_used, cache.prefetch_cancelled)
-                                  if cache else (0, 0, 0))
-    stats, _ = generate(loaded, Conversation(), workload.messages(long_prompt), workload.params(tokens),
-                        threading.Event(), lambda text, token, kind: None)
+    issued0, used0, cancelled0 = (
+        (cache.prefetch_issued, cache.prefetch_used, cache.prefetch_cancelled) if cache else (0, 0, 0)
+    )
+    stats, _ = generate(
+        loaded,
+        Conversation(),
+        workload.messages(long_prompt),
+        workload.params(tokens),
+        threading.Event(),
+        lambda text, token, kind: None,
+    )
     end_time = time.perf_counter()
     end = telemetry.totals()
     prefill_steps = math.ceil(stats.prompt_tokens / PREFILL_STEP)
@@ -73,36 +80,40 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     if len(telemetry.steps) > prefill_steps and decode_tokens:
         start_time, start = telemetry.steps[prefill_steps]
         decode_s = end_time - start_time
-        d = {k: end[k] - start[k] for k in ("hits", "misses", "bytes_read", "io_wait_seconds",
-                                            "host_seconds")}
-        fig.update({
-            "decode_tokens": decode_tokens,
-            "trace_decode_offset": start["trace_len"],
-            "decode_host_s": d["host_seconds"],
-            "host_ms_per_token": 1000 * d["host_seconds"] / decode_tokens,
-            "decode_s": decode_s,
-            "decode_hits": d["hits"],
-            "decode_misses": d["misses"],
-            "decode_bytes_read": d["bytes_read"],
-            "decode_io_wait_s": d["io_wait_seconds"],
-            "io_wait_fraction": d["io_wait_seconds"] / decode_s if decode_s > 0 else 0.0,
-            "bytes_read_per_token": d["bytes_read"] / decode_tokens,
-        })
+        d = {k: end[k] - start[k] for k in ("hits", "misses", "bytes_read", "io_wait_seconds", "host_seconds")}
+        fig.update(
+            {
+                "decode_tokens": decode_tokens,
+                "trace_decode_offset": start["trace_len"],
+                "decode_host_s": d["host_seconds"],
+                "host_ms_per_token": 1000 * d["host_seconds"] / decode_tokens,
+                "decode_s": decode_s,
+                "decode_hits": d["hits"],
+                "decode_misses": d["misses"],
+                "decode_bytes_read": d["bytes_read"],
+                "decode_io_wait_s": d["io_wait_seconds"],
+                "io_wait_fraction": d["io_wait_seconds"] / decode_s if decode_s > 0 else 0.0,
+                "bytes_read_per_token": d["bytes_read"] / decode_tokens,
+            }
+        )
     accesses = fig["hits"] + fig["misses"]
     fig["hit_rate"] = fig["hits"] / accesses if accesses else 1.0
     if "decode_hits" in fig:
         dec = fig["decode_hits"] + fig["decode_misses"]
         fig["decode_hit_rate"] = fig["decode_hits"] / dec if dec else 1.0
-    fig["prefetch_accuracy"] = (fig["prefetch_used"] / fig["prefetch_issued"]
-                                if fig["prefetch_issued"] else None)
-    fig["read_bandwidth_bytes_per_s"] = (fig["bytes_read"] / fig["io_wait_s"]
-                                         if fig["io_wait_s"] > 0 else None)
+    fig["prefetch_accuracy"] = fig["prefetch_used"] / fig["prefetch_issued"] if fig["prefetch_issued"] else None
+    fig["read_bandwidth_bytes_per_s"] = fig["bytes_read"] / fig["io_wait_s"] if fig["io_wait_s"] > 0 else None
     return PassResult(fig, list(stats.tokens))
 
 
-def run_passes(loaded, telemetry: StepTelemetry, tokens: int, passes: int,
-               before_pass: Callable[[int], dict | None], long_prompt: bool = False
-               ) -> tuple[list[dict], list[int], list[int]]:
+def run_passes(
+    loaded,
+    telemetry: StepTelemetry,
+    tokens: int,
+    passes: int,
+    before_pass: Callable[[int], dict | None],
+    long_prompt: bool = False,
+) -> tuple[list[dict], list[int], list[int]]:
     """All passes; returns (figures per pass, trace offset where each pass starts, last tokens)."""
     figures, offsets, last_tokens = [], [], []
     trace = loaded.streamer.cache.trace if loaded.streamer is not None else None

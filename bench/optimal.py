@@ -36,12 +36,11 @@ def calls_from_trace(trace: Sequence[Key], num_slots: int) -> list[list[Key]]:
     return calls
 
 
-def calls_from_record(trace: Sequence[Key], record: Sequence[tuple[int, bool]]
-                      ) -> list[tuple[list[Key], bool]]:
+def calls_from_record(trace: Sequence[Key], record: Sequence[tuple[int, bool]]) -> list[tuple[list[Key], bool]]:
     """The engine's exact calls, from ExpertCache.trace_calls: (keys, bulk) each."""
     calls, start = [], 0
     for count, bulk in record:
-        calls.append(([tuple(k) for k in trace[start:start + count]], bool(bulk)))
+        calls.append(([tuple(k) for k in trace[start : start + count]], bool(bulk)))
         start += count
     return calls
 
@@ -57,8 +56,7 @@ class Replay:
         return self.hits / self.accesses if self.accesses else 1.0
 
 
-def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolicy,
-           count_from: int = 0) -> Replay:
+def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolicy, count_from: int = 0) -> Replay:
     """Run the calls through an ExpertCache; hits are counted from key index count_from."""
     cache = ExpertCache(num_slots, policy)
     out = Replay()
@@ -76,8 +74,9 @@ def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolic
     return out
 
 
-def compare(trace: Sequence[Key], num_slots: int, count_from: int = 0,
-            record: Sequence[tuple[int, bool]] | None = None) -> dict:
+def compare(
+    trace: Sequence[Key], num_slots: int, count_from: int = 0, record: Sequence[tuple[int, bool]] | None = None
+) -> dict:
     """LRU and Belady hit rates on one trace at one slot count. With the cache's
     call record the replay is exact (prefill calls flagged); without it the
     calls are rebuilt from the trace."""

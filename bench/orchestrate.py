@@ -64,11 +64,16 @@ def run(opts: Options) -> dict:
         "machine": machine(),
         "command": opts.command,
         "model": probe,
-        "settings": {"budgets_percent": budgets, "tokens": opts.tokens, "passes": opts.passes,
-                     "resident_passes": opts.resident_passes or opts.passes,
-                     "memcap_tokens": opts.memcap_tokens,
-                     "rounds": opts.rounds, "reader_threads": opts.reader_threads,
-                     "prefetch_budgets_percent": opts.prefetch_budgets or budgets},
+        "settings": {
+            "budgets_percent": budgets,
+            "tokens": opts.tokens,
+            "passes": opts.passes,
+            "resident_passes": opts.resident_passes or opts.passes,
+            "memcap_tokens": opts.memcap_tokens,
+            "rounds": opts.rounds,
+            "reader_threads": opts.reader_threads,
+            "prefetch_budgets_percent": opts.prefetch_budgets or budgets,
+        },
         "resident": _combine([r["resident"] for r in rounds]),
         "configs": [_combine([r["configs"][i] for r in rounds]) for i in range(len(rounds[0]["configs"]))],
         "disk": disk,
@@ -89,21 +94,35 @@ class _Work:
     def __init__(self, tmp: Path, opts: Options) -> None:
         self.tmp, self.opts, self.count = tmp, opts, 0
         root = str(Path(__file__).resolve().parents[1])
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
 
     def argv(self, mode: str, extra: list[str]) -> tuple[list[str], Path]:
         self.count += 1
         out = self.tmp / f"{self.count:03d}-{mode}.json"
-        return [sys.executable, "-m", "bench.run_config", mode, "--model", str(self.opts.model_dir),
-                "--json", str(out), *extra], out
+        return [
+            sys.executable,
+            "-m",
+            "bench.run_config",
+            mode,
+            "--model",
+            str(self.opts.model_dir),
+            "--json",
+            str(out),
+            *extra,
+        ], out
 
     def config(self, mode: str, extra: list[str], required: bool = True) -> dict:
         """The run's figures; a failed optional run gives {"error": its last stderr line}."""
         argv, out = self.argv(mode, extra)
         start = time.perf_counter()
-        done = subprocess.run(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, timeout=self.opts.timeout_s)
+        done = subprocess.run(
+            argv,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=self.opts.timeout_s,
+        )
         if done.returncode != 0:
             tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no output)"]
             message = f"{mode} run failed (exit {done.returncode}): {tail[0]}"
@@ -119,8 +138,9 @@ def _round(work: _Work, probe: dict, files: list[Path], budgets: list[float], in
     common = ["--tokens", str(opts.tokens), "--passes", str(opts.passes)]
     opts.progress(f"round {index + 1}: resident baseline (mlx-lm, every weight in memory)")
     pagecache.drop(files)
-    resident = work.config("resident", ["--tokens", str(opts.tokens),
-                                        "--passes", str(opts.resident_passes or opts.passes)])
+    resident = work.config(
+        "resident", ["--tokens", str(opts.tokens), "--passes", str(opts.resident_passes or opts.passes)]
+    )
     configs = []
     prefetch_at = set(opts.prefetch_budgets if opts.prefetch_budgets is not None else budgets)
     for budget in budgets:
@@ -128,12 +148,24 @@ def _round(work: _Work, probe: dict, files: list[Path], budgets: list[float], in
             if prefetch and budget not in prefetch_at:
                 continue
             cache_bytes = budget_bytes(probe, budget)
-            opts.progress(f"round {index + 1}: streamed, budget {budget:g}% "
-                          f"({cache_bytes / MB:.0f} MB), prefetch {'on' if prefetch else 'off'}")
+            opts.progress(
+                f"round {index + 1}: streamed, budget {budget:g}% "
+                f"({cache_bytes / MB:.0f} MB), prefetch {'on' if prefetch else 'off'}"
+            )
             pagecache.drop(files)
-            fig = work.config("streamed", common + [
-                "--cache-bytes", str(cache_bytes), "--prefetch", str(prefetch),
-                "--reader-threads", str(opts.reader_threads)], required=False)
+            fig = work.config(
+                "streamed",
+                common
+                + [
+                    "--cache-bytes",
+                    str(cache_bytes),
+                    "--prefetch",
+                    str(prefetch),
+                    "--reader-threads",
+                    str(opts.reader_threads),
+                ],
+                required=False,
+            )
             fig.update(budget_percent=budget, prefetch=bool(prefetch), cache_bytes=cache_bytes)
             configs.append(fig)
     return {"resident": resident, "configs": configs}
@@ -173,8 +205,9 @@ def _combine(runs: list[dict]) -> dict:
     out["cold"] = _headline({"passes": first["passes"][:1]})
     out["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in ok)
     out["failed_rounds"] = [r["error"] for r in runs if "error" in r]
-    out["rounds"] = [{"passes": r["passes"], "replay": _without_batches(r.get("replay")),
-                      "tokens": r["tokens"]} for r in ok]
+    out["rounds"] = [
+        {"passes": r["passes"], "replay": _without_batches(r.get("replay")), "tokens": r["tokens"]} for r in ok
+    ]
     return out
 
 
@@ -209,7 +242,6 @@ def _engine_bandwidth(configs: list[dict]) -> float | None:
     return quarter["headline"].get("read_bandwidth_bytes_per_s") if quarter else None
 
 
-
 def _div(a, b) -> float | None:
     return a / b if a is not None and b else None
 
@@ -234,8 +266,10 @@ def _disk(opts: Options, probe: dict, files: list[Path], rounds: list[dict]) -> 
         keys = [tuple(key) for batch in batches for key in batch]
         cold = pagecache.drop(files)
         out["raw"] = disk.read_stream(index, keys, opts.reader_threads) | {
-            "page_cache_before": cold, "source": "engine misses",
-            "repeat_fraction": 1 - len(set(keys)) / len(keys)}
+            "page_cache_before": cold,
+            "source": "engine misses",
+            "repeat_fraction": 1 - len(set(keys)) / len(keys),
+        }
     else:
         out["raw"] = out["random"] | {"source": "shuffled experts"}
     if batches:
@@ -256,21 +290,24 @@ def _memcap(work: _Work, probe: dict, files: list[Path], budgets: list[float]) -
     limit = work.opts.memcap_bytes
     budget = min(budgets)
     out = {"limit_bytes": limit, "budget_percent": budget, "model_file_bytes": probe["file_bytes"]}
-    for mode, extra in (("streamed", ["--cache-bytes", str(budget_bytes(probe, budget))]),
-                        ("resident", [])):
+    for mode, extra in (("streamed", ["--cache-bytes", str(budget_bytes(probe, budget))]), ("resident", [])):
         cap, why = MemoryCap.create(limit)
         if cap is None:
             return out | {"skipped": why}
         work.opts.progress(f"memory cap {limit / MB:.0f} MB: {mode}")
-        argv, json_out = work.argv(mode, ["--tokens", str(work.opts.memcap_tokens), "--passes", "1",
-                                          *extra])
+        argv, json_out = work.argv(mode, ["--tokens", str(work.opts.memcap_tokens), "--passes", "1", *extra])
         pagecache.drop(files)
         try:
             res = cap.run(argv, work.opts.timeout_s)
         finally:
             cap.remove()
-        entry = {"returncode": res.returncode, "completed": res.returncode == 0, "seconds": res.seconds,
-                 "cgroup_peak_bytes": res.group_peak_bytes, "oom_kills": res.oom_kills}
+        entry = {
+            "returncode": res.returncode,
+            "completed": res.returncode == 0,
+            "seconds": res.seconds,
+            "cgroup_peak_bytes": res.group_peak_bytes,
+            "oom_kills": res.oom_kills,
+        }
         if res.returncode == 0:
             fig = json.loads(json_out.read_text())
             entry["peak_rss_bytes"] = fig["peak_rss_bytes"]
@@ -296,9 +333,16 @@ def machine() -> dict:
     from importlib.metadata import version
 
     import mlx.core as mx
+
     return {
-        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total, "python": platform.python_version(),
-        "mlx": version("mlx"), "mlx_lm": version("mlx-lm"), "mlx_device": str(mx.default_device()),
-        "load_average": list(os.getloadavg()), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "mlx": version("mlx"),
+        "mlx_lm": version("mlx-lm"),
+        "mlx_device": str(mx.default_device()),
+        "load_average": list(os.getloadavg()),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

@@ -16,25 +16,46 @@ OPT = (44, 160, 44)
 def write_plot(result: dict, path: str | Path) -> None:
     canvas = Canvas(1240, 600)
     model = result["model"]
-    canvas.text(620, 14, f"outlier bench: {model['model_type']} {model['moe_layers']}x{model['num_experts']} "
-                f"experts, top-{model['top_k']}", INK, 2, "center")
+    canvas.text(
+        620,
+        14,
+        f"outlier bench: {model['model_type']} {model['moe_layers']}x{model['num_experts']} "
+        f"experts, top-{model['top_k']}",
+        INK,
+        2,
+        "center",
+    )
     configs = [c for c in result["configs"] if c.get("headline")]
     speed = {p: _series(configs, p, "decode_tokens_per_s") for p in (False, True)}
     hits = {p: _series(configs, p, "hit_rate") for p in (False, True)}
-    optimal = sorted((c["budget_percent"], c["replay"]["optimal_hit_rate"]) for c in configs
-                     if not c["prefetch"] and c.get("replay"))
+    optimal = sorted(
+        (c["budget_percent"], c["replay"]["optimal_hit_rate"]) for c in configs if not c["prefetch"] and c.get("replay")
+    )
     resident = result["resident"]["headline"].get("decode_tokens_per_s")
     top = max([v for s in speed.values() for _, v in s] + [resident or 0, 1e-9])
-    _panel(canvas, 20, "DECODE TOK/S", [(speed[False], OFF, "PREFETCH OFF"), (speed[True], ON, "PREFETCH ON")],
-           top * 1.15, (resident, "MLX-LM RESIDENT") if resident else None)
-    _panel(canvas, 630, "EXPERT HIT RATE", [(hits[False], OFF, "PREFETCH OFF"), (hits[True], ON, "PREFETCH ON"),
-                                            (optimal, OPT, "OPTIMAL (BELADY)")], 1.0, None)
+    _panel(
+        canvas,
+        20,
+        "DECODE TOK/S",
+        [(speed[False], OFF, "PREFETCH OFF"), (speed[True], ON, "PREFETCH ON")],
+        top * 1.15,
+        (resident, "MLX-LM RESIDENT") if resident else None,
+    )
+    _panel(
+        canvas,
+        630,
+        "EXPERT HIT RATE",
+        [(hits[False], OFF, "PREFETCH OFF"), (hits[True], ON, "PREFETCH ON"), (optimal, OPT, "OPTIMAL (BELADY)")],
+        1.0,
+        None,
+    )
     canvas.save(path)
 
 
 def _series(configs: list[dict], prefetch: bool, key: str) -> list[tuple[float, float]]:
-    return sorted((c["budget_percent"], c["headline"][key]) for c in configs
-                  if c["prefetch"] == prefetch and key in c["headline"])
+    return sorted(
+        (c["budget_percent"], c["headline"][key]) for c in configs if c["prefetch"] == prefetch and key in c["headline"]
+    )
 
 
 def _panel(canvas: Canvas, left: int, title: str, series, y_max: float, baseline) -> None:

@@ -39,8 +39,7 @@ class Canvas:
                 if dx * dx + dy * dy <= radius * radius:
                     self._set(cx + dx, cy + dy, color)
 
-    def line(self, x0: float, y0: float, x1: float, y1: float, color: Color, width: int = 1,
-             dash: int = 0) -> None:
+    def line(self, x0: float, y0: float, x1: float, y1: float, color: Color, width: int = 1, dash: int = 0) -> None:
         steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
         half = width // 2
         for i in range(steps + 1):
@@ -50,8 +49,7 @@ class Canvas:
             x, y = int(round(x0 + (x1 - x0) * t)), int(round(y0 + (y1 - y0) * t))
             self.rect(x - half, y - half, x - half + width, y - half + width, color)
 
-    def text(self, x: float, y: float, s: str, color: Color = (0, 0, 0), scale: int = 2,
-             anchor: str = "left") -> None:
+    def text(self, x: float, y: float, s: str, color: Color = (0, 0, 0), scale: int = 2, anchor: str = "left") -> None:
         """Draw s with its top at y; anchor is left, center or right of x."""
         advance = (font5x7.WIDTH + 1) * scale
         total = advance * len(s) - scale
@@ -81,5 +79,4 @@ def encode_png(pixels: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) \
-        + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")

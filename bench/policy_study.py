@@ -105,20 +105,33 @@ def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
     from engine.loader import load_streamed_model
 
     telemetry = measure.StepTelemetry()
-    loaded = load_streamed_model(model, cache_bytes=cache_bytes, prefetch=False, record_trace=True,
-                                 telemetry=telemetry)
+    loaded = load_streamed_model(model, cache_bytes=cache_bytes, prefetch=False, record_trace=True, telemetry=telemetry)
     cache = loaded.streamer.cache
     telemetry.trace = cache.trace
     try:
-        stats, _ = generate(loaded, Conversation(), workload.messages(long=True), workload.params(tokens),
-                            threading.Event(), lambda *args: None)
+        stats, _ = generate(
+            loaded,
+            Conversation(),
+            workload.messages(long=True),
+            workload.params(tokens),
+            threading.Event(),
+            lambda *args: None,
+        )
     finally:
         loaded.close()
     prefill_steps = len(telemetry.steps) - (stats.generation_tokens - 1)
     with open(path, "w") as fh:
-        json.dump({"trace": cache.trace, "calls": cache.trace_calls, "slots": cache.num_slots,
-                   "decode_offset": telemetry.steps[prefill_steps][1]["trace_len"],
-                   "decode_steps": stats.generation_tokens - 1, "prompt_tokens": stats.prompt_tokens}, fh)
+        json.dump(
+            {
+                "trace": cache.trace,
+                "calls": cache.trace_calls,
+                "slots": cache.num_slots,
+                "decode_offset": telemetry.steps[prefill_steps][1]["trace_len"],
+                "decode_steps": stats.generation_tokens - 1,
+                "prompt_tokens": stats.prompt_tokens,
+            },
+            fh,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,15 @@ def verdicts(result: dict, targets: dict = TARGETS) -> dict:
 
 def write_json(result: dict, path: str | Path, targets: dict = TARGETS) -> None:
     """The result with each target's verdict; NaN/inf become null."""
-    clean = _finite(dict(result, targets={k: {"target": f"{targets[k][0]} {targets[k][1]}", "met": v}
-                                          for k, v in verdicts(result, targets).items()}))
+    clean = _finite(
+        dict(
+            result,
+            targets={
+                k: {"target": f"{targets[k][0]} {targets[k][1]}", "met": v}
+                for k, v in verdicts(result, targets).items()
+            },
+        )
+    )
     Path(path).write_text(json.dumps(clean, indent=1) + "\n")
 
 
@@ -60,15 +67,19 @@ def _config_table(result: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     h, c = resident["headline"], resident["cold"]
-    rows.append(f"| mlx-lm resident | - | - | {_f(h.get('decode_tokens_per_s'))} | "
-                f"{_f(c.get('decode_tokens_per_s'))} | {_f(h.get('time_to_first_token_s'), 2)} | "
-                f"{_mb(resident['peak_rss_bytes'])} | - | - | - | - | - | - |")
+    rows.append(
+        f"| mlx-lm resident | - | - | {_f(h.get('decode_tokens_per_s'))} | "
+        f"{_f(c.get('decode_tokens_per_s'))} | {_f(h.get('time_to_first_token_s'), 2)} | "
+        f"{_mb(resident['peak_rss_bytes'])} | - | - | - | - | - | - |"
+    )
     for cfg in result["configs"]:
         h, c = cfg["headline"], cfg["cold"]
         name = f"{cfg['budget_percent']:g}%, prefetch {'on' if cfg['prefetch'] else 'off'}"
         if not h:
-            rows.append(f"| {name} | {_mb(cfg['cache_bytes'])} | - | failed: {cfg.get('error', '?')} "
-                        f"|  |  |  |  |  |  |  |  |  |")
+            rows.append(
+                f"| {name} | {_mb(cfg['cache_bytes'])} | - | failed: {cfg.get('error', '?')} "
+                f"|  |  |  |  |  |  |  |  |  |"
+            )
             continue
         acc = h.get("prefetch_accuracy")
         same = "yes" if cfg.get("tokens") == resident.get("tokens") else "no"
@@ -78,13 +89,16 @@ def _config_table(result: dict) -> str:
             f"{_f(h.get('time_to_first_token_s'), 2)} | {_mb(cfg['peak_rss_bytes'])} | "
             f"{_f(h.get('hit_rate'), 3)} | {_f(h.get('decode_hit_rate'), 3)} | "
             f"{_f(_div(h.get('bytes_read_per_token'), MB), 2)} | "
-            f"{_f(h.get('io_wait_fraction'), 2)} | {_f(acc, 2) if acc is not None else '-'} | {same} |")
-    head = (f"Model: {model['model_type']}, {model['moe_layers']} MoE layers x {model['num_experts']} "
-            f"experts (top-{model['top_k']}), one expert {model['expert_bytes'] / MB:.2f} MB in memory, "
-            f"all experts {model['total_expert_bytes'] / MB:.0f} MB, backbone {model['resident_bytes'] / MB:.0f} MB. "
-            f"Figures are medians over the warm passes (each starts with the expert cache the previous "
-            f"pass left and the model files evicted from the page cache); the cold pass starts with an "
-            f"empty expert cache. Hit rate covers the whole request (prefill + decode).")
+            f"{_f(h.get('io_wait_fraction'), 2)} | {_f(acc, 2) if acc is not None else '-'} | {same} |"
+        )
+    head = (
+        f"Model: {model['model_type']}, {model['moe_layers']} MoE layers x {model['num_experts']} "
+        f"experts (top-{model['top_k']}), one expert {model['expert_bytes'] / MB:.2f} MB in memory, "
+        f"all experts {model['total_expert_bytes'] / MB:.0f} MB, backbone {model['resident_bytes'] / MB:.0f} MB. "
+        f"Figures are medians over the warm passes (each starts with the expert cache the previous "
+        f"pass left and the model files evicted from the page cache); the cold pass starts with an "
+        f"empty expert cache. Hit rate covers the whole request (prefill + decode)."
+    )
     return head + "\n\n" + "\n".join(rows)
 
 
@@ -103,49 +117,71 @@ def _baseline_lines(result: dict) -> str:
     raw = disk.get("raw")
     sizes = ", ".join(str(s) for s in disk.get("read_sizes", []))
     if raw:
-        lines.append(f"- Raw disk, cold, {raw['threads']} preads always in flight over the "
-                     f"{raw.get('source', 'expert ranges')} (per-tensor reads of {sizes} bytes): "
-                     f"{_gbs(raw['bandwidth_bytes_per_s'])} over {raw['bytes'] / MB:.0f} MB "
-                     f"(page-cache residency before: {raw['page_cache_before']['resident_fraction']:.1%}"
-                     + (f"; {raw['repeat_fraction']:.0%} of these reads re-read an expert evicted earlier in "
-                        "the pass, from the page cache as for the engine" if "repeat_fraction" in raw else "")
-                     + ").")
+        lines.append(
+            f"- Raw disk, cold, {raw['threads']} preads always in flight over the "
+            f"{raw.get('source', 'expert ranges')} (per-tensor reads of {sizes} bytes): "
+            f"{_gbs(raw['bandwidth_bytes_per_s'])} over {raw['bytes'] / MB:.0f} MB "
+            f"(page-cache residency before: {raw['page_cache_before']['resident_fraction']:.1%}"
+            + (
+                f"; {raw['repeat_fraction']:.0%} of these reads re-read an expert evicted earlier in "
+                "the pass, from the page cache as for the engine"
+                if "repeat_fraction" in raw
+                else ""
+            )
+            + ")."
+        )
     rand = disk.get("random")
     if rand and raw and raw.get("source") != "shuffled experts":
-        lines.append(f"- Raw disk, cold, same reads over shuffled experts of the whole model: "
-                     f"{_gbs(rand['bandwidth_bytes_per_s'])} over {rand['bytes'] / MB:.0f} MB.")
+        lines.append(
+            f"- Raw disk, cold, same reads over shuffled experts of the whole model: "
+            f"{_gbs(rand['bandwidth_bytes_per_s'])} over {rand['bytes'] / MB:.0f} MB."
+        )
     batched = disk.get("batched")
     if batched:
-        lines.append(f"- Raw disk replaying the engine's miss batches at 25% (each batch waited for, "
-                     f"{batched['batches']} batches): {_gbs(batched['bandwidth_bytes_per_s'])}.")
-    quarter = next((c for c in result.get("configs", []) if c.get("budget_percent") == 25.0
-                    and not c.get("prefetch") and c.get("replay")), None)
+        lines.append(
+            f"- Raw disk replaying the engine's miss batches at 25% (each batch waited for, "
+            f"{batched['batches']} batches): {_gbs(batched['bandwidth_bytes_per_s'])}."
+        )
+    quarter = next(
+        (
+            c
+            for c in result.get("configs", [])
+            if c.get("budget_percent") == 25.0 and not c.get("prefetch") and c.get("replay")
+        ),
+        None,
+    )
     if quarter:
         whole, dec = quarter["replay"], quarter.get("replay_decode")
-        text = (f"- Cache policy at 25% ({whole['slots']} slots), same trace: LRU {whole['lru_hit_rate']:.3f} vs "
-                f"optimal {whole['optimal_hit_rate']:.3f} over the whole request")
+        text = (
+            f"- Cache policy at 25% ({whole['slots']} slots), same trace: LRU {whole['lru_hit_rate']:.3f} vs "
+            f"optimal {whole['optimal_hit_rate']:.3f} over the whole request"
+        )
         if dec:
             text += f"; decode steps only: LRU {dec['lru_hit_rate']:.3f} vs optimal {dec['optimal_hit_rate']:.3f}"
         lines.append(text + ".")
     engine = result.get("engine_read_bandwidth_bytes_per_s")
     if engine:
-        lines.append(f"- Engine at 25%, prefetch off: {_gbs(engine)} (bytes read / time the decoder "
-                     f"waited on reads).")
+        lines.append(f"- Engine at 25%, prefetch off: {_gbs(engine)} (bytes read / time the decoder waited on reads).")
     cap = result.get("memcap", {})
     if "skipped" in cap:
         lines.append(f"- Memory cap: not run ({cap['skipped']}).")
     elif cap:
-        lines.append(f"- Memory cap {cap['limit_bytes'] / MB:.0f} MB (model files "
-                     f"{cap['model_file_bytes'] / MB:.0f} MB):")
-        for mode, label in (("streamed", f"engine at {cap['budget_percent']:g}% budget"),
-                            ("resident", "mlx-lm resident")):
+        lines.append(
+            f"- Memory cap {cap['limit_bytes'] / MB:.0f} MB (model files {cap['model_file_bytes'] / MB:.0f} MB):"
+        )
+        for mode, label in (
+            ("streamed", f"engine at {cap['budget_percent']:g}% budget"),
+            ("resident", "mlx-lm resident"),
+        ):
             e = cap.get(mode)
             if not e:
                 continue
             if e["completed"]:
-                lines.append(f"  - {label}: completed, peak RSS {_mb(e['peak_rss_bytes'])} MB "
-                             f"({'under' if e['rss_under_limit'] else 'NOT under'} the limit), "
-                             f"{_f(e['decode_tokens_per_s'])} tok/s.")
+                lines.append(
+                    f"  - {label}: completed, peak RSS {_mb(e['peak_rss_bytes'])} MB "
+                    f"({'under' if e['rss_under_limit'] else 'NOT under'} the limit), "
+                    f"{_f(e['decode_tokens_per_s'])} tok/s."
+                )
             else:
                 why = "killed by the OOM killer" if e.get("oom_kills") else f"failed: {e.get('error', '')}"
                 lines.append(f"  - {label}: did not complete (exit {e['returncode']}, {why}).")

@@ -36,13 +36,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--json", required=True, help="where to write the figures")
     p.add_argument("--cache-bytes", type=int, default=0)
-    p.add_argument("--prefetch", choices=["0", "1", "auto"], default="0",
-                   help="off, on (every part of the pipeline), or decided by the engine at load")
-    p.add_argument("--prefetch-mode", choices=sorted(PREFETCH_VARIANTS),
-                   help="prefetch on with one part of the pipeline left out (the I/O-bound study)")
+    p.add_argument(
+        "--prefetch",
+        choices=["0", "1", "auto"],
+        default="0",
+        help="off, on (every part of the pipeline), or decided by the engine at load",
+    )
+    p.add_argument(
+        "--prefetch-mode",
+        choices=sorted(PREFETCH_VARIANTS),
+        help="prefetch on with one part of the pipeline left out (the I/O-bound study)",
+    )
     p.add_argument("--policy", default="lru", help="cache eviction policy")
-    p.add_argument("--uncached-reads", action="store_true",
-                   help="drop what the engine reads from the page cache: every miss is a disk read")
+    p.add_argument(
+        "--uncached-reads",
+        action="store_true",
+        help="drop what the engine reads from the page cache: every miss is a disk read",
+    )
     p.add_argument("--long-prompt", action="store_true", help="the ~500-token prompt (TTFT study)")
     p.add_argument("--reader-threads", type=int, default=4)
     p.add_argument("--tokens", type=int, default=64)
@@ -61,10 +71,15 @@ def _probe(args) -> dict:
         rows = [loaded.index.moe_layers[layer] for layer in info.moe_layers]
         disk_expert = sum(t.expert_nbytes for t in rows[0].tensors.values()) if rows else 0
         return {
-            "model_type": info.model_type, "num_layers": info.num_layers,
-            "moe_layers": len(info.moe_layers), "num_experts": info.num_experts, "top_k": info.top_k,
-            "expert_bytes": info.expert_bytes, "total_expert_bytes": info.total_expert_bytes,
-            "resident_bytes": info.resident_bytes, "disk_expert_bytes": disk_expert,
+            "model_type": info.model_type,
+            "num_layers": info.num_layers,
+            "moe_layers": len(info.moe_layers),
+            "num_experts": info.num_experts,
+            "top_k": info.top_k,
+            "expert_bytes": info.expert_bytes,
+            "total_expert_bytes": info.total_expert_bytes,
+            "resident_bytes": info.resident_bytes,
+            "disk_expert_bytes": disk_expert,
             "reads_per_expert": len(rows[0].tensors) if rows else 0,
             "files": [str(f) for f in sorted(loaded.index.file_sizes)],
             "file_bytes": sum(loaded.index.file_sizes.values()),
@@ -80,9 +95,16 @@ def _streamed(args) -> dict:
     files = measure.model_files(args.model)
     telemetry = measure.StepTelemetry()
     start = time.perf_counter()
-    loaded = load_streamed_model(args.model, cache_bytes=args.cache_bytes, prefetch=_prefetch(args),
-                                 policy=args.policy, record_trace=True, uncached_reads=args.uncached_reads,
-                                 reader_threads=args.reader_threads, telemetry=telemetry)
+    loaded = load_streamed_model(
+        args.model,
+        cache_bytes=args.cache_bytes,
+        prefetch=_prefetch(args),
+        policy=args.policy,
+        record_trace=True,
+        uncached_reads=args.uncached_reads,
+        reader_threads=args.reader_threads,
+        telemetry=telemetry,
+    )
     load_s = time.perf_counter() - start
     telemetry.trace = loaded.streamer.cache.trace if loaded.streamer is not None else None
     try:
@@ -95,18 +117,24 @@ def _streamed(args) -> dict:
         replay = optimal.compare(trace, slots, count_from=offsets[-1], record=record) if trace else None
         decode_from = passes[-1].get("trace_decode_offset")
         replay_decode = None
-        prefill_keys = trace[offsets[-1]:decode_from] if trace and decode_from is not None else []
+        prefill_keys = trace[offsets[-1] : decode_from] if trace and decode_from is not None else []
         if trace and decode_from is not None:
             replay_decode = optimal.compare(trace, slots, count_from=decode_from, record=record)
             replay_decode.pop("lru_miss_batches")
         return {
-            "mode": "streamed", "cache_bytes": args.cache_bytes, "cache_slots": slots,
+            "mode": "streamed",
+            "cache_bytes": args.cache_bytes,
+            "cache_slots": slots,
             "prefetch": loaded.streamer.prefetch_enabled if loaded.streamer else False,
             "prefetch_mode": args.prefetch_mode or {"0": "off", "1": "on", "auto": "auto"}[args.prefetch],
             "prefetch_decision": loaded.streamer.prefetch_decision if loaded.streamer else None,
-            "policy": args.policy, "reader_threads": args.reader_threads,
+            "policy": args.policy,
+            "reader_threads": args.reader_threads,
             "prefill_distinct_experts": len({tuple(k) for k in prefill_keys}),
-            "load_s": load_s, "passes": passes, "tokens": tokens, "replay": replay,
+            "load_s": load_s,
+            "passes": passes,
+            "tokens": tokens,
+            "replay": replay,
             "replay_decode": replay_decode,
             "trace_accesses": len(trace),
         }
@@ -131,15 +159,24 @@ def _resident(args) -> dict:
     load_s = time.perf_counter() - start
     index = CheckpointIndex.open(args.model)
     weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-    info = ModelInfo(path=str(index.path), model_type=index.model_type, num_layers=0, moe_layers=(),
-                     num_experts=0, top_k=0, expert_bytes=0, total_expert_bytes=0,
-                     resident_bytes=weight_bytes, cache_budget_bytes=0, cache_slots=0)
+    info = ModelInfo(
+        path=str(index.path),
+        model_type=index.model_type,
+        num_layers=0,
+        moe_layers=(),
+        num_experts=0,
+        top_k=0,
+        expert_bytes=0,
+        total_expert_bytes=0,
+        resident_bytes=weight_bytes,
+        cache_budget_bytes=0,
+        cache_slots=0,
+    )
     telemetry = measure.StepTelemetry()
     loaded = LoadedModel(model, tokenizer, dict(index.config), info, index, None, None, telemetry)
     profiler = cProfile.Profile() if args.profile else None
     passes, _, tokens = _run(loaded, telemetry, args, lambda i: None, profiler)
-    return {"mode": "resident", "load_s": load_s, "weight_bytes": weight_bytes, "passes": passes,
-            "tokens": tokens}
+    return {"mode": "resident", "load_s": load_s, "weight_bytes": weight_bytes, "passes": passes, "tokens": tokens}
 
 
 def _prefetch(args):

@@ -55,8 +55,14 @@ def in_process_tps(engine, tokens: int) -> tuple[float, int]:
 def served_tps(client: httpx.Client, tokens: int) -> tuple[float, int]:
     """(decode tok/s, tokens) of one streamed answer as its client sees it."""
     params = workload.params(tokens)
-    body = {"messages": workload.messages(), "max_tokens": params.max_tokens, "temperature": params.temperature,
-            "seed": params.seed, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "messages": workload.messages(),
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "seed": params.seed,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     first = last = None
     generated = 0
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -76,8 +82,13 @@ def served_tps(client: httpx.Client, tokens: int) -> tuple[float, int]:
     return ((generated - 1) / decode if generated > 1 and decode > 0 else 0.0), generated
 
 
-def measure(model_dir: Path, tokens: int = Options.tokens, rounds: int = Options.rounds, cache_bytes: int | None = None,
-            progress: Callable[[str], None] = lambda message: None) -> dict:
+def measure(
+    model_dir: Path,
+    tokens: int = Options.tokens,
+    rounds: int = Options.rounds,
+    cache_bytes: int | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict:
     """Both figures, side by side, and their ratio (medians over rounds)."""
     from engine import Engine
 
@@ -91,9 +102,22 @@ def measure(model_dir: Path, tokens: int = Options.tokens, rounds: int = Options
         progress(f"starting outlier serve on port {port} (budget {budget / MB:.1f} MB)")
         log = tempfile.TemporaryFile("w+")
         server = subprocess.Popen(
-            [sys.executable, "-m", "outlier_tui.cli", "serve", "--model", str(model_dir), "--port", str(port),
-             "--cache-mb", repr(budget / MB)], stdout=subprocess.DEVNULL, stderr=log,
-            env={k: v for k, v in os.environ.items() if k != "OUTLIER_API_KEY"})
+            [
+                sys.executable,
+                "-m",
+                "outlier_tui.cli",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--port",
+                str(port),
+                "--cache-mb",
+                repr(budget / MB),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={k: v for k, v in os.environ.items() if k != "OUTLIER_API_KEY"},
+        )
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(3600, connect=10))
         _wait_up(client, server, log)
         progress("warm-up: one answer each")
@@ -103,18 +127,31 @@ def measure(model_dir: Path, tokens: int = Options.tokens, rounds: int = Options
         here, there = psutil.Process(), psutil.Process(server.pid)
         for r in range(rounds):
             progress(f"round {r + 1}/{rounds}")
-            sides = [("local", here, lambda: in_process_tps(engine, tokens)),
-                     ("served", there, lambda: served_tps(client, tokens))]
+            sides = [
+                ("local", here, lambda: in_process_tps(engine, tokens)),
+                ("served", there, lambda: served_tps(client, tokens)),
+            ]
             if r % 2:  # alternate which side goes first, so drift in machine load cancels out
                 sides.reverse()
             got = {name: _with_cpu(process, answer) for name, process, answer in sides}
             (local, local_tokens, local_cpu), (remote, remote_tokens, served_cpu) = got["local"], got["served"]
-            rows.append({"in_process_tps": local, "served_tps": remote, "tokens": local_tokens,
-                         "served_tokens": remote_tokens, "ratio": remote / local if local else 0.0,
-                         "in_process_cpu_s": local_cpu, "served_cpu_s": served_cpu,
-                         "cpu_ratio": local_cpu / served_cpu if served_cpu else 0.0})
+            rows.append(
+                {
+                    "in_process_tps": local,
+                    "served_tps": remote,
+                    "tokens": local_tokens,
+                    "served_tokens": remote_tokens,
+                    "ratio": remote / local if local else 0.0,
+                    "in_process_cpu_s": local_cpu,
+                    "served_cpu_s": served_cpu,
+                    "cpu_ratio": local_cpu / served_cpu if served_cpu else 0.0,
+                }
+            )
         return {
-            "model": str(model_dir), "tokens": tokens, "rounds": rows, "cache_budget_bytes": budget,
+            "model": str(model_dir),
+            "tokens": tokens,
+            "rounds": rows,
+            "cache_budget_bytes": budget,
             "in_process_tps": statistics.median(r["in_process_tps"] for r in rows),
             "served_tps": statistics.median(r["served_tps"] for r in rows),
             "served_ratio": statistics.median(r["ratio"] for r in rows),
@@ -193,8 +230,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR", help="mlx-community MoE folder (default: the demo MoE)")
     parser.add_argument("--tokens", type=int, default=Options.tokens, metavar="N")
     parser.add_argument("--rounds", type=int, default=Options.rounds, metavar="N")
-    parser.add_argument("--cache-mb", type=float, default=None, metavar="MB",
-                        help="expert-cache budget for both sides (default: the engine's choice)")
+    parser.add_argument(
+        "--cache-mb",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="expert-cache budget for both sides (default: the engine's choice)",
+    )
     parser.add_argument("--json", metavar="PATH")
 
 
@@ -207,9 +249,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         model_dir = resolve_model_dir(args.model)
-        result = measure(Path(model_dir), args.tokens, args.rounds,
-                         None if args.cache_mb is None else int(args.cache_mb * MB),
-                         progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+        result = measure(
+            Path(model_dir),
+            args.tokens,
+            args.rounds,
+            None if args.cache_mb is None else int(args.cache_mb * MB),
+            progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True),
+        )
     except (OutlierError, RuntimeError, OSError, httpx.HTTPError) as exc:
         print(f"outlier: {exc}", file=sys.stderr)
         return 1

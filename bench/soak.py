@@ -63,12 +63,20 @@ def sample(tokens: int) -> Sample:
     import mlx.core as mx
 
     proc = psutil.Process()
-    return Sample(tokens, proc.memory_info().rss, proc.num_fds(), threading.active_count(),
-                  proc.num_threads(), mx.get_active_memory(), mx.get_cache_memory())
+    return Sample(
+        tokens,
+        proc.memory_info().rss,
+        proc.num_fds(),
+        threading.active_count(),
+        proc.num_threads(),
+        mx.get_active_memory(),
+        mx.get_cache_memory(),
+    )
 
 
-def run(model_dir: str, tokens: int, budget_percent: float, turns_per_chat: int,
-        max_tokens: int, progress=print) -> SoakResult:
+def run(
+    model_dir: str, tokens: int, budget_percent: float, turns_per_chat: int, max_tokens: int, progress=print
+) -> SoakResult:
     from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, TextDelta
 
     engine = Engine()
@@ -87,8 +95,7 @@ def run(model_dir: str, tokens: int, budget_percent: float, turns_per_chat: int,
             for turn in range(turns_per_chat):
                 question = QUESTIONS[(result.chats + turn) % len(QUESTIONS)]
                 messages.append({"role": "user", "content": question})
-                params = GenerationParams(max_tokens=max_tokens, temperature=0.8,
-                                          seed=result.chats * 100 + turn)
+                params = GenerationParams(max_tokens=max_tokens, temperature=0.8, seed=result.chats * 100 + turn)
                 answer = []
                 for event in engine.generate(messages, params):
                     if isinstance(event, TextDelta):
@@ -108,9 +115,11 @@ def run(model_dir: str, tokens: int, budget_percent: float, turns_per_chat: int,
             # longest KV cache all warm), "middle" the one nearest half-way.
             result.samples.append(sample(result.tokens))
             last = result.samples[-1]
-            progress(f"soak: {result.tokens}/{tokens} tokens, {result.chats} chats, RSS "
-                     f"{last.rss / 2**20:.1f} MiB, MLX active {last.mlx_active / 2**20:.1f} MiB, "
-                     f"buffer cache {last.mlx_cache / 2**20:.1f} MiB")
+            progress(
+                f"soak: {result.tokens}/{tokens} tokens, {result.chats} chats, RSS "
+                f"{last.rss / 2**20:.1f} MiB, MLX active {last.mlx_active / 2**20:.1f} MiB, "
+                f"buffer cache {last.mlx_cache / 2**20:.1f} MiB"
+            )
         result.cache_peak = engine.snapshot().cache_peak_bytes
     finally:
         engine.close()
@@ -142,10 +151,11 @@ def report(result: SoakResult, max_growth: float, warmup_tokens: int) -> tuple[s
         "| point | tokens | RSS MiB | MLX active / buffer cache MiB | open fds | threads (Python / native) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, s in (("first chat", first), ("start (after warm-up)", start), ("middle", middle),
-                    ("end", end)):
-        lines.append(f"| {name} | {s.tokens} | {s.rss / mib:.1f} | {s.mlx_active / mib:.1f} / "
-                     f"{s.mlx_cache / mib:.1f} | {s.fds} | {s.threads_py} / {s.threads_native} |")
+    for name, s in (("first chat", first), ("start (after warm-up)", start), ("middle", middle), ("end", end)):
+        lines.append(
+            f"| {name} | {s.tokens} | {s.rss / mib:.1f} | {s.mlx_active / mib:.1f} / "
+            f"{s.mlx_cache / mib:.1f} | {s.fds} | {s.threads_py} / {s.threads_native} |"
+        )
     lines += [
         "",
         f"- RSS growth start->end: {growth:+.2%}",
@@ -162,20 +172,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Soak the engine: many chats, a small budget.")
     parser.add_argument("--model", metavar="DIR", help="an mlx-community MoE folder (default: the demo model)")
     parser.add_argument("--tokens", type=int, default=10_000)
-    parser.add_argument("--budget-percent", type=float, default=25.0,
-                        help="expert-cache budget, percent of all expert bytes (at least one layer's top-k)")
+    parser.add_argument(
+        "--budget-percent",
+        type=float,
+        default=25.0,
+        help="expert-cache budget, percent of all expert bytes (at least one layer's top-k)",
+    )
     parser.add_argument("--turns", type=int, default=4, help="answers per chat before a new chat")
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer")
     parser.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth, start to end")
-    parser.add_argument("--warmup-tokens", type=int, default=None,
-                        help="tokens before the start sample (default: a fifth of --tokens; "
-                             "MLX's buffer cache fills during the first chats)")
+    parser.add_argument(
+        "--warmup-tokens",
+        type=int,
+        default=None,
+        help="tokens before the start sample (default: a fifth of --tokens; "
+        "MLX's buffer cache fills during the first chats)",
+    )
     args = parser.parse_args(argv)
     from outlier_tui.model_choice import resolve_model_dir
 
     model_dir = str(resolve_model_dir(args.model))
-    result = run(model_dir, args.tokens, args.budget_percent, args.turns, args.max_tokens,
-                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run(
+        model_dir,
+        args.tokens,
+        args.budget_percent,
+        args.turns,
+        args.max_tokens,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     warmup = args.warmup_tokens if args.warmup_tokens is not None else args.tokens // 5
     text, ok = report(result, args.max_growth, warmup)
     sys.stdout.write(f"command: python -m bench.soak {' '.join(argv if argv is not None else sys.argv[1:])}\n\n")

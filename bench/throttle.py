@@ -32,8 +32,10 @@ def disk_of(files: Iterable[Path], sys_block: Path = _SYS_BLOCK) -> tuple[str | 
     dev = devices.pop()
     node = sys_block / f"{os.major(dev)}:{os.minor(dev)}"
     if not node.exists():
-        return None, (f"the model files are not on a block device (device {os.major(dev)}:{os.minor(dev)}: "
-                      "overlay, tmpfs or network file system), so reads cannot be throttled")
+        return None, (
+            f"the model files are not on a block device (device {os.major(dev)}:{os.minor(dev)}: "
+            "overlay, tmpfs or network file system), so reads cannot be throttled"
+        )
     if (node / "partition").exists():  # throttles apply to whole disks
         node = node.resolve().parent
     try:
@@ -59,8 +61,11 @@ class ReadThrottle(ChildGroup):
         if path is None:
             return None, why
         throttle = cls(path, version, device, bytes_per_s)
-        name, line = (("blkio.throttle.read_bps_device", f"{device} {bytes_per_s}") if version == 1
-                      else ("io.max", f"{device} rbps={bytes_per_s}"))
+        name, line = (
+            ("blkio.throttle.read_bps_device", f"{device} {bytes_per_s}")
+            if version == 1
+            else ("io.max", f"{device} rbps={bytes_per_s}")
+        )
         try:
             (path / name).write_text(line + "\n")
         except OSError as exc:

@@ -75,9 +75,15 @@ class HeadlineTelemetry:
             self.misses[rows, picked] += ~hit
             self.last_use[rows, picked] = self.step
             self.last_miss[rows, picked] = np.where(hit, self.last_miss[rows, picked], self.step)
-        return replace(base, moe_layers=tuple(range(self.shape[0])), hits=self.hits.copy(),
-                       misses=self.misses.copy(), resident=self.last_use > self.step - 200,
-                       last_use_step=self.last_use.copy(), last_miss_step=self.last_miss.copy())
+        return replace(
+            base,
+            moe_layers=tuple(range(self.shape[0])),
+            hits=self.hits.copy(),
+            misses=self.misses.copy(),
+            resident=self.last_use > self.step - 200,
+            last_use_step=self.last_use.copy(),
+            last_miss_step=self.last_miss.copy(),
+        )
 
 
 class FrameClock:
@@ -90,8 +96,7 @@ class FrameClock:
         def display(screen, renderable) -> None:
             if renderable is not None:
                 # What the driver would write: the terminal escape sequence of the update.
-                text = renderable.render_segments(app.console) \
-                    if hasattr(renderable, "render_segments") else ""
+                text = renderable.render_segments(app.console) if hasattr(renderable, "render_segments") else ""
                 self.frames.append((time.perf_counter(), text))
             original(screen, renderable)
 
@@ -104,8 +109,9 @@ class FrameClock:
         return None
 
 
-async def run_scenario(token_delay: float | None, presses: int, size: tuple[int, int],
-                       gap: float) -> tuple[list[float], float | None]:
+async def run_scenario(
+    token_delay: float | None, presses: int, size: tuple[int, int], gap: float
+) -> tuple[list[float], float | None]:
     """Key latencies in ms (and Esc-to-stopped ms when streaming) for one scenario."""
     with tempfile.TemporaryDirectory() as tmp:
         # The fake's own routing simulation is kept small (it runs in Python and
@@ -114,10 +120,16 @@ async def run_scenario(token_delay: float | None, presses: int, size: tuple[int,
         engine = FakeEngine(script=[long_answer(20_000)], token_delay=token_delay or 0.0)
         store = ConversationStore(Path(tmp) / "bench.sqlite3")
         big = HeadlineTelemetry(engine)
-        app = OutlierApp(engine, store, model_dir="bench-model", telemetry_interval=0.1,
-                         snapshot_source=big.snapshot, params=GenerationParams(max_tokens=10**6),
-                         theme_dirs=[bundled_theme_dirs()[0]],
-                         keymap_file=Path(tmp) / "none")
+        app = OutlierApp(
+            engine,
+            store,
+            model_dir="bench-model",
+            telemetry_interval=0.1,
+            snapshot_source=big.snapshot,
+            params=GenerationParams(max_tokens=10**6),
+            theme_dirs=[bundled_theme_dirs()[0]],
+            keymap_file=Path(tmp) / "none",
+        )
         latencies: list[float] = []
         stop_ms: float | None = None
         async with app.run_test(size=size) as pilot:
@@ -146,8 +158,7 @@ async def run_scenario(token_delay: float | None, presses: int, size: tuple[int,
                 t0 = time.perf_counter()
                 app.post_message(events.Key("escape", None))
                 deadline = t0 + 10
-                while (t := clock.first_after(t0, "stopped")) is None \
-                        and time.perf_counter() < deadline:
+                while (t := clock.first_after(t0, "stopped")) is None and time.perf_counter() < deadline:
                     await asyncio.sleep(0.001)
                 if t is not None:
                     stop_ms = (t - t0) * 1000
@@ -163,8 +174,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.03, help="seconds between presses")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    scenarios = [("idle (no answer)", None), ("streaming 200 tok/s", 0.005),
-                 ("streaming 1000 tok/s", 0.001)]
+    scenarios = [("idle (no answer)", None), ("streaming 200 tok/s", 0.005), ("streaming 1000 tok/s", 0.001)]
     print(f"key-press-to-frame latency, {args.presses} presses, terminal {size[0]}x{size[1]}")
     print(f"{'scenario':<24}{'median ms':>10}{'p90 ms':>9}{'max ms':>9}{'Esc→stopped ms':>16}")
     for name, delay in scenarios:
@@ -175,8 +185,7 @@ def main() -> None:
         ordered = sorted(latencies)
         p90 = ordered[int(0.9 * (len(ordered) - 1))]
         stop = f"{stop_ms:.1f}" if stop_ms is not None else "-"
-        print(f"{name:<24}{statistics.median(ordered):>10.1f}{p90:>9.1f}{ordered[-1]:>9.1f}"
-              f"{stop:>16}")
+        print(f"{name:<24}{statistics.median(ordered):>10.1f}{p90:>9.1f}{ordered[-1]:>9.1f}{stop:>16}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from engine.streamed_moe import PrefetchMode
 
-_TODAY = dict(enabled=True, prefill=False, early=False, demand_first=False, cancel_stale=False,
-              cold_admit=False)
+_TODAY = dict(enabled=True, prefill=False, early=False, demand_first=False, cancel_stale=False, cold_admit=False)
 MECHANISMS = {  # name -> the PrefetchMode field it turns on
     "prefill": "prefill",
     "early": "early",

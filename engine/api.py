@@ -171,11 +171,13 @@ class GenerationStream(Protocol):
 class EngineClient(Protocol):
     """What a UI needs from an engine; the real one is engine.Engine."""
 
-    def load(self, model_dir: str, cache_bytes: int | None = None,
-             on_progress: ProgressFn | None = None) -> Future[ModelInfo]: ...
+    def load(
+        self, model_dir: str, cache_bytes: int | None = None, on_progress: ProgressFn | None = None
+    ) -> Future[ModelInfo]: ...
 
-    def generate(self, messages: Sequence[Message],
-                 params: GenerationParams = GenerationParams()) -> GenerationStream: ...
+    def generate(
+        self, messages: Sequence[Message], params: GenerationParams = GenerationParams()
+    ) -> GenerationStream: ...
 
     def cancel(self) -> None: ...  # stops the running request between tokens
 

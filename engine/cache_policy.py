@@ -23,6 +23,7 @@ class EvictionPolicy(Protocol):
     def on_evict(self, key: Key) -> None: ...
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None: ...
+
     # the policy's pick among the resident keys it tracks that can_evict allows
 
 

@@ -20,8 +20,16 @@ GLU_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 MLP_PROJECTIONS = ("fc1", "fc2")
 EXPERT_PARTS = ("weight", "scales", "biases", "bias", "global_scale")
 # Hugging Face names of per-expert projections -> the SwitchGLU/SwitchMLP name sanitize gives them
-_PER_EXPERT_PROJ = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj", "gate_proj": "gate_proj",
-                    "up_proj": "up_proj", "down_proj": "down_proj", "fc1": "fc1", "fc2": "fc2"}
+_PER_EXPERT_PROJ = {
+    "w1": "gate_proj",
+    "w3": "up_proj",
+    "w2": "down_proj",
+    "gate_proj": "gate_proj",
+    "up_proj": "up_proj",
+    "down_proj": "down_proj",
+    "fc1": "fc1",
+    "fc2": "fc2",
+}
 _PROJ = "|".join((*GLU_PROJECTIONS, *MLP_PROJECTIONS))
 _PART = "|".join(EXPERT_PARTS)
 # a stacked expert tensor [E, ...], as mlx-lm saves it (the switch module's own name)
@@ -133,8 +141,7 @@ class CheckpointIndex:
         folder = Path(path).expanduser()
         if not folder.exists():
             raise CheckpointError(
-                f"Model folder not found: {folder}. Pass --model a folder with config.json "
-                "and model*.safetensors."
+                f"Model folder not found: {folder}. Pass --model a folder with config.json and model*.safetensors."
             )
         if not folder.is_dir():
             raise CheckpointError(f"{folder} is a file; --model wants the folder that holds it.")
@@ -173,13 +180,9 @@ class CheckpointIndex:
                 )
             for name, t in files.tensors.items():
                 if t.stacked and t.location.nbytes % t.num_experts:
-                    raise CheckpointError(
-                        f"{files.prefix}.{name} does not split evenly into {t.num_experts} experts."
-                    )
+                    raise CheckpointError(f"{files.prefix}.{name} does not split evenly into {t.num_experts} experts.")
                 if {(p.shape, p.dtype) for p in t.per_expert} - {(t.location.shape, t.dtype)}:
-                    raise CheckpointError(
-                        f"The per-expert tensors {files.prefix}.*.{name} differ in shape or dtype."
-                    )
+                    raise CheckpointError(f"The per-expert tensors {files.prefix}.*.{name} differ in shape or dtype.")
 
 
 def expected_num_experts(config: dict) -> int | None:
@@ -193,8 +196,15 @@ def expected_num_experts(config: dict) -> int | None:
 def experts_per_token(config: dict) -> int:
     """Routed experts each token uses (top-k), from whichever key the architecture uses."""
     cfg = config.get("text_config", config)
-    for key in ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "moe_topk", "moe_k",
-                "top_k_experts", "top_k"):
+    for key in (
+        "num_experts_per_tok",
+        "num_experts_per_token",
+        "moe_top_k",
+        "moe_topk",
+        "moe_k",
+        "top_k_experts",
+        "top_k",
+    ):
         value = cfg.get(key)
         if isinstance(value, int):
             return value
@@ -238,8 +248,10 @@ def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
     except OSError as exc:
         raise CheckpointError(f"Cannot read {file} ({rules.file_problem(file, exc)}).") from None
     data_start = 8 + header_len
-    return {e.name: TensorLocation(file, data_start + e.begin, e.end - e.begin, e.dtype, e.shape)
-            for e in rules.check_header(file, header_bytes, size)}
+    return {
+        e.name: TensorLocation(file, data_start + e.begin, e.end - e.begin, e.dtype, e.shape)
+        for e in rules.check_header(file, header_bytes, size)
+    }
 
 
 def _find_expert_tensors(tensors: dict[str, TensorLocation]) -> dict[int, MoELayerFiles]:

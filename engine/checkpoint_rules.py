@@ -103,11 +103,12 @@ def read_json_file(path: Path, what_to_do: str = REDOWNLOAD) -> object:
 def check_weight_file(path: Path) -> None:
     """A weight file must be a readable regular file (not a directory, not a dangling link)."""
     if path.is_symlink() and not path.exists():
-        raise CheckpointError(f"{path.name} is a symlink to a file that does not exist "
-                              f"({path.readlink()}); restore the file or remove the link.")
+        raise CheckpointError(
+            f"{path.name} is a symlink to a file that does not exist "
+            f"({path.readlink()}); restore the file or remove the link."
+        )
     if not path.is_file():
-        raise CheckpointError(f"{path.name} in {path.parent} is not a regular file; move it out of "
-                              "the model folder.")
+        raise CheckpointError(f"{path.name} in {path.parent} is not a regular file; move it out of the model folder.")
     try:
         with open(path, "rb"):
             pass
@@ -121,23 +122,27 @@ def check_weight_map(index_path: Path) -> set[str]:
     index = read_json_file(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
-        raise CheckpointError(f"{index_path.name} has no weight_map object (tensor name -> shard "
-                              "file); re-download it.")
+        raise CheckpointError(
+            f"{index_path.name} has no weight_map object (tensor name -> shard file); re-download it."
+        )
     folder = index_path.parent.resolve()
     shards = set()
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
-            raise CheckpointError(f"{index_path.name}: weight_map[{name!r}] is {shard!r}, not a shard "
-                                  "file name; re-download it.")
+            raise CheckpointError(
+                f"{index_path.name}: weight_map[{name!r}] is {shard!r}, not a shard file name; re-download it."
+            )
         if shard not in shards and (folder / shard).resolve().parent != folder:
-            raise CheckpointError(f"{index_path.name}: weight_map[{name!r}] points outside the model "
-                                  f"folder ({shard}); re-download it.")
+            raise CheckpointError(
+                f"{index_path.name}: weight_map[{name!r}] points outside the model folder ({shard}); re-download it."
+            )
         shards.add(shard)
     missing = sorted(s for s in shards if not (folder / s).exists() and not (folder / s).is_symlink())
     if missing:
         raise CheckpointError(
             f"Shard {missing[0]} listed in {index_path.name} is missing "
-            f"({len(missing)} of {len(shards)} shards missing); finish the download.")
+            f"({len(missing)} of {len(shards)} shards missing); finish the download."
+        )
     for shard in sorted(shards):
         check_weight_file(folder / shard)
     return shards
@@ -165,7 +170,8 @@ def header_length(file: Path, first8: bytes, size: int) -> int:
     if header_len < 2 or header_len > min(size - 8, MAX_HEADER):
         raise CheckpointError(
             f"{file.name} has a corrupt or truncated header (claims {header_len} bytes, "
-            f"file has {size}): re-download it.")
+            f"file has {size}): re-download it."
+        )
     return header_len
 
 
@@ -176,11 +182,13 @@ def check_header(file: Path, header_bytes: bytes, size: int) -> list[HeaderEntry
     except ValueError as exc:
         raise CheckpointError(f"{file.name} has a corrupt header ({exc}): re-download it.") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{file.name} has a corrupt header (a JSON {type(header).__name__}, "
-                              "not an object): re-download it.")
+        raise CheckpointError(
+            f"{file.name} has a corrupt header (a JSON {type(header).__name__}, not an object): re-download it."
+        )
     metadata = header.get("__metadata__")  # mlx writes null when there is none
-    if metadata is not None and (not isinstance(metadata, dict)
-                                 or not all(isinstance(v, str) for v in metadata.values())):
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
         raise CheckpointError(f"{file.name}: __metadata__ must map names to strings; re-download it.")
     entries = [_entry(file, name, meta) for name, meta in header.items() if name != "__metadata__"]
     entries.sort(key=lambda e: (e.begin, e.end))
@@ -189,16 +197,20 @@ def check_header(file: Path, header_bytes: bytes, size: int) -> list[HeaderEntry
     for entry in entries:
         if entry.begin != position:
             problem = "overlaps the tensor before it" if entry.begin < position else "leaves a gap before it"
-            raise CheckpointError(f"{file.name}: tensor {entry.name} starts at byte {entry.begin} and "
-                                  f"{problem} (expected {position}); the file is corrupt, re-download it.")
+            raise CheckpointError(
+                f"{file.name}: tensor {entry.name} starts at byte {entry.begin} and "
+                f"{problem} (expected {position}); the file is corrupt, re-download it."
+            )
         position = entry.end
     if position > data_size:
         raise CheckpointError(
             f"{file.name} is truncated: its tensors need {position} data bytes but the file has "
-            f"{data_size}. Re-download it.")
+            f"{data_size}. Re-download it."
+        )
     if position < data_size:
-        raise CheckpointError(f"{file.name} has {data_size - position} bytes after its last tensor; "
-                              "the file is corrupt, re-download it.")
+        raise CheckpointError(
+            f"{file.name} has {data_size - position} bytes after its last tensor; the file is corrupt, re-download it."
+        )
     return entries
 
 
@@ -213,10 +225,13 @@ def _entry(file: Path, name: str, meta: object) -> HeaderEntry:
         raise UnsupportedModelError(f"{bad} is {dtype}, which MLX cannot load; {RECONVERT}.")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise CheckpointError(f"{bad} has shape {shape!r}, not a list of sizes; re-download it.")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]):
-        raise CheckpointError(f"{bad} has data_offsets {offsets!r}, not [begin, end] byte offsets; "
-                              "re-download it.")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(o) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise CheckpointError(f"{bad} has data_offsets {offsets!r}, not [begin, end] byte offsets; re-download it.")
     if offsets[1] - offsets[0] != math.prod(shape) * ITEMSIZE[dtype]:
         raise CheckpointError(f"{bad} size does not match its shape {shape} x {dtype}; re-download it.")
     return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
@@ -229,8 +244,9 @@ def _is_int(value: object) -> typing.TypeGuard[int]:
 def check_expert_shape(file: Path, name: str, shape: tuple[int, ...]) -> None:
     """A stacked expert tensor is [experts, ...] with at least one expert."""
     if len(shape) < 1 or shape[0] < 1:
-        raise CheckpointError(f"{file.name}: expert tensor {name} has shape {list(shape)}, not "
-                              f"[experts, ...]; {RECONVERT}.")
+        raise CheckpointError(
+            f"{file.name}: expert tensor {name} has shape {list(shape)}, not [experts, ...]; {RECONVERT}."
+        )
 
 
 # ---- config.json -----------------------------------------------------------------
@@ -240,13 +256,25 @@ _POSITIVE = re.compile(
     r"^(vocab_size|.*_size|.*num_.*heads|.*head_dim|.*_dim|num_hidden_layers|num_local_experts|"
     r"num_experts|n_routed_experts|n_shared_experts|moe_num_experts|num_experts_per_tok|"
     r"num_experts_per_token|moe_top_k|top_k|n_group|topk_group|.*_step|.*_interval|.*_freq|"
-    r".*_rank|max_position_embeddings)$")
+    r".*_rank|max_position_embeddings)$"
+)
 _NON_NEGATIVE = re.compile(r"^(first_k_dense_replace|.*_layers?)$")
 _POSITIVE_FLOAT = re.compile(r"^(rms_norm_eps|layer_norm_eps|norm_eps|rope_theta)$")
 # Keys every architecture needs a value for: null here is a damaged config.
-_NEVER_NULL = frozenset({"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                         "rms_norm_eps", "rope_theta", "num_experts_per_tok", "num_local_experts",
-                         "num_experts", "n_routed_experts"})
+_NEVER_NULL = frozenset(
+    {
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "rms_norm_eps",
+        "rope_theta",
+        "num_experts_per_tok",
+        "num_local_experts",
+        "num_experts",
+        "n_routed_experts",
+    }
+)
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 _TOP_K_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k")
 
@@ -266,17 +294,22 @@ def check_config(config: object, path: Path) -> None:
             _check_range(name, f"{where}{key}", key, value)
     heads, kv_heads = text.get("num_attention_heads"), text.get("num_key_value_heads")
     if _is_int(heads) and _is_int(kv_heads) and kv_heads > 0 and heads % kv_heads:
-        raise CheckpointError(f"{name}: {prefix}num_attention_heads ({heads}) is not a multiple of "
-                              f"num_key_value_heads ({kv_heads}); {REDOWNLOAD}.")
+        raise CheckpointError(
+            f"{name}: {prefix}num_attention_heads ({heads}) is not a multiple of "
+            f"num_key_value_heads ({kv_heads}); {REDOWNLOAD}."
+        )
     hidden = text.get("hidden_size")
     if _is_int(heads) and _is_int(hidden) and heads > 0 and "head_dim" not in text and hidden % heads:
-        raise CheckpointError(f"{name}: {prefix}hidden_size ({hidden}) is not a multiple of "
-                              f"num_attention_heads ({heads}); {REDOWNLOAD}.")
+        raise CheckpointError(
+            f"{name}: {prefix}hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}); {REDOWNLOAD}."
+        )
     experts = next((text[k] for k in _EXPERT_KEYS if k in text), None)
     top_k_key = next((k for k in _TOP_K_KEYS if k in text), None)
     if _is_int(experts) and top_k_key and _is_int(text[top_k_key]) and text[top_k_key] > experts:
-        raise CheckpointError(f"{name}: {prefix}{top_k_key} is {text[top_k_key]} but the model has only "
-                              f"{experts} experts (1 <= {top_k_key} <= {experts}); {REDOWNLOAD}.")
+        raise CheckpointError(
+            f"{name}: {prefix}{top_k_key} is {text[top_k_key]} but the model has only "
+            f"{experts} experts (1 <= {top_k_key} <= {experts}); {REDOWNLOAD}."
+        )
     _check_quantization(config, name)
 
 
@@ -285,12 +318,12 @@ def _check_range(file: str, label: str, key: str, value: object) -> None:
         raise CheckpointError(f"{file}: {label} is {value}, not a finite number; fix config.json.")
     if _is_int(value):
         if _POSITIVE.match(key) and value < 1:
-            raise CheckpointError(f"{file}: {label} is {value} but must be at least 1; fix config.json "
-                                  f"or {REDOWNLOAD}.")
+            raise CheckpointError(
+                f"{file}: {label} is {value} but must be at least 1; fix config.json or {REDOWNLOAD}."
+            )
         if _NON_NEGATIVE.match(key) and value < 0:
             raise CheckpointError(f"{file}: {label} is {value} but must not be negative; fix config.json.")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and _POSITIVE_FLOAT.match(key) \
-            and value <= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and _POSITIVE_FLOAT.match(key) and value <= 0:
         raise CheckpointError(f"{file}: {label} is {value} but must be more than 0; fix config.json.")
     if key in ("rope_scaling", "rope_parameters") and isinstance(value, dict):
         for sub, item in value.items():
@@ -298,8 +331,7 @@ def _check_range(file: str, label: str, key: str, value: object) -> None:
                 raise CheckpointError(f"{file}: {label}.{sub} is {item}, not a finite number; fix config.json.")
         theta = value.get("rope_theta")
         if theta is not None and (not isinstance(theta, (int, float)) or isinstance(theta, bool) or theta <= 0):
-            raise CheckpointError(f"{file}: {label}.rope_theta is {theta!r}, not a positive number; "
-                                  "fix config.json.")
+            raise CheckpointError(f"{file}: {label}.rope_theta is {theta!r}, not a positive number; fix config.json.")
 
 
 def _check_quantization(config: dict, file: str) -> None:
@@ -309,14 +341,17 @@ def _check_quantization(config: dict, file: str) -> None:
     if not isinstance(quant, dict):
         raise CheckpointError(f"{file}: quantization must be an object; {RECONVERT}.")
     for where, spec in [("quantization", quant)] + [
-            (f"quantization.{k}", v) for k, v in quant.items() if isinstance(v, dict)]:
+        (f"quantization.{k}", v) for k, v in quant.items() if isinstance(v, dict)
+    ]:
         bits, group = spec.get("bits"), spec.get("group_size")
         if bits is not None and (not _is_int(bits) or bits not in (2, 3, 4, 5, 6, 8)):
-            raise CheckpointError(f"{file}: {where}.bits is {bits!r} (MLX quantizes to 2, 3, 4, 5, 6 or "
-                                  f"8 bits); {RECONVERT}.")
+            raise CheckpointError(
+                f"{file}: {where}.bits is {bits!r} (MLX quantizes to 2, 3, 4, 5, 6 or 8 bits); {RECONVERT}."
+            )
         if group is not None and (not _is_int(group) or group not in (16, 32, 64, 128)):
-            raise CheckpointError(f"{file}: {where}.group_size is {group!r} (MLX groups 16 (nvfp4), "
-                                  f"32, 64 or 128); {RECONVERT}.")
+            raise CheckpointError(
+                f"{file}: {where}.group_size is {group!r} (MLX groups 16 (nvfp4), 32, 64 or 128); {RECONVERT}."
+            )
         if not isinstance(spec.get("mode", "affine"), str):
             raise CheckpointError(f"{file}: {where}.mode is {spec['mode']!r}, not a name; {RECONVERT}.")
 
@@ -362,7 +397,8 @@ def _check_fields(config: dict, args_class: type, file: str, prefix: str) -> Non
         if not _matches(value, hints[field.name], integral_float_ok=not _is_size(field.name)):
             raise CheckpointError(
                 f"{file}: {prefix}{field.name} is {_short(value)} but {config.get('model_type', 'this model')} "
-                f"needs {_type_name(hints[field.name])}; fix config.json or {REDOWNLOAD}.")
+                f"needs {_type_name(hints[field.name])}; fix config.json or {REDOWNLOAD}."
+            )
 
 
 def _is_number(value: object) -> bool:
@@ -402,8 +438,14 @@ def _matches(value: object, hint: object, integral_float_ok: bool = False) -> bo
 
 def _type_name(hint: object) -> str:
     text = getattr(hint, "__name__", None) or str(hint)
-    return {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
-            "list": "a list", "dict": "an object"}.get(text, text.replace("typing.", ""))
+    return {
+        "int": "a whole number",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+        "list": "a list",
+        "dict": "an object",
+    }.get(text, text.replace("typing.", ""))
 
 
 def _short(value: object) -> str:
@@ -419,8 +461,10 @@ _SAMPLE_CHAT = [{"role": "user", "content": "hi"}]
 
 def check_tokenizer_files(folder: Path) -> None:
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        raise CheckpointError(f"{folder} has no tokenizer (tokenizer.json or tokenizer.model); "
-                              "copy the tokenizer files from the original model into it.")
+        raise CheckpointError(
+            f"{folder} has no tokenizer (tokenizer.json or tokenizer.model); "
+            "copy the tokenizer files from the original model into it."
+        )
 
 
 def check_chat_template(folder: Path, tokenizer: typing.Any) -> None:
@@ -431,9 +475,11 @@ def check_chat_template(folder: Path, tokenizer: typing.Any) -> None:
         tokenizer.apply_chat_template(_SAMPLE_CHAT, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # jinja2 raises many types (syntax, undefined, raise_exception)
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
-        raise CheckpointError(f"The chat template of {folder} does not render ({detail}); fix "
-                              "chat_template in tokenizer_config.json or copy it from the original "
-                              "model.") from None
+        raise CheckpointError(
+            f"The chat template of {folder} does not render ({detail}); fix "
+            "chat_template in tokenizer_config.json or copy it from the original "
+            "model."
+        ) from None
 
 
 # ---- quantized layers against config.json ---------------------------------------------
@@ -462,8 +508,10 @@ def check_quantized_shapes(config: dict, tensors: dict) -> None:
         model = model_class(args_class.from_dict(dict(config)))
     except Exception as exc:  # a constructor that rejects its arguments: name the first line
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
-        raise CheckpointError(f"config.json does not describe a valid {config.get('model_type')} model "
-                              f"({type(exc).__name__}: {detail}); fix it or {REDOWNLOAD}.") from None
+        raise CheckpointError(
+            f"config.json does not describe a valid {config.get('model_type')} model "
+            f"({type(exc).__name__}: {detail}); fix it or {REDOWNLOAD}."
+        ) from None
     overrides = config["quantization"]
     for path, module in model.named_modules():
         scales, weight = tensors.get(f"{path}.scales"), tensors.get(f"{path}.weight")
@@ -474,13 +522,19 @@ def check_quantized_shapes(config: dict, tensors: dict) -> None:
 
 def _check_packed(path: str, layer_shape: tuple[int, ...], weight, scales) -> None:
     in_dims = layer_shape[-1]
-    fits = (len(weight.shape) == len(layer_shape) == len(scales.shape) and in_dims > 0
-            and weight.shape[:-1] == layer_shape[:-1] == scales.shape[:-1]
-            and scales.shape[-1] > 0 and in_dims % scales.shape[-1] == 0
-            and in_dims // scales.shape[-1] in _GROUP_SIZES
-            and (weight.shape[-1] * 32) % in_dims == 0 and weight.shape[-1] * 32 // in_dims in _BITS)
+    fits = (
+        len(weight.shape) == len(layer_shape) == len(scales.shape)
+        and in_dims > 0
+        and weight.shape[:-1] == layer_shape[:-1] == scales.shape[:-1]
+        and scales.shape[-1] > 0
+        and in_dims % scales.shape[-1] == 0
+        and in_dims // scales.shape[-1] in _GROUP_SIZES
+        and (weight.shape[-1] * 32) % in_dims == 0
+        and weight.shape[-1] * 32 // in_dims in _BITS
+    )
     if not fits:
         raise CheckpointError(
             f"{weight.file.name}: quantized tensor {path}.weight {list(weight.shape)} (scales "
             f"{list(scales.shape)}) does not fit the layer config.json describes {list(layer_shape)}: the "
-            f"weights do not match config.json; {REDOWNLOAD}.")
+            f"weights do not match config.json; {REDOWNLOAD}."
+        )

@@ -18,19 +18,45 @@ if TYPE_CHECKING:
 
 # tag -> bytes per element, for every tag the safetensors format defines
 ITEMSIZE: dict[str, int] = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
-    "U64": 8, "I64": 8, "U32": 4, "I32": 4, "U16": 2, "I16": 2, "U8": 1, "I8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "U64": 8,
+    "I64": 8,
+    "U32": 4,
+    "I32": 4,
+    "U16": 2,
+    "I16": 2,
+    "U8": 1,
+    "I8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
 }
 # Valid safetensors, but mx.load refuses them.
 MLX_CANNOT_LOAD = frozenset({"F64", "F8_E5M2"})
 # tag -> numpy dtype name (bfloat16 and the 8-bit floats have none)
-_NUMPY = {"F64": "float64", "F32": "float32", "F16": "float16", "U64": "uint64", "I64": "int64",
-          "U32": "uint32", "I32": "int32", "U16": "uint16", "I16": "int16", "U8": "uint8", "I8": "int8",
-          "BOOL": "bool"}
+_NUMPY = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "U64": "uint64",
+    "I64": "int64",
+    "U32": "uint32",
+    "I32": "int32",
+    "U16": "uint16",
+    "I16": "int16",
+    "U8": "uint8",
+    "I8": "int8",
+    "BOOL": "bool",
+}
 # tag -> name of the mlx.core dtype
-_MLX = {**{tag: name for tag, name in _NUMPY.items() if tag not in ("F64", "BOOL")},
-        "BF16": "bfloat16", "BOOL": "bool_"}
+_MLX = {
+    **{tag: name for tag, name in _NUMPY.items() if tag not in ("F64", "BOOL")},
+    "BF16": "bfloat16",
+    "BOOL": "bool_",
+}
 _TAG_OF_NUMPY = {np.dtype(name): tag for tag, name in _NUMPY.items()}
 
 

@@ -26,8 +26,14 @@ class Plan:
 
 
 class ExpertCache:
-    def __init__(self, num_slots: int, policy: EvictionPolicy | None = None,
-                 record_trace: bool = False, cancel_stale: bool = True, cold_admit: bool = False) -> None:
+    def __init__(
+        self,
+        num_slots: int,
+        policy: EvictionPolicy | None = None,
+        record_trace: bool = False,
+        cancel_stale: bool = True,
+        cold_admit: bool = False,
+    ) -> None:
         if num_slots < 1:
             raise BudgetError("the expert cache needs at least one slot")
         self.num_slots = num_slots
@@ -70,8 +76,7 @@ class ExpertCache:
         bulk: the call is a prefill (many tokens), which policies may weigh differently."""
         keys = list(keys)
         if len(keys) > self.num_slots:
-            raise BudgetError(f"{len(keys)} experts requested at once but the cache has "
-                              f"{self.num_slots} slots")
+            raise BudgetError(f"{len(keys)} experts requested at once but the cache has {self.num_slots} slots")
         self._protected = set(keys)
         if self.trace_calls is not None:
             self.trace_calls.append((len(keys), bulk))

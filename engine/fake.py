@@ -31,11 +31,11 @@ from engine.reasoning import THINKING, ReasoningSplitter, ThinkMarkers
 # The fake "model" thinks like Qwen3: `<think>...</think>` in its answer text.
 FAKE_MARKERS = ThinkMarkers("<think>", "</think>")
 
+
 def default_answer(messages: Sequence[Message]) -> str:
     last = messages[-1]["content"] if messages else ""
     return (
-        f"You said: {last}\n\n"
-        "Here is some code:\n\n```python\ndef reverse(s: str) -> str:\n    return s[::-1]\n```\n"
+        f"You said: {last}\n\nHere is some code:\n\n```python\ndef reverse(s: str) -> str:\n    return s[::-1]\n```\n"
     )
 
 
@@ -87,8 +87,9 @@ class FakeEngine:
 
     # ---- EngineClient ------------------------------------------------------
 
-    def load(self, model_dir: str, cache_bytes: int | None = None,
-             on_progress: Callable[[LoadProgress], None] | None = None) -> Future[ModelInfo]:
+    def load(
+        self, model_dir: str, cache_bytes: int | None = None, on_progress: Callable[[LoadProgress], None] | None = None
+    ) -> Future[ModelInfo]:
         future: Future = Future()
         if on_progress:
             on_progress(LoadProgress(0.5, "reading checkpoint index"))
@@ -98,11 +99,19 @@ class FakeEngine:
             return future
         layers, experts = self._shape
         self._info = ModelInfo(
-            path=str(model_dir), model_type="fake", num_layers=layers,
-            moe_layers=tuple(range(layers)), num_experts=experts, top_k=self._top_k,
-            expert_bytes=1 << 20, total_expert_bytes=layers * experts << 20,
-            resident_bytes=64 << 20, cache_budget_bytes=self._slots << 20,
-            cache_slots=self._slots, think_start=FAKE_MARKERS.start, think_end=FAKE_MARKERS.end,
+            path=str(model_dir),
+            model_type="fake",
+            num_layers=layers,
+            moe_layers=tuple(range(layers)),
+            num_experts=experts,
+            top_k=self._top_k,
+            expert_bytes=1 << 20,
+            total_expert_bytes=layers * experts << 20,
+            resident_bytes=64 << 20,
+            cache_budget_bytes=self._slots << 20,
+            cache_slots=self._slots,
+            think_start=FAKE_MARKERS.start,
+            think_end=FAKE_MARKERS.end,
             template_takes_enable_thinking=True,
         )
         self._state = "idle"
@@ -111,13 +120,11 @@ class FakeEngine:
         future.set_result(self._info)
         return future
 
-    def generate(self, messages: Sequence[Message],
-                 params: GenerationParams = GenerationParams()) -> EventStream:
+    def generate(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> EventStream:
         self.requests.append(([m.copy() for m in messages], params))
         stream = EventStream()
         self._cancel.clear()
-        threading.Thread(target=self._run, args=(list(messages), params, stream),
-                         daemon=True).start()
+        threading.Thread(target=self._run, args=(list(messages), params, stream), daemon=True).start()
         return stream
 
     def cancel(self) -> None:
@@ -132,15 +139,25 @@ class FakeEngine:
     def snapshot(self) -> TelemetrySnapshot:
         with self._lock:
             return TelemetrySnapshot(
-                state=self._state, step=self._step,
+                state=self._state,
+                step=self._step,
                 moe_layers=self._info.moe_layers if self._info else (),
-                hits=self._hits.copy(), misses=self._misses.copy(),
-                resident=self._resident.copy(), last_use_step=self._last_use.copy(),
-                last_miss_step=self._last_miss.copy(), bytes_read=self._bytes_read,
-                reads=int(self._misses.sum()), rss_bytes=200 << 20, peak_rss_bytes=210 << 20,
-                cache_bytes=int(self._resident.sum()) << 20, cache_peak_bytes=self._slots << 20,
-                cache_budget_bytes=self._slots << 20, resident_weight_bytes=64 << 20,
-                prompt_tps=100.0, generation_tps=20.0, model=self._info,
+                hits=self._hits.copy(),
+                misses=self._misses.copy(),
+                resident=self._resident.copy(),
+                last_use_step=self._last_use.copy(),
+                last_miss_step=self._last_miss.copy(),
+                bytes_read=self._bytes_read,
+                reads=int(self._misses.sum()),
+                rss_bytes=200 << 20,
+                peak_rss_bytes=210 << 20,
+                cache_bytes=int(self._resident.sum()) << 20,
+                cache_peak_bytes=self._slots << 20,
+                cache_budget_bytes=self._slots << 20,
+                resident_weight_bytes=64 << 20,
+                prompt_tps=100.0,
+                generation_tps=20.0,
+                model=self._info,
             )
 
     def close(self) -> None:
@@ -201,9 +218,12 @@ class FakeEngine:
                 break
             if self.fail_generate_after is not None and i >= self.fail_generate_after:
                 self._state = "idle"
-                stream.put(GenerationFailed(
-                    "Reading experts from the SSD failed: simulated I/O error. "
-                    "Check the disk and send the message again."))
+                stream.put(
+                    GenerationFailed(
+                        "Reading experts from the SSD failed: simulated I/O error. "
+                        "Check the disk and send the message again."
+                    )
+                )
                 return
             if self.token_delay:
                 time.sleep(self.token_delay)
@@ -213,12 +233,18 @@ class FakeEngine:
         self._put_parts(stream, splitter.finish(), i, params)
         self._state = "idle"
         stats = GenerationStats(
-            tokens=tuple(tokens), prompt_tokens=sum(len(m["content"].split()) for m in messages),
-            generation_tokens=len(tokens), prompt_tps=100.0, generation_tps=20.0,
-            time_to_first_token=0.01, peak_rss_bytes=210 << 20,
-            cache_budget_bytes=self._slots << 20, cache_peak_bytes=self._slots << 20,
+            tokens=tuple(tokens),
+            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            generation_tokens=len(tokens),
+            prompt_tps=100.0,
+            generation_tps=20.0,
+            time_to_first_token=0.01,
+            peak_rss_bytes=210 << 20,
+            cache_budget_bytes=self._slots << 20,
+            cache_peak_bytes=self._slots << 20,
             expert_hits=int(self._hits.sum()) - hits0,
             expert_misses=int(self._misses.sum()) - misses0,
-            bytes_read=self._bytes_read, io_wait_seconds=0.0,
+            bytes_read=self._bytes_read,
+            io_wait_seconds=0.0,
         )
         stream.put(GenerationDone(stats, cancelled=cancelled))

@@ -47,8 +47,7 @@ def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: Genera
     tok = loaded.tokenizer
     if params.chat_template and getattr(tok, "has_chat_template", False):
         switches = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
-        return tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False,
-                                       **switches)
+        return tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **switches)
     return messages[-1]["content"] if messages else ""
 
 
@@ -91,7 +90,8 @@ def answer_room(prompt_length: int, params: GenerationParams, context: int) -> i
     if prompt_length >= context:
         raise PromptTooLongError(
             f"The prompt is {prompt_length} tokens but the model's context holds {context}: "
-            "shorten it or start a new chat.")
+            "shorten it or start a new chat."
+        )
     return min(params.max_tokens, context - prompt_length)
 
 
@@ -160,7 +160,7 @@ def generate(
             if cancel.is_set():  # between chunks the KV cache and conv.tokens agree
                 cancelled = True
                 break
-            chunk = todo[i:i + PREFILL_STEP]
+            chunk = todo[i : i + PREFILL_STEP]
             telemetry.begin_step()
             try:
                 logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]

@@ -21,8 +21,13 @@ from engine.pool_plan import ShapeGroup
 # (short chats; a long context needs more).
 RUNTIME_ALLOWANCE = 1 << 30
 _HALF_FLOATS = ("F16", "BF16")
-_SHARED_KEYS = ("n_shared_experts", "num_shared_experts", "num_shared_expert", "moe_num_shared_experts",
-                "shared_expert_count")
+_SHARED_KEYS = (
+    "n_shared_experts",
+    "num_shared_experts",
+    "num_shared_expert",
+    "moe_num_shared_experts",
+    "shared_expert_count",
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,9 @@ class ModelReport:
         return asdict(self)
 
 
-def inspect_model(path: str | Path, memory_bytes: int | None = None,
-                  float32_compute: bool | None = None) -> ModelReport:
+def inspect_model(
+    path: str | Path, memory_bytes: int | None = None, float32_compute: bool | None = None
+) -> ModelReport:
     """Describe how `path` will run with `memory_bytes` of RAM (default: this machine's,
     with what is available now for the budget). float32_compute: whether float tensors are
     widened to float32 in memory (default: yes on MLX's CPU backend)."""
@@ -83,8 +89,9 @@ def inspect_model(path: str | Path, memory_bytes: int | None = None,
     expert_memory = pool_plan.total_bytes(groups)
     total_disk = sum(t.nbytes for t in index.tensors.values())
     backbone_disk = total_disk - expert_disk
-    backbone_memory = sum(t.nbytes * (widen if t.dtype in _HALF_FLOATS else 1)
-                          for t in index.tensors.values()) - _expert_nbytes_widened(layers, widen)
+    backbone_memory = sum(
+        t.nbytes * (widen if t.dtype in _HALF_FLOATS else 1) for t in index.tensors.values()
+    ) - _expert_nbytes_widened(layers, widen)
     minimum = pool_plan.minimum_budget(groups, top_k)
 
     if memory_bytes is None:
@@ -100,22 +107,36 @@ def inspect_model(path: str | Path, memory_bytes: int | None = None,
 
     notes = []
     if index.unstacked_experts or (not layers and expected_num_experts(index.config)):
-        notes.append("The experts are not stored as a SwitchGLU/SwitchMLP layer stacks them: "
-                     "the whole model runs fully resident.")
+        notes.append(
+            "The experts are not stored as a SwitchGLU/SwitchMLP layer stacks them: "
+            "the whole model runs fully resident."
+        )
     if float32_compute:
         notes.append("MLX's CPU backend computes in float32: float tensors take twice their bf16 size in memory.")
     return ModelReport(
-        path=str(index.path), model_type=index.model_type,
+        path=str(index.path),
+        model_type=index.model_type,
         num_layers=int(config.get("num_hidden_layers", config.get("num_layers", 0)) or 0),
-        moe_layers=len(layers), num_experts=expected_num_experts(index.config) or (
-            layers[0].num_experts if layers else 0),
-        top_k=top_k, shared_experts=_shared_experts(config), expert_shapes=shapes,
+        moe_layers=len(layers),
+        num_experts=expected_num_experts(index.config) or (layers[0].num_experts if layers else 0),
+        top_k=top_k,
+        shared_experts=_shared_experts(config),
+        expert_shapes=shapes,
         layout=("none" if not layers else "stacked" if all(f.stacked for f in layers) else "per-expert"),
-        expert_disk_bytes=expert_disk, expert_memory_bytes=expert_memory,
-        backbone_disk_bytes=backbone_disk, backbone_memory_bytes=backbone_memory,
-        quantization=_quantization(index.config), memory_bytes=total, memory_source=source,
-        min_cache_bytes=minimum, default_cache_bytes=budget, predicted_peak_bytes=peak,
-        read_per_token_bytes=read_per_token, fits=fits, verdict=verdict, notes=notes,
+        expert_disk_bytes=expert_disk,
+        expert_memory_bytes=expert_memory,
+        backbone_disk_bytes=backbone_disk,
+        backbone_memory_bytes=backbone_memory,
+        quantization=_quantization(index.config),
+        memory_bytes=total,
+        memory_source=source,
+        min_cache_bytes=minimum,
+        default_cache_bytes=budget,
+        predicted_peak_bytes=peak,
+        read_per_token_bytes=read_per_token,
+        fits=fits,
+        verdict=verdict,
+        notes=notes,
     )
 
 
@@ -126,22 +147,26 @@ def _cpu_backend() -> bool:
 
 
 def _expert_nbytes_widened(layers: list[MoELayerFiles], widen: int) -> int:
-    return sum(t.expert_nbytes * t.num_experts * (widen if t.dtype in _HALF_FLOATS else 1)
-               for f in layers for t in f.tensors.values())
+    return sum(
+        t.expert_nbytes * t.num_experts * (widen if t.dtype in _HALF_FLOATS else 1)
+        for f in layers
+        for t in f.tensors.values()
+    )
 
 
 def _shapes(layers: list[MoELayerFiles], widen: int, config: dict) -> tuple[list[ShapeGroup], list[ExpertShape]]:
     """Layers grouped as the loader groups them into slot pools (same tensors, shapes, dtypes)."""
     by_key: dict[tuple, list[int]] = {}
     for row, files in enumerate(layers):
-        key = (files.num_experts, *sorted((n, t.expert_shape, _memory_dtype(t.dtype, widen))
-                                          for n, t in files.tensors.items()))
+        key = (
+            files.num_experts,
+            *sorted((n, t.expert_shape, _memory_dtype(t.dtype, widen)) for n, t in files.tensors.items()),
+        )
         by_key.setdefault(key, []).append(row)
     groups, shapes = [], []
     for rows in by_key.values():
         files = layers[rows[0]]
-        memory = sum(t.expert_nbytes * (widen if t.dtype in _HALF_FLOATS else 1)
-                     for t in files.tensors.values())
+        memory = sum(t.expert_nbytes * (widen if t.dtype in _HALF_FLOATS else 1) for t in files.tensors.values())
         groups.append(ShapeGroup(memory, files.num_experts, tuple(rows)))
         shapes.append(ExpertShape(len(rows), files.disk_bytes_per_expert, memory, _expert_format(files, config)))
     return groups, shapes
@@ -186,16 +211,18 @@ def _quantization(config: dict) -> str:
     return base + (f" ({overrides} per-module overrides)" if overrides else "")
 
 
-def _verdict(backbone: int, minimum: int, peak: int, total: int, available: int,
-             has_experts: bool) -> tuple[bool, str]:
+def _verdict(backbone: int, minimum: int, peak: int, total: int, available: int, has_experts: bool) -> tuple[bool, str]:
     need = backbone + minimum + RUNTIME_ALLOWANCE
     if need > total:
         what = "the backbone and one layer's top-k experts" if has_experts else "the whole model"
-        return False, (f"does not fit: {what} need {gb(need)} (with {gb(RUNTIME_ALLOWANCE)} for the "
-                       f"KV cache and scratch) but the machine has {gb(total)}")
+        return False, (
+            f"does not fit: {what} need {gb(need)} (with {gb(RUNTIME_ALLOWANCE)} for the "
+            f"KV cache and scratch) but the machine has {gb(total)}"
+        )
     if peak > available:
-        return True, (f"runs with {gb(need)} free (now {gb(available)} is available): "
-                      f"free memory or pass a smaller --cache-mb")
+        return True, (
+            f"runs with {gb(need)} free (now {gb(available)} is available): free memory or pass a smaller --cache-mb"
+        )
     return True, f"runs: predicted peak {gb(peak)} of {gb(total)}, leaving {gb(total - peak)}"
 
 
@@ -211,11 +238,14 @@ def format_report(r: ModelReport) -> str:
     ]
     if r.moe_layers:
         shared = f" + {r.shared_experts} shared" if r.shared_experts else ""
-        lines.append(f"experts       {r.moe_layers} MoE layers x {r.num_experts} experts, top-{r.top_k}{shared} "
-                     f"({r.layout})")
+        lines.append(
+            f"experts       {r.moe_layers} MoE layers x {r.num_experts} experts, top-{r.top_k}{shared} ({r.layout})"
+        )
         for s in r.expert_shapes:
-            lines.append(f"  per expert  {s.disk_bytes:,} bytes on disk, {s.memory_bytes:,} in memory "
-                         f"({s.quantization}; {s.layers} layer{'s' if s.layers != 1 else ''})")
+            lines.append(
+                f"  per expert  {s.disk_bytes:,} bytes on disk, {s.memory_bytes:,} in memory "
+                f"({s.quantization}; {s.layers} layer{'s' if s.layers != 1 else ''})"
+            )
         lines.append(f"expert bytes  {gb(r.expert_disk_bytes)} on disk, {gb(r.expert_memory_bytes)} in memory")
     else:
         lines.append("experts       none (runs fully resident)")

@@ -116,8 +116,10 @@ def load_streamed_model(
     rows, kept = _match_layers(switches, index)
     notice = _resident_notice(kept, len(switches))
     if not switches and (index.unstacked_experts or expected_num_experts(index.config)):
-        notice = ("This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
-                  "stream: the whole model loads fully resident.")
+        notice = (
+            "This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
+            "stream: the whole model loads fully resident."
+        )
     if notice:
         progress(0.2, notice)
     if compute_dtype is not None:
@@ -159,27 +161,33 @@ def load_streamed_model(
         progress(0.7, f"allocating {sum(slots_per_group)} expert slots ({held / MB:.0f} MB)")
         pool_groups = []
         for i, (specs, group, slots) in enumerate(zip(specs_of_group, groups, slots_per_group)):
-            own_policy = make_policy(policy) if isinstance(policy, str) else (
-                policy if i == 0 else copy.deepcopy(policy))
-            pool_groups.append(PoolGroup(
-                SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace),
-                group.rows))
+            own_policy = (
+                make_policy(policy) if isinstance(policy, str) else (policy if i == 0 else copy.deepcopy(policy))
+            )
+            pool_groups.append(
+                PoolGroup(SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace), group.rows)
+            )
         reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached_reads)
         try:
-            streamer = ExpertStreamer([files for _, _, files in rows], pool_groups, reader, telemetry,
-                                      prefetch=PrefetchMode.of(prefetch))
+            streamer = ExpertStreamer(
+                [files for _, _, files in rows], pool_groups, reader, telemetry, prefetch=PrefetchMode.of(prefetch)
+            )
             predictors = []
             scopes_of = _scope_finder(model)
             for row, (_, (parent, attr, switch), _) in enumerate(rows):
                 predict, next_row = None, None
                 if row + 1 < len(rows):
                     _, (next_parent, _, next_switch), next_files = rows[row + 1]
-                    predict = RouterGuess.find(scopes_of(next_parent), next_files.num_experts,
-                                               _input_size(next_switch), top_k)
+                    predict = RouterGuess.find(
+                        scopes_of(next_parent), next_files.num_experts, _input_size(next_switch), top_k
+                    )
                     next_row = row + 1 if predict is not None else None
                     predictors += [predict] if predict is not None else []
-                setattr(parent, attr, StreamedExperts(
-                    row, streamer, _projections(switch), switch.activation, predict, next_row))
+                setattr(
+                    parent,
+                    attr,
+                    StreamedExperts(row, streamer, _projections(switch), switch.activation, predict, next_row),
+                )
             if all(n == g.capacity for n, g in zip(slots_per_group, groups)):
                 progress(0.8, f"the budget holds every expert: reading all {sum(slots_per_group)} of them")
                 streamer.preload_all()
@@ -190,12 +198,19 @@ def load_streamed_model(
             raise
 
     info = ModelInfo(
-        path=str(index.path), model_type=index.model_type,
-        num_layers=_num_layers(config), moe_layers=moe_layers, num_experts=num_experts,
-        top_k=top_k, expert_bytes=max((g.slot_bytes for g in groups), default=0),
+        path=str(index.path),
+        model_type=index.model_type,
+        num_layers=_num_layers(config),
+        moe_layers=moe_layers,
+        num_experts=num_experts,
+        top_k=top_k,
+        expert_bytes=max((g.slot_bytes for g in groups), default=0),
         total_expert_bytes=total_expert_bytes,
-        resident_bytes=resident_bytes, cache_budget_bytes=budget, cache_slots=sum(slots_per_group),
-        min_cache_bytes=minimum, expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
+        resident_bytes=resident_bytes,
+        cache_budget_bytes=budget,
+        cache_slots=sum(slots_per_group),
+        min_cache_bytes=minimum,
+        expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
         notice=notice,
         context_length=context_limit(config, tokenizer),
         **reasoning_fields(tokenizer),
@@ -260,8 +275,9 @@ def _find_switches(model: nn.Module) -> list[tuple[str, Switch]]:
     return found
 
 
-def _match_layers(switches: list[tuple[str, Switch]],
-                  index: CheckpointIndex) -> tuple[list[MoERow], list[tuple[str, str]]]:
+def _match_layers(
+    switches: list[tuple[str, Switch]], index: CheckpointIndex
+) -> tuple[list[MoERow], list[tuple[str, str]]]:
     """Pair each expert module with its tensors on disk. Returns (streamed rows sorted by
     layer, [(module name, why it stays resident)])."""
     rows: list[MoERow] = []
@@ -301,8 +317,7 @@ def _unstreamable(switch: nn.Module, files: MoELayerFiles | None) -> str | None:
 def _resident_notice(kept: list[tuple[str, str]], total: int) -> str:
     if not kept:
         return ""
-    return (f"{len(kept)} of {total} MoE layers keep their experts fully resident: "
-            f"{kept[0][1]} ({kept[0][0]}).")
+    return f"{len(kept)} of {total} MoE layers keep their experts fully resident: {kept[0][1]} ({kept[0][0]})."
 
 
 def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
@@ -319,8 +334,9 @@ def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     return specs
 
 
-def _shape_groups(rows: list[MoERow],
-                  compute_dtype: mx.Dtype | None) -> tuple[list[dict[str, TensorSpec]], list[ShapeGroup]]:
+def _shape_groups(
+    rows: list[MoERow], compute_dtype: mx.Dtype | None
+) -> tuple[list[dict[str, TensorSpec]], list[ShapeGroup]]:
     """Rows whose experts have the same tensors, shapes and dtypes share one slot pool."""
     by_key: dict[tuple, list[int]] = {}
     specs_of: dict[tuple, dict[str, TensorSpec]] = {}
@@ -341,8 +357,12 @@ def _projections(switch: nn.Module) -> dict[str, Projection]:
             continue  # the activation
         quantized = "scales" in proj
         out[name] = Projection(
-            name, quantized, getattr(proj, "group_size", 0), getattr(proj, "bits", 0),
-            getattr(proj, "mode", "affine"), "bias" in proj,
+            name,
+            quantized,
+            getattr(proj, "group_size", 0),
+            getattr(proj, "bits", 0),
+            getattr(proj, "mode", "affine"),
+            "bias" in proj,
         )
     return out
 
@@ -361,8 +381,7 @@ class RouterGuess:
         self.input_size = width * 32 // router.bits if isinstance(router, nn.QuantizedLinear) else width
 
     @classmethod
-    def find(cls, scopes: list[nn.Module], num_experts: int, input_size: int,
-             top_k: int) -> RouterGuess | None:
+    def find(cls, scopes: list[nn.Module], num_experts: int, input_size: int, top_k: int) -> RouterGuess | None:
         """The first router in the nearest scope (the experts' parent, then its parents up
         to the decoder layer) that maps the experts' input to one logit per expert."""
         for scope in scopes:
@@ -376,7 +395,7 @@ class RouterGuess:
 
     def __call__(self, x: mx.array) -> mx.array:
         logits = x @ self._router.weight.T if self._plain else self._router(x)
-        return mx.argpartition(-logits, kth=self._top_k - 1, axis=-1)[..., :self._top_k]
+        return mx.argpartition(-logits, kth=self._top_k - 1, axis=-1)[..., : self._top_k]
 
 
 def _scope_finder(model: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
@@ -405,4 +424,3 @@ def _input_size(switch: nn.Module) -> int:
 def _num_layers(config: dict) -> int:
     cfg = config.get("text_config", config)
     return int(cfg.get("num_hidden_layers", cfg.get("n_layers", 0)))
-

@@ -78,8 +78,9 @@ def auto_cache_bytes(total_expert_bytes: int, resident_bytes: int, available: in
     return max(0, min((available - resident_bytes) // 4, total_expert_bytes // 4))
 
 
-def default_cache_budget(total_expert_bytes: int, minimum: int, resident_bytes: int,
-                         available: int | None = None) -> int:
+def default_cache_budget(
+    total_expert_bytes: int, minimum: int, resident_bytes: int, available: int | None = None
+) -> int:
     """The budget used without --cache-mb: auto_cache_bytes, at least the legal minimum,
     at most every expert. `outlier inspect` predicts with the same rule."""
     auto = auto_cache_bytes(total_expert_bytes, resident_bytes, available)

@@ -124,8 +124,9 @@ class ExpertReader:
         self._heap: list[tuple[int, int, _Unit]] = []
         self._order = itertools.count()  # FIFO within one priority
         self._closing = False
-        self._workers = [threading.Thread(target=self._work, name=f"outlier-ssd-{i}", daemon=True)
-                         for i in range(threads)]
+        self._workers = [
+            threading.Thread(target=self._work, name=f"outlier-ssd-{i}", daemon=True) for i in range(threads)
+        ]
         for worker in self._workers:
             worker.start()
         self.threads = threads
@@ -198,9 +199,7 @@ class ExpertReader:
             except OSError as exc:
                 raise ExpertReadError(f"{f.name} is gone ({exc.strerror}); restore it or reload the model.") from None
             if (st.st_dev, st.st_ino) != self._ident[f]:
-                raise ExpertReadError(
-                    f"{f.name} was replaced on disk since the model was loaded; reload the model."
-                )
+                raise ExpertReadError(f"{f.name} was replaced on disk since the model was loaded; reload the model.")
 
     def _run(self, job: ReadJob) -> None:
         start = time.perf_counter()

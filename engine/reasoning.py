@@ -81,7 +81,7 @@ class ReasoningSplitter:
             if at >= 0:
                 piece = self._buffer[:at]
                 _add(parts, self.kind, piece.rstrip() if self.kind == THINKING else piece)
-                self._buffer = self._buffer[at + len(marker):]
+                self._buffer = self._buffer[at + len(marker) :]
                 self.kind = ANSWER if self.kind == THINKING else THINKING
                 self._after_marker = True
                 continue
@@ -136,8 +136,7 @@ _PROBE_THINKING = "outlier-probe-reasoning"
 
 def _render(tokenizer: Any, messages: list[dict], **kwargs: Any) -> str | None:
     try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                             tokenize=False, **kwargs)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
     except Exception:  # a template that rejects the probe simply does not take the switch
         return None
 

@@ -62,8 +62,9 @@ class RemoteEngine:
         self.base_url = api_base(url)
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers,
-                                  timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        )
         self._lock = threading.Lock()
         self._fresh = threading.Condition(self._lock)  # notified on every telemetry event
         self._received = 0  # telemetry events so far
@@ -79,8 +80,12 @@ class RemoteEngine:
 
     # ---- EngineClient ------------------------------------------------------------
 
-    def load(self, model_dir: str = "", cache_bytes: int | None = None,
-             on_progress: Callable[[LoadProgress], None] | None = None) -> Future[ModelInfo]:
+    def load(
+        self,
+        model_dir: str = "",
+        cache_bytes: int | None = None,
+        on_progress: Callable[[LoadProgress], None] | None = None,
+    ) -> Future[ModelInfo]:
         """Connect: check the server and key, pick the model, start the telemetry stream.
         model_dir is the model name to ask for ('' or None: the server's first model)."""
         future: Future = Future()
@@ -96,14 +101,17 @@ class RemoteEngine:
         threading.Thread(target=connect, name="outlier-remote-load", daemon=True).start()
         return future
 
-    def generate(self, messages: Sequence[Message],
-                 params: GenerationParams = GenerationParams()) -> EventStream:
+    def generate(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> EventStream:
         stream = EventStream()
         request = _Request(stream)
         with self._lock:
             self._current = request
-        threading.Thread(target=self._generate, args=([dict(m) for m in messages], params, request),
-                         name="outlier-remote-generate", daemon=True).start()
+        threading.Thread(
+            target=self._generate,
+            args=([dict(m) for m in messages], params, request),
+            name="outlier-remote-generate",
+            daemon=True,
+        ).start()
         return stream
 
     def cancel(self) -> None:
@@ -123,9 +131,14 @@ class RemoteEngine:
             if self._has_telemetry and self._latest is not None:
                 return self._latest
             prompt_tps, generation_tps = self._speeds
-            return TelemetrySnapshot(state=self._state, step=0, model=self._info, prompt_tps=prompt_tps,
-                                     generation_tps=generation_tps,
-                                     telemetry_note=NO_TELEMETRY if self._info is not None else None)
+            return TelemetrySnapshot(
+                state=self._state,
+                step=0,
+                model=self._info,
+                prompt_tps=prompt_tps,
+                generation_tps=generation_tps,
+                telemetry_note=NO_TELEMETRY if self._info is not None else None,
+            )
 
     def close(self) -> None:
         self._closed.set()
@@ -150,9 +163,23 @@ class RemoteEngine:
         with self._lock:
             remote = self._latest.model if self._has_telemetry and self._latest is not None else None
             shown = model or "the server's model"
-            info = dataclasses.replace(remote, path=shown) if remote is not None else ModelInfo(
-                path=shown, model_type="remote", num_layers=0, moe_layers=(), num_experts=0, top_k=0,
-                expert_bytes=0, total_expert_bytes=0, resident_bytes=0, cache_budget_bytes=0, cache_slots=0)
+            info = (
+                dataclasses.replace(remote, path=shown)
+                if remote is not None
+                else ModelInfo(
+                    path=shown,
+                    model_type="remote",
+                    num_layers=0,
+                    moe_layers=(),
+                    num_experts=0,
+                    top_k=0,
+                    expert_bytes=0,
+                    total_expert_bytes=0,
+                    resident_bytes=0,
+                    cache_budget_bytes=0,
+                    cache_slots=0,
+                )
+            )
             self._info = info
             self._state = "idle"
         progress(LoadProgress(1.0, f"connected to {shown} at {self.base_url}"))
@@ -201,8 +228,10 @@ class RemoteEngine:
                 with self._lock:
                     if self._latest is not None:
                         self._latest = dataclasses.replace(
-                            self._latest, state="error",
-                            error=f"Lost the server's telemetry ({type(exc).__name__}); reconnecting.")
+                            self._latest,
+                            state="error",
+                            error=f"Lost the server's telemetry ({type(exc).__name__}); reconnecting.",
+                        )
                 self._telemetry_event.set()
             self._closed.wait(1.0)
 
@@ -218,19 +247,27 @@ class RemoteEngine:
         except RemoteError as exc:
             request.stream.put(GenerationFailed(str(exc), error_type="RemoteError"))
         except Exception as exc:  # every request ends with an event, or the UI would wait forever
-            request.stream.put(GenerationFailed(
-                f"Internal error {type(exc).__name__} talking to {self.base_url}: {_one_line(str(exc))}. "
-                "Please report it.", error_type="InternalError"))
+            request.stream.put(
+                GenerationFailed(
+                    f"Internal error {type(exc).__name__} talking to {self.base_url}: {_one_line(str(exc))}. "
+                    "Please report it.",
+                    error_type="InternalError",
+                )
+            )
         finally:
             with self._lock:
                 self._state = "idle"
                 if self._current is request:
                     self._current = None
 
-    def _stream_answer(self, messages: list[Message], params: GenerationParams,
-                       request: _Request) -> GenerationStats:
-        body: dict = {"max_tokens": params.max_tokens, "temperature": params.temperature,
-                      "top_p": params.top_p, "stream": True, "stream_options": {"include_usage": True}}
+    def _stream_answer(self, messages: list[Message], params: GenerationParams, request: _Request) -> GenerationStats:
+        body: dict = {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if self.model:
             body["model"] = self.model
         if params.enable_thinking is not None:  # the convention of vLLM, SGLang, mlx_lm.server
@@ -265,8 +302,12 @@ class RemoteEngine:
                         delta = choice.get("delta") or {}
                         # Reasoning models: `reasoning_content` (vLLM, SGLang, outlier serve) or
                         # `reasoning` (mlx_lm.server) carries the thinking, apart from the answer.
-                        thinking = delta.get("reasoning_content") or delta.get("reasoning") \
-                            or choice.get("reasoning_content") or ""
+                        thinking = (
+                            delta.get("reasoning_content")
+                            or delta.get("reasoning")
+                            or choice.get("reasoning_content")
+                            or ""
+                        )
                         if thinking:
                             last = time.perf_counter()
                             first = first or last
@@ -296,9 +337,10 @@ class RemoteEngine:
             raise RemoteError(_gone(self.base_url, None, started=first is not None))
         return self._stats(usage, pieces, start, first, last)
 
-    def _stats(self, usage: dict, pieces: int, start: float, first: float | None,
-               last: float | None) -> GenerationStats:
-        cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    def _stats(
+        self, usage: dict, pieces: int, start: float, first: float | None, last: float | None
+    ) -> GenerationStats:
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         prompt = max(0, (usage.get("prompt_tokens") or 0) - cached)
         generated = usage.get("completion_tokens") or pieces
         ttft = (first - start) if first else 0.0
@@ -308,10 +350,21 @@ class RemoteEngine:
         with self._lock:
             self._speeds = (prompt_tps, generation_tps)
         return GenerationStats(
-            tokens=(), prompt_tokens=prompt, generation_tokens=generated, prompt_tps=prompt_tps,
-            generation_tps=generation_tps, time_to_first_token=ttft, peak_rss_bytes=0,
-            cache_budget_bytes=0, cache_peak_bytes=0, expert_hits=0, expert_misses=0, bytes_read=0,
-            io_wait_seconds=0.0, cached_tokens=cached)
+            tokens=(),
+            prompt_tokens=prompt,
+            generation_tokens=generated,
+            prompt_tps=prompt_tps,
+            generation_tps=generation_tps,
+            time_to_first_token=ttft,
+            peak_rss_bytes=0,
+            cache_budget_bytes=0,
+            cache_peak_bytes=0,
+            expert_hits=0,
+            expert_misses=0,
+            bytes_read=0,
+            io_wait_seconds=0.0,
+            cached_tokens=cached,
+        )
 
     def _with_telemetry(self, stats: GenerationStats, before: TelemetrySnapshot | None) -> GenerationStats:
         """Against an Outlier server: the answer's expert and memory figures from its telemetry
@@ -326,12 +379,15 @@ class RemoteEngine:
         if before is None or after is None or before.hits.shape != after.hits.shape:
             return stats
         return dataclasses.replace(
-            stats, peak_rss_bytes=after.peak_rss_bytes, cache_budget_bytes=after.cache_budget_bytes,
+            stats,
+            peak_rss_bytes=after.peak_rss_bytes,
+            cache_budget_bytes=after.cache_budget_bytes,
             cache_peak_bytes=after.cache_peak_bytes,
             expert_hits=int(after.hits.sum() - before.hits.sum()),
             expert_misses=int(after.misses.sum() - before.misses.sum()),
             bytes_read=after.bytes_read - before.bytes_read,
-            io_wait_seconds=after.io_wait_seconds - before.io_wait_seconds)
+            io_wait_seconds=after.io_wait_seconds - before.io_wait_seconds,
+        )
 
 
 class _Request:
@@ -385,16 +441,20 @@ def _refused(base_url: str, status: int, text: str) -> str:
     if status == 401 or status == 403:
         return f"The server at {base_url} refused the API key ({detail}): pass the right --api-key."
     if status == 404:
-        return (f"The server at {base_url} has no such endpoint or model ({detail}): check the URL "
-                "(an OpenAI-compatible server, e.g. http://host:8080) and --model.")
+        return (
+            f"The server at {base_url} has no such endpoint or model ({detail}): check the URL "
+            "(an OpenAI-compatible server, e.g. http://host:8080) and --model."
+        )
     if status in (429, 503):
         return f"The server at {base_url} is busy ({detail}): send the message again in a moment."
     return f"The server at {base_url} refused the request (HTTP {status}: {detail})."
 
 
 def _unreachable(base_url: str, exc: Exception) -> str:
-    return (f"Cannot reach the server at {base_url} ({type(exc).__name__}: {_one_line(str(exc)) or 'no answer'}): "
-            "check the URL and that the server is running.")
+    return (
+        f"Cannot reach the server at {base_url} ({type(exc).__name__}: {_one_line(str(exc)) or 'no answer'}): "
+        "check the URL and that the server is running."
+    )
 
 
 def _gone(base_url: str, exc: Exception | None, started: bool) -> str:

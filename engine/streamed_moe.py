@@ -81,9 +81,14 @@ class ExpertStreamer:
     the pool and cache of its expert shape (one group unless the checkpoint mixes
     precisions or sizes across layers)."""
 
-    def __init__(self, layers: list[MoELayerFiles], groups: list[PoolGroup],
-                 reader: ExpertReader, telemetry: Telemetry,
-                 prefetch: bool | PrefetchMode = False) -> None:
+    def __init__(
+        self,
+        layers: list[MoELayerFiles],
+        groups: list[PoolGroup],
+        reader: ExpertReader,
+        telemetry: Telemetry,
+        prefetch: bool | PrefetchMode = False,
+    ) -> None:
         self.layers = layers
         self.groups = groups
         self.reader = reader
@@ -110,13 +115,17 @@ class ExpertStreamer:
         self._convert: list[dict[str, str | None]] = []
         for row, files in enumerate(layers):
             specs = self._group_of[row].pool.specs
-            self._convert.append({
-                name: None if spec.dtype == files.tensors[name].dtype else files.tensors[name].dtype
-                for name, spec in specs.items()
-            })
+            self._convert.append(
+                {
+                    name: None if spec.dtype == files.tensors[name].dtype else files.tensors[name].dtype
+                    for name, spec in specs.items()
+                }
+            )
         # per row: (tensor name, tensor, conversion), to build read jobs without lookups
-        self._parts = [[(name, t, self._convert[row][name]) for name, t in files.tensors.items()]
-                       for row, files in enumerate(layers)]
+        self._parts = [
+            [(name, t, self._convert[row][name]) for name, t in files.tensors.items()]
+            for row, files in enumerate(layers)
+        ]
 
     @property
     def cache(self) -> ExpertCache:
@@ -152,8 +161,9 @@ class ExpertStreamer:
     def prefetch_enabled(self, on: bool) -> None:
         self.mode = replace(self.mode, enabled=on)
 
-    def fetch(self, row: int, experts: np.ndarray, bulk: bool = False,
-              ahead: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+    def fetch(
+        self, row: int, experts: np.ndarray, bulk: bool = False, ahead: tuple[int, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
         speculatively once this call's own reads are queued, before waiting on them."""
@@ -196,7 +206,9 @@ class ExpertStreamer:
             self.fetch(row, np.arange(files.num_experts))
         self.all_resident = all(
             self.cache_of(row).slot_of((row, e)) == self._base[row] + e
-            for row, files in enumerate(self.layers) for e in range(files.num_experts))
+            for row, files in enumerate(self.layers)
+            for e in range(files.num_experts)
+        )
 
     def note_routing(self, row: int, indices: mx.array) -> None:
         """All-resident mode: remember the router's choice; record it once computed."""
@@ -223,8 +235,7 @@ class ExpertStreamer:
             self._record_loads(loads)
             self.telemetry.record_prefetch(*self._prefetch_counts())
 
-    def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int,
-                        samples: int = 4) -> None:
+    def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int, samples: int = 4) -> None:
         """Turn prefetch on for prompts where one expert read takes longer than twice the
         predictor's host sync: with half of the guesses right (0.7-0.9 measured on the demo) it
         then saves more time than it costs. Measured now, on this disk and backend (reads go
@@ -247,8 +258,11 @@ class ExpertStreamer:
             guesses.append(time.perf_counter() - start)
         read_s, predict_s = float(np.median(reads)) if reads else 0.0, min(guesses[1:])
         self.mode = replace(self.mode, enabled=read_s > 2 * predict_s, decode=False)
-        self.prefetch_decision = {"read_s_per_expert": read_s, "predict_s_per_layer": predict_s,
-                                  "enabled": self.prefetch_enabled}
+        self.prefetch_decision = {
+            "read_s_per_expert": read_s,
+            "predict_s_per_layer": predict_s,
+            "enabled": self.prefetch_enabled,
+        }
 
     def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
         """One unit of reads per expert (all its tensors, read in a row by one thread), into
@@ -276,8 +290,7 @@ class ExpertStreamer:
         self.telemetry.record_cache(*self.cache_bytes)
 
     def _prefetch_counts(self) -> tuple[int, int]:
-        return (sum(g.cache.prefetch_issued for g in self.groups),
-                sum(g.cache.prefetch_used for g in self.groups))
+        return (sum(g.cache.prefetch_issued for g in self.groups), sum(g.cache.prefetch_used for g in self.groups))
 
     def _evicted(self, key: tuple[int, int]) -> None:
         self.telemetry.set_resident([key], False)
@@ -294,9 +307,15 @@ class StreamedExperts(nn.Module):
     """Drop-in for mlx-lm's SwitchGLU or SwitchMLP whose expert weights live in the
     slot pool of this layer's expert shape."""
 
-    def __init__(self, row: int, streamer: ExpertStreamer, projections: dict[str, Projection],
-                 activation: Callable, predict_next: Callable[[mx.array], mx.array] | None = None,
-                 next_row: int | None = None) -> None:
+    def __init__(
+        self,
+        row: int,
+        streamer: ExpertStreamer,
+        projections: dict[str, Projection],
+        activation: Callable,
+        predict_next: Callable[[mx.array], mx.array] | None = None,
+        next_row: int | None = None,
+    ) -> None:
         super().__init__()
         self._row = row
         self._streamer = streamer
@@ -325,8 +344,12 @@ class StreamedExperts(nn.Module):
         bulk = inds[..., 0].size > 1
         mode = streamer.mode
         ahead = None
-        if (mode.enabled and self._predict_next is not None and self._next_row is not None
-                and (mode.prefill if bulk else mode.decode)):
+        if (
+            mode.enabled
+            and self._predict_next is not None
+            and self._next_row is not None
+            and (mode.prefill if bulk else mode.decode)
+        ):
             sync = time.thread_time()
             ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
             waited += time.thread_time() - sync
@@ -347,7 +370,7 @@ class StreamedExperts(nn.Module):
         pieces, order = [], []
         size = self._cache.num_slots
         for start in range(0, len(unique), size):
-            chunk = unique[start:start + size]
+            chunk = unique[start : start + size]
             slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
@@ -387,14 +410,22 @@ class StreamedExperts(nn.Module):
         arrays = self._pool.arrays
         if proj.quantized:
             y = mx.gather_qmm(
-                x, arrays[f"{name}.weight"], arrays[f"{name}.scales"], arrays.get(f"{name}.biases"),
-                rhs_indices=idx, transpose=True, group_size=proj.group_size, bits=proj.bits,
-                mode=proj.mode, global_scale=arrays.get(f"{name}.global_scale"),
+                x,
+                arrays[f"{name}.weight"],
+                arrays[f"{name}.scales"],
+                arrays.get(f"{name}.biases"),
+                rhs_indices=idx,
+                transpose=True,
+                group_size=proj.group_size,
+                bits=proj.bits,
+                mode=proj.mode,
+                global_scale=arrays.get(f"{name}.global_scale"),
                 sorted_indices=sorted_indices,
             )
         else:
-            y = mx.gather_mm(x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx,
-                             sorted_indices=sorted_indices)
+            y = mx.gather_mm(
+                x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx, sorted_indices=sorted_indices
+            )
         if proj.has_bias:
             y = y + mx.expand_dims(arrays[f"{name}.bias"][idx], -2)
         return y

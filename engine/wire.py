@@ -13,8 +13,13 @@ import numpy as np
 
 from engine.api import ModelInfo, TelemetrySnapshot
 
-_ARRAYS = {"hits": np.int64, "misses": np.int64, "resident": bool,
-           "last_use_step": np.int64, "last_miss_step": np.int64}
+_ARRAYS = {
+    "hits": np.int64,
+    "misses": np.int64,
+    "resident": bool,
+    "last_use_step": np.int64,
+    "last_miss_step": np.int64,
+}
 
 
 def snapshot_to_json(snapshot: TelemetrySnapshot) -> dict[str, Any]:

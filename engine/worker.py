@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # both import MLX, which this module leaves to the MLX thread
     from engine.generation import Conversation
     from engine.loader import LoadedModel
 
+
 class MLXThread:
     """The process's one MLX thread, shared by every Engine, alive until exit.
 
@@ -78,10 +79,22 @@ class Engine:
     """Thread-safe facade; every public method returns immediately. All MLX
     work runs, in submission order, on the shared MLXThread."""
 
-    def __init__(self, *, reader_threads: int = 4, prefetch: bool | None = None, policy: str = "lru",
-                 compute_dtype: Any = "auto", record_trace: bool = False) -> None:
-        self._options = dict(reader_threads=reader_threads, prefetch=prefetch, policy=policy,
-                             compute_dtype=compute_dtype, record_trace=record_trace)
+    def __init__(
+        self,
+        *,
+        reader_threads: int = 4,
+        prefetch: bool | None = None,
+        policy: str = "lru",
+        compute_dtype: Any = "auto",
+        record_trace: bool = False,
+    ) -> None:
+        self._options = dict(
+            reader_threads=reader_threads,
+            prefetch=prefetch,
+            policy=policy,
+            compute_dtype=compute_dtype,
+            record_trace=record_trace,
+        )
         self.telemetry = Telemetry()
         self._mlx = MLXThread.shared()
         self._cancels: set[threading.Event] = set()  # of requests not finished yet
@@ -92,12 +105,12 @@ class Engine:
 
     # ---- public API (any thread) ------------------------------------------------
 
-    def load(self, model_dir: str, cache_bytes: int | None = None,
-             on_progress: Callable[[LoadProgress], None] | None = None) -> Future[ModelInfo]:
+    def load(
+        self, model_dir: str, cache_bytes: int | None = None, on_progress: Callable[[LoadProgress], None] | None = None
+    ) -> Future[ModelInfo]:
         return self._mlx.submit(lambda: self._load(str(model_dir), cache_bytes, on_progress))
 
-    def generate(self, messages: Sequence[Message],
-                 params: GenerationParams = GenerationParams()) -> EventStream:
+    def generate(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> EventStream:
         stream = EventStream()
         cancel = threading.Event()
         with self._cancels_lock:
@@ -145,8 +158,9 @@ class Engine:
         self.telemetry.set_state("loading")
 
         try:
-            self._loaded = load_streamed_model(path, cache_bytes, telemetry=self.telemetry,
-                                               on_progress=on_progress, **self._options)
+            self._loaded = load_streamed_model(
+                path, cache_bytes, telemetry=self.telemetry, on_progress=on_progress, **self._options
+            )
         except Exception as exc:
             self.telemetry.set_state("error", _one_line(exc))
             if isinstance(exc, OutlierError):
@@ -162,12 +176,15 @@ class Engine:
         try:
             conversation = self._conversation
             if self._loaded is None or conversation is None:
-                raise EngineStateError(
-                    "No model is loaded yet: wait for loading to finish or pick a model folder.")
+                raise EngineStateError("No model is loaded yet: wait for loading to finish or pick a model folder.")
             self.telemetry.set_state("generating")
             try:
                 stats, cancelled = generate(
-                    self._loaded, conversation, messages, params, cancel,
+                    self._loaded,
+                    conversation,
+                    messages,
+                    params,
+                    cancel,
                     lambda text, token, kind: stream.put(TextDelta(text, token, kind)),
                 )
             except BaseException:

@@ -15,8 +15,9 @@ MAX_READER_THREADS = 64
 MAX_SEED = 2**64 - 1  # what mx.random.seed accepts
 
 
-def number(kind: type, what: str, *, low: float | None = None, high: float | None = None,
-           low_inclusive: bool = True) -> Callable[[str], float | int]:
+def number(
+    kind: type, what: str, *, low: float | None = None, high: float | None = None, low_inclusive: bool = True
+) -> Callable[[str], float | int]:
     """A finite number of `kind` within [low, high] (or (low, high] when not low_inclusive)."""
 
     def parse(text: str):

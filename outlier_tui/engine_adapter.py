@@ -34,8 +34,9 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
     return make_engine(fake=True, fake_reply=reply)
 
 
-def make_engine(fake: bool = False, fake_reply: str | None = None, server: str | None = None,
-                api_key: str | None = None) -> EngineClient:
+def make_engine(
+    fake: bool = False, fake_reply: str | None = None, server: str | None = None, api_key: str | None = None
+) -> EngineClient:
     """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
     model needed), answering `fake_reply` (a file's text) to everything when given;
     with server=URL a client of that OpenAI-compatible server (no model loaded here)."""

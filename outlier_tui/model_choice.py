@@ -21,8 +21,9 @@ def resolve_model_dir(model: str | None, on_progress: ProgressFn | None = None) 
     if model:
         path = Path(model).expanduser()
         if not path.exists():
-            raise CheckpointError(f"Model folder {path} does not exist: "
-                                  "pass --model with an mlx-community model folder.")
+            raise CheckpointError(
+                f"Model folder {path} does not exist: pass --model with an mlx-community model folder."
+            )
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a folder: pass --model with an mlx-community model folder.")
         if not (path / "config.json").is_file():
@@ -31,6 +32,7 @@ def resolve_model_dir(model: str | None, on_progress: ProgressFn | None = None) 
     try:
         from engine.demo import ensure_demo_model
     except ImportError:
-        raise CheckpointError("The built-in demo model is not available in this install: "
-                              "pass --model with an mlx-community model folder.") from None
+        raise CheckpointError(
+            "The built-in demo model is not available in this install: pass --model with an mlx-community model folder."
+        ) from None
     return Path(ensure_demo_model(on_progress=on_progress))

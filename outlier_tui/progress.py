@@ -24,9 +24,14 @@ def progress_bar(label: str, stream: TextIO | None = None, *, transient: bool = 
     transient: on a terminal, erase the bar when done (the REPL, whose prompt follows); else
     it stays as the last line. Off a terminal rich draws the final state once, at the end."""
     console = Console(file=stream, stderr=stream is None)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                   TextColumn("{task.fields[message]}"), console=console,
-                   transient=transient and console.is_terminal)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=console,
+        transient=transient and console.is_terminal,
+    )
     task: list[TaskID] = []
 
     def on_progress(event: LoadProgress) -> None:

@@ -106,18 +106,26 @@ def _v4_thinking_and_search(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN thinking TEXT NOT NULL DEFAULT ''")
     db.execute("ALTER TABLE chats ADD COLUMN enable_thinking INTEGER")
     # Full-text search over every message, kept in step by triggers.
-    db.execute("CREATE VIRTUAL TABLE messages_fts USING fts5("
-               "content, content='messages', content_rowid='id', tokenize='unicode61')")
+    db.execute(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5("
+        "content, content='messages', content_rowid='id', tokenize='unicode61')"
+    )
     db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
-    db.execute("CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
-               "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END")
-    db.execute("CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
-               "INSERT INTO messages_fts(messages_fts, rowid, content) "
-               "VALUES ('delete', old.id, old.content); END")
-    db.execute("CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
-               "INSERT INTO messages_fts(messages_fts, rowid, content) "
-               "VALUES ('delete', old.id, old.content); "
-               "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END")
+    db.execute(
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+        "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END"
+    )
+    db.execute(
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+        "INSERT INTO messages_fts(messages_fts, rowid, content) "
+        "VALUES ('delete', old.id, old.content); END"
+    )
+    db.execute(
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+        "INSERT INTO messages_fts(messages_fts, rowid, content) "
+        "VALUES ('delete', old.id, old.content); "
+        "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END"
+    )
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
@@ -178,9 +186,7 @@ class ConversationStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._db = sqlite3.connect(
-                str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False
-            )
+            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"Cannot open the chat database {self.path}: {exc}") from None
         try:
@@ -219,14 +225,20 @@ class ConversationStore:
 
     @staticmethod
     def _chat(row: tuple) -> Chat:
-        return Chat(id=row[0], title=row[1], system_prompt=row[2],
-                    created_at=row[3], updated_at=row[4],
-                    enable_thinking=None if row[5] is None else bool(row[5]))
+        return Chat(
+            id=row[0],
+            title=row[1],
+            system_prompt=row[2],
+            created_at=row[3],
+            updated_at=row[4],
+            enable_thinking=None if row[5] is None else bool(row[5]),
+        )
 
     @staticmethod
     def _message(row: tuple) -> StoredMessage:
-        return StoredMessage(id=row[0], chat_id=row[1], role=row[2], content=row[3],
-                             status=row[4], created_at=row[5], thinking=row[6])
+        return StoredMessage(
+            id=row[0], chat_id=row[1], role=row[2], content=row[3], status=row[4], created_at=row[5], thinking=row[6]
+        )
 
     @staticmethod
     def _check_status(status: str) -> None:
@@ -258,8 +270,7 @@ class ConversationStore:
     def get_chat(self, chat_id: int) -> Chat:
         """The chat with this id; KeyError if there is none."""
         rows = self._read(
-            "SELECT id, title, system_prompt, created_at, updated_at, enable_thinking FROM chats "
-            "WHERE id = ?",
+            "SELECT id, title, system_prompt, created_at, updated_at, enable_thinking FROM chats WHERE id = ?",
             (chat_id,),
         )
         if not rows:
@@ -308,15 +319,13 @@ class ConversationStore:
             if cur.rowcount == 0:
                 raise KeyError(chat_id)
             cur = db.execute(
-                "INSERT INTO messages (chat_id, role, content, status, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO messages (chat_id, role, content, status, created_at) VALUES (?, ?, ?, ?, ?)",
                 (chat_id, role, content, status, now),
             )
             assert cur.lastrowid is not None  # set by every INSERT
             return cur.lastrowid
 
-    def update_message(self, message_id: int, content: str, status: str,
-                       thinking: str | None = None) -> None:
+    def update_message(self, message_id: int, content: str, status: str, thinking: str | None = None) -> None:
         """Replace a message's text and status (used while an answer streams and at
         its end), and its thinking when given."""
         self._check_status(status)
@@ -326,11 +335,12 @@ class ConversationStore:
             if row is None:
                 raise KeyError(message_id)
             if thinking is None:
-                db.execute("UPDATE messages SET content = ?, status = ? WHERE id = ?",
-                           (content, status, message_id))
+                db.execute("UPDATE messages SET content = ?, status = ? WHERE id = ?", (content, status, message_id))
             else:
-                db.execute("UPDATE messages SET content = ?, status = ?, thinking = ? WHERE id = ?",
-                           (content, status, thinking, message_id))
+                db.execute(
+                    "UPDATE messages SET content = ?, status = ?, thinking = ? WHERE id = ?",
+                    (content, status, thinking, message_id),
+                )
             db.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (now, row[0]))
 
     def delete_messages_from(self, chat_id: int, message_id: int) -> None:
@@ -349,8 +359,7 @@ class ConversationStore:
         terms = [w.replace('"', '""') for w in words.split()]
         if not terms:
             return []
-        query = " ".join(f'"{t}"' for t in terms[:-1]) + (" " if len(terms) > 1 else "") + \
-            f'"{terms[-1]}"*'
+        query = " ".join(f'"{t}"' for t in terms[:-1]) + (" " if len(terms) > 1 else "") + f'"{terms[-1]}"*'
         rows = self._read(
             "SELECT m.chat_id, c.title, m.id, m.role, "
             "snippet(messages_fts, 0, '[', ']', '…', 12) "
@@ -403,14 +412,15 @@ class ConversationStore:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(chat.created_at))
         parts = [f"# {chat.title}", f"*Started {stamp}*"]
         if chat.system_prompt.strip():
-            parts.append("**System prompt:**\n\n" + "\n".join(
-                "> " + line if line else ">" for line in chat.system_prompt.splitlines()))
+            parts.append(
+                "**System prompt:**\n\n"
+                + "\n".join("> " + line if line else ">" for line in chat.system_prompt.splitlines())
+            )
         for m in self.messages(chat_id):
             heading = "## You" if m.role == "user" else "## Assistant"
             body = m.content.rstrip()
             if m.thinking.strip():  # folded: GitHub and most viewers show a summary line
-                body = ("<details>\n<summary>Thinking</summary>\n\n" + m.thinking.strip()
-                        + "\n\n</details>\n\n" + body)
+                body = "<details>\n<summary>Thinking</summary>\n\n" + m.thinking.strip() + "\n\n</details>\n\n" + body
             if m.status in STATUS_LABELS:
                 body = (body + "\n\n" if body else "") + f"*(answer {STATUS_LABELS[m.status]})*"
             parts.append(f"{heading}\n\n{body}")

@@ -26,19 +26,22 @@ def open_store(path: Path | None = None) -> tuple[ConversationStore, str | None]
     if locked:
         return ConversationStore(Path(IN_MEMORY)), (
             f"The chat database {path} is locked by another process; this session's chats are "
-            "kept in memory only (close the other Outlier to save them).")
+            "kept in memory only (close the other Outlier to save them)."
+        )
     if version is not None and version > SCHEMA_VERSION:
         aside = move_aside(path, f"newer-v{version}")
         return ConversationStore(path), (
             f"The chat database was written by a newer Outlier (schema {version}, this one reads "
-            f"{SCHEMA_VERSION}); moved it to {aside.name} untouched and started a new one.")
+            f"{SCHEMA_VERSION}); moved it to {aside.name} untouched and started a new one."
+        )
     try:
         return ConversationStore(path), None
     except StoreError as exc:
         if not _writable(path):
             return ConversationStore(Path(IN_MEMORY)), (
                 f"The data folder {path.parent} cannot be written; this session's chats are kept "
-                "in memory only (fix its permissions or set OUTLIER_DATA_DIR).")
+                "in memory only (fix its permissions or set OUTLIER_DATA_DIR)."
+            )
         if not path.is_file():
             raise
         aside = move_aside(path, "corrupt")
@@ -46,8 +49,7 @@ def open_store(path: Path | None = None) -> tuple[ConversationStore, str | None]
             store = ConversationStore(path)
         except StoreError:
             raise exc from None
-        return store, (f"The chat database was unreadable; moved it to {aside.name} untouched "
-                       "and started a new one.")
+        return store, (f"The chat database was unreadable; moved it to {aside.name} untouched and started a new one.")
 
 
 def move_aside(path: Path, reason: str) -> Path:

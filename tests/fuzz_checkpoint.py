@@ -33,8 +33,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-AWKWARD = [0, -1, 1, 2, 3, 7, 2**31, 2**63, 2**64, 1.5, -0.0, 1e308, "", "x", "2", "U32", "F64",
-           None, True, False, [], [1], [-1, 2], {}, {"a": 1}]
+AWKWARD = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    2**31,
+    2**63,
+    2**64,
+    1.5,
+    -0.0,
+    1e308,
+    "",
+    "x",
+    "2",
+    "U32",
+    "F64",
+    None,
+    True,
+    False,
+    [],
+    [1],
+    [-1, 2],
+    {},
+    {"a": 1},
+]
 PROMPT = "hi"
 ANSWER_TOKENS = 3
 
@@ -72,7 +97,7 @@ def _byte_mutation(rng: random.Random, data: bytes, region: int) -> tuple[bytes,
     elif op == "insert":
         data[pos:pos] = bytes(rng.choice([b",", b'"', b"0", b"}", b" ", b"\xff", b"-", b"9"]) * rng.randint(1, 3))
     elif op == "delete":
-        del data[pos:pos + rng.randint(1, 4)]
+        del data[pos : pos + rng.randint(1, 4)]
     else:
         pos = rng.randrange(len(data) + 1)
         del data[pos:]
@@ -125,7 +150,7 @@ def _json_mutation(rng: random.Random, tree) -> tuple[object | bytes, str]:
 
 def _split_safetensors(data: bytes) -> tuple[dict, bytes]:
     (n,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def mutate(rng: random.Random, folder: Path) -> tuple[str, str]:
@@ -178,8 +203,14 @@ def check_folder(folder: Path, full: bool = True) -> str:
         return f"rejected:{type(exc).__name__}"
     try:
         params = GenerationParams(max_tokens=ANSWER_TOKENS, chat_template=False)
-        stats, _ = generate(loaded, Conversation(), [{"role": "user", "content": PROMPT}], params,
-                            threading.Event(), lambda text, token, kind: None)
+        stats, _ = generate(
+            loaded,
+            Conversation(),
+            [{"role": "user", "content": PROMPT}],
+            params,
+            threading.Event(),
+            lambda text, token, kind: None,
+        )
     except OutlierError as exc:
         return f"rejected-at-generate:{type(exc).__name__}"
     finally:
@@ -190,8 +221,9 @@ def check_folder(folder: Path, full: bool = True) -> str:
     return "ok"
 
 
-def run_cases(base: Path, cases: int, seed: int = 0, timeout: float = 20.0, full: bool = True,
-              on_outcome=None, on_start=None) -> list[Outcome]:
+def run_cases(
+    base: Path, cases: int, seed: int = 0, timeout: float = 20.0, full: bool = True, on_outcome=None, on_start=None
+) -> list[Outcome]:
     """Run `cases` mutations of the checkpoint at `base` (left untouched); case i uses seed + i."""
     outcomes = []
     originals = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
@@ -240,8 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="case i uses seed + i (rerun one with --cases 1)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case before it counts as a hang")
     parser.add_argument("--verbose", action="store_true", help="print each case before running it")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="folder for the base checkpoint (built there if empty; default: a temp folder)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="folder for the base checkpoint (built there if empty; default: a temp folder)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="outlier-fuzz-base-") as tmp:
         base = base_checkpoint(args.checkpoint or Path(tmp) / "base")
@@ -253,18 +289,23 @@ def main(argv: list[str] | None = None) -> int:
             counts[outcome.result] += 1
             if outcome.is_bug:
                 bugs.append(outcome)
-                print(f"BUG seed={outcome.seed} {outcome.target} {outcome.mutation}: {outcome.result} "
-                      f"{outcome.detail}", flush=True)
+                print(
+                    f"BUG seed={outcome.seed} {outcome.target} {outcome.mutation}: {outcome.result} {outcome.detail}",
+                    flush=True,
+                )
             done = sum(counts.values())
             if done % 1000 == 0:
                 print(f"{done} cases, {time.monotonic() - start:.0f}s: {dict(counts)}", flush=True)
 
-        start_case = (lambda seed, target, what: print(f"case {seed}: {target} {what}", flush=True)) \
-            if args.verbose else None
+        start_case = (
+            (lambda seed, target, what: print(f"case {seed}: {target} {what}", flush=True)) if args.verbose else None
+        )
         run_cases(base, args.cases, args.seed, args.timeout, on_outcome=report, on_start=start_case)
     elapsed = time.monotonic() - start
-    print(f"{sum(counts.values())} cases in {elapsed:.0f}s ({args.cases / max(elapsed, 1e-9):.0f}/s): "
-          + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    print(
+        f"{sum(counts.values())} cases in {elapsed:.0f}s ({args.cases / max(elapsed, 1e-9):.0f}/s): "
+        + ", ".join(f"{k} {v}" for k, v in counts.most_common())
+    )
     print(f"{len(bugs)} bugs" + (f" (first: seed {bugs[0].seed})" if bugs else ""))
     return 1 if bugs else 0
 

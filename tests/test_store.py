@@ -63,9 +63,12 @@ def test_create_get_list_rename_delete(store):
         store.get_chat(a.id)
     assert store.messages(a.id) == []
     assert [c.id for c in store.list_chats()] == [b.id]
-    for call in (lambda: store.rename_chat(999, "x"), lambda: store.delete_chat(999),
-                 lambda: store.add_message(999, "user", "x"),
-                 lambda: store.update_message(999, "x", "complete")):
+    for call in (
+        lambda: store.rename_chat(999, "x"),
+        lambda: store.delete_chat(999),
+        lambda: store.add_message(999, "user", "x"),
+        lambda: store.update_message(999, "x", "complete"),
+    ):
         with pytest.raises(KeyError):
             call()
 
@@ -78,7 +81,9 @@ def test_messages_and_statuses(store):
     store.update_message(a, "half an answer", "cancelled")
     msgs = store.messages(chat.id)
     assert [(m.id, m.role, m.content, m.status) for m in msgs] == [
-        (u, "user", "q", "complete"), (a, "assistant", "half an answer", "cancelled")]
+        (u, "user", "q", "complete"),
+        (a, "assistant", "half an answer", "cancelled"),
+    ]
     with pytest.raises(ValueError):
         store.add_message(chat.id, "robot", "x")
     with pytest.raises(ValueError):
@@ -151,8 +156,11 @@ def test_threads_share_one_store(store):
 def test_failed_write_rolls_back(store, monkeypatch):
     chat = store.create_chat()
     with pytest.raises(RuntimeError), store._write() as db:
-        db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
-                   "VALUES (?, 'user', 'ghost', 'complete', 0)", (chat.id,))
+        db.execute(
+            "INSERT INTO messages (chat_id, role, content, status, created_at) "
+            "VALUES (?, 'user', 'ghost', 'complete', 0)",
+            (chat.id,),
+        )
         raise RuntimeError("crash inside the transaction")
     assert store.messages(chat.id) == []
 
@@ -171,7 +179,9 @@ def test_migrates_from_v1(tmp_path):
         chat = store.get_chat(1)
         assert (chat.title, chat.system_prompt, chat.updated_at) == ("old chat", "", 2.0)
         assert [(m.role, m.content, m.status) for m in store.messages(1)] == [
-            ("user", "hi", "complete"), ("assistant", "hello", "complete")]
+            ("user", "hi", "complete"),
+            ("assistant", "hello", "complete"),
+        ]
         store.add_message(1, "user", "again")
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
@@ -220,8 +230,7 @@ _WRITER = textwrap.dedent(
 def test_sigkill_mid_answer_loses_nothing_committed(tmp_path):
     path = tmp_path / "crash.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)],
-                            stdout=subprocess.PIPE, env=env, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, env=env, cwd=REPO)
     try:
         committed = int(proc.stdout.readline())  # 50 partial saves done
     finally:
@@ -249,19 +258,24 @@ def test_migrates_from_v3_keeping_messages_searchable(tmp_path):
     path = tmp_path / "v3.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
     assert migrate(db, target=3) == 3
-    db.execute("INSERT INTO chats (title, system_prompt, created_at, updated_at) "
-               "VALUES ('disks', '', 1.0, 2.0)")
-    db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
-               "VALUES (1, 'user', 'How fast is the SSD?', 'complete', 1.5)")
-    db.execute("INSERT INTO messages (chat_id, role, content, status, created_at) "
-               "VALUES (1, 'assistant', 'About 5 GB/s sequential.', 'partial', 1.6)")
+    db.execute("INSERT INTO chats (title, system_prompt, created_at, updated_at) VALUES ('disks', '', 1.0, 2.0)")
+    db.execute(
+        "INSERT INTO messages (chat_id, role, content, status, created_at) "
+        "VALUES (1, 'user', 'How fast is the SSD?', 'complete', 1.5)"
+    )
+    db.execute(
+        "INSERT INTO messages (chat_id, role, content, status, created_at) "
+        "VALUES (1, 'assistant', 'About 5 GB/s sequential.', 'partial', 1.6)"
+    )
     db.close()
 
     with ConversationStore(path) as store:
         chat = store.get_chat(1)
         assert (chat.title, chat.enable_thinking) == ("disks", None)
         assert [(m.content, m.status, m.thinking) for m in store.messages(1)] == [
-            ("How fast is the SSD?", "complete", ""), ("About 5 GB/s sequential.", "partial", "")]
+            ("How fast is the SSD?", "complete", ""),
+            ("About 5 GB/s sequential.", "partial", ""),
+        ]
         hits = store.search("ssd")
         assert [(h.chat_id, h.role, h.snippet) for h in hits] == [(1, "user", "How fast is the [SSD]?")]
         store.set_chat_thinking(1, False)
@@ -276,9 +290,14 @@ def test_thinking_is_stored_apart_and_sent_back_only_when_asked(store):
     store.update_message(answer, "4.", "complete")  # thinking kept when not given
     assert store.messages(chat.id)[1].thinking == "Add two and two."
     assert store.engine_messages(chat.id) == [
-        {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4."},
+    ]
     assert store.engine_messages(chat.id, keep_thinking=True)[1] == {
-        "role": "assistant", "content": "4.", "reasoning_content": "Add two and two."}
+        "role": "assistant",
+        "content": "4.",
+        "reasoning_content": "Add two and two.",
+    }
     exported = store.export_markdown(chat.id)
     assert "<details>\n<summary>Thinking</summary>\n\nAdd two and two.\n\n</details>\n\n4." in exported
 

@@ -76,8 +76,9 @@ _LOCKER = textwrap.dedent("""
 def locked_database(tmp_path):
     path = tmp_path / DB_FILENAME
     _saved_chat(path)
-    locker = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _LOCKER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert locker.stdout.readline().strip() == "locked"
     yield path
     locker.stdin.close()
@@ -105,9 +106,14 @@ def test_unwritable_data_folder_keeps_chats_in_memory(tmp_path):
 
 def _pipe(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "outlier_tui.cli", "chat", "--fake-engine", "--no-stats",
-                           *args], input="what now?\n", capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "outlier_tui.cli", "chat", "--fake-engine", "--no-stats", *args],
+        input="what now?\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_pipe_mode_starts_with_a_corrupt_database_and_saves_in_a_new_one(tmp_path):
@@ -143,9 +149,15 @@ async def test_the_app_starts_and_shows_the_notice(tmp_path):
     path = tmp_path / DB_FILENAME
     path.write_bytes(b"not sqlite" * 500)
     store, notice = open_store(path)
-    app = OutlierApp(FakeEngine(), store, model_dir="fake-model", telemetry_interval=None,
-                     theme_dirs=[BUNDLED_THEMES], keymap_file=tmp_path / "none.toml",
-                     startup_notes=(notice,))
+    app = OutlierApp(
+        FakeEngine(),
+        store,
+        model_dir="fake-model",
+        telemetry_interval=None,
+        theme_dirs=[BUNDLED_THEMES],
+        keymap_file=tmp_path / "none.toml",
+        startup_notes=(notice,),
+    )
     with store:
         async with app.run_test() as pilot:
             await ready(pilot)

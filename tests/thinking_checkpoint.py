@@ -42,13 +42,13 @@ def add_think_tokens(path: Path, template: str = OPENING_TEMPLATE) -> Path:
     return path
 
 
-def write_thinking_checkpoint(path: Path, arch: str = "qwen3_moe",
-                              template: str = OPENING_TEMPLATE) -> Path:
+def write_thinking_checkpoint(path: Path, arch: str = "qwen3_moe", template: str = OPENING_TEMPLATE) -> Path:
     return add_think_tokens(write_checkpoint(Path(path), arch), template)
 
 
-def oracle_split(path: Path, messages: list[dict], enable_thinking: bool | None,
-                 max_tokens: int) -> tuple[list[int], str, str]:
+def oracle_split(
+    path: Path, messages: list[dict], enable_thinking: bool | None, max_tokens: int
+) -> tuple[list[int], str, str]:
     """mlx-lm's greedy answer, fully resident: (tokens, thinking, answer), the text
     detokenized as the engine streams it and split by engine.reasoning."""
     from mlx_lm.utils import load_tokenizer
@@ -60,8 +60,7 @@ def oracle_split(path: Path, messages: list[dict], enable_thinking: bool | None,
     prompt = {}
 
     def ids(tok):
-        prompt["text"] = tok.apply_chat_template(messages, add_generation_prompt=True,
-                                                 tokenize=False, **switches)
+        prompt["text"] = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **switches)
         return tok.encode(prompt["text"], add_special_tokens=False)
 
     tokens = oracle_answer(path, ids, max_tokens)
@@ -71,6 +70,5 @@ def oracle_split(path: Path, messages: list[dict], enable_thinking: bool | None,
         detok.add_token(token)
     detok.finalize()
     markers = ThinkMarkers("<think>", "</think>")
-    thinking, answer = split_text(detok.text, markers,
-                                  opened=prompt_opens_thinking(prompt["text"], markers))
+    thinking, answer = split_text(detok.text, markers, opened=prompt_opens_thinking(prompt["text"], markers))
     return tokens, thinking, answer

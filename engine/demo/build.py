@@ -120,9 +120,7 @@ def _write_moe(dense_dir: Path, out: Path, experts: int, top_k: int, progress: P
     _check_disk(out.parent, total)
 
     sequences, follows, held_out = _corpus(dense_dir)
-    features = corpus_features(
-        NumpyLlama(dense, config), sequences, progress.part(0.0, 0.3)
-    )
+    features = corpus_features(NumpyLlama(dense, config), sequences, progress.part(0.0, 0.3))
     routers, stats = [], []
     route = progress.part(0.3, 0.38)
     for i, x in enumerate(features):
@@ -135,7 +133,9 @@ def _write_moe(dense_dir: Path, out: Path, experts: int, top_k: int, progress: P
     write = progress.part(0.38, 0.99)
     gb = total / 1e9
     names = write_checkpoint(
-        out, specs, moe_tensors(dense, routers, experts, PERMUTATION_SEED),
+        out,
+        specs,
+        moe_tensors(dense, routers, experts, PERMUTATION_SEED),
         shards=shard_count(total),
         on_tensor=lambda done, tot: write(
             done / tot, f"writing {experts} experts x {layers} layers: {done / 1e9:.2f}/{gb:.2f} GB"
@@ -159,8 +159,11 @@ def _write_moe(dense_dir: Path, out: Path, experts: int, top_k: int, progress: P
     }
     (out / COMPLETE_MARKER).write_text(json.dumps(info, indent=2))
     s = info["routing_stats_held_out"]
-    progress(1.0, f"routing: entropy {s['usage_entropy']:.2f}, consecutive reuse "
-                  f"{s['consecutive_reuse']:.2f} (chance {s['chance_reuse']:.2f})")
+    progress(
+        1.0,
+        f"routing: entropy {s['usage_entropy']:.2f}, consecutive reuse "
+        f"{s['consecutive_reuse']:.2f} (chance {s['chance_reuse']:.2f})",
+    )
 
 
 def _corpus(dense_dir: Path) -> tuple[list[list[int]], np.ndarray, np.ndarray]:

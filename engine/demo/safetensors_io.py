@@ -56,11 +56,7 @@ def write_checkpoint(
     Returns the file names written."""
     runs = plan_shards(specs, shards)
     n = len(runs)
-    names = (
-        ["model.safetensors"]
-        if n == 1
-        else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    )
+    names = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
     total = sum(s.nbytes for s in specs.values())
     written = 0
     it: Iterator[tuple[str, np.ndarray]] = iter(tensors)

@@ -34,9 +34,7 @@ PROJS = ("gate_proj", "up_proj", "down_proj")
 PARTS = ("weight", "scales", "biases")
 
 
-def expert_permutation(
-    seed: int, layer: int, expert: int, hidden: int, group: int
-) -> tuple[np.ndarray, np.ndarray]:
+def expert_permutation(seed: int, layer: int, expert: int, hidden: int, group: int) -> tuple[np.ndarray, np.ndarray]:
     """(unit permutation [hidden], group permutation [hidden // group]) of one
     expert: unit j of the expert is unit perm[j] of the dense FFN, and its
     quantization group g is the dense group gperm[g]."""
@@ -54,9 +52,7 @@ def layer_experts(
     """Stacked expert tensors [E, out, in_packed] of one layer (mlx-community
     switch_mlp layout) from its dense FFN (keys like 'gate_proj.weight')."""
     hidden = mlp["gate_proj.weight"].shape[0]
-    perms, gperms = zip(
-        *(expert_permutation(seed, layer, e, hidden, group) for e in range(experts))
-    )
+    perms, gperms = zip(*(expert_permutation(seed, layer, e, hidden, group) for e in range(experts)))
     perms_a = np.stack(perms)  # [E, hidden]
     gperms_a = np.stack(gperms)  # [E, hidden // group]
     out: dict[str, np.ndarray] = {}
@@ -69,9 +65,7 @@ def layer_experts(
     moved = nibbles[:, perms_a]  # [d_model, E, hidden]
     out["down_proj.weight"] = np.ascontiguousarray(pack(moved, bits).transpose(1, 0, 2))
     for part in ("scales", "biases"):
-        out[f"down_proj.{part}"] = np.ascontiguousarray(
-            mlp[f"down_proj.{part}"][:, gperms_a].transpose(1, 0, 2)
-        )
+        out[f"down_proj.{part}"] = np.ascontiguousarray(mlp[f"down_proj.{part}"][:, gperms_a].transpose(1, 0, 2))
     return out
 
 
@@ -88,6 +82,7 @@ def _layer_names(i: int) -> tuple[list[str], list[str]]:
 
 def moe_specs(dense: dict[str, np.ndarray], layers: int, experts: int) -> dict[str, TensorSpec]:
     """Names, dtypes and shapes of the MoE checkpoint, in writing order."""
+
     def copy(name: str) -> TensorSpec:
         return TensorSpec(tuple(dense[name].shape), tag_of_numpy(dense[name].dtype))
 
@@ -119,9 +114,7 @@ def moe_tensors(
         for n in copied:
             yield n, dense[n]
         yield moe[0], gate
-        mlp = {
-            f"{p}.{k}": dense[f"model.layers.{i}.mlp.{p}.{k}"] for p in PROJS for k in PARTS
-        }
+        mlp = {f"{p}.{k}": dense[f"model.layers.{i}.mlp.{p}.{k}"] for p in PROJS for k in PARTS}
         stacked = layer_experts(mlp, experts, seed, i)
         for name in moe[1:]:
             yield name, stacked[".".join(name.split(".")[-2:])]

@@ -19,6 +19,7 @@ MAX_FLUSH_INTERVAL = 1.0  # ... and at least once a second
 RENDER_SHARE = 0.25  # at most this share of the UI's time goes to re-rendering the answer
 MAX_FLUSH_CHARS = 600  # appended per frame at most; more waits for the next frame
 
+
 def block_starts(markdown: str) -> list[int]:
     """First source line of each top-level block, as Textual's Markdown parser sees them."""
     tokens = MarkdownIt("gfm-like").parse(markdown)
@@ -54,8 +55,14 @@ class AssistantMessage(Vertical):
     rendering under RENDER_SHARE of the UI's time so keys stay responsive.
     """
 
-    def __init__(self, text: str = "", status: str = "complete", note: str = "",
-                 thinking: str = "", message_id: int | None = None) -> None:
+    def __init__(
+        self,
+        text: str = "",
+        status: str = "complete",
+        note: str = "",
+        thinking: str = "",
+        message_id: int | None = None,
+    ) -> None:
         super().__init__(classes="message")
         self.text = text
         self.thinking = thinking
@@ -71,8 +78,9 @@ class AssistantMessage(Vertical):
 
     def compose(self):
         yield Static(Content.styled("Assistant", "bold $primary"), classes="role")
-        with Collapsible(title=THOUGHT_TITLE, collapsed=True,
-                         classes="thinking" + ("" if self.thinking else " -empty")):
+        with Collapsible(
+            title=THOUGHT_TITLE, collapsed=True, classes="thinking" + ("" if self.thinking else " -empty")
+        ):
             yield Static(self.thinking, classes="thinking-text", markup=False)
         yield Markdown(self.text, classes="body")
         yield Static("", classes="note")
@@ -123,8 +131,7 @@ class AssistantMessage(Vertical):
         self.status = "partial"
         self._streaming = True
         self._set_note("generating…", "working")
-        self._pacer = self.run_worker(self._pace(), name="answer pacer", group="pacer",
-                                      exclusive=True)
+        self._pacer = self.run_worker(self._pace(), name="answer pacer", group="pacer", exclusive=True)
 
     def write(self, fragment: str) -> None:
         """Add a fragment of the answer (cheap: the pacer puts it on screen)."""
@@ -147,13 +154,17 @@ class AssistantMessage(Vertical):
                 await self._wake.wait()
                 continue
             # A bounded slice per frame: one huge append would freeze the UI.
-            cut = self._pending.rfind("\n", 0, MAX_FLUSH_CHARS) + 1 \
-                if len(self._pending) > MAX_FLUSH_CHARS else len(self._pending)
+            cut = (
+                self._pending.rfind("\n", 0, MAX_FLUSH_CHARS) + 1
+                if len(self._pending) > MAX_FLUSH_CHARS
+                else len(self._pending)
+            )
             cut = cut or MAX_FLUSH_CHARS
             chunk, self._pending = self._pending[:cut], self._pending[cut:]
             started = loop.time()
             await self.body.append(chunk)
             frame = loop.create_future()
+
             def drawn(frame: asyncio.Future[None] = frame) -> None:
                 if not frame.done():
                     frame.set_result(None)
@@ -200,7 +211,7 @@ class AssistantMessage(Vertical):
         body = self.body
         if body.source != self.text:
             if self.text.startswith(body.source):
-                await body.append(self.text[len(body.source):])
+                await body.append(self.text[len(body.source) :])
             else:
                 await body.update(self.text)
                 return

@@ -24,5 +24,6 @@ class OutlierCommands(Provider):
         for title, help_text, action in self._entries():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), partial(self.app.run_action, action),
-                          text=title, help=help_text)
+                yield Hit(
+                    score, matcher.highlight(title), partial(self.app.run_action, action), text=title, help=help_text
+                )

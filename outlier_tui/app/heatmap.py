@@ -30,13 +30,15 @@ EVICTED_GLYPH = "·"
 KIND_EMPTY, KIND_EVICTED, KIND_MISS, KIND_RESIDENT, KIND_RESIDENT_MISS = range(5)
 
 
-def cell_codes(heat: np.ndarray, resident: np.ndarray, missed: np.ndarray,
-               used: np.ndarray) -> np.ndarray:
+def cell_codes(heat: np.ndarray, resident: np.ndarray, missed: np.ndarray, used: np.ndarray) -> np.ndarray:
     """One int per cell: kind * 100 + heat level * 10 + resident level (equal code, equal look)."""
     h = np.minimum((heat * HEAT_LEVELS).astype(np.int64), HEAT_LEVELS - 1)
     r = np.minimum((resident * RESIDENT_LEVELS).astype(np.int64), RESIDENT_LEVELS - 1)
-    kind = np.where(resident > 0, np.where(missed, KIND_RESIDENT_MISS, KIND_RESIDENT),
-                    np.where(missed, KIND_MISS, np.where(used, KIND_EVICTED, KIND_EMPTY)))
+    kind = np.where(
+        resident > 0,
+        np.where(missed, KIND_RESIDENT_MISS, KIND_RESIDENT),
+        np.where(missed, KIND_MISS, np.where(used, KIND_EVICTED, KIND_EMPTY)),
+    )
     shading = np.where(resident > 0, h * 10 + r, 0)
     return kind * 100 + shading
 
@@ -144,10 +146,13 @@ class ExpertHeatmap(Widget):
     def show(self, snapshot: TelemetrySnapshot) -> None:
         """Display a new snapshot; skipped if nothing the map shows has changed."""
         previous = self._snapshot
-        same = previous is not None and previous.step == snapshot.step \
-            and previous.hits.shape == snapshot.hits.shape \
-            and previous.moe_layers == snapshot.moe_layers \
+        same = (
+            previous is not None
+            and previous.step == snapshot.step
+            and previous.hits.shape == snapshot.hits.shape
+            and previous.moe_layers == snapshot.moe_layers
             and previous.telemetry_note == snapshot.telemetry_note
+        )
         if same:
             # Idle: after one frame showing every miss since the last one,
             # keep marking only the latest step's misses.
@@ -181,8 +186,11 @@ class ExpertHeatmap(Widget):
         snap = self._snapshot
         layers, experts = snap.hits.shape if snap is not None and snap.hits.ndim == 2 else (0, 0)
         if snap is None or layers == 0 or experts == 0:
-            note = "No model loaded" if snap is None or snap.state in ("empty", "error") \
+            note = (
+                "No model loaded"
+                if snap is None or snap.state in ("empty", "error")
                 else snap.telemetry_note or "Waiting for telemetry"
+            )
             return [Strip([Segment(note.center(width)[:width], pal.label)])] if height else []
         chrome = 2 if height >= 5 else 0  # summary line on top, legend at the bottom
         rows = max(1, height - chrome)
@@ -239,8 +247,12 @@ class ExpertHeatmap(Widget):
         assert pal is not None
         ramp = [Segment(" ", pal.resident(h, 1.0)) for h in (0.0, 0.34, 0.67, 1.0)]
         segments = [
-            Segment("idle", pal.label), *ramp, Segment("hot ", pal.label),
-            Segment(MISS_GLYPH, pal.miss_mark), Segment("miss ", pal.label),
-            Segment(EVICTED_GLYPH, pal.evicted), Segment("evicted", pal.label),
+            Segment("idle", pal.label),
+            *ramp,
+            Segment("hot ", pal.label),
+            Segment(MISS_GLYPH, pal.miss_mark),
+            Segment("miss ", pal.label),
+            Segment(EVICTED_GLYPH, pal.evicted),
+            Segment("evicted", pal.label),
         ]
         return Strip(segments).crop(0, width).adjust_cell_length(width, pal.base)

@@ -81,8 +81,9 @@ def expert_heat(snapshot: TelemetrySnapshot, window: int = RECENCY_WINDOW) -> np
     return 0.7 * recency + 0.3 * share
 
 
-def compute_grid(snapshot: TelemetrySnapshot, rows: int, cols: int, since_step: int,
-                 window: int = RECENCY_WINDOW) -> HeatGrid | None:
+def compute_grid(
+    snapshot: TelemetrySnapshot, rows: int, cols: int, since_step: int, window: int = RECENCY_WINDOW
+) -> HeatGrid | None:
     """Bin a snapshot into at most rows × cols cells; None if it has no experts.
 
     since_step: misses with last_miss_step > since_step are marked (the steps
@@ -102,8 +103,7 @@ def compute_grid(snapshot: TelemetrySnapshot, rows: int, cols: int, since_step: 
     # would paint every cell hot.
     resident_count = both(snapshot.resident.astype(np.float64), "sum")
     heat_sum = both(expert_heat(snapshot, window) * snapshot.resident, "sum")
-    heat = np.divide(heat_sum, resident_count, out=np.zeros_like(heat_sum),
-                     where=resident_count > 0)
+    heat = np.divide(heat_sum, resident_count, out=np.zeros_like(heat_sum), where=resident_count > 0)
     resident = both(snapshot.resident.astype(np.float64), "mean")
     missed = both(snapshot.last_miss_step > max(since_step, 0), "any")
     used = both(snapshot.last_use_step > 0, "any")
@@ -114,11 +114,15 @@ def compute_grid(snapshot: TelemetrySnapshot, rows: int, cols: int, since_step: 
         hit_rate = np.where(lookups > 0, row_hits / lookups, np.nan)
     total = lookups.sum()
     layer_ids = snapshot.moe_layers if len(snapshot.moe_layers) == layers else tuple(range(layers))
-    row_layers = tuple((layer_ids[s], layer_ids[e - 1])
-                       for s, e in zip(row_edges[:-1], row_edges[1:]))
+    row_layers = tuple((layer_ids[s], layer_ids[e - 1]) for s, e in zip(row_edges[:-1], row_edges[1:]))
     return HeatGrid(
-        heat=heat, resident=resident, missed=missed, used=used, hit_rate=hit_rate,
-        row_layers=row_layers, experts_per_col=int(np.diff(col_edges).max()),
+        heat=heat,
+        resident=resident,
+        missed=missed,
+        used=used,
+        hit_rate=hit_rate,
+        row_layers=row_layers,
+        experts_per_col=int(np.diff(col_edges).max()),
         layers_per_row=int(np.diff(row_edges).max()),
         total_hit_rate=float(row_hits.sum() / total) if total > 0 else float("nan"),
     )

@@ -22,8 +22,7 @@ def keymap_path() -> Path:
     return config_dir() / KEYMAP_FILE
 
 
-def load_keymap(path: Path | None = None, known_ids: set[str] | None = None
-                ) -> tuple[dict[str, str], list[str]]:
+def load_keymap(path: Path | None = None, known_ids: set[str] | None = None) -> tuple[dict[str, str], list[str]]:
     """The keymap in `path` (missing file: empty), and warnings for entries skipped."""
     path = keymap_path() if path is None else path
     if not path.exists():
@@ -34,14 +33,14 @@ def load_keymap(path: Path | None = None, known_ids: set[str] | None = None
         return {}, [str(exc)]
     table = data.get("keymap", data)
     if not isinstance(table, dict):
-        return {}, [f"{path}: [keymap] must be a table of binding id = \"keys\""]
+        return {}, [f'{path}: [keymap] must be a table of binding id = "keys"']
     keymap: dict[str, str] = {}
     warnings: list[str] = []
     for binding_id, keys in table.items():
         if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
             keys = ",".join(keys)
         if not isinstance(keys, str) or not keys.strip():
-            warnings.append(f"{path}: {binding_id} must be a key string like \"ctrl+n\"")
+            warnings.append(f'{path}: {binding_id} must be a key string like "ctrl+n"')
             continue
         if known_ids is not None and binding_id not in known_ids:
             warnings.append(f"{path}: unknown binding id {binding_id!r}")

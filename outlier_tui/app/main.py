@@ -65,36 +65,38 @@ PALETTE: tuple[tuple[str, str, str, str], ...] = (
     ("chats", "Chats: list and switch", "Open, rename or delete saved chats", "chats"),
     ("rename_chat", "Rename chat", "Give the current chat a new title", "rename_chat"),
     ("delete_chat", "Delete chat", "Delete the current chat and its messages", "delete_chat"),
-    ("export_chat", "Export chat to Markdown", "Write the current chat to a .md file",
-     "export_chat"),
-    ("system_prompt", "Edit system prompt", "The current chat's system prompt",
-     "system_prompt"),
-    ("copy_answer", "Copy last answer", "To the clipboard (OSC 52, works over SSH)",
-     "copy_answer"),
-    ("copy_code", "Copy last code block", "From the last answer, to the clipboard (OSC 52)",
-     "copy_code"),
+    ("export_chat", "Export chat to Markdown", "Write the current chat to a .md file", "export_chat"),
+    ("system_prompt", "Edit system prompt", "The current chat's system prompt", "system_prompt"),
+    ("copy_answer", "Copy last answer", "To the clipboard (OSC 52, works over SSH)", "copy_answer"),
+    ("copy_code", "Copy last code block", "From the last answer, to the clipboard (OSC 52)", "copy_code"),
     ("retry", "Regenerate the last answer", "Replace it with a new one", "retry"),
-    ("edit_last", "Edit the last message", "Put it back in the box; sending replaces it and "
-     "its answer", "edit_last"),
+    ("edit_last", "Edit the last message", "Put it back in the box; sending replaces it and its answer", "edit_last"),
     ("search", "Search all chats", "Full-text search; Enter opens the chat at the match", "search"),
-    ("toggle_thinking", "Show or fold the thinking", "Of the last answer of a reasoning model",
-     "toggle_thinking"),
-    ("cancel", "Stop the answer", "Keep what was generated, marked as stopped",
-     "cancel_answer"),
-    ("toggle_heatmap", "Toggle expert heatmap", "Show or hide the expert-cache pane",
-     "toggle_heatmap"),
+    ("toggle_thinking", "Show or fold the thinking", "Of the last answer of a reasoning model", "toggle_thinking"),
+    ("cancel", "Stop the answer", "Keep what was generated, marked as stopped", "cancel_answer"),
+    ("toggle_heatmap", "Toggle expert heatmap", "Show or hide the expert-cache pane", "toggle_heatmap"),
     ("toggle_memory", "Toggle memory pane", "Show or hide the memory pane", "toggle_memory"),
-    ("load_model", "Load model folder…", "Load another mlx-community MoE model folder",
-     "load_model"),
-    ("focus_chat", "Focus chat log", "Scroll the conversation with the keyboard",
-     "focus_chat"),
+    ("load_model", "Load model folder…", "Load another mlx-community MoE model folder", "load_model"),
+    ("focus_chat", "Focus chat log", "Scroll the conversation with the keyboard", "focus_chat"),
     ("focus_prompt", "Focus message box", "Back to typing", "focus_prompt"),
     ("quit", "Quit", "Leave Outlier (chats are saved)", "quit"),
 )
 # Actions that change the current chat: not while a dialog is open.
-CHAT_ACTIONS = {"new_chat", "chats", "rename_chat", "delete_chat", "export_chat",
-                "system_prompt", "load_model", "copy_answer", "copy_code", "retry", "edit_last",
-                "search", "set_thinking"}
+CHAT_ACTIONS = {
+    "new_chat",
+    "chats",
+    "rename_chat",
+    "delete_chat",
+    "export_chat",
+    "system_prompt",
+    "load_model",
+    "copy_answer",
+    "copy_code",
+    "retry",
+    "edit_last",
+    "search",
+    "set_thinking",
+}
 
 
 class LoadProgressed(Message):
@@ -130,8 +132,10 @@ class OutlierApp(App):
         Binding("f5", "retry", "Retry", id="retry", show=False),
         Binding("f8", "toggle_thinking", "Thinking", id="toggle_thinking", show=False),
         Binding("f10", "search", "Search", id="search", show=False),
-        *(Binding(f"alt+{n}", f"copy_code({n})", f"Copy code {n}", id=f"copy_code_{n}",
-                  show=False) for n in range(1, COPY_KEYS + 1)),
+        *(
+            Binding(f"alt+{n}", f"copy_code({n})", f"Copy code {n}", id=f"copy_code_{n}", show=False)
+            for n in range(1, COPY_KEYS + 1)
+        ),
     ]
 
     def __init__(
@@ -166,9 +170,13 @@ class OutlierApp(App):
         self.engine = engine
         self.model_dir = model_dir
         self.cache_bytes = cache_bytes
-        self.session = ChatSession(engine, store,
-                                   params=params or GenerationParams(max_tokens=CHAT_MAX_TOKENS),
-                                   clock=clock, save_every=save_interval)
+        self.session = ChatSession(
+            engine,
+            store,
+            params=params or GenerationParams(max_tokens=CHAT_MAX_TOKENS),
+            clock=clock,
+            save_every=save_interval,
+        )
         self.attach_limit = attach_limit
         self.session.model_info = None  # set when a load finishes
         self.model_state = "empty"
@@ -288,19 +296,26 @@ class OutlierApp(App):
             entries.append((f"Theme: {name}", "Switch the colour theme", f"set_theme({name!r})"))
         if self.session.can_switch_thinking:
             enabled = self.session.thinking_enabled()
-            entries.append(("Thinking: turn off" if enabled is not False else "Thinking: turn on",
-                            "Whether the model thinks before answering, for this chat",
-                            f"set_thinking({enabled is False})"))
+            entries.append(
+                (
+                    "Thinking: turn off" if enabled is not False else "Thinking: turn on",
+                    "Whether the model thinks before answering, for this chat",
+                    f"set_thinking({enabled is False})",
+                )
+            )
         answer = self._last_answer_text() or ""
         for number, block in enumerate(code_blocks(answer)[:50], 1):
             first = next((ln.strip() for ln in block.splitlines() if ln.strip()), "")
             key = self.key_for(f"copy_code_{number}")
-            entries.append((f"Copy code block {number}: {first[:40]}",
-                            "From the last answer (OSC 52)" + (f"  [{key}]" if key else ""),
-                            f"copy_code({number})"))
+            entries.append(
+                (
+                    f"Copy code block {number}: {first[:40]}",
+                    "From the last answer (OSC 52)" + (f"  [{key}]" if key else ""),
+                    f"copy_code({number})",
+                )
+            )
         for chat in self.store.list_chats()[:50]:
-            entries.append((f"Open chat: {chat.title}", f"Chat #{chat.id}",
-                            f"open_chat({chat.id})"))
+            entries.append((f"Open chat: {chat.title}", f"Chat #{chat.id}", f"open_chat({chat.id})"))
         return entries
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -327,8 +342,7 @@ class OutlierApp(App):
             chat = self.session.new_saved_chat()
         await self.open_chat(chat.id, first=True)
 
-    async def open_chat(self, chat_id: int, at_message: int | None = None,
-                        first: bool = False) -> None:
+    async def open_chat(self, chat_id: int, at_message: int | None = None, first: bool = False) -> None:
         """Show a saved chat (history from the store), scrolled to `at_message` if
         given. first: the chat the app starts with (it takes --think/--no-think)."""
         self.session.open(chat_id, apply_cli_thinking=first)
@@ -344,8 +358,7 @@ class OutlierApp(App):
     def _message_widget(message: StoredMessage) -> UserMessage | AssistantMessage:
         if message.role == "user":
             return UserMessage(message.content, message.id)
-        return AssistantMessage(message.content, message.status, thinking=message.thinking,
-                                message_id=message.id)
+        return AssistantMessage(message.content, message.status, thinking=message.thinking, message_id=message.id)
 
     def _update_top_bar(self) -> None:
         model = ""
@@ -353,8 +366,7 @@ class OutlierApp(App):
             model = Path(self.model_info.path).name or self.model_info.path
         elif self.model_dir:
             model = Path(self.model_dir).name
-        state = "generating" if self.generating else (
-            "ready" if self.model_state == "ready" else self.model_state)
+        state = "generating" if self.generating else ("ready" if self.model_state == "ready" else self.model_state)
         title = self.chat.title if self.chat else ""
         self.main_screen.query_one(TopBar).set_state(title, model, state)
 
@@ -484,8 +496,7 @@ class OutlierApp(App):
                 self.store.set_system_prompt(chat_id, text.strip())
                 self.notify("System prompt saved: it applies from the next message.")
 
-        self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”",
-                                    self.chat.system_prompt), done)
+        self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”", self.chat.system_prompt), done)
 
     # ---- clipboard, panes, focus -------------------------------------------
 
@@ -567,7 +578,6 @@ class OutlierApp(App):
         shown = ", ".join(event.candidates[:12]) + (" …" if len(event.candidates) > 12 else "")
         self.notify(shown, title=f"{len(event.candidates)} files", timeout=4)
 
-
     def action_toggle_heatmap(self) -> None:
         self._toggle_pane("#heatmap")
 
@@ -623,10 +633,15 @@ class OutlierApp(App):
             if path:
                 self.start_load(path)
 
-        self.push_screen(InputDialog("Load model folder", self.model_dir or "",
-                                     placeholder="/path/to/mlx-community-model",
-                                     hint="An MoE model folder with config.json · Esc cancels"),
-                         done)
+        self.push_screen(
+            InputDialog(
+                "Load model folder",
+                self.model_dir or "",
+                placeholder="/path/to/mlx-community-model",
+                hint="An MoE model folder with config.json · Esc cancels",
+            ),
+            done,
+        )
 
     def start_load(self, model_dir: str | None) -> Worker:
         """Load a model in the background (the UI stays usable; progress and errors shown)."""
@@ -650,14 +665,12 @@ class OutlierApp(App):
         self._update_top_bar()
         try:
             if self._resolve_model is not None:
-                path = await asyncio.to_thread(self._resolve_model, model_dir,
-                                               self._progress_from_thread)
+                path = await asyncio.to_thread(self._resolve_model, model_dir, self._progress_from_thread)
             elif model_dir:
                 path = Path(model_dir)
             else:
                 raise ValueError("no model folder was given")
-            future = await asyncio.to_thread(self.engine.load, str(path), self.cache_bytes,
-                                             self._progress_from_thread)
+            future = await asyncio.to_thread(self.engine.load, str(path), self.cache_bytes, self._progress_from_thread)
             info = await asyncio.wrap_future(future)
         except Exception as exc:  # every load failure is shown, the app stays usable
             reason = one_line(exc)
@@ -682,15 +695,12 @@ class OutlierApp(App):
         if self.chat is None:
             return False
         if self.generating:
-            self.notify(f"Still answering: {self.key_for('cancel')} stops it.",
-                        severity="warning")
+            self.notify(f"Still answering: {self.key_for('cancel')} stops it.", severity="warning")
             return False
         if self.model_state != "ready":
             why = "is still loading" if self.model_state == "loading" else "is loaded"
-            hint = "" if self.model_state == "loading" else \
-                f": {self.key_for('load_model')} loads a model folder"
-            self.notify(f"No model {why}{hint}. Your message is kept in the box.",
-                        severity="warning")
+            hint = "" if self.model_state == "loading" else f": {self.key_for('load_model')} loads a model folder"
+            self.notify(f"No model {why}{hint}. Your message is kept in the box.", severity="warning")
             return False
         return True
 
@@ -701,17 +711,21 @@ class OutlierApp(App):
         try:
             message, _ = expand_attachments(text, limit_bytes=self.attach_limit)
         except AttachmentError as exc:
-            self.notify(f"{exc} Nothing was sent: your message is kept in the box.",
-                        title="Attachment", severity="error", timeout=10)
+            self.notify(
+                f"{exc} Nothing was sent: your message is kept in the box.",
+                title="Attachment",
+                severity="error",
+                timeout=10,
+            )
             return
         editing = event.prompt.editing
         event.prompt.clear()
         if editing:
-            self._start_answer(lambda on_part: self.session.edit_last(message, on_part),
-                               question=message, replace_question=True)
+            self._start_answer(
+                lambda on_part: self.session.edit_last(message, on_part), question=message, replace_question=True
+            )
         else:
-            self._start_answer(lambda on_part: self.session.send(message, on_part),
-                               question=message)
+            self._start_answer(lambda on_part: self.session.send(message, on_part), question=message)
 
     def action_retry(self) -> None:
         if not self._can_answer():
@@ -721,8 +735,9 @@ class OutlierApp(App):
             return
         self._start_answer(self.session.retry)
 
-    def _start_answer(self, start: Callable[..., Turn], question: str | None = None,
-                      replace_question: bool = False) -> None:
+    def _start_answer(
+        self, start: Callable[..., Turn], question: str | None = None, replace_question: bool = False
+    ) -> None:
         """Run `start(on_part)` (send, edit or retry) in the answer worker."""
         self.generating = True
         self.refresh_bindings()
@@ -730,8 +745,7 @@ class OutlierApp(App):
         self._answer_worker = self._answer(start, question, replace_question)
 
     @work(exclusive=True, group="answer")
-    async def _answer(self, start: Callable[..., Turn], question: str | None,
-                      replace_question: bool) -> None:
+    async def _answer(self, start: Callable[..., Turn], question: str | None, replace_question: bool) -> None:
         log = self.main_screen.query_one(ChatLog)
         try:
             widget = AssistantMessage()
@@ -744,8 +758,9 @@ class OutlierApp(App):
 
             turn = start(on_part)  # commits the question (or drops what it replaces)
             self._update_top_bar()  # the first message names the chat
-            await log.drop_last_turn(keep_question=question is None or not replace_question,
-                                     only_if=question is None or replace_question)
+            await log.drop_last_turn(
+                keep_question=question is None or not replace_question, only_if=question is None or replace_question
+            )
             if question is not None:
                 await log.add(UserMessage(question))
             widget.message_id = turn.answer_id
@@ -760,8 +775,7 @@ class OutlierApp(App):
         except ChatError as exc:
             self.notify(str(exc), severity="warning")
         except Exception as exc:  # the store or the screen failed: tell, keep running
-            self.notify(f"The answer could not be saved or shown: {one_line(exc)}", severity="error",
-                        timeout=10)
+            self.notify(f"The answer could not be saved or shown: {one_line(exc)}", severity="error", timeout=10)
         finally:
             self.generating = False
             self.refresh_bindings()
@@ -775,4 +789,3 @@ class OutlierApp(App):
         if self.generating:
             self.engine.cancel()
         self.exit()
-

@@ -38,20 +38,26 @@ class MemoryPane(Widget):
             return Content.styled("No telemetry yet", "$text-muted")
 
         def row(label: str, value: str, extra: str = "") -> Content:
-            return Content.assemble((label.ljust(LABEL_WIDTH), "$text-muted"),
-                                    (value, "bold"), (" " + extra if extra else "", "$text-muted"))
+            return Content.assemble(
+                (label.ljust(LABEL_WIDTH), "$text-muted"),
+                (value, "bold"),
+                (" " + extra if extra else "", "$text-muted"),
+            )
 
         if view.note:  # a remote server without telemetry: only the speeds measured here are real
-            return Content("\n").join([Content.styled(view.note, "$text-muted"),
-                                        row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
-                                        row("Decode", f"{view.generation_tps:.1f}", "tok/s")])
+            return Content("\n").join(
+                [
+                    Content.styled(view.note, "$text-muted"),
+                    row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
+                    row("Decode", f"{view.generation_tps:.1f}", "tok/s"),
+                ]
+            )
         budget = view.cache_budget_bytes
         cache = row("Experts", f"{human_bytes(view.cache_bytes)}/{human_bytes(budget)}")
         bar_w = width - cache.cell_length - 1
         if budget > 0 and bar_w >= 4:
             filled = min(bar_w, round(bar_w * view.cache_bytes / budget))
-            cache = Content.assemble(cache, " ", ("█" * filled, "$accent"),
-                                     ("░" * (bar_w - filled), "$text-muted"))
+            cache = Content.assemble(cache, " ", ("█" * filled, "$accent"), ("░" * (bar_w - filled), "$text-muted"))
         lines = [
             row("RSS", human_bytes(view.rss_bytes), f"peak {human_bytes(view.peak_rss_bytes)}"),
             Content.styled(sparkline(list(view.rss_history), width), "$primary"),
@@ -60,7 +66,6 @@ class MemoryPane(Widget):
             row("Weights", human_bytes(view.resident_weight_bytes), "resident"),
             row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
             row("Decode", f"{view.generation_tps:.1f}", "tok/s"),
-            row("SSD", f"{view.read_bytes_per_s / 2**20:.1f} MB/s",
-                f"wait {view.io_wait_seconds:.2f}s"),
+            row("SSD", f"{view.read_bytes_per_s / 2**20:.1f} MB/s", f"wait {view.io_wait_seconds:.2f}s"),
         ]
         return Content("\n").join(lines)

@@ -70,11 +70,18 @@ class MemoryHistory:
         (t0, b0), (t1, b1) = self._reads[0], self._reads[-1]
         rate = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
         return MemoryView(
-            rss_bytes=snap.rss_bytes, peak_rss_bytes=snap.peak_rss_bytes,
-            rss_history=tuple(self._rss), mlx_active_bytes=snap.mlx_active_bytes,
-            cache_bytes=snap.cache_bytes, cache_budget_bytes=snap.cache_budget_bytes,
-            resident_weight_bytes=snap.resident_weight_bytes, prompt_tps=snap.prompt_tps,
-            generation_tps=snap.generation_tps, read_bytes_per_s=rate,
-            bytes_read=snap.bytes_read, io_wait_seconds=snap.io_wait_seconds, state=snap.state,
+            rss_bytes=snap.rss_bytes,
+            peak_rss_bytes=snap.peak_rss_bytes,
+            rss_history=tuple(self._rss),
+            mlx_active_bytes=snap.mlx_active_bytes,
+            cache_bytes=snap.cache_bytes,
+            cache_budget_bytes=snap.cache_budget_bytes,
+            resident_weight_bytes=snap.resident_weight_bytes,
+            prompt_tps=snap.prompt_tps,
+            generation_tps=snap.generation_tps,
+            read_bytes_per_s=rate,
+            bytes_read=snap.bytes_read,
+            io_wait_seconds=snap.io_wait_seconds,
+            state=snap.state,
             note=snap.telemetry_note,
         )

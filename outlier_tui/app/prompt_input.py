@@ -25,10 +25,8 @@ class PromptInput(TextArea):
         Binding("enter", "submit", "Send", id="send", priority=True),
         Binding("shift+enter,ctrl+j", "newline", "Newline", id="newline", priority=True),
         Binding("tab", "complete", "Complete @file", id="complete", show=False, priority=True),
-        Binding("pageup", "app.scroll_chat(-1)", "Scroll up", id="scroll_up",
-                show=False, priority=True),
-        Binding("pagedown", "app.scroll_chat(1)", "Scroll down", id="scroll_down",
-                show=False, priority=True),
+        Binding("pageup", "app.scroll_chat(-1)", "Scroll up", id="scroll_up", show=False, priority=True),
+        Binding("pagedown", "app.scroll_chat(1)", "Scroll down", id="scroll_down", show=False, priority=True),
     ]
 
     class Submitted(Message):
@@ -50,8 +48,9 @@ class PromptInput(TextArea):
             self.candidates = candidates
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, soft_wrap=True, show_line_numbers=False,
-                         tab_behavior="focus", placeholder=PLACEHOLDER, compact=True)
+        super().__init__(
+            id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus", placeholder=PLACEHOLDER, compact=True
+        )
         self.editing = False  # holds the last message being edited
 
     class _SubmitRequested(Message):
@@ -103,6 +102,6 @@ class PromptInput(TextArea):
             return
         common = os.path.commonprefix(candidates)
         if len(common) > len(partial):
-            self.insert(common[len(partial):])
+            self.insert(common[len(partial) :])
         if len(candidates) > 1:
             self.post_message(self.Completions(candidates))

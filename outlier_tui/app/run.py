@@ -41,7 +41,8 @@ def run_app(args: argparse.Namespace) -> int:
         resolver = lambda name, on_progress: name or ""  # noqa: E731
     try:
         app = OutlierApp(
-            engine, store,
+            engine,
+            store,
             model_dir=model or ("fake-model" if fake else None),
             cache_bytes=int(cache_mb * 2**20) if cache_mb else None,
             theme=getattr(args, "theme", None),

@@ -127,16 +127,20 @@ class ChatListScreen(ModalScreen[tuple[str, int] | None]):
 
     def compose(self) -> ComposeResult:
         options = [
-            Option(Content.assemble(("● " if c.id == self._current else "  ", "$accent"),
-                                    c.title, ("  " + _when(c.updated_at), "$text-muted")),
-                   id=str(c.id))
+            Option(
+                Content.assemble(
+                    ("● " if c.id == self._current else "  ", "$accent"),
+                    c.title,
+                    ("  " + _when(c.updated_at), "$text-muted"),
+                ),
+                id=str(c.id),
+            )
             for c in self._chats
         ]
         with Vertical(classes="dialog tall"):
             yield Label(f"Chats ({len(self._chats)})", classes="dialog-title")
             yield OptionList(*options, id="chat-options")
-            yield Label("Enter open · r rename · d delete · n new · Esc close",
-                        classes="dialog-hint")
+            yield Label("Enter open · r rename · d delete · n new · Esc close", classes="dialog-hint")
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
@@ -186,8 +190,9 @@ class SearchScreen(ModalScreen[tuple[int, int] | None]):
             yield Label("Search all chats", classes="dialog-title")
             yield Input(self._query, placeholder="words…", id="search-input")
             yield OptionList(id="search-hits")
-            yield Label("Type to search · ↓ to the hits · Enter opens the chat there · Esc closes",
-                        classes="dialog-hint")
+            yield Label(
+                "Type to search · ↓ to the hits · Enter opens the chat there · Esc closes", classes="dialog-hint"
+            )
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -210,10 +215,12 @@ class SearchScreen(ModalScreen[tuple[int, int] | None]):
         hits.clear_options()
         for hit in self._search(words):
             who = "You" if hit.role == "user" else "Assistant"
-            hits.add_option(Option(
-                Content.assemble((hit.chat_title, "bold"), (f"  {who}: ", "$text-muted"),
-                                 hit.snippet),
-                id=f"{hit.chat_id}:{hit.message_id}"))
+            hits.add_option(
+                Option(
+                    Content.assemble((hit.chat_title, "bold"), (f"  {who}: ", "$text-muted"), hit.snippet),
+                    id=f"{hit.chat_id}:{hit.message_id}",
+                )
+            )
         if hits.option_count:
             hits.highlighted = 0
 

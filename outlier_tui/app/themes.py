@@ -23,8 +23,19 @@ DEFAULT_LIGHT = "outlier-light"
 FALLBACK_THEME = "textual-dark"  # built into Textual: used if no theme file is found
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Theme)}
-_COLOR_FIELDS = ("primary", "secondary", "warning", "error", "success", "accent",
-                 "foreground", "background", "surface", "panel", "boost")
+_COLOR_FIELDS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
 
 
 def bundled_theme_dirs() -> list[Path]:
@@ -96,8 +107,7 @@ def load_themes(dirs: list[Path] | None = None) -> tuple[dict[str, Theme], list[
     if dirs is None:
         # The first folder that really holds Outlier's themes (site-packages/themes
         # next to an installed copy could belong to some other package).
-        bundled = next((d for d in bundled_theme_dirs() if (d / f"{DEFAULT_DARK}.toml").is_file()),
-                       None)
+        bundled = next((d for d in bundled_theme_dirs() if (d / f"{DEFAULT_DARK}.toml").is_file()), None)
         dirs = ([bundled] if bundled else []) + [user_theme_dir()]
     themes: dict[str, Theme] = {}
     warnings: list[str] = []

@@ -14,45 +14,91 @@ from outlier_tui.commands.failure import fail as _fail
 
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
 
-QUICK: dict[str, Any] = dict(tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256,
-             prefetch_budgets=[25.0])
+QUICK: dict[str, Any] = dict(
+    tokens=12, passes=2, rounds=1, resident_passes=1, memcap_tokens=4, raw_mb=256, prefetch_budgets=[25.0]
+)
 # --io-bound --quick: the short prompt (a cold prefill reads ~2/3 of all experts whatever its
 # length), 25% only; enough tokens that the full cache evicts on every step
 IO_QUICK: dict[str, Any] = dict(tokens=24, budgets=[25.0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir,
-                        help="mlx-community MoE folder (default: the demo MoE)")
-    parser.add_argument("--budgets", default="100,50,25,10", metavar="LIST",
-                        help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)")
-    parser.add_argument("--tokens", type=arg_types.positive_int, default=None, metavar="N",
-                        help="tokens decoded per pass (default 48, --quick 12)")
-    parser.add_argument("--passes", type=arg_types.positive_int, default=None, metavar="N",
-                        help="passes per configuration: 1 cold + N-1 warm (default 2)")
-    parser.add_argument("--rounds", type=arg_types.positive_int, default=None, metavar="N",
-                        help="repeat every configuration N times round-robin; report medians "
-                             "(default 3, --quick 1)")
-    parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
-                        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
-    parser.add_argument("--memcap-mb", type=arg_types.non_negative_mb, default=1024, metavar="MB",
-                        help="memory limit for the cgroup runs (0 skips them)")
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer tokens and passes, prefetch on at 25%% only: a few minutes")
+    parser.add_argument(
+        "--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community MoE folder (default: the demo MoE)"
+    )
+    parser.add_argument(
+        "--budgets",
+        default="100,50,25,10",
+        metavar="LIST",
+        help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)",
+    )
+    parser.add_argument(
+        "--tokens",
+        type=arg_types.positive_int,
+        default=None,
+        metavar="N",
+        help="tokens decoded per pass (default 48, --quick 12)",
+    )
+    parser.add_argument(
+        "--passes",
+        type=arg_types.positive_int,
+        default=None,
+        metavar="N",
+        help="passes per configuration: 1 cold + N-1 warm (default 2)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=arg_types.positive_int,
+        default=None,
+        metavar="N",
+        help="repeat every configuration N times round-robin; report medians (default 3, --quick 1)",
+    )
+    parser.add_argument(
+        "--reader-threads",
+        type=arg_types.reader_threads,
+        default=4,
+        metavar="N",
+        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)",
+    )
+    parser.add_argument(
+        "--memcap-mb",
+        type=arg_types.non_negative_mb,
+        default=1024,
+        metavar="MB",
+        help="memory limit for the cgroup runs (0 skips them)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer tokens and passes, prefetch on at 25%% only: a few minutes"
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure and the five ratios as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of tok/s and hit rate against budget")
-    parser.add_argument("--io-bound", action="store_true",
-                        help="instead: the I/O-bound study, reads capped by a cgroup (needs root; "
-                             "skips with a message where reads cannot be throttled)")
-    parser.add_argument("--disk-mbps", type=arg_types.positive(float, "a number of MB/s"), default=25.0, metavar="N",
-                        help="--io-bound read cap in MB/s (default 25: reads ~85%% of a demo token)")
-    parser.add_argument("--prefetch-variants", default="", metavar="LIST",
-                        help="--io-bound: also run these prefetch variants at 25%% ('all', or names: "
-                             "today, today+prefill, today+early, today+demand-first, "
-                             "today+cancel-stale, today+cold-admit, all)")
-    parser.add_argument("--served", action="store_true",
-                        help="only the served figure: decode tok/s through `outlier serve` (one streamed "
-                             "client) / in-process, same budget (bench/served.py)")
+    parser.add_argument(
+        "--io-bound",
+        action="store_true",
+        help="instead: the I/O-bound study, reads capped by a cgroup (needs root; "
+        "skips with a message where reads cannot be throttled)",
+    )
+    parser.add_argument(
+        "--disk-mbps",
+        type=arg_types.positive(float, "a number of MB/s"),
+        default=25.0,
+        metavar="N",
+        help="--io-bound read cap in MB/s (default 25: reads ~85%% of a demo token)",
+    )
+    parser.add_argument(
+        "--prefetch-variants",
+        default="",
+        metavar="LIST",
+        help="--io-bound: also run these prefetch variants at 25%% ('all', or names: "
+        "today, today+prefill, today+early, today+demand-first, "
+        "today+cancel-stale, today+cold-admit, all)",
+    )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="only the served figure: decode tok/s through `outlier serve` (one streamed "
+        "client) / in-process, same budget (bench/served.py)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +106,15 @@ def run(args: argparse.Namespace) -> int:
         from bench import served
         from bench.orchestrate import Options
 
-        return served.run(argparse.Namespace(model=args.model, tokens=args.tokens or Options.tokens,
-                                             rounds=args.rounds or Options.rounds, cache_mb=None, json=args.json))
+        return served.run(
+            argparse.Namespace(
+                model=args.model,
+                tokens=args.tokens or Options.tokens,
+                rounds=args.rounds or Options.rounds,
+                cache_mb=None,
+                json=args.json,
+            )
+        )
     from bench import orchestrate, report
     from bench.workload import parse_budgets
     from engine.errors import OutlierError
@@ -84,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if args.io_bound:
         return _io_bound(args, Path(model_dir), variants)
     opts = orchestrate.Options(
-        model_dir=Path(model_dir), budgets=budgets,
+        model_dir=Path(model_dir),
+        budgets=budgets,
         tokens=args.tokens or (QUICK["tokens"] if args.quick else orchestrate.Options.tokens),
         passes=args.passes or (QUICK["passes"] if args.quick else orchestrate.Options.passes),
         resident_passes=QUICK["resident_passes"] if args.quick else None,
@@ -112,8 +166,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _command() -> str:
-    return ("outlier bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"]
-            else "outlier bench")
+    return (
+        "outlier bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
+        else "outlier bench"
+    )
 
 
 def _variants(text: str) -> list[str]:
@@ -124,8 +181,9 @@ def _variants(text: str) -> list[str]:
         return list(PREFETCH_VARIANTS)
     unknown = [n for n in names if n not in PREFETCH_VARIANTS]
     if unknown:
-        raise ValueError(f"--prefetch-variants: unknown {', '.join(unknown)}; choose from "
-                         f"{', '.join(PREFETCH_VARIANTS)} or all")
+        raise ValueError(
+            f"--prefetch-variants: unknown {', '.join(unknown)}; choose from {', '.join(PREFETCH_VARIANTS)} or all"
+        )
     return names
 
 
@@ -134,10 +192,13 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
     from bench import iobound, iobound_report
 
     opts = iobound.Options(
-        model_dir=model_dir, disk_bytes_per_s=int(args.disk_mbps * 1e6),
+        model_dir=model_dir,
+        disk_bytes_per_s=int(args.disk_mbps * 1e6),
         budgets=IO_QUICK["budgets"] if args.quick else [25.0, 10.0],
         tokens=args.tokens or (IO_QUICK["tokens"] if args.quick else 32),
-        long_prompt=not args.quick, variants=variants, reader_threads=args.reader_threads,
+        long_prompt=not args.quick,
+        variants=variants,
+        reader_threads=args.reader_threads,
         command=_command(),
         progress=_say,
     )
@@ -153,8 +214,6 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
     if args.plot and "skipped" not in result:
         iobound_report.write_plot(result, args.plot)
     return 0
-
-
 
 
 def _say(message: str) -> None:

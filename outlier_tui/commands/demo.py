@@ -42,12 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and upcycle it into a Mixtral-format MoE with E experts per layer "
         "(about 50 MB on disk per expert per 30 layers: E=64 is 3.2 GB).",
     )
-    build.add_argument("--experts", type=_int_at_least(2), default=64, metavar="E",
-                       help="experts per layer (default 64, about 3.2 GB; 16 is about 0.8 GB)")
-    build.add_argument("--top-k", type=_int_at_least(1), default=2, metavar="K",
-                       help="experts used per token (default 2)")
-    build.add_argument("--out", metavar="DIR",
-                       help="write the model into DIR instead of the cache folder")
+    build.add_argument(
+        "--experts",
+        type=_int_at_least(2),
+        default=64,
+        metavar="E",
+        help="experts per layer (default 64, about 3.2 GB; 16 is about 0.8 GB)",
+    )
+    build.add_argument(
+        "--top-k", type=_int_at_least(1), default=2, metavar="K", help="experts used per token (default 2)"
+    )
+    build.add_argument("--out", metavar="DIR", help="write the model into DIR instead of the cache folder")
     build.add_argument("--force", action="store_true", help="rebuild even if the model exists")
     sub.add_parser("info", help="where the demo models are and how their experts are routed")
     parser.set_defaults(_demo_parser=parser)
@@ -78,8 +83,7 @@ def _build(args: argparse.Namespace) -> int:
         if args.out:
             path = build_demo_model(Path(args.out), args.experts, args.top_k, bar, force=args.force)
         elif args.force:
-            path = build_demo_model(moe_model_dir(args.experts, args.top_k), args.experts,
-                                    args.top_k, bar, force=True)
+            path = build_demo_model(moe_model_dir(args.experts, args.top_k), args.experts, args.top_k, bar, force=True)
         else:
             path = ensure_demo_model(bar, experts=args.experts, top_k=args.top_k)
     info = _read_info(path)
@@ -125,4 +129,3 @@ def _read_info(path: Path) -> dict | None:
         return json.loads((Path(path) / "demo_info.json").read_text())
     except (OSError, ValueError):
         return None
-

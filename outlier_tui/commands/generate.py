@@ -21,31 +21,63 @@ HELP = "Answer one prompt with a local MoE model and print the answer as it stre
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir,
-                        help="mlx-community model folder (default: the demo MoE)")
+    parser.add_argument(
+        "--model", metavar="DIR", type=arg_types.model_dir, help="mlx-community model folder (default: the demo MoE)"
+    )
     parser.add_argument("--prompt", required=True, help="the prompt text ('-' reads standard input)")
-    parser.add_argument("--max-tokens", type=arg_types.positive_int, default=256, metavar="N",
-                        help="longest answer in tokens (stops earlier at the model's context limit)")
-    parser.add_argument("--temp", type=arg_types.temperature, default=0.0, metavar="T",
-                        help="sampling temperature (0: greedy)")
-    parser.add_argument("--top-p", type=arg_types.top_p, default=1.0, metavar="P",
-                        help="nucleus sampling: keep the most likely tokens up to this mass (0 < P <= 1)")
-    parser.add_argument("--seed", type=arg_types.seed, default=None, metavar="S",
-                        help=f"random seed, 0 to {arg_types.MAX_SEED}")
-    parser.add_argument("--cache-mb", type=arg_types.positive_mb, default=None, metavar="MB",
-                        help="expert-cache budget in MiB (default: chosen from free memory)")
-    parser.add_argument("--no-chat-template", action="store_true",
-                        help="feed the prompt verbatim instead of as one user message")
-    parser.add_argument("--prefetch", choices=["auto", "on", "off"], default="auto",
-                        help="read the next layer's predicted experts ahead (default auto: on where "
-                             "the engine measures reads costing more than the prediction)")
-    parser.add_argument("--reader-threads", type=arg_types.reader_threads, default=4, metavar="N",
-                        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)")
-    parser.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
-                        help="reasoning models whose template has a switch: think first or not "
-                             "(default: the template's)")
-    parser.add_argument("--show-thinking", action="store_true",
-                        help="print the model's thinking to stderr (stdout stays the answer)")
+    parser.add_argument(
+        "--max-tokens",
+        type=arg_types.positive_int,
+        default=256,
+        metavar="N",
+        help="longest answer in tokens (stops earlier at the model's context limit)",
+    )
+    parser.add_argument(
+        "--temp", type=arg_types.temperature, default=0.0, metavar="T", help="sampling temperature (0: greedy)"
+    )
+    parser.add_argument(
+        "--top-p",
+        type=arg_types.top_p,
+        default=1.0,
+        metavar="P",
+        help="nucleus sampling: keep the most likely tokens up to this mass (0 < P <= 1)",
+    )
+    parser.add_argument(
+        "--seed", type=arg_types.seed, default=None, metavar="S", help=f"random seed, 0 to {arg_types.MAX_SEED}"
+    )
+    parser.add_argument(
+        "--cache-mb",
+        type=arg_types.positive_mb,
+        default=None,
+        metavar="MB",
+        help="expert-cache budget in MiB (default: chosen from free memory)",
+    )
+    parser.add_argument(
+        "--no-chat-template", action="store_true", help="feed the prompt verbatim instead of as one user message"
+    )
+    parser.add_argument(
+        "--prefetch",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="read the next layer's predicted experts ahead (default auto: on where "
+        "the engine measures reads costing more than the prediction)",
+    )
+    parser.add_argument(
+        "--reader-threads",
+        type=arg_types.reader_threads,
+        default=4,
+        metavar="N",
+        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)",
+    )
+    parser.add_argument(
+        "--think",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reasoning models whose template has a switch: think first or not (default: the template's)",
+    )
+    parser.add_argument(
+        "--show-thinking", action="store_true", help="print the model's thinking to stderr (stdout stays the answer)"
+    )
     parser.add_argument("--stats-json", metavar="PATH", help="write generation statistics as JSON")
 
 
@@ -64,18 +96,27 @@ def run(args: argparse.Namespace) -> int:
         prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-        engine = Engine(prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
-                        reader_threads=args.reader_threads)
+        engine = Engine(
+            prefetch={"auto": None, "on": True, "off": False}[args.prefetch], reader_threads=args.reader_threads
+        )
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()
         if info.notice:
             print(f"outlier: {info.notice}", file=sys.stderr)
         if info.context_length and args.max_tokens >= info.context_length:
-            print(f"outlier: --max-tokens {args.max_tokens} is beyond the model's context of "
-                  f"{info.context_length} tokens; the answer stops at the context limit.", file=sys.stderr)
-        params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
-                                  seed=args.seed, chat_template=not args.no_chat_template,
-                                  enable_thinking=args.think)
+            print(
+                f"outlier: --max-tokens {args.max_tokens} is beyond the model's context of "
+                f"{info.context_length} tokens; the answer stops at the context limit.",
+                file=sys.stderr,
+            )
+        params = GenerationParams(
+            max_tokens=args.max_tokens,
+            temperature=args.temp,
+            top_p=args.top_p,
+            seed=args.seed,
+            chat_template=not args.no_chat_template,
+            enable_thinking=args.think,
+        )
 
         def show(kind: str, text: str) -> None:
             stream = sys.stdout if kind != THINKING else sys.stderr if args.show_thinking else None
@@ -108,5 +149,3 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.close()
-
-

@@ -18,8 +18,12 @@ HELP = "say how a model folder will run on this machine (reads headers only)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="DIR", help="mlx-community model folder")
-    parser.add_argument("--memory", metavar="GB", type=arg_types.positive(float, "a number of GB"),
-                        help="predict for a machine with this much memory (default: this one)")
+    parser.add_argument(
+        "--memory",
+        metavar="GB",
+        type=arg_types.positive(float, "a number of GB"),
+        help="predict for a machine with this much memory (default: this one)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

@@ -20,21 +20,45 @@ HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="DIR", type=arg_types.model_dir,
-                        help="mlx-community MoE model folder (default: the demo MoE)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        type=arg_types.model_dir,
+        help="mlx-community MoE model folder (default: the demo MoE)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"
+    )
     parser.add_argument("--port", type=arg_types.port, default=8080, help="TCP port (default 8080)")
-    parser.add_argument("--cache-mb", metavar="MB", type=arg_types.positive_mb,
-                        help="expert-cache budget in MiB (default: chosen from free memory)")
-    parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("OUTLIER_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' (default: $OUTLIER_API_KEY; none: open)")
-    parser.add_argument("--name", metavar="NAME",
-                        help="model name in /v1/models and answers (default: the model folder's name)")
-    parser.add_argument("--max-queue", metavar="N", type=arg_types.non_negative_int, default=8,
-                        help="requests that may wait behind the running one before 429 (default 8)")
-    parser.add_argument("--max-body-mb", metavar="MB", type=arg_types.positive_mb, default=4.0,
-                        help="largest request body accepted, in MiB (default 4; larger: 413)")
+    parser.add_argument(
+        "--cache-mb",
+        metavar="MB",
+        type=arg_types.positive_mb,
+        help="expert-cache budget in MiB (default: chosen from free memory)",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=os.environ.get("OUTLIER_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $OUTLIER_API_KEY; none: open)",
+    )
+    parser.add_argument(
+        "--name", metavar="NAME", help="model name in /v1/models and answers (default: the model folder's name)"
+    )
+    parser.add_argument(
+        "--max-queue",
+        metavar="N",
+        type=arg_types.non_negative_int,
+        default=8,
+        help="requests that may wait behind the running one before 429 (default 8)",
+    )
+    parser.add_argument(
+        "--max-body-mb",
+        metavar="MB",
+        type=arg_types.positive_mb,
+        default=4.0,
+        help="largest request body accepted, in MiB (default 4; larger: 413)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,17 +87,29 @@ def run(args: argparse.Namespace) -> int:
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         with progress_bar("loading model") as on_progress:
             engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
-        config = ServerConfig(model_name=args.name or model_dir.name, api_key=args.api_key or None,
-                              max_waiting=args.max_queue, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+        config = ServerConfig(
+            model_name=args.name or model_dir.name,
+            api_key=args.api_key or None,
+            max_waiting=args.max_queue,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        )
         if not args.api_key and not _is_loopback(args.host):
-            print(f"outlier: warning: serving on {args.host} without --api-key: anyone who can reach "
-                  "this port can use the model. Pass --api-key KEY (or set OUTLIER_API_KEY).",
-                  file=sys.stderr, flush=True)
-        print(f"outlier: serving {config.model_name} at http://{_url_host(args.host)}:{args.port}/v1 "
-              "(Ctrl-C stops)", file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn.Config(
-            build_app(engine, config), host=args.host, port=args.port, log_level="info",
-            timeout_graceful_shutdown=3))
+            print(
+                f"outlier: warning: serving on {args.host} without --api-key: anyone who can reach "
+                "this port can use the model. Pass --api-key KEY (or set OUTLIER_API_KEY).",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"outlier: serving {config.model_name} at http://{_url_host(args.host)}:{args.port}/v1 (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                build_app(engine, config), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3
+            )
+        )
         server.run()
         return 0 if server.started else _fail(f"could not listen on {args.host}:{args.port} (see above).")
     except OutlierError as exc:
@@ -112,4 +148,3 @@ def _is_loopback(host: str) -> bool:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-

@@ -23,19 +23,66 @@ _TRAILING_PUNCT = ".:!?"
 _FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 
 LANGUAGES = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript",
-    ".ts": "typescript", ".tsx": "tsx", ".jsx": "jsx", ".rs": "rust", ".go": "go",
-    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".java": "java",
-    ".kt": "kotlin", ".swift": "swift", ".rb": "ruby", ".php": "php", ".cs": "csharp",
-    ".sh": "bash", ".bash": "bash", ".zsh": "zsh", ".fish": "fish", ".ps1": "powershell",
-    ".sql": "sql", ".html": "html", ".css": "css", ".scss": "scss", ".json": "json",
-    ".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".xml": "xml", ".md": "markdown",
-    ".tex": "latex", ".lua": "lua", ".r": "r", ".jl": "julia", ".hs": "haskell",
-    ".ml": "ocaml", ".ex": "elixir", ".exs": "elixir", ".erl": "erlang", ".scala": "scala",
-    ".dart": "dart", ".zig": "zig", ".nim": "nim", ".vue": "vue", ".ini": "ini",
-    ".cfg": "ini", ".dockerfile": "dockerfile", ".mk": "make", ".cmake": "cmake",
-    ".proto": "protobuf", ".graphql": "graphql", ".diff": "diff", ".patch": "diff",
-    ".csv": "csv", ".txt": "text",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".ts": "typescript",
+    ".tsx": "tsx",
+    ".jsx": "jsx",
+    ".rs": "rust",
+    ".go": "go",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".java": "java",
+    ".kt": "kotlin",
+    ".swift": "swift",
+    ".rb": "ruby",
+    ".php": "php",
+    ".cs": "csharp",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".zsh": "zsh",
+    ".fish": "fish",
+    ".ps1": "powershell",
+    ".sql": "sql",
+    ".html": "html",
+    ".css": "css",
+    ".scss": "scss",
+    ".json": "json",
+    ".toml": "toml",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".xml": "xml",
+    ".md": "markdown",
+    ".tex": "latex",
+    ".lua": "lua",
+    ".r": "r",
+    ".jl": "julia",
+    ".hs": "haskell",
+    ".ml": "ocaml",
+    ".ex": "elixir",
+    ".exs": "elixir",
+    ".erl": "erlang",
+    ".scala": "scala",
+    ".dart": "dart",
+    ".zig": "zig",
+    ".nim": "nim",
+    ".vue": "vue",
+    ".ini": "ini",
+    ".cfg": "ini",
+    ".dockerfile": "dockerfile",
+    ".mk": "make",
+    ".cmake": "cmake",
+    ".proto": "protobuf",
+    ".graphql": "graphql",
+    ".diff": "diff",
+    ".patch": "diff",
+    ".csv": "csv",
+    ".txt": "text",
 }
 NAMED_LANGUAGES = {"Dockerfile": "dockerfile", "Makefile": "make", "CMakeLists.txt": "cmake"}
 
@@ -55,8 +102,7 @@ def language_for(path: Path) -> str:
     return NAMED_LANGUAGES.get(path.name) or LANGUAGES.get(path.suffix.lower(), "")
 
 
-def read_attachment(shown_path: str, cwd: Path | None = None,
-                    limit_bytes: int = DEFAULT_LIMIT_BYTES) -> Attachment:
+def read_attachment(shown_path: str, cwd: Path | None = None, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> Attachment:
     """The file's text, or AttachmentError saying why it cannot be attached."""
     path = Path(os.path.expanduser(shown_path))
     if not path.is_absolute():
@@ -72,7 +118,8 @@ def read_attachment(shown_path: str, cwd: Path | None = None,
     if size > limit_bytes:
         raise AttachmentError(
             f"@{shown_path} is {size / 1024:.1f} KB, over the {limit_bytes / 1024:g} KB limit for "
-            "attachments (--attach-limit-kb raises it).")
+            "attachments (--attach-limit-kb raises it)."
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -82,8 +129,7 @@ def read_attachment(shown_path: str, cwd: Path | None = None,
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise AttachmentError(f"@{shown_path} is not UTF-8 text: only text files can be attached.") \
-            from None
+        raise AttachmentError(f"@{shown_path} is not UTF-8 text: only text files can be attached.") from None
     return Attachment(shown_path, path, text)
 
 
@@ -113,8 +159,9 @@ def _looks_like_path(word: str) -> bool:
     return "/" in word or word.startswith("~") or bool(re.search(r"\.[A-Za-z0-9]{1,8}$", word))
 
 
-def expand_attachments(text: str, cwd: Path | None = None,
-                       limit_bytes: int = DEFAULT_LIMIT_BYTES) -> tuple[str, list[Attachment]]:
+def expand_attachments(
+    text: str, cwd: Path | None = None, limit_bytes: int = DEFAULT_LIMIT_BYTES
+) -> tuple[str, list[Attachment]]:
     """The message with every attached file appended as a fenced block (each once).
 
     Raises AttachmentError (one line) for the first file that cannot be attached.
@@ -180,10 +227,9 @@ def strip_attachments(message: str) -> str:
     while True:
         for header in reversed(list(_BLOCK_HEADER.finditer(message))):
             head, fence, path = message[: header.start()], header.group("fence"), header.group("path")
-            tail = message[header.end():]
+            tail = message[header.end() :]
             # A fence longer than any backtick run in the file: it closes only at the end.
-            if tail.endswith("\n" + fence) and fence not in tail[: -len(fence)] \
-                    and path in _mentions(head):
+            if tail.endswith("\n" + fence) and fence not in tail[: -len(fence)] and path in _mentions(head):
                 message = head
                 break
         else:

@@ -76,11 +76,17 @@ class Turn:
     question) nothing is saved.
     """
 
-    def __init__(self, engine: EngineClient, store: ConversationStore | None,
-                 answer_id: int | None, messages: list[Message], params: GenerationParams,
-                 on_part: PartFn,
-                 clock: Callable[[], float] = time.monotonic,
-                 save_every: float = SAVE_INTERVAL) -> None:
+    def __init__(
+        self,
+        engine: EngineClient,
+        store: ConversationStore | None,
+        answer_id: int | None,
+        messages: list[Message],
+        params: GenerationParams,
+        on_part: PartFn,
+        clock: Callable[[], float] = time.monotonic,
+        save_every: float = SAVE_INTERVAL,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.answer_id = answer_id
@@ -151,12 +157,15 @@ class Turn:
         if self.store is None or self.answer_id is None or (self.save_error and not final):
             return
         try:
-            self.store.update_message(self.answer_id, self.text if content is None else content,
-                                      status, thinking=self.thinking.strip())
+            self.store.update_message(
+                self.answer_id, self.text if content is None else content, status, thinking=self.thinking.strip()
+            )
         except (sqlite3.Error, OSError, OutlierError) as exc:
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self.save_error = (f"This answer could not be saved ({detail}): free some disk space; it "
-                               "stays on screen but is not in the chat history.")
+            self.save_error = (
+                f"This answer could not be saved ({detail}): free some disk space; it "
+                "stays on screen but is not in the chat history."
+            )
             return
         self.saves += 1
 
@@ -194,8 +203,7 @@ class Turn:
         return self.finish()
 
 
-def one_off_turn(engine: EngineClient, question: str, params: GenerationParams,
-                 on_part: PartFn) -> Turn:
+def one_off_turn(engine: EngineClient, question: str, params: GenerationParams, on_part: PartFn) -> Turn:
     """A single question with no chat and nothing stored (`outlier generate`, a pipe)."""
     return Turn(engine, None, None, [{"role": "user", "content": question}], params, on_part)
 
@@ -208,12 +216,17 @@ class ChatSession:
     when set (`--think` / `--no-think`), is kept on the chat it applies to.
     """
 
-    def __init__(self, engine: EngineClient, store: ConversationStore, *,
-                 chat_id: int | None = None,
-                 params: GenerationParams = GenerationParams(),
-                 model_info: ModelInfo | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 save_every: float = SAVE_INTERVAL) -> None:
+    def __init__(
+        self,
+        engine: EngineClient,
+        store: ConversationStore,
+        *,
+        chat_id: int | None = None,
+        params: GenerationParams = GenerationParams(),
+        model_info: ModelInfo | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        save_every: float = SAVE_INTERVAL,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.params = params
@@ -371,10 +384,17 @@ class ChatSession:
 class _SessionTurn(Turn):
     """A Turn that reports its stats back to the session that made it."""
 
-    def __init__(self, session: ChatSession, answer_id: int, messages: list[Message],
-                 on_part: PartFn) -> None:
-        super().__init__(session.engine, session.store, answer_id, messages,
-                         session.request_params(), on_part, session.clock, session.save_every)
+    def __init__(self, session: ChatSession, answer_id: int, messages: list[Message], on_part: PartFn) -> None:
+        super().__init__(
+            session.engine,
+            session.store,
+            answer_id,
+            messages,
+            session.request_params(),
+            on_part,
+            session.clock,
+            session.save_every,
+        )
         self._session = session
 
     def finish(self) -> TurnResult:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]{0,3})(?P<fence>`{3,}|~{3,})[^\n]*\n(?P<body>.*?)"
-                    r"^(?P=indent)(?P=fence)[`~]*[ \t]*$", re.S | re.M)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]{0,3})(?P<fence>`{3,}|~{3,})[^\n]*\n(?P<body>.*?)"
+    r"^(?P=indent)(?P=fence)[`~]*[ \t]*$",
+    re.S | re.M,
+)
 _OPEN_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n(?P<body>.*)\Z", re.S | re.M)
 
 

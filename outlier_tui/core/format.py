@@ -20,8 +20,7 @@ def human_bytes(n: float) -> str:
         if abs(n) < 1024 or unit == "TiB":
             if unit == "B":
                 return f"{int(n)} B"
-            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}" if abs(n) < 100 \
-                else f"{n:.0f} {unit}"
+            return f"{n:.2f} {unit}" if abs(n) < 10 else f"{n:.1f} {unit}" if abs(n) < 100 else f"{n:.0f} {unit}"
         n /= 1024
     raise AssertionError("unreachable: the loop returns at TiB")
 

@@ -194,8 +194,7 @@ def _edit(session: PlainSession, arg: str) -> bool:
         return True
     session.editing = True
     session.prefill_next_prompt(last)
-    session.note("Edit your last message and press Enter: it and its answer are replaced "
-                 "(an empty line cancels).")
+    session.note("Edit your last message and press Enter: it and its answer are replaced (an empty line cancels).")
     return True
 
 
@@ -236,8 +235,9 @@ def _copy(session: PlainSession, arg: str) -> bool:
         session.error(f"the last answer has {len(blocks)} code block(s): /copy 1 to /copy {len(blocks)}")
         return True
     copy_osc52(session.out, blocks[number - 1])
-    session.note(f"Copied code block {number} ({len(blocks[number - 1].splitlines())} lines) "
-                 "to the clipboard (OSC 52).")
+    session.note(
+        f"Copied code block {number} ({len(blocks[number - 1].splitlines())} lines) to the clipboard (OSC 52)."
+    )
     return True
 
 
@@ -265,15 +265,20 @@ _LIST = [
     Command("chats", "/chats", "list recent chats (id, last update, title)", _chats),
     Command("open", "/open ID", "continue chat ID", _open),
     Command("save", "/save FILE", "write this chat to FILE as Markdown", _save),
-    Command("think", "/think [on|off|show|hide]",
-            "thinking of reasoning models: on/off for this chat, show/hide it", _think),
+    Command(
+        "think", "/think [on|off|show|hide]", "thinking of reasoning models: on/off for this chat, show/hide it", _think
+    ),
     Command("file", "/file PATH", "attach a file to the next message (Tab completes)", _file),
     Command("edit", "/edit", "edit and resend your last message (its answer is replaced)", _edit),
     Command("retry", "/retry", "regenerate the last answer", _retry),
     Command("search", "/search WORDS", "search every chat; Enter then opens the chat at the match", _search),
     Command("copy", "/copy [N]", "copy code block N of the last answer (default: the last) via OSC 52", _copy),
-    Command("stats", "/stats [on|off]",
-            "engine stats (tok/s, expert hits, RSS, cache); on/off: line after each answer", _stats),
+    Command(
+        "stats",
+        "/stats [on|off]",
+        "engine stats (tok/s, expert hits, RSS, cache); on/off: line after each answer",
+        _stats,
+    ),
     Command("help", "/help", "this help", _help),
     Command("exit", "/exit", "leave (also /quit, Ctrl-D)", _exit),
 ]

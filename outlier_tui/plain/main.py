@@ -31,8 +31,7 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def choose_chat(store: ConversationStore, value: str | None, interactive: bool,
-                question: str = "") -> int | None:
+def choose_chat(store: ConversationStore, value: str | None, interactive: bool, question: str = "") -> int | None:
     """--chat ID|last|new → the chat to continue (None: a new chat in the REPL, nothing saved in a pipe)."""
     if value is None:
         return None
@@ -53,8 +52,9 @@ def choose_chat(store: ConversationStore, value: str | None, interactive: bool,
         raise UsageError(f"--chat {value}: no such chat (use an id from /chats, 'last' or 'new').") from None
 
 
-def run_plain(args: argparse.Namespace, stdin: TextIO | None = None,
-              stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def run_plain(
+    args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     """The plain chat: interactive on a terminal, pipe mode when stdin is not one."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -106,8 +106,9 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
                 model_dir = getattr(args, "model", None) or ""
             else:
                 with progress_bar("building demo model", stderr, transient=True) as on_progress:
-                    model_dir = Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None),
-                                                                                  on_progress)
+                    model_dir = (
+                        Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), on_progress)
+                    )
             cache_mb = getattr(args, "cache_mb", None)
             cache_bytes = int(cache_mb * 1024 * 1024) if cache_mb else None
             with progress_bar("loading model", stderr, transient=True) as on_progress:
@@ -119,17 +120,33 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             if not interactive:
                 from outlier_tui.plain.pipe import run_pipe
 
-                return run_pipe(engine, question, stdout, stderr, store=store, chat_id=chat_id,
-                                params=params, show_stats=show_stats,
-                                show_thinking=bool(getattr(args, "show_thinking", False)),
-                                model_info=info)
+                return run_pipe(
+                    engine,
+                    question,
+                    stdout,
+                    stderr,
+                    store=store,
+                    chat_id=chat_id,
+                    params=params,
+                    show_stats=show_stats,
+                    show_thinking=bool(getattr(args, "show_thinking", False)),
+                    model_info=info,
+                )
             from outlier_tui.plain.render import pygments_style, wants_color
             from outlier_tui.plain.session import PlainSession
 
             session = PlainSession(
-                engine, store, chat_id=chat_id, params=params, show_stats=show_stats,
-                color=wants_color(stdout), style=pygments_style(getattr(args, "theme", None)),
-                out=stdout, err=stderr, model_name=Path(info.path).name, model_info=info,
+                engine,
+                store,
+                chat_id=chat_id,
+                params=params,
+                show_stats=show_stats,
+                color=wants_color(stdout),
+                style=pygments_style(getattr(args, "theme", None)),
+                out=stdout,
+                err=stderr,
+                model_name=Path(info.path).name,
+                model_info=info,
                 attach_limit=attach_limit_from_args(args),
             )
             return session.run()

@@ -70,8 +70,7 @@ def ask_once(
     return result
 
 
-def piped_message(text: str, attach_limit: int = DEFAULT_LIMIT_BYTES,
-                  cwd: Path | None = None) -> str:
+def piped_message(text: str, attach_limit: int = DEFAULT_LIMIT_BYTES, cwd: Path | None = None) -> str:
     """Standard input as the message, `@path` files attached. Checked before any
     model loads; AttachmentError (one line) means nothing is sent."""
     try:
@@ -96,9 +95,17 @@ def run_pipe(
     """Answer one piped question (see piped_message); returns 0, 1 (failed),
     130 (interrupted) or 141 (stdout closed)."""
     try:
-        result = ask_once(engine, question, out, store=store, chat_id=chat_id, params=params,
-                          color=wants_color(out), thinking_out=err if show_thinking else None,
-                          model_info=model_info)
+        result = ask_once(
+            engine,
+            question,
+            out,
+            store=store,
+            chat_id=chat_id,
+            params=params,
+            color=wants_color(out),
+            thinking_out=err if show_thinking else None,
+            model_info=model_info,
+        )
     except BrokenPipeError:
         _silence(out)
         return EXIT_BROKEN_PIPE

@@ -106,13 +106,13 @@ class StreamRenderer:
             return
         while text:
             newline = text.find("\n")
-            piece, text = (text, "") if newline < 0 else (text[: newline + 1], text[newline + 1:])
+            piece, text = (text, "") if newline < 0 else (text[: newline + 1], text[newline + 1 :])
             self._line += piece
             if self._line.endswith("\n"):
                 self._complete_line(self._line)
                 self._line, self._emitted = "", 0
             elif self._fence is None and not _could_open_fence(self._line):
-                self._out(self._line[self._emitted:])
+                self._out(self._line[self._emitted :])
                 self._emitted = len(self._line)
 
     def _complete_line(self, line: str) -> None:
@@ -125,11 +125,15 @@ class StreamRenderer:
                 self._code = []
                 self._out(DIM + body + RESET + "\n")
             else:
-                self._out(line[self._emitted:])
+                self._out(line[self._emitted :])
             return
         stripped = body.strip()
-        if (stripped and set(stripped) == {self._fence[0]} and len(stripped) >= len(self._fence)
-                and len(body) - len(body.lstrip(" ")) <= 3):
+        if (
+            stripped
+            and set(stripped) == {self._fence[0]}
+            and len(stripped) >= len(self._fence)
+            and len(body) - len(body.lstrip(" ")) <= 3
+        ):
             self._flush_code()
             self._out(DIM + body + RESET + "\n")
             self._fence = None
@@ -151,5 +155,5 @@ class StreamRenderer:
             self._flush_code()
             self._fence = None
         elif self._line:
-            self._out(self._line[self._emitted:])
+            self._out(self._line[self._emitted :])
         self._line, self._emitted = "", 0

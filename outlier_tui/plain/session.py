@@ -56,7 +56,7 @@ class AtPathCompleter(Completer):
         line = document.current_line_before_cursor
         if word.startswith("@"):
             partial = word[1:]
-        elif line.startswith("/file ") and line[len("/file "):] == word:
+        elif line.startswith("/file ") and line[len("/file ") :] == word:
             partial = word
         else:
             return
@@ -214,8 +214,10 @@ class PlainSession:
 
     def banner(self) -> None:
         model = f" — {self.model_name}" if self.model_name else ""
-        self.note(f"Outlier plain chat{model}. Enter sends, Alt-Enter or Ctrl-J adds a line, "
-                  f"@path attaches a file (Tab completes), /help lists commands, Ctrl-D exits.")
+        self.note(
+            f"Outlier plain chat{model}. Enter sends, Alt-Enter or Ctrl-J adds a line, "
+            f"@path attaches a file (Tab completes), /help lists commands, Ctrl-D exits."
+        )
         if self.chat_id is not None:
             chat = self.store.get_chat(self.chat_id)
             count = len(self.store.messages(chat.id))
@@ -280,8 +282,7 @@ class PlainSession:
         """The text with its @path and /file attachments, or None (said why) if one cannot be attached."""
         try:
             text, _ = expand_attachments(text, limit_bytes=self.attach_limit)
-            pending = [read_attachment(a.shown_path, limit_bytes=self.attach_limit)
-                       for a in self.attachments]
+            pending = [read_attachment(a.shown_path, limit_bytes=self.attach_limit) for a in self.attachments]
         except AttachmentError as exc:
             self.error(f"{exc} The message was not sent (it is in the history: Up recalls it).")
             return None
@@ -294,8 +295,9 @@ class PlainSession:
         if message is None:
             return None
         editing, self.editing = self.editing, False
-        return await self.answer(lambda on_part: (self.chat.edit_last(message, on_part) if editing
-                                                  else self.chat.send(message, on_part)))
+        return await self.answer(
+            lambda on_part: self.chat.edit_last(message, on_part) if editing else self.chat.send(message, on_part)
+        )
 
     async def answer(self, start: Callable[[PartFn], Turn]) -> TurnResult | None:
         """Run the Turn `start(on_part)` makes and print it: thinking dimmed (or hidden), then the answer."""

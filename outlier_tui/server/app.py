@@ -42,8 +42,10 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"No such endpoint {request.url.path}: this server has /v1/chat/completions, " \
-                  "/v1/completions, /v1/models, /v1/outlier/telemetry and /health."
+        message = (
+            f"No such endpoint {request.url.path}: this server has /v1/chat/completions, "
+            "/v1/completions, /v1/models, /v1/outlier/telemetry and /health."
+        )
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}."
     else:
@@ -53,5 +55,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("internal error on %s", request.url.path)
-    return ApiError(500, f"Internal server error ({type(exc).__name__}); see the server's log.",
-                    code="internal_error").response()
+    return ApiError(
+        500, f"Internal server error ({type(exc).__name__}); see the server's log.", code="internal_error"
+    ).response()

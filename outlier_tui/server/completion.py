@@ -34,10 +34,10 @@ class StopFilter:
         found = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
         if found:
             self._held = ""
-            return buffer[:min(found)], True
+            return buffer[: min(found)], True
         keep = max((k for s in self._stops for k in range(1, len(s)) if buffer.endswith(s[:k])), default=0)
-        self._held = buffer[len(buffer) - keep:] if keep else ""
-        return buffer[:len(buffer) - keep], False
+        self._held = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep], False
 
     def flush(self) -> str:
         held, self._held = self._held, ""
@@ -92,9 +92,12 @@ async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncGen
 
 def usage(stats: GenerationStats) -> dict:
     prompt = stats.prompt_tokens + stats.cached_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": stats.generation_tokens,
-            "total_tokens": prompt + stats.generation_tokens,
-            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": stats.generation_tokens,
+        "total_tokens": prompt + stats.generation_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+    }
 
 
 class ChatFormat:
@@ -160,8 +163,10 @@ class TextFormat(ChatFormat):
         return self._text_chunk(text, None)
 
     def thinking(self, text: str) -> dict:
-        return {**self._text_chunk("", None), "choices": [
-            {"index": 0, "text": "", "reasoning_content": text, "finish_reason": None, "logprobs": None}]}
+        return {
+            **self._text_chunk("", None),
+            "choices": [{"index": 0, "text": "", "reasoning_content": text, "finish_reason": None, "logprobs": None}],
+        }
 
     def last(self, finish: Finish) -> dict:
         return self._text_chunk("", finish.reason)

@@ -71,8 +71,12 @@ class EngineQueue:
     def submit(self, messages: Sequence[Message], params: GenerationParams) -> Job:
         """Queue a generation; raises ApiError(429) when the line is full."""
         if self._admitted >= 1 + self.max_waiting:
-            raise ApiError(429, f"The server is busy: {self._admitted} requests are running or waiting "
-                                "for the one model. Retry shortly.", code="queue_full")
+            raise ApiError(
+                429,
+                f"The server is busy: {self._admitted} requests are running or waiting "
+                "for the one model. Retry shortly.",
+                code="queue_full",
+            )
         self._admitted += 1
         job = Job(self, messages, params)
         job.task = asyncio.get_running_loop().create_task(self._run(job))

@@ -65,8 +65,11 @@ def _message(index: int, message: Any) -> Message:
         raise _bad(where, f"{where} must be an object with 'role' and 'content'.")
     role = message.get("role")
     if role not in _ROLES:
-        raise _bad(f"{where}.role", f"{where}.role must be one of system, developer, user, assistant "
-                                    f"(got {role!r}); tool messages are not supported.")
+        raise _bad(
+            f"{where}.role",
+            f"{where}.role must be one of system, developer, user, assistant "
+            f"(got {role!r}); tool messages are not supported.",
+        )
     content = message.get("content")
     if content is None and role == "assistant":
         content = ""
@@ -111,11 +114,17 @@ def _common(data: dict[str, Any], messages: list[Message], chat_template: bool) 
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model", "'model' must be a string.")
-    params = GenerationParams(max_tokens=int(max_tokens), temperature=temperature, top_p=top_p,
-                              seed=seed, chat_template=chat_template,
-                              enable_thinking=_enable_thinking(data.get("chat_template_kwargs")))
-    return CompletionRequest(messages, params, stream, bool(options.get("include_usage")),
-                             _stop(data.get("stop")), model)
+    params = GenerationParams(
+        max_tokens=int(max_tokens),
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        chat_template=chat_template,
+        enable_thinking=_enable_thinking(data.get("chat_template_kwargs")),
+    )
+    return CompletionRequest(
+        messages, params, stream, bool(options.get("include_usage")), _stop(data.get("stop")), model
+    )
 
 
 def _enable_thinking(kwargs: Any) -> bool | None:

@@ -51,13 +51,20 @@ class Routes:
 
     async def health(self, request: Request) -> Response:
         snapshot = self.engine.snapshot()
-        return JSONResponse({"status": "ok", "model": self.config.model_name, "engine": snapshot.state,
-                             "requests": self.queue.admitted})
+        return JSONResponse(
+            {"status": "ok", "model": self.config.model_name, "engine": snapshot.state, "requests": self.queue.admitted}
+        )
 
     async def models(self, request: Request) -> Response:
         self._authorize(request)
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "outlier"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": self.config.model_name, "object": "model", "created": self.created, "owned_by": "outlier"}
+                ],
+            }
+        )
 
     # ---- completions -------------------------------------------------------
 
@@ -67,8 +74,9 @@ class Routes:
     async def completions(self, request: Request) -> Response:
         return await self._complete(request, text_request, TextFormat)
 
-    async def _complete(self, request: Request, parse: Callable[[dict], CompletionRequest],
-                        format_class: type[ChatFormat]) -> Response:
+    async def _complete(
+        self, request: Request, parse: Callable[[dict], CompletionRequest], format_class: type[ChatFormat]
+    ) -> Response:
         self._authorize(request)
         req = parse(parse_json(await self._body(request)))
         job = self.queue.submit(req.messages, req.params)
@@ -89,8 +97,11 @@ class Routes:
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
         length = request.headers.get("content-length", "")
-        too_big = ApiError(413, f"The request body is larger than {limit // 1024} KiB; send a shorter "
-                                "conversation.", code="request_too_large")
+        too_big = ApiError(
+            413,
+            f"The request body is larger than {limit // 1024} KiB; send a shorter conversation.",
+            code="request_too_large",
+        )
         if length.isdigit() and int(length) > limit:
             raise too_big
         body = bytearray()
@@ -107,8 +118,12 @@ class Routes:
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-            raise ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>' "
-                                "with the key the server was started with (--api-key).", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Incorrect or missing API key: send 'Authorization: Bearer <key>' "
+                "with the key the server was started with (--api-key).",
+                code="invalid_api_key",
+            )
 
     # ---- telemetry -----------------------------------------------------------
 
@@ -151,8 +166,9 @@ async def _whole(pieces: AsyncIterator[Piece], fmt: ChatFormat) -> dict:
     raise ApiError(500, "The engine ended the answer without finishing it; send the request again.")
 
 
-async def _stream(job: Job, first: Piece, pieces: AsyncGenerator[Piece, None], fmt: ChatFormat,
-                  include_usage: bool) -> AsyncGenerator[bytes, None]:
+async def _stream(
+    job: Job, first: Piece, pieces: AsyncGenerator[Piece, None], fmt: ChatFormat, include_usage: bool
+) -> AsyncGenerator[bytes, None]:
     """The SSE body; closing it (client gone) cancels the generation."""
     try:
         if (head := fmt.first()) is not None:

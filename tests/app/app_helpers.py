@@ -39,9 +39,13 @@ async def send(pilot, text: str, wait: bool = True) -> None:
         await wait_until(lambda: app.generating)
         return
     await pilot.press("enter")
-    await wait_until(lambda: len(app.query(AssistantMessage)) > before
-                     and app.query(AssistantMessage).last().status != "partial"
-                     and not app.generating)
+    await wait_until(
+        lambda: (
+            len(app.query(AssistantMessage)) > before
+            and app.query(AssistantMessage).last().status != "partial"
+            and not app.generating
+        )
+    )
     await app.workers.wait_for_complete()
     await pilot.pause()
 
@@ -55,8 +59,7 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def synthetic_snapshot(layers: int = 60, experts: int = 512, step: int = 400,
-                       seed: int = 7) -> TelemetrySnapshot:
+def synthetic_snapshot(layers: int = 60, experts: int = 512, step: int = 400, seed: int = 7) -> TelemetrySnapshot:
     """A deterministic snapshot of a big model: some experts hot, some missed at `step`."""
     rng = np.random.default_rng(seed)
     hits = rng.poisson(3.0, (layers, experts)) * (rng.random((layers, experts)) < 0.3)
@@ -66,16 +69,40 @@ def synthetic_snapshot(layers: int = 60, experts: int = 512, step: int = 400,
     miss_age = rng.geometric(0.004, (layers, experts)) - 1  # misses: spread out
     last_use = np.where(resident, np.maximum(step - use_age, 1), 0)
     last_miss = np.where(misses > 0, np.maximum(step - miss_age, 1), 0)
-    info = ModelInfo(path="/models/demo", model_type="qwen3_5_moe", num_layers=layers,
-                     moe_layers=tuple(range(layers)), num_experts=experts, top_k=10,
-                     expert_bytes=7_077_888, total_expert_bytes=layers * experts * 7_077_888,
-                     resident_bytes=5_500_000_000, cache_budget_bytes=8 << 30, cache_slots=1200)
+    info = ModelInfo(
+        path="/models/demo",
+        model_type="qwen3_5_moe",
+        num_layers=layers,
+        moe_layers=tuple(range(layers)),
+        num_experts=experts,
+        top_k=10,
+        expert_bytes=7_077_888,
+        total_expert_bytes=layers * experts * 7_077_888,
+        resident_bytes=5_500_000_000,
+        cache_budget_bytes=8 << 30,
+        cache_slots=1200,
+    )
     return TelemetrySnapshot(
-        state="idle", step=step, moe_layers=tuple(range(layers)), hits=hits.astype(np.int64),
-        misses=misses, resident=resident, last_use_step=last_use.astype(np.int64),
-        last_miss_step=last_miss.astype(np.int64), bytes_read=3 << 30, reads=int(misses.sum()),
-        read_seconds=4.0, io_wait_seconds=2.5, prompt_tps=85.0, generation_tps=2.1,
-        rss_bytes=11 << 30, peak_rss_bytes=12 << 30, mlx_active_bytes=9 << 30,
-        cache_bytes=6 << 30, cache_peak_bytes=7 << 30, cache_budget_bytes=8 << 30,
-        resident_weight_bytes=5_500_000_000, model=info,
+        state="idle",
+        step=step,
+        moe_layers=tuple(range(layers)),
+        hits=hits.astype(np.int64),
+        misses=misses,
+        resident=resident,
+        last_use_step=last_use.astype(np.int64),
+        last_miss_step=last_miss.astype(np.int64),
+        bytes_read=3 << 30,
+        reads=int(misses.sum()),
+        read_seconds=4.0,
+        io_wait_seconds=2.5,
+        prompt_tps=85.0,
+        generation_tps=2.1,
+        rss_bytes=11 << 30,
+        peak_rss_bytes=12 << 30,
+        mlx_active_bytes=9 << 30,
+        cache_bytes=6 << 30,
+        cache_peak_bytes=7 << 30,
+        cache_budget_bytes=8 << 30,
+        resident_weight_bytes=5_500_000_000,
+        model=info,
     )

@@ -29,9 +29,14 @@ def make_app(store: ConversationStore, tmp_path: Path) -> Callable[..., OutlierA
     """make_app(engine=None, **overrides): an app wired to the temp store, no timers."""
 
     def make(engine: FakeEngine | None = None, **overrides) -> OutlierApp:
-        options = dict(model_dir="fake-model", telemetry_interval=None,
-                       theme_dirs=[BUNDLED_THEMES], keymap_file=tmp_path / "no-keymap.toml",
-                       export_dir=tmp_path / "exports", clock=lambda: 0.0)
+        options = dict(
+            model_dir="fake-model",
+            telemetry_interval=None,
+            theme_dirs=[BUNDLED_THEMES],
+            keymap_file=tmp_path / "no-keymap.toml",
+            export_dir=tmp_path / "exports",
+            clock=lambda: 0.0,
+        )
         options.update(overrides)
         return OutlierApp(engine or FakeEngine(), store, **options)
 

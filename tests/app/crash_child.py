@@ -32,8 +32,9 @@ async def drive(pilot) -> None:
 def main() -> None:
     store = ConversationStore(Path(sys.argv[1]))
     engine = FakeEngine(script=[ANSWER], token_delay=0.005)
-    app = OutlierApp(engine, store, model_dir="fake-model", telemetry_interval=None,
-                     theme_dirs=[BUNDLED_THEMES], save_interval=0.05)
+    app = OutlierApp(
+        engine, store, model_dir="fake-model", telemetry_interval=None, theme_dirs=[BUNDLED_THEMES], save_interval=0.05
+    )
     app.run(headless=True, auto_pilot=drive)
 
 

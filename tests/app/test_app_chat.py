@@ -46,8 +46,7 @@ async def test_answer_streams_in_pieces(make_app):
     async with app.run_test() as pilot:
         await ready(pilot)
         await send(pilot, "go", wait=False)
-        await wait_until(lambda: (a := app.query_one(ChatLog).last_answer()) is not None
-                       and "word5 " in a.text)
+        await wait_until(lambda: (a := app.query_one(ChatLog).last_answer()) is not None and "word5 " in a.text)
         answer = app.query_one(ChatLog).last_answer()
         assert answer.status == "partial" and app.generating
         assert "word199" not in answer.text
@@ -62,8 +61,7 @@ async def test_escape_cancels_and_keeps_partial_answer(make_app, store):
     async with app.run_test() as pilot:
         await ready(pilot)
         await send(pilot, "long one", wait=False)
-        await wait_until(lambda: "word3 " in (app.query_one(ChatLog).last_answer() or
-                                           AssistantMessage()).text)
+        await wait_until(lambda: "word3 " in (app.query_one(ChatLog).last_answer() or AssistantMessage()).text)
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -247,8 +245,9 @@ async def test_partial_answer_is_saved_while_streaming(make_app, store):
     async with app.run_test() as pilot:
         await ready(pilot)
         await send(pilot, "stream", wait=False)
-        await wait_until(lambda: len(store.messages(app.chat.id)) == 2
-                       and "word4 " in store.messages(app.chat.id)[1].content)
+        await wait_until(
+            lambda: len(store.messages(app.chat.id)) == 2 and "word4 " in store.messages(app.chat.id)[1].content
+        )
         user, answer = store.messages(app.chat.id)
         assert (user.status, answer.status) == ("complete", "partial")
         await pilot.press("escape")
@@ -293,8 +292,7 @@ async def test_switching_chat_stops_the_running_answer(make_app, store):
         await pilot.press("ctrl+n")
         await app.workers.wait_for_complete()
         await send(pilot, "long", wait=False)
-        await wait_until(lambda: "word2 " in (app.query_one(ChatLog).last_answer()
-                                             or AssistantMessage()).text)
+        await wait_until(lambda: "word2 " in (app.query_one(ChatLog).last_answer() or AssistantMessage()).text)
         second = app.chat.id
         app.action_open_chat(first)
         await wait_until(lambda: app.chat.id == first and not app.generating)

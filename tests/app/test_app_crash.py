@@ -34,8 +34,9 @@ async def test_kill_9_mid_answer_keeps_history(tmp_path, make_app):
     db = tmp_path / "crash.sqlite3"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     script = Path(__file__).with_name("crash_child.py")
-    child = subprocess.Popen([sys.executable, str(script), str(db)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(db)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         while "token20 " not in _partial_answer(db):

@@ -22,9 +22,15 @@ def test_bin_edges_never_make_more_bins_than_items():
     assert list(bin_edges(0, 10)) == [0]
 
 
-@pytest.mark.parametrize("how,expected", [
-    ("max", [[2, 9]]), ("sum", [[3, 13]]), ("mean", [[1.5, 6.5]]), ("any", [[True, True]]),
-])
+@pytest.mark.parametrize(
+    "how,expected",
+    [
+        ("max", [[2, 9]]),
+        ("sum", [[3, 13]]),
+        ("mean", [[1.5, 6.5]]),
+        ("any", [[True, True]]),
+    ],
+)
 def test_reduce_bins(how, expected):
     a = np.array([[1, 2, 4, 9]])
     out = reduce_bins(a, bin_edges(4, 2), axis=1, how=how)
@@ -38,9 +44,9 @@ def test_512_experts_and_60_layers_fit_an_80_column_pane():
     assert grid.experts_per_col == 26 and grid.layers_per_row == 8
     assert grid.row_layers[0] == (0, 6) and grid.row_layers[-1][1] == 59
     rows, cols = bin_edges(60, 8), bin_edges(512, 20)
-    block = snap.resident[rows[0]:rows[1], cols[0]:cols[1]]
+    block = snap.resident[rows[0] : rows[1], cols[0] : cols[1]]
     assert grid.resident[0, 0] == pytest.approx(block.mean())
-    assert grid.used[0, 0] == (snap.last_use_step[rows[0]:rows[1], cols[0]:cols[1]] > 0).any()
+    assert grid.used[0, 0] == (snap.last_use_step[rows[0] : rows[1], cols[0] : cols[1]] > 0).any()
 
 
 def test_misses_marked_only_after_since_step():
@@ -60,9 +66,16 @@ def test_misses_marked_only_after_since_step():
 def test_hit_rate_per_row_and_total():
     hits = np.array([[3, 0], [0, 0]])
     misses = np.array([[1, 0], [0, 0]])
-    snap = TelemetrySnapshot(state="idle", step=2, moe_layers=(1, 3), hits=hits, misses=misses,
-                             resident=np.ones((2, 2), bool), last_use_step=np.ones((2, 2), np.int64),
-                             last_miss_step=np.zeros((2, 2), np.int64))
+    snap = TelemetrySnapshot(
+        state="idle",
+        step=2,
+        moe_layers=(1, 3),
+        hits=hits,
+        misses=misses,
+        resident=np.ones((2, 2), bool),
+        last_use_step=np.ones((2, 2), np.int64),
+        last_miss_step=np.zeros((2, 2), np.int64),
+    )
     grid = compute_grid(snap, rows=2, cols=2, since_step=1)
     assert grid.hit_rate[0] == pytest.approx(0.75)
     assert np.isnan(grid.hit_rate[1])
@@ -73,8 +86,7 @@ def test_hit_rate_per_row_and_total():
 def test_heat_prefers_recent_use():
     snap = synthetic_snapshot(layers=1, experts=4, step=100)
     last_use = np.array([[100, 90, 50, 0]])
-    snap = TelemetrySnapshot(**{**snap.__dict__, "last_use_step": last_use,
-                                "hits": np.zeros((1, 4), np.int64)})
+    snap = TelemetrySnapshot(**{**snap.__dict__, "last_use_step": last_use, "hits": np.zeros((1, 4), np.int64)})
     heat = expert_heat(snap)[0]
     assert heat[0] > heat[1] > heat[2] == heat[3] == 0
 

@@ -15,8 +15,7 @@ pytest.importorskip("mlx.core")
 QUESTION = "Write a haiku about disks."
 
 
-async def test_question_gets_answer_and_heatmap_shows_misses_then_hits(
-        make_app, store, checkpoint_factory):
+async def test_question_gets_answer_and_heatmap_shows_misses_then_hits(make_app, store, checkpoint_factory):
     from engine import Engine
 
     path = checkpoint_factory("qwen3_moe")

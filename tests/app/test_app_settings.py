@@ -58,8 +58,7 @@ def test_pick_theme():
 
 def test_keymap_file_both_layouts_and_warnings(tmp_path: Path):
     path = tmp_path / "keymap.toml"
-    path.write_text('new_chat = "f9"\ncopy_code = ["f6", "ctrl+f"]\nbogus = "f1"\n'
-                    'chats = 3\n')
+    path.write_text('new_chat = "f9"\ncopy_code = ["f6", "ctrl+f"]\nbogus = "f1"\nchats = 3\n')
     keymap, warnings = load_keymap(path, known_ids={"new_chat", "copy_code", "chats"})
     assert keymap == {"new_chat": "f9", "copy_code": "f6,ctrl+f"}
     assert len(warnings) == 2

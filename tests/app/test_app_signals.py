@@ -54,9 +54,13 @@ def _answer(db: Path) -> tuple[str, str]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_answer_saves_it_as_stopped(tmp_path, sig):
     db = tmp_path / "chats.sqlite3"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(Path(__file__).parent)], cwd=REPO,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db), str(Path(__file__).parent)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while "token20 " not in _answer(db)[0]:

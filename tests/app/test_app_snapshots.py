@@ -31,8 +31,13 @@ def test_main_screen(snap_compare, make_app, store, size, theme):
     store.add_message(chat.id, "user", "How do I reverse a string in Python?")
     store.add_message(chat.id, "assistant", ANSWER)
     snapshot = synthetic_snapshot()
-    app = make_app(FakeEngine(), model_dir="/models/Qwen3.5-397B-A17B-4bit", theme=theme,
-                   chat=str(chat.id), snapshot_source=lambda: snapshot)
+    app = make_app(
+        FakeEngine(),
+        model_dir="/models/Qwen3.5-397B-A17B-4bit",
+        theme=theme,
+        chat=str(chat.id),
+        snapshot_source=lambda: snapshot,
+    )
 
     async def run_before(pilot) -> None:
         await ready(pilot)

@@ -11,8 +11,11 @@ from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import SearchScreen
 
 THINKING = " ".join(f"step{i}" for i in range(60))
-REPLY = f"<think>\n{THINKING}\n</think>\n\n" + " ".join(f"ans{i}" for i in range(40)) + \
-    "\n\n```python\nfirst()\n```\n\n```sh\nsecond\n```\n"
+REPLY = (
+    f"<think>\n{THINKING}\n</think>\n\n"
+    + " ".join(f"ans{i}" for i in range(40))
+    + "\n\n```python\nfirst()\n```\n\n```sh\nsecond\n```\n"
+)
 
 
 async def test_thinking_shows_live_then_folds_when_the_answer_starts(make_app, store):
@@ -92,7 +95,11 @@ async def test_up_on_empty_box_edits_the_last_message(make_app, store):
         await pilot.pause()
         assert not prompt.editing
         assert [m.content for m in store.messages(app.chat.id)] == [
-            "q1", "first answer", "q2 with a fix", "edited answer"]
+            "q1",
+            "first answer",
+            "q2 with a fix",
+            "edited answer",
+        ]
         assert [w.text for w in app.query(UserMessage)] == ["q1", "q2 with a fix"]
         assert [w.text for w in app.query(AssistantMessage)] == ["first answer", "edited answer"]
         assert [m["content"] for m in engine.requests[-1][0]] == ["q1", "first answer", "q2 with a fix"]
@@ -153,7 +160,8 @@ async def test_attachment_is_sent_as_a_fenced_block_or_refused(make_app, store, 
         assert prompt.text == "look at @util.py"
         await send(pilot, "")
         assert engine.requests[0][0][-1]["content"] == (
-            "look at @util.py\n\nutil.py\n```python\ndef f():\n    pass\n```")
+            "look at @util.py\n\nutil.py\n```python\ndef f():\n    pass\n```"
+        )
         await pilot.press("up")  # editing gets back what was typed, not the attached file
         assert prompt.text == "look at @util.py" and prompt.editing
         prompt.clear()

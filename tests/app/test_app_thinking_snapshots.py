@@ -12,8 +12,10 @@ from outlier_tui.app.chat_view import AssistantMessage, ChatLog
 from outlier_tui.app.prompt_input import PromptInput
 
 SIZE = (100, 30)
-THINKING = ("The user asks how to reverse a string. Slicing with a step of -1 is the "
-            "idiomatic way; reversed() plus join also works but is longer.")
+THINKING = (
+    "The user asks how to reverse a string. Slicing with a step of -1 is the "
+    "idiomatic way; reversed() plus join also works but is longer."
+)
 ANSWER = "Use slicing:\n\n```python\ns[::-1]\n```"
 
 
@@ -23,8 +25,14 @@ def _app(make_app, store, **kw):
     answer = store.add_message(chat.id, "assistant", "", status="partial")
     store.update_message(answer, ANSWER, "complete", thinking=THINKING)
     snapshot = synthetic_snapshot()
-    return make_app(FakeEngine(), model_dir="/models/Qwen3-30B-A3B-4bit", theme="outlier-dark",
-                    chat=str(chat.id), snapshot_source=lambda: snapshot, **kw)
+    return make_app(
+        FakeEngine(),
+        model_dir="/models/Qwen3-30B-A3B-4bit",
+        theme="outlier-dark",
+        chat=str(chat.id),
+        snapshot_source=lambda: snapshot,
+        **kw,
+    )
 
 
 async def _settle(pilot) -> None:

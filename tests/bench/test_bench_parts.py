@@ -34,11 +34,9 @@ def test_belady_is_never_worse_than_lru(seed, slots):
 
 def test_calls_from_trace_rebuilds_per_layer_calls():
     trace = [(0, 1), (0, 3), (1, 2), (1, 5), (0, 1), (0, 4), (0, 5)]
-    assert optimal.calls_from_trace(trace, 8) == [[(0, 1), (0, 3)], [(1, 2), (1, 5)],
-                                                  [(0, 1), (0, 4), (0, 5)]]
+    assert optimal.calls_from_trace(trace, 8) == [[(0, 1), (0, 3)], [(1, 2), (1, 5)], [(0, 1), (0, 4), (0, 5)]]
     # a long prefill call is planned num_slots keys at a time
-    assert optimal.calls_from_trace([(0, e) for e in range(5)], 2) == [
-        [(0, 0), (0, 1)], [(0, 2), (0, 3)], [(0, 4)]]
+    assert optimal.calls_from_trace([(0, e) for e in range(5)], 2) == [[(0, 0), (0, 1)], [(0, 2), (0, 3)], [(0, 4)]]
 
 
 def test_replay_counts_only_from_the_given_position():
@@ -99,4 +97,7 @@ def test_replay_from_the_call_record_flags_prefill_calls():
     trace = [(0, 1), (0, 2), (0, 3), (1, 4), (0, 1)]
     record = [(3, True), (1, False), (1, False)]
     assert optimal.calls_from_record(trace, record) == [
-        ([(0, 1), (0, 2), (0, 3)], True), ([(1, 4)], False), ([(0, 1)], False)]
+        ([(0, 1), (0, 2), (0, 3)], True),
+        ([(1, 4)], False),
+        ([(0, 1)], False),
+    ]

@@ -15,8 +15,15 @@ from bench.plot import write_plot
 @pytest.fixture(scope="module")
 def result(checkpoint_factory):
     path = checkpoint_factory("mixtral")
-    opts = orchestrate.Options(model_dir=path, budgets=[100.0, 25.0], tokens=4, passes=2,
-                               prefetch_budgets=[100.0], raw_read_bytes=None, memcap_bytes=None)
+    opts = orchestrate.Options(
+        model_dir=path,
+        budgets=[100.0, 25.0],
+        tokens=4,
+        passes=2,
+        prefetch_budgets=[100.0],
+        raw_read_bytes=None,
+        memcap_bytes=None,
+    )
     return orchestrate.run(opts)
 
 
@@ -31,7 +38,10 @@ def test_json_has_the_five_ratios_as_finite_numbers(result, tmp_path):
         within = data[key] >= float(threshold) if op == ">=" else data[key] <= float(threshold)
         assert data["targets"][key]["met"] is within, key
     assert {(c["budget_percent"], c["prefetch"]) for c in data["configs"]} == {
-        (100.0, False), (100.0, True), (25.0, False)}
+        (100.0, False),
+        (100.0, True),
+        (25.0, False),
+    }
 
 
 def test_lru_replay_reproduces_the_engines_live_hits(result):
@@ -61,5 +71,5 @@ def test_plot_is_a_valid_png(result, tmp_path):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     assert len(zlib.decompress(idat)) == height * (1 + 3 * width)

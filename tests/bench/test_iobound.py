@@ -38,8 +38,9 @@ def test_disk_of_names_the_whole_disk(tmp_path):
 
 
 def test_skips_with_the_reason_where_reads_cannot_be_throttled(checkpoint_factory, monkeypatch):
-    monkeypatch.setattr(throttle.ReadThrottle, "create",
-                        classmethod(lambda cls, files, bps: (None, "not root: cannot create a cgroup")))
+    monkeypatch.setattr(
+        throttle.ReadThrottle, "create", classmethod(lambda cls, files, bps: (None, "not root: cannot create a cgroup"))
+    )
     monkeypatch.setattr(iobound.ReadThrottle, "create", throttle.ReadThrottle.create)
     result = iobound.run(iobound.Options(model_dir=checkpoint_factory("mixtral"), tokens=2))
     assert result["skipped"] == "reads cannot be throttled here: not root: cannot create a cgroup"
@@ -54,8 +55,11 @@ def result(checkpoint_factory):
     if probe is None:
         pytest.skip(f"reads cannot be throttled here: {why}")
     probe.remove()
-    return iobound.run(iobound.Options(model_dir=path, disk_bytes_per_s=50_000_000, tokens=6,
-                                       long_prompt=False, budgets=[25.0], variants=["today"]))
+    return iobound.run(
+        iobound.Options(
+            model_dir=path, disk_bytes_per_s=50_000_000, tokens=6, long_prompt=False, budgets=[25.0], variants=["today"]
+        )
+    )
 
 
 def test_the_five_figures_are_finite(result, tmp_path):
@@ -67,7 +71,10 @@ def test_the_five_figures_are_finite(result, tmp_path):
     for key in iobound_report.TARGETS:
         assert data["targets"][key]["met"] in (True, False)
     assert {(c["budget_percent"], c["name"]) for c in data["configs"]} == {
-        (25.0, "off"), (25.0, "default"), (25.0, "today")}
+        (25.0, "off"),
+        (25.0, "default"),
+        (25.0, "today"),
+    }
 
 
 def test_limit_is_the_larger_of_compute_and_optimal_reads(result):

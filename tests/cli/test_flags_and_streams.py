@@ -62,10 +62,17 @@ def test_bad_flag_is_a_one_line_usage_error(command, flag, value, expected, caps
     assert last.startswith(f"outlier {command}: error: argument {flag}") and expected in last, last
 
 
-@pytest.mark.parametrize("flag,value,parsed", [
-    ("--seed", str(2**64 - 1), 2**64 - 1), ("--seed", "0", 0), ("--top-p", "1", 1.0),
-    ("--temp", "0", 0.0), ("--reader-threads", "64", 64), ("--cache-mb", "0.05", 0.05),
-])
+@pytest.mark.parametrize(
+    "flag,value,parsed",
+    [
+        ("--seed", str(2**64 - 1), 2**64 - 1),
+        ("--seed", "0", 0),
+        ("--top-p", "1", 1.0),
+        ("--temp", "0", 0.0),
+        ("--reader-threads", "64", 64),
+        ("--cache-mb", "0.05", 0.05),
+    ],
+)
 def test_edge_values_are_accepted(flag, value, parsed):
     args = build_parser().parse_args(["generate", "--prompt", "hi", flag, value])
     assert getattr(args, flag[2:].replace("-", "_")) == parsed
@@ -86,9 +93,14 @@ def outlier(*args, input_bytes=None, close_stdout=False, data_dir=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     if data_dir is not None:
         env["OUTLIER_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "-m", "outlier_tui.cli", *args], input=input_bytes,
-                          capture_output=True, timeout=300, env=env,
-                          preexec_fn=(lambda: os.close(1)) if close_stdout else None)
+    return subprocess.run(
+        [sys.executable, "-m", "outlier_tui.cli", *args],
+        input=input_bytes,
+        capture_output=True,
+        timeout=300,
+        env=env,
+        preexec_fn=(lambda: os.close(1)) if close_stdout else None,
+    )
 
 
 def _one_error_line(result) -> str:
@@ -100,8 +112,9 @@ def _one_error_line(result) -> str:
 
 @pytest.mark.parametrize("command", [["generate", "--prompt", "-"], ["chat", "--chat", "new"], ["chat"]])
 def test_invalid_utf8_on_stdin_is_one_line(checkpoint_factory, tmp_path, command):
-    result = outlier(*command, "--model", str(checkpoint_factory("mixtral")),
-                     input_bytes=b"caf\xe9\n", data_dir=tmp_path)
+    result = outlier(
+        *command, "--model", str(checkpoint_factory("mixtral")), input_bytes=b"caf\xe9\n", data_dir=tmp_path
+    )
     assert result.returncode == 1
     assert "not valid UTF-8" in _one_error_line(result)
     assert result.stdout == b""
@@ -109,22 +122,28 @@ def test_invalid_utf8_on_stdin_is_one_line(checkpoint_factory, tmp_path, command
 
 @pytest.mark.parametrize("command", [["generate", "--prompt", "hi"], ["chat"]])
 def test_closed_stdout_is_one_line(checkpoint_factory, tmp_path, command):
-    result = outlier(*command, "--model", str(checkpoint_factory("mixtral")), input_bytes=b"hi\n",
-                     close_stdout=True, data_dir=tmp_path)
+    result = outlier(
+        *command,
+        "--model",
+        str(checkpoint_factory("mixtral")),
+        input_bytes=b"hi\n",
+        close_stdout=True,
+        data_dir=tmp_path,
+    )
     assert result.returncode == 1
     assert "standard output is closed" in _one_error_line(result)
 
 
 def test_zero_token_prompt_is_refused(checkpoint_factory):
-    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "",
-                     "--no-chat-template")
+    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "", "--no-chat-template")
     assert result.returncode == 1 and "0 tokens" in _one_error_line(result)
 
 
 @pytest.mark.parametrize("command", [["generate", "--prompt", "-", "--no-chat-template"], ["chat"]])
 def test_prompt_beyond_the_context_is_refused_with_both_numbers(checkpoint_factory, tmp_path, command):
-    result = outlier(*command, "--model", str(checkpoint_factory("mixtral")),
-                     input_bytes=b"x" * 5000, data_dir=tmp_path)
+    result = outlier(
+        *command, "--model", str(checkpoint_factory("mixtral")), input_bytes=b"x" * 5000, data_dir=tmp_path
+    )
     assert result.returncode == 1
     line = _one_error_line(result)
     assert re.search(r"is 50\d\d tokens", line) and "4096" in line, line  # + chat template tokens
@@ -133,8 +152,18 @@ def test_prompt_beyond_the_context_is_refused_with_both_numbers(checkpoint_facto
 
 def test_max_tokens_stops_at_the_context_limit(checkpoint_factory, tmp_path):
     stats_path = tmp_path / "stats.json"
-    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "y" * 4090,
-                     "--no-chat-template", "--max-tokens", "100000", "--stats-json", str(stats_path))
+    result = outlier(
+        "generate",
+        "--model",
+        str(checkpoint_factory("mixtral")),
+        "--prompt",
+        "y" * 4090,
+        "--no-chat-template",
+        "--max-tokens",
+        "100000",
+        "--stats-json",
+        str(stats_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "beyond the model's context of 4096 tokens" in result.stderr.decode()
     stats = json.loads(stats_path.read_text())

@@ -7,22 +7,49 @@ import sys
 
 from oracle import oracle_answer
 
-STATS_KEYS = {"tokens", "prompt_tokens", "generation_tokens", "prompt_tps", "generation_tps",
-              "peak_rss_bytes", "cache_budget_bytes", "cache_peak_bytes", "expert_hits",
-              "expert_misses", "bytes_read", "io_wait_seconds"}
+STATS_KEYS = {
+    "tokens",
+    "prompt_tokens",
+    "generation_tokens",
+    "prompt_tps",
+    "generation_tps",
+    "peak_rss_bytes",
+    "cache_budget_bytes",
+    "cache_peak_bytes",
+    "expert_hits",
+    "expert_misses",
+    "bytes_read",
+    "io_wait_seconds",
+}
 
 
 def outlier(*args):
-    return subprocess.run([sys.executable, "-m", "outlier_tui.cli", *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "outlier_tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
     path = checkpoint_factory("qwen3_moe")
     stats_path = tmp_path / "stats.json"
-    result = outlier("generate", "--model", str(path), "--prompt", "Hello, world",
-                     "--max-tokens", "16", "--no-chat-template", "--cache-mb", "0.05",
-                     "--stats-json", str(stats_path))
+    result = outlier(
+        "generate",
+        "--model",
+        str(path),
+        "--prompt",
+        "Hello, world",
+        "--max-tokens",
+        "16",
+        "--no-chat-template",
+        "--cache-mb",
+        "0.05",
+        "--stats-json",
+        str(stats_path),
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(stats_path.read_text())
     assert set(stats) >= STATS_KEYS
@@ -41,13 +68,13 @@ def test_generate_with_chat_template(checkpoint_factory, tmp_path):
 
     path = checkpoint_factory("mixtral")
     stats_path = tmp_path / "stats.json"
-    result = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8",
-                     "--stats-json", str(stats_path))
+    result = outlier(
+        "generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8", "--stats-json", str(stats_path)
+    )
     assert result.returncode == 0, result.stderr
 
     def templated(tok):
-        text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                       tokenize=False)
+        text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
         return tok.encode(text, add_special_tokens=False)
 
     stats = json.loads(stats_path.read_text())
@@ -64,8 +91,7 @@ def test_bad_model_path_is_one_line(tmp_path):
 
 
 def test_budget_too_small_says_what_works(checkpoint_factory):
-    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "hi",
-                     "--cache-mb", "0.001")
+    result = outlier("generate", "--model", str(checkpoint_factory("mixtral")), "--prompt", "hi", "--cache-mb", "0.001")
     assert result.returncode == 1
     assert "--cache-mb" in result.stderr and "Traceback" not in result.stderr
 
@@ -80,8 +106,7 @@ def test_generate_prints_only_the_answer_of_a_thinking_model(tmp_path):
     question = [{"role": "user", "content": "hi"}]
     _, thinking, answer = oracle_split(path, question, None, 8)
     assert thinking and not answer
-    shown = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8",
-                    "--show-thinking")
+    shown = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8", "--show-thinking")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == "\n" and thinking in shown.stderr
     quiet = outlier("generate", "--model", str(path), "--prompt", "hi", "--max-tokens", "8")

@@ -30,9 +30,11 @@ def project(tmp_path):
 def test_files_become_fenced_blocks_headed_by_their_path(project):
     text, files = expand_attachments("Review @src/main.py and @src/mod.rs.", project)
     assert [f.shown_path for f in files] == ["src/main.py", "src/mod.rs"]
-    assert text == ("Review @src/main.py and @src/mod.rs.\n\n"
-                    "src/main.py\n```python\nprint('hi')\n```\n\n"
-                    "src/mod.rs\n```rust\nfn main() {}\n```")
+    assert text == (
+        "Review @src/main.py and @src/mod.rs.\n\n"
+        "src/main.py\n```python\nprint('hi')\n```\n\n"
+        "src/mod.rs\n```rust\nfn main() {}\n```"
+    )
 
 
 def test_fence_outgrows_fences_in_the_file(project):
@@ -45,14 +47,17 @@ def test_plain_at_words_and_fenced_code_stay_text(project):
     assert expand_attachments(message, project) == (message, [])
 
 
-@pytest.mark.parametrize("mention, reason", [
-    ("@src", "is a folder"),
-    ("@blob.bin", "binary"),
-    ("@latin.txt", "not UTF-8"),
-    ("@big.txt", "over the 2 KB limit"),
-    ("@missing.py", "no such file"),
-    ("@nope/x", "no such file"),
-])
+@pytest.mark.parametrize(
+    "mention, reason",
+    [
+        ("@src", "is a folder"),
+        ("@blob.bin", "binary"),
+        ("@latin.txt", "not UTF-8"),
+        ("@big.txt", "over the 2 KB limit"),
+        ("@missing.py", "no such file"),
+        ("@nope/x", "no such file"),
+    ],
+)
 def test_refusals_are_one_line(project, mention, reason):
     with pytest.raises(AttachmentError) as info:
         expand_attachments(f"look at {mention} please", project, limit_bytes=2048)
@@ -80,5 +85,7 @@ def test_editing_gets_back_the_typed_text(project):
     typed = "Compare @src/main.py with @notes.md\n\nand say which is shorter"
     message, _ = expand_attachments(typed, project)
     assert strip_attachments(message) == typed
-    assert strip_attachments("no files here\n\nsrc/main.py\n```python\nx\n```") == \
-        "no files here\n\nsrc/main.py\n```python\nx\n```"  # not mentioned: the user's own text
+    assert (
+        strip_attachments("no files here\n\nsrc/main.py\n```python\nx\n```")
+        == "no files here\n\nsrc/main.py\n```python\nx\n```"
+    )  # not mentioned: the user's own text

@@ -47,13 +47,16 @@ def test_send_streams_thinking_and_answer_apart_and_stores_both(store):
     session = ChatSession(_engine([REPLY]), store)
     parts = Parts()
     result = session.send("hi", parts).run()
-    assert (result.status, result.text, result.thinking) == (
-        "complete", "Hello there, friend.", "The user greets me.")
+    assert (result.status, result.text, result.thinking) == ("complete", "Hello there, friend.", "The user greets me.")
     assert parts.text("thinking") == "The user greets me."
     assert parts.text("answer") == "Hello there, friend."
     user, answer = store.messages(session.chat_id)
     assert (user.content, answer.content, answer.thinking, answer.status) == (
-        "hi", "Hello there, friend.", "The user greets me.", "complete")
+        "hi",
+        "Hello there, friend.",
+        "The user greets me.",
+        "complete",
+    )
     assert store.get_chat(session.chat_id).title == "hi"
     assert "tok/s" in result.note() and session.last_stats is result.stats
 
@@ -81,8 +84,7 @@ def test_answer_is_saved_as_it_grows_on_one_interval(store):
     engine = _engine([" ".join(f"w{i}" for i in range(10))])
     session = ChatSession(engine, store, clock=lambda: next(ticks), save_every=3)
     seen = []
-    turn = session.send("go", lambda kind, text: seen.append(
-        store.messages(session.chat_id)[-1].content))
+    turn = session.send("go", lambda kind, text: seen.append(store.messages(session.chat_id)[-1].content))
     turn.run()
     # A save every third clock tick: the stored text lags what streamed by < 3 pieces.
     assert turn.saves == 4  # three while streaming, one at the end
@@ -130,7 +132,9 @@ def test_retry_replaces_the_last_answer(store):
     result = session.retry(Parts()).run()
     assert result.text == "second answer"
     assert [(m.role, m.content) for m in store.messages(session.chat_id)] == [
-        ("user", "question"), ("assistant", "second answer")]
+        ("user", "question"),
+        ("assistant", "second answer"),
+    ]
     assert engine.requests[1][0] == engine.requests[0][0]  # same conversation sent again
 
 
@@ -180,8 +184,7 @@ def test_thinking_switch_is_kept_per_chat(store):
 def test_cli_switch_applies_to_the_chat_it_opens(store):
     engine = _engine()
     info = engine.snapshot().model
-    session = ChatSession(engine, store, params=GenerationParams(enable_thinking=False),
-                          model_info=info)
+    session = ChatSession(engine, store, params=GenerationParams(enable_thinking=False), model_info=info)
     session.send("x", Parts()).run()
     assert store.get_chat(session.chat_id).enable_thinking is False
 
@@ -205,8 +208,9 @@ def test_one_off_turn_stores_nothing(store):
 
 def test_cli_switch_does_not_override_choices_made_later(store):
     engine = _engine()
-    session = ChatSession(engine, store, params=GenerationParams(enable_thinking=False),
-                          model_info=engine.snapshot().model)
+    session = ChatSession(
+        engine, store, params=GenerationParams(enable_thinking=False), model_info=engine.snapshot().model
+    )
     session.send("a", Parts()).run()
     first = session.chat_id
     session.set_thinking(True)  # the user changes their mind for this chat

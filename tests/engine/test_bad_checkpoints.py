@@ -24,6 +24,7 @@ def model_copy(checkpoint_factory, tmp_path):
         dst = tmp_path / "model"
         shutil.copytree(checkpoint_factory(arch, **kw), dst)
         return dst
+
     return make
 
 
@@ -117,7 +118,7 @@ def test_corrupt_header(model_copy):
     file = path / "model.safetensors"
     data = bytearray(file.read_bytes())
     (header_len,) = struct.unpack("<Q", data[:8])
-    data[8:8 + 20] = b"\x00garbage-not-json!!!"
+    data[8 : 8 + 20] = b"\x00garbage-not-json!!!"
     file.write_bytes(bytes(data))
     with pytest.raises(CheckpointError) as exc:
         load_streamed_model(path)
@@ -165,7 +166,7 @@ def _config(path, **changes):
 def _header(file):
     raw = file.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _write_header(file, header_json: bytes, data: bytes):
@@ -188,8 +189,9 @@ def _repack(path, change):
     file = path / "model.safetensors"
     header, data = _header(file)
     out, blobs, pos = {"__metadata__": header.get("__metadata__")}, [], 0
-    for name, meta in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
-                             key=lambda kv: kv[1]["data_offsets"][0]):
+    for name, meta in sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
+    ):
         begin, end = meta["data_offsets"]
         meta = dict(meta)
         change(name, meta)
@@ -207,12 +209,14 @@ def _first_expert(header):
 def _set_first_expert(key, value):
     def mutate(header):
         header[_first_expert(header)][key] = value(header[_first_expert(header)][key])
+
     return mutate
 
 
 def _overlap(header):
-    scales = sorted((k for k in header if k.endswith("switch_mlp.up_proj.scales")),
-                    key=lambda k: header[k]["data_offsets"][0])
+    scales = sorted(
+        (k for k in header if k.endswith("switch_mlp.up_proj.scales")), key=lambda k: header[k]["data_offsets"][0]
+    )
     header[scales[1]]["data_offsets"] = list(header[scales[0]]["data_offsets"])
 
 
@@ -245,8 +249,10 @@ HEADER_DAMAGE = {
     "overlap": (_overlap, "overlaps"),
     "duplicate_name": (_duplicate, "appears twice"),
     "trailing_garbage": (lambda h: json.dumps(h).encode() + b" trailing", "corrupt header"),
-    "nan_offset": (lambda h: json.dumps(h).encode().replace(b'"data_offsets": [0,', b'"data_offsets": [NaN,'),
-                   "corrupt header"),
+    "nan_offset": (
+        lambda h: json.dumps(h).encode().replace(b'"data_offsets": [0,', b'"data_offsets": [NaN,'),
+        "corrupt header",
+    ),
 }
 
 
@@ -327,8 +333,9 @@ def test_bad_config_values_are_one_line_naming_the_key(model_copy, changes, expe
 
 def test_nan_in_config_is_refused(model_copy):
     path = model_copy()
-    (path / "config.json").write_text((path / "config.json").read_text().replace(
-        '"rope_theta": 10000.0', '"rope_theta": NaN'))
+    (path / "config.json").write_text(
+        (path / "config.json").read_text().replace('"rope_theta": 10000.0', '"rope_theta": NaN')
+    )
     with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
         load_streamed_model(path)
 
@@ -365,14 +372,17 @@ def sharded_copy(checkpoint_factory, tmp_path):
     return dst
 
 
-@pytest.mark.parametrize("index_bytes,expected", [
-    (b'{"weight_map": ["model-00001-of-00002.safetensors"]}', "no weight_map object"),
-    (b'{"weight_map": {"a": 3}}', "weight_map['a'] is 3"),
-    (b'{"weight_map": {"a": "../outside.safetensors"}}', "outside the model folder"),
-    (b'{"weight_map": {"\xff": "x"}}', "not valid JSON (not UTF-8"),
-    (b'[]', "no weight_map object"),
-    (b'{"weight_map": {}', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "index_bytes,expected",
+    [
+        (b'{"weight_map": ["model-00001-of-00002.safetensors"]}', "no weight_map object"),
+        (b'{"weight_map": {"a": 3}}', "weight_map['a'] is 3"),
+        (b'{"weight_map": {"a": "../outside.safetensors"}}', "outside the model folder"),
+        (b'{"weight_map": {"\xff": "x"}}', "not valid JSON (not UTF-8"),
+        (b"[]", "no weight_map object"),
+        (b'{"weight_map": {}', "not valid JSON"),
+    ],
+)
 def test_bad_shard_index(sharded_copy, index_bytes, expected):
     (sharded_copy / "model.safetensors.index.json").write_bytes(index_bytes)
     with pytest.raises(CheckpointError) as exc:

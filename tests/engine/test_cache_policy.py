@@ -52,14 +52,16 @@ def test_belady_is_optimal(seed):
 def test_lru_evicts_least_recently_used():
     cache = ExpertCache(2, LRUPolicy())
     for key in ["a", "b", "a", "c"]:  # c evicts b (a was used after b)
-        cache.plan([key]); cache.loaded([key])
+        cache.plan([key])
+        cache.loaded([key])
     assert set(cache.resident_keys()) == {"a", "c"}
 
 
 def test_lfu_evicts_least_frequently_used():
     cache = ExpertCache(2, LFUPolicy())
     for key in ["a", "a", "a", "b", "c"]:
-        cache.plan([key]); cache.loaded([key])
+        cache.plan([key])
+        cache.loaded([key])
     assert set(cache.resident_keys()) == {"a", "c"}
 
 
@@ -124,8 +126,7 @@ def test_lru_and_belady_match_textbook_replays_on_a_long_local_trace():
         return min(resident, key=lambda k: max(j for j in range(i) if trace[j] == k))
 
     def farthest_next_use(resident, i):
-        return max(resident, key=lambda k: next((j for j in range(i, len(trace)) if trace[j] == k),
-                                                len(trace)))
+        return max(resident, key=lambda k: next((j for j in range(i, len(trace)) if trace[j] == k), len(trace)))
 
     lru = simulate(trace, 12, LRUPolicy())
     opt = simulate(trace, 12, BeladyPolicy(trace))
@@ -161,13 +162,15 @@ class _Ticket:
 
 def test_finished_prefetch_that_was_never_used_can_be_evicted():
     cache = ExpertCache(3, LRUPolicy())
-    cache.plan(["a"]); cache.loaded(["a"])
+    cache.plan(["a"])
+    cache.loaded(["a"])
     loads = cache.plan_prefetch(["p", "q"])
     cache.mark_loading([k for k, _ in loads], _Ticket(done=True))
     cache.plan(["b"])  # the prediction was wrong: neither p nor q is used
     assert cache.prefetch_issued == 2 and cache.prefetch_used == 0
     for key in ["c", "d", "e"]:  # would raise "no evictable slot" if p, q stayed pinned
-        cache.plan([key]); cache.loaded([key])
+        cache.plan([key])
+        cache.loaded([key])
     assert set(cache.resident_keys()) == {"c", "d", "e"}
 
 
@@ -175,9 +178,11 @@ def test_prefetch_still_reading_is_not_evicted():
     cache = ExpertCache(2, LRUPolicy())
     loads = cache.plan_prefetch(["p"])
     cache.mark_loading([k for k, _ in loads], _Ticket(done=False))
-    cache.plan(["a"]); cache.loaded(["a"])
+    cache.plan(["a"])
+    cache.loaded(["a"])
     cache.plan(["b"])  # p is least recently used, but its read still writes the slot
     assert set(cache.resident_keys()) == {"p", "b"}
+
 
 def test_failed_prefetch_is_read_again_when_needed():
     cache = ExpertCache(2, LRUPolicy())
@@ -190,7 +195,8 @@ def test_failed_prefetch_is_read_again_when_needed():
 def test_one_prefetch_batch_never_gives_a_slot_twice():
     """Two reads into one slot race on a reader pool: a batch must not evict its own keys."""
     cache = ExpertCache(3, LRUPolicy())
-    cache.plan(["a", "b", "c"]); cache.loaded(["a", "b", "c"])
+    cache.plan(["a", "b", "c"])
+    cache.loaded(["a", "b", "c"])
     cache.plan(["a", "b"])  # c may go
     loads = cache.plan_prefetch(["p", "q", "r"])
     slots = [slot for _, slot in loads]
@@ -200,11 +206,15 @@ def test_one_prefetch_batch_never_gives_a_slot_twice():
 def test_prefill_does_not_flush_what_decoding_uses():
     cache = ExpertCache(4, LRUPolicy())
     for key in ["hot1", "hot2"]:
-        cache.plan([key]); cache.loaded([key])
-    cache.plan(["p1", "p2"], bulk=True); cache.loaded(["p1", "p2"])  # a prompt's experts
-    cache.plan(["p3", "p4"], bulk=True); cache.loaded(["p3", "p4"])  # evicts p1, p2 first
+        cache.plan([key])
+        cache.loaded([key])
+    cache.plan(["p1", "p2"], bulk=True)
+    cache.loaded(["p1", "p2"])  # a prompt's experts
+    cache.plan(["p3", "p4"], bulk=True)
+    cache.loaded(["p3", "p4"])  # evicts p1, p2 first
     assert {"hot1", "hot2"} <= set(cache.resident_keys())
-    cache.plan(["new"]); cache.loaded(["new"])  # decode miss: a prefill-only expert goes
+    cache.plan(["new"])
+    cache.loaded(["new"])  # decode miss: a prefill-only expert goes
     assert {"hot1", "hot2", "new"} <= set(cache.resident_keys())
 
 
@@ -233,11 +243,14 @@ def test_cancelling_can_be_turned_off():
 def test_prefetched_expert_enters_at_the_cold_end(cold_admit):
     cache = ExpertCache(3, LRUPolicy(), cold_admit=cold_admit)
     for key in ["a", "b"]:
-        cache.plan([key]); cache.loaded([key])
+        cache.plan([key])
+        cache.loaded([key])
     loads = cache.plan_prefetch(["p"])
     cache.mark_loading([k for k, _ in loads], _Ticket(done=True))
-    cache.plan(["b"]); cache.loaded(["b"])  # the guess was wrong
-    cache.plan(["c"]); cache.loaded(["c"])  # evicts the coldest: p if it entered cold, else a
+    cache.plan(["b"])
+    cache.loaded(["b"])  # the guess was wrong
+    cache.plan(["c"])
+    cache.loaded(["c"])  # evicts the coldest: p if it entered cold, else a
     assert ("p" in cache.resident_keys()) != cold_admit
     assert ("a" in cache.resident_keys()) == cold_admit
 
@@ -245,9 +258,12 @@ def test_prefetched_expert_enters_at_the_cold_end(cold_admit):
 def test_prefetched_expert_that_is_used_is_promoted():
     cache = ExpertCache(3, LRUPolicy())
     for key in ["a", "b"]:
-        cache.plan([key]); cache.loaded([key])
+        cache.plan([key])
+        cache.loaded([key])
     loads = cache.plan_prefetch(["p"])
     cache.mark_loading([k for k, _ in loads], _Ticket(done=True))
-    cache.plan(["p"]); cache.loaded(["p"])  # the guess was right: p is now most recent
-    cache.plan(["c"]); cache.loaded(["c"])
+    cache.plan(["p"])
+    cache.loaded(["p"])  # the guess was right: p is now most recent
+    cache.plan(["c"])
+    cache.loaded(["c"])
     assert set(cache.resident_keys()) == {"b", "p", "c"}

@@ -38,8 +38,8 @@ def _fresh_engine_tokens(path, messages):
 
 def _chat_ids(messages):
     return lambda tok: tok.encode(
-        tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
-        add_special_tokens=False)
+        tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+    )
 
 
 def test_generate_streams_the_oracle_tokens(engine, checkpoint_factory):
@@ -65,9 +65,12 @@ def test_follow_up_prefills_only_new_tokens(engine, checkpoint_factory):
     answer = engine._loaded.tokenizer.decode(list(done1.stats.tokens))
     second = first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "More."}]
     _, done2 = _collect(engine.generate(second, GREEDY))
-    full = len(engine._loaded.tokenizer.encode(
-        engine._loaded.tokenizer.apply_chat_template(second, add_generation_prompt=True, tokenize=False),
-        add_special_tokens=False))
+    full = len(
+        engine._loaded.tokenizer.encode(
+            engine._loaded.tokenizer.apply_chat_template(second, add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )
+    )
     assert done2.stats.prompt_tokens < full - done1.stats.prompt_tokens // 2
     # and reusing the cache changes nothing: a fresh engine gives the same answer
     assert _fresh_engine_tokens(path, second) == done2.stats.tokens

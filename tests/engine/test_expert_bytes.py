@@ -62,7 +62,7 @@ def test_corrupting_one_expert_changes_output_exactly_when_routed(checkpoint_fac
 
     np.testing.assert_array_equal(bad_logits[:t0], logits[:t0])
     assert not np.array_equal(bad_logits[t0], logits[t0])
-    assert bad_routes[:t0 + 1] == routes[:t0 + 1]
+    assert bad_routes[: t0 + 1] == routes[: t0 + 1]
 
     # and the streamed result on the corrupted files is what mlx-lm computes from them
     oracle, _ = resident_oracle(corrupted)
@@ -81,9 +81,13 @@ def test_swapping_two_experts_on_disk_changes_output(checkpoint_factory, tmp_pat
     for tensor in index.moe_layers[0].tensors.values():
         (oa, n), (ob, _) = tensor.expert_range(a), tensor.expert_range(b)
         with open(tensor.location.file, "r+b") as fh:
-            fh.seek(oa); da = fh.read(n)
-            fh.seek(ob); db = fh.read(n)
-            fh.seek(oa); fh.write(db)
-            fh.seek(ob); fh.write(da)
+            fh.seek(oa)
+            da = fh.read(n)
+            fh.seek(ob)
+            db = fh.read(n)
+            fh.seek(oa)
+            fh.write(db)
+            fh.seek(ob)
+            fh.write(da)
     swapped_logits, _ = _step_logits_and_routes(swapped, 0)
     assert not np.array_equal(swapped_logits[0], logits[0])

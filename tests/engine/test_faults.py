@@ -40,8 +40,9 @@ def _answer(loaded, conv=None, on_first_token=None):
             fired.append(True)
             on_first_token()
 
-    return generate(loaded, conv or Conversation(), [{"role": "user", "content": PROMPT}], PARAMS,
-                    threading.Event(), emit)
+    return generate(
+        loaded, conv or Conversation(), [{"role": "user", "content": PROMPT}], PARAMS, threading.Event(), emit
+    )
 
 
 def _expected(path):

@@ -15,13 +15,15 @@ CASES = 1500
 def test_damaged_headers_index_and_config_end_in_our_errors_or_correct_answers(checkpoint_factory):
     outcomes = run_cases(checkpoint_factory("mixtral", shards=2), CASES, seed=0, timeout=30.0)
     bugs = [o for o in outcomes if o.is_bug]
-    assert not bugs, "\n".join(f"seed {o.seed}: {o.target} {o.mutation} -> {o.result} {o.detail}"
-                               for o in bugs[:10])
+    assert not bugs, "\n".join(f"seed {o.seed}: {o.target} {o.mutation} -> {o.result} {o.detail}" for o in bugs[:10])
     results = Counter(o.result for o in outcomes)
     # Not vacuous: most damage is refused, some is harmless and answers correctly.
     assert results["rejected:CheckpointError"] > CASES // 2 and results["ok"] > 0
-    assert {o.target for o in outcomes} >= {"config.json", "model.safetensors.index.json",
-                                            "model-00001-of-00002.safetensors"}
+    assert {o.target for o in outcomes} >= {
+        "config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+    }
 
 
 def test_fuzzer_leaves_the_checkpoint_untouched(checkpoint_factory, tmp_path):

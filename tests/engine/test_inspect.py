@@ -18,15 +18,28 @@ from outlier_tui.cli import main as cli
 QWEN35_397B = {
     "model_type": "qwen3_5_moe",
     "text_config": {
-        "model_type": "qwen3_5_moe_text", "vocab_size": 248320, "hidden_size": 4096,
-        "num_hidden_layers": 60, "num_attention_heads": 32, "num_key_value_heads": 2, "head_dim": 256,
-        "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "intermediate_size": 12288,
-        "linear_num_value_heads": 64, "linear_num_key_heads": 16, "linear_key_head_dim": 128,
-        "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "num_experts": 512,
-        "num_experts_per_tok": 10, "shared_expert_intermediate_size": 1024,
-        "moe_intermediate_size": 1024, "full_attention_interval": 4, "max_position_embeddings": 262144,
-        "rope_parameters": {"rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
-                            "rope_type": "default"},
+        "model_type": "qwen3_5_moe_text",
+        "vocab_size": 248320,
+        "hidden_size": 4096,
+        "num_hidden_layers": 60,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 2,
+        "head_dim": 256,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "intermediate_size": 12288,
+        "linear_num_value_heads": 64,
+        "linear_num_key_heads": 16,
+        "linear_key_head_dim": 128,
+        "linear_value_head_dim": 128,
+        "linear_conv_kernel_dim": 4,
+        "num_experts": 512,
+        "num_experts_per_tok": 10,
+        "shared_expert_intermediate_size": 1024,
+        "moe_intermediate_size": 1024,
+        "full_attention_interval": 4,
+        "max_position_embeddings": 262144,
+        "rope_parameters": {"rope_theta": 10000000.0, "partial_rotary_factor": 0.25, "rope_type": "default"},
     },
 }
 # one expert: gate, up [1024 x 4096] and down [4096 x 1024] at 4 bits + bf16 scale and bias per 64
@@ -44,11 +57,12 @@ def _write_sparse_checkpoint(folder, config, shard_bytes=5 * GB):
 
     model_class, args_class = _get_classes(config)
     model = model_class(args_class.from_dict(config))
-    model.update(tree_map(lambda a: a.astype(mx.bfloat16) if a.dtype == mx.float32 else a,
-                          model.parameters()))
+    model.update(tree_map(lambda a: a.astype(mx.bfloat16) if a.dtype == mx.float32 else a, model.parameters()))
     model, config = quantize_model(model, config, 64, 4)
-    params = [(name, tuple(v.shape), _TAGS[str(v.dtype).split(".")[-1]], v.nbytes)
-              for name, v in tree_flatten(model.parameters())]
+    params = [
+        (name, tuple(v.shape), _TAGS[str(v.dtype).split(".")[-1]], v.nbytes)
+        for name, v in tree_flatten(model.parameters())
+    ]
     shards, current, size = [], [], 0
     for p in params:
         if current and size + p[3] > shard_bytes:
@@ -97,7 +111,13 @@ def test_qwen35_397b_numbers_follow_from_the_shapes(qwen35_397b):
     # on a Mac (GPU backend) experts and backbone sit in memory as on disk
     r = inspect_model(folder, memory_bytes=64 * GB, float32_compute=False)
     assert (r.model_type, r.num_layers, r.moe_layers, r.num_experts, r.top_k, r.shared_experts) == (
-        "qwen3_5_moe", 60, 60, 512, 10, 1)
+        "qwen3_5_moe",
+        60,
+        60,
+        512,
+        10,
+        1,
+    )
     assert [(s.layers, s.disk_bytes, s.memory_bytes) for s in r.expert_shapes] == [(60, EXPERT_BYTES, EXPERT_BYTES)]
     assert r.expert_shapes[0].quantization == "affine 4-bit, group 64"
     assert r.expert_disk_bytes == r.expert_memory_bytes == expert_total == 217_432_719_360
@@ -152,6 +172,5 @@ def test_prediction_matches_what_the_loader_does(checkpoint_factory, tmp_path):
     assert r.expert_memory_bytes == info.total_expert_bytes
     assert r.min_cache_bytes == info.min_cache_bytes
     assert r.backbone_memory_bytes == info.resident_bytes
-    assert math.isclose(r.read_per_token_bytes,
-                        sum(info.top_k * s.disk_bytes * s.layers for s in r.expert_shapes))
+    assert math.isclose(r.read_per_token_bytes, sum(info.top_k * s.disk_bytes * s.layers for s in r.expert_shapes))
     assert "\n" not in format_report(r).splitlines()[0]

@@ -4,8 +4,10 @@ import pytest
 
 from engine.pool_plan import ShapeGroup, minimum_budget, split_budget, total_bytes
 
-GROUPS = [ShapeGroup(slot_bytes=55_296, num_experts=8, rows=(0,)),
-          ShapeGroup(slot_bytes=30_720, num_experts=8, rows=(1, 2, 3))]
+GROUPS = [
+    ShapeGroup(slot_bytes=55_296, num_experts=8, rows=(0,)),
+    ShapeGroup(slot_bytes=30_720, num_experts=8, rows=(1, 2, 3)),
+]
 
 
 def _held(slots):

@@ -14,8 +14,9 @@ from engine.streamed_moe import PrefetchMode
 FULL = PrefetchMode(enabled=True)
 MODES = {
     "full": FULL,
-    "today": PrefetchMode(enabled=True, prefill=False, early=False, demand_first=False,
-                          cancel_stale=False, cold_admit=False),
+    "today": PrefetchMode(
+        enabled=True, prefill=False, early=False, demand_first=False, cancel_stale=False, cold_admit=False
+    ),
     "no-prefill": PrefetchMode(enabled=True, prefill=False),
     "late": PrefetchMode(enabled=True, early=False),
     "fifo": PrefetchMode(enabled=True, demand_first=False),

@@ -25,7 +25,7 @@ def test_reads_exact_ranges_concurrently(data_file):
     ticket.wait()
     raw = data_file.read_bytes()
     for i, d in enumerate(dests):
-        assert d.tobytes() == raw[7 * i:7 * i + 100]
+        assert d.tobytes() == raw[7 * i : 7 * i + 100]
     assert reader.stats.bytes_read == 800 and reader.stats.reads == 8
     reader.close()
 

@@ -60,8 +60,7 @@ def test_thinking_streams_before_the_end_marker_arrives():
 
 
 def test_prompt_that_opened_the_block_starts_in_thinking():
-    _, thinking, answer = _run(ReasoningSplitter(MARKERS, opened=True),
-                               ["\nhmm</thi", "nk>\n\nHi"])
+    _, thinking, answer = _run(ReasoningSplitter(MARKERS, opened=True), ["\nhmm</thi", "nk>\n\nHi"])
     assert (thinking, answer) == ("hmm", "Hi")
 
 
@@ -123,8 +122,11 @@ def test_model_info_reports_the_templates_thinking(engine):
 
 @pytest.mark.parametrize("enable", [True, False])
 def test_engine_splits_like_the_oracle_text(engine, thinking_path, enable):
-    events = list(engine.generate(QUESTION, GenerationParams(
-        max_tokens=GREEDY.max_tokens, temperature=0.0, enable_thinking=enable)))
+    events = list(
+        engine.generate(
+            QUESTION, GenerationParams(max_tokens=GREEDY.max_tokens, temperature=0.0, enable_thinking=enable)
+        )
+    )
     assert isinstance(events[-1], GenerationDone)
     deltas = [e for e in events if isinstance(e, TextDelta)]
     thinking = "".join(d.text for d in deltas if d.kind == THINKING)
@@ -153,6 +155,5 @@ def test_fake_engine_streams_thinking_and_drops_it_when_told_not_to_think():
     on = [e for e in fake.generate(QUESTION) if isinstance(e, TextDelta)]
     assert "".join(e.text for e in on if e.kind == THINKING) == THINKING_TEXT
     assert "".join(e.text for e in on if e.kind == ANSWER) == ANSWER_TEXT
-    off = [e for e in fake.generate(QUESTION, GenerationParams(enable_thinking=False))
-           if isinstance(e, TextDelta)]
+    off = [e for e in fake.generate(QUESTION, GenerationParams(enable_thinking=False)) if isinstance(e, TextDelta)]
     assert {e.kind for e in off} == {ANSWER}

@@ -14,15 +14,18 @@ from engine.loader import load_streamed_model
 RAW = dict(chat_template=False)
 
 
-@pytest.mark.parametrize("params,expected", [
-    (GenerationParams(max_tokens=0), "max_tokens"),
-    (GenerationParams(temperature=float("nan")), "temperature"),
-    (GenerationParams(temperature=-1.0), "temperature"),
-    (GenerationParams(top_p=0.0), "top_p"),
-    (GenerationParams(top_p=float("inf")), "top_p"),
-    (GenerationParams(seed=-1), "seed"),
-    (GenerationParams(seed=2**64), "seed"),
-])
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        (GenerationParams(max_tokens=0), "max_tokens"),
+        (GenerationParams(temperature=float("nan")), "temperature"),
+        (GenerationParams(temperature=-1.0), "temperature"),
+        (GenerationParams(top_p=0.0), "top_p"),
+        (GenerationParams(top_p=float("inf")), "top_p"),
+        (GenerationParams(seed=-1), "seed"),
+        (GenerationParams(seed=2**64), "seed"),
+    ],
+)
 def test_bad_params_fail_in_one_line_and_the_engine_keeps_serving(checkpoint_factory, params, expected):
     engine = Engine()
     try:

@@ -72,5 +72,4 @@ def test_checkpoint_dtypes_path_matches_resident(checkpoint_factory):
     assert loaded.streamer.pool.arrays["gate_proj.scales"].dtype == mx.bfloat16
     got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=8)
     assert got_tokens == want_tokens
-    np.testing.assert_array_equal(np.array(got_logits.astype(mx.float32)),
-                                  np.array(want_logits.astype(mx.float32)))
+    np.testing.assert_array_equal(np.array(got_logits.astype(mx.float32)), np.array(want_logits.astype(mx.float32)))

@@ -67,14 +67,20 @@ class Driver:
         self.session: PlainSession | None = None
         self.exit_code: int | None = None
 
-    def run(self, text: str, *, close: bool = True,
-            script: Callable[[Driver, object], None] | None = None) -> str:
+    def run(self, text: str, *, close: bool = True, script: Callable[[Driver, object], None] | None = None) -> str:
         """Type `text`, then (if close) end the input: the session exits at EOF like on Ctrl-D."""
         with create_pipe_input() as inp:
             self.inp = inp
             self.session = PlainSession(
-                self.engine, self.store, input=inp, output=DummyOutput(), out=self.out,
-                err=self.err, history=self.kwargs.pop("history", InMemoryHistory()), **self.kwargs)
+                self.engine,
+                self.store,
+                input=inp,
+                output=DummyOutput(),
+                out=self.out,
+                err=self.err,
+                history=self.kwargs.pop("history", InMemoryHistory()),
+                **self.kwargs,
+            )
             inp.send_text(text)
             if script is not None:
                 script(self, inp)

@@ -20,16 +20,31 @@ REPO = Path(__file__).resolve().parents[2]
 
 def outlier(*args: str, stdin: str, data_dir: Path) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess with stdin a pipe (so plain pipe mode)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(data_dir),
-           "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "outlier_tui.cli", "chat", *args], input=stdin,
-                          capture_output=True, text=True, encoding="utf-8", env=env, cwd=REPO,
-                          timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(data_dir), "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run(
+        [sys.executable, "-m", "outlier_tui.cli", "chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def fake_args(**overrides) -> argparse.Namespace:
-    values = dict(model=None, cache_mb=None, theme=None, plain=True, chat=None, no_stats=False,
-                  max_tokens=None, temperature=None, fake_engine=True)
+    values = dict(
+        model=None,
+        cache_mb=None,
+        theme=None,
+        plain=True,
+        chat=None,
+        no_stats=False,
+        max_tokens=None,
+        temperature=None,
+        fake_engine=True,
+    )
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -90,13 +105,19 @@ def test_run_plain_pipe_saves_only_with_chat(store):
     assert f"--chat {chat.id}" in err.getvalue()
 
 
-@pytest.mark.parametrize("args, stdin, expected", [
-    (dict(chat="999"), "q", "outlier: --chat 999: no such chat"),
-    (dict(chat="last"), "q", "outlier: --chat last: there are no saved chats"),
-    (dict(), "  \n", "outlier: standard input is empty"),
-    (dict(fake_engine=False, model="/definitely/not/here"), "q",
-     "outlier: Model folder /definitely/not/here does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, expected",
+    [
+        (dict(chat="999"), "q", "outlier: --chat 999: no such chat"),
+        (dict(chat="last"), "q", "outlier: --chat last: there are no saved chats"),
+        (dict(), "  \n", "outlier: standard input is empty"),
+        (
+            dict(fake_engine=False, model="/definitely/not/here"),
+            "q",
+            "outlier: Model folder /definitely/not/here does not exist",
+        ),
+    ],
+)
 def test_run_plain_errors_are_one_line(args, stdin, expected):
     out, err = io.StringIO(), io.StringIO()
     assert run_plain(fake_args(**args), stdin=io.StringIO(stdin), stdout=out, stderr=err) == 1
@@ -143,8 +164,7 @@ def test_cli_pipe_on_a_tiny_checkpoint(tmp_path, request):
         engine.close()
     expected = "".join(e.text for e in events if isinstance(e, TextDelta))
 
-    done = outlier("--plain", "--model", str(model_dir), "--max-tokens", "12", stdin="hello\n",
-                   data_dir=tmp_path)
+    done = outlier("--plain", "--model", str(model_dir), "--max-tokens", "12", stdin="hello\n", data_dir=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected + ("" if expected.endswith("\n") or not expected else "\n")
     assert "ready" in done.stderr  # load progress goes to stderr
@@ -159,28 +179,30 @@ def test_cli_pipe_on_a_tiny_checkpoint(tmp_path, request):
     assert lines[-1].startswith("outlier: ") and "Traceback" not in done.stderr
 
 
-REPLY = ("<think>\nThe user wants code. I will write a function.\n</think>\n\n"
-         "Here it is:\n\n```python\nprint('hi')\n```\n")
+REPLY = (
+    "<think>\nThe user wants code. I will write a function.\n</think>\n\nHere it is:\n\n```python\nprint('hi')\n```\n"
+)
 
 
 def test_cli_fake_reply_streams_the_file_answer_on_stdout_thinking_on_stderr(tmp_path):
     reply = tmp_path / "reply.md"
     reply.write_text(REPLY)
-    done = outlier("--fake-engine", "--fake-reply", str(reply), "--no-stats", stdin="go\n",
-                   data_dir=tmp_path)
+    done = outlier("--fake-engine", "--fake-reply", str(reply), "--no-stats", stdin="go\n", data_dir=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Here it is:\n\n```python\nprint('hi')\n```\n"
     assert "The user wants code" not in done.stderr
-    shown = outlier("--fake-engine", "--fake-reply", str(reply), "--no-stats", "--show-thinking",
-                    stdin="go\n", data_dir=tmp_path)
+    shown = outlier(
+        "--fake-engine", "--fake-reply", str(reply), "--no-stats", "--show-thinking", stdin="go\n", data_dir=tmp_path
+    )
     assert shown.stdout == done.stdout
     assert shown.stderr.endswith("ready\nThe user wants code. I will write a function.\n")
 
 
 def test_cli_fake_reply_errors_are_one_line(tmp_path):
-    for args, expected in [(("--fake-engine", "--fake-reply", str(tmp_path / "none.txt")),
-                            "outlier: --fake-reply"),
-                           (("--fake-reply", str(tmp_path)), "outlier: --fake-reply only works")]:
+    for args, expected in [
+        (("--fake-engine", "--fake-reply", str(tmp_path / "none.txt")), "outlier: --fake-reply"),
+        (("--fake-reply", str(tmp_path)), "outlier: --fake-reply only works"),
+    ]:
         done = outlier(*args, stdin="q\n", data_dir=tmp_path)
         assert done.returncode == 1 and done.stdout == ""
         assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1
@@ -191,14 +213,23 @@ def test_cli_pipe_attaches_at_paths_and_refuses_bad_ones(tmp_path):
     src.write_text("print('hello')\n")
     echo = tmp_path / "echo.txt"
     echo.write_text("ok")
-    done = outlier("--fake-engine", "--no-stats", "--chat", "new", stdin=f"Explain @{src}\n",
-                   data_dir=tmp_path / "data")
+    done = outlier(
+        "--fake-engine", "--no-stats", "--chat", "new", stdin=f"Explain @{src}\n", data_dir=tmp_path / "data"
+    )
     assert done.returncode == 0, done.stderr
     assert "```python\nprint('hello')\n```" in done.stdout  # the fake engine echoes the message
     assert f"{src}\n```python" in done.stdout
     (tmp_path / "big.txt").write_text("x" * 3000)
-    refused = outlier("--fake-engine", "--no-stats", "--chat", "new", "--attach-limit-kb", "2",
-                      stdin=f"Read @{tmp_path / 'big.txt'} now", data_dir=tmp_path / "data")
+    refused = outlier(
+        "--fake-engine",
+        "--no-stats",
+        "--chat",
+        "new",
+        "--attach-limit-kb",
+        "2",
+        stdin=f"Read @{tmp_path / 'big.txt'} now",
+        data_dir=tmp_path / "data",
+    )
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "over the 2 KB limit" in refused.stderr
     assert "big.txt is 2.9 KB" in refused.stderr and "Nothing was sent" in refused.stderr
@@ -214,13 +245,33 @@ def test_cli_pipe_on_a_thinking_checkpoint(tmp_path):
     path = write_thinking_checkpoint(tmp_path / "thinking")
     question = [{"role": "user", "content": "hello"}]
     _, thinking, _ = oracle_split(path, question, None, 10)
-    done = outlier("--plain", "--model", str(path), "--max-tokens", "10", "--no-stats",
-                   "--show-thinking", stdin="hello\n", data_dir=tmp_path / "data")
+    done = outlier(
+        "--plain",
+        "--model",
+        str(path),
+        "--max-tokens",
+        "10",
+        "--no-stats",
+        "--show-thinking",
+        stdin="hello\n",
+        data_dir=tmp_path / "data",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and thinking in done.stderr
     _, _, answer = oracle_split(path, question, False, 10)
-    off = outlier("--plain", "--model", str(path), "--max-tokens", "10", "--no-stats", "--no-think",
-                  "--chat", "new", stdin="hello\n", data_dir=tmp_path / "data")
+    off = outlier(
+        "--plain",
+        "--model",
+        str(path),
+        "--max-tokens",
+        "10",
+        "--no-stats",
+        "--no-think",
+        "--chat",
+        "new",
+        stdin="hello\n",
+        data_dir=tmp_path / "data",
+    )
     assert off.returncode == 0, off.stderr
     assert off.stdout == answer + ("" if answer.endswith("\n") else "\n")
     with ConversationStoreAt(tmp_path / "data") as store:

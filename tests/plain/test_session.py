@@ -40,7 +40,9 @@ def test_second_message_sends_whole_history(driver, engine, store):
 def test_multiline_with_ctrl_j_and_alt_enter(driver, engine, store):
     driver().run("line one\nline two\rfirst\x1b\rsecond\r")
     assert [m.content for m in store.messages(store.list_chats()[0].id) if m.role == "user"] == [
-        "line one\nline two", "first\nsecond"]
+        "line one\nline two",
+        "first\nsecond",
+    ]
 
 
 def test_ctrl_c_cancels_the_running_answer(driver, store):
@@ -52,6 +54,7 @@ def test_ctrl_c_cancels_the_running_answer(driver, store):
     def press_ctrl_c_mid_answer(drv, inp):
         def on_first_text(_text):
             inp.send_text("\x03")
+
         # The banner is the first write; arm the trigger for the answer's first text.
         drv.out.on_write = lambda t: setattr(drv.out, "on_write", on_first_text)
         inp.send_text("and then\r/exit\r")  # typed ahead while the answer streams
@@ -61,7 +64,11 @@ def test_ctrl_c_cancels_the_running_answer(driver, store):
     chat = store.list_chats()[0]
     msgs = store.messages(chat.id)
     assert [(m.role, m.status) for m in msgs] == [
-        ("user", "complete"), ("assistant", "cancelled"), ("user", "complete"), ("assistant", "complete")]
+        ("user", "complete"),
+        ("assistant", "cancelled"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
     stopped = msgs[1].content
     assert stopped.startswith("word0 ") and len(stopped) < len(long_answer)
     # The stopped text stays in the conversation the engine sees.
@@ -104,8 +111,7 @@ def test_continue_a_stored_chat(driver, engine, store):
     d = driver(chat_id=chat.id)
     out = d.run("new question\r")
     assert "Continuing chat #" in out
-    assert [m["content"] for m in engine.requests[0][0]] == [
-        "Be brief.", "old question", "old answer", "new question"]
+    assert [m["content"] for m in engine.requests[0][0]] == ["Be brief.", "old question", "old answer", "new question"]
 
 
 def test_input_history_persists_in_data_dir(engine, store, data_dir):

@@ -43,9 +43,12 @@ def _saved_answer(data_dir: Path):
 def test_pipe_mode_saves_the_partial_answer(long_answers, tmp_path, sig):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "outlier_tui.cli", "chat", "--model", long_answers,
-         "--chat", "new", *LONG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env)
+        [sys.executable, "-m", "outlier_tui.cli", "chat", "--model", long_answers, "--chat", "new", *LONG],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     proc.stdin.write(b"tell me everything\n")
     proc.stdin.close()
     shown = proc.stdout.read(64)  # the answer is streaming

@@ -23,8 +23,7 @@ class Terminal:
     """Runs `outlier chat` on a pty; answers cursor-position requests like a terminal would."""
 
     def __init__(self, *args: str, data_dir: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(data_dir),
-               "TERM": "xterm-256color"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OUTLIER_DATA_DIR": str(data_dir), "TERM": "xterm-256color"}
         env.pop("NO_COLOR", None)
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # child
@@ -48,7 +47,7 @@ class Terminal:
         terminal is in raw mode; keys typed before that are cooked by the tty: Enter arrives as Ctrl-J).
         """
         end = time.monotonic() + 30
-        while PROMPT_READY not in self.raw[self.typed_at:]:
+        while PROMPT_READY not in self.raw[self.typed_at :]:
             if time.monotonic() > end:
                 raise AssertionError(f"no new prompt in {self.raw[-500:]!r}")
             self._read_some()
@@ -128,8 +127,7 @@ def test_thinking_tab_completion_edit_and_retry_on_a_pty(tmp_path):
 
     reply = tmp_path / "reply.md"
     reply.write_text("<think>\nPondering the file.\n</think>\n\nIt prints hi.\n")
-    term = Terminal("--plain", "--fake-engine", "--fake-reply", str(reply),
-                    "--chat", "new", data_dir=tmp_path)
+    term = Terminal("--plain", "--fake-engine", "--fake-reply", str(reply), "--chat", "new", data_dir=tmp_path)
     term.wait_prompt()
     term.type("what does @tests/plain/test_tt")
     term.type("\t")

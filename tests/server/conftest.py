@@ -49,9 +49,12 @@ def mlx_lm_server(checkpoint_factory, tmp_path_factory):
     port = free_port()
     hf_cache = tmp_path_factory.mktemp("hf-cache")
     log = open(tmp_path_factory.mktemp("mlx-lm-log") / "server.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "mlx_lm.server", "--model", str(checkpoint),
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log,
-                               env={**os.environ, "HF_HUB_CACHE": str(hf_cache), "PYTHONWARNINGS": "ignore"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlx_lm.server", "--model", str(checkpoint), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env={**os.environ, "HF_HUB_CACHE": str(hf_cache), "PYTHONWARNINGS": "ignore"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process, log)

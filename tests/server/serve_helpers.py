@@ -53,8 +53,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, log, path: str = "/health",
-                  timeout: float = 180.0) -> None:
+def wait_until_up(url: str, process: subprocess.Popen, log, path: str = "/health", timeout: float = 180.0) -> None:
     """Poll until the server answers (a guard against hanging, not a timing assertion)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,11 +69,23 @@ def wait_until_up(url: str, process: subprocess.Popen, log, path: str = "/health
     raise RuntimeError("server did not come up")
 
 
-def start_outlier_serve(checkpoint: Path, *extra: str, api_key: str | None = API_KEY,
-                        host: str = "127.0.0.1") -> Served:
+def start_outlier_serve(
+    checkpoint: Path, *extra: str, api_key: str | None = API_KEY, host: str = "127.0.0.1"
+) -> Served:
     port = free_port()
-    args = [sys.executable, "-m", "outlier_tui.cli", "serve", "--model", str(checkpoint),
-            "--host", host, "--port", str(port), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "outlier_tui.cli",
+        "serve",
+        "--model",
+        str(checkpoint),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *extra,
+    ]
     if api_key:
         args += ["--api-key", api_key]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -41,9 +41,14 @@ def test_remote_engine_against_outlier_serve_has_remote_telemetry(served):
     try:
         info = engine.load("").result(timeout=60)
         assert info.path == served.model and info.num_experts == 8 and info.moe_layers == (0, 1, 2)
-        expected = served.client().chat.completions.create(
-            model=served.model, messages=[{"role": "user", "content": "remote"}], max_tokens=12,
-            temperature=0).choices[0].message.content
+        expected = (
+            served.client()
+            .chat.completions.create(
+                model=served.model, messages=[{"role": "user", "content": "remote"}], max_tokens=12, temperature=0
+            )
+            .choices[0]
+            .message.content
+        )
         before = engine.snapshot().step
         evs = events(engine.generate([{"role": "user", "content": "remote"}], GREEDY))
         assert text_of(evs) == expected
@@ -66,8 +71,9 @@ def test_cancel_stops_the_remote_generation(served_long):
         engine.load("").result(timeout=60)
         wait_idle(served_long)
         step_before = telemetry(served_long)["step"]
-        stream = engine.generate([{"role": "user", "content": "long"}],
-                                 GenerationParams(max_tokens=LONG_ANSWER, temperature=0.0))
+        stream = engine.generate(
+            [{"role": "user", "content": "long"}], GenerationParams(max_tokens=LONG_ANSWER, temperature=0.0)
+        )
         got = []
         for event in stream:
             got.append(event)
@@ -124,12 +130,22 @@ def test_server_gone_mid_answer_keeps_what_arrived(checkpoint_factory):
 def test_pipe_mode_against_mlx_lm_server(mlx_lm_server, tmp_path):
     import openai
 
-    expected = openai.OpenAI(base_url=mlx_lm_server + "/v1", api_key="none", max_retries=0) \
-        .chat.completions.create(model="default_model", messages=[{"role": "user", "content": "Hello"}],
-                                 max_tokens=12, temperature=0).choices[0].message.content
-    result = subprocess.run([sys.executable, "-m", "outlier_tui.cli", "chat", "--plain", "--server",
-                             mlx_lm_server, "--max-tokens", "12"], input="Hello", capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    expected = (
+        openai.OpenAI(base_url=mlx_lm_server + "/v1", api_key="none", max_retries=0)
+        .chat.completions.create(
+            model="default_model", messages=[{"role": "user", "content": "Hello"}], max_tokens=12, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "outlier_tui.cli", "chat", "--plain", "--server", mlx_lm_server, "--max-tokens", "12"],
+        input="Hello",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip("\n") == expected
     assert "12 tok" in result.stderr and "Traceback" not in result.stderr

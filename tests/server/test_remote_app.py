@@ -21,10 +21,18 @@ from outlier_tui.store import ConversationStore  # noqa: E402
 
 def remote_app(engine: RemoteEngine, store: ConversationStore, tmp_path: Path) -> OutlierApp:
     """Wired as `outlier --server URL` wires it: no model folder, the server's first model."""
-    return OutlierApp(engine, store, model_dir=None, resolve_model=lambda name, on_progress: name or "",
-                      params=GenerationParams(max_tokens=12), telemetry_interval=None,
-                      theme_dirs=[BUNDLED_THEMES], keymap_file=tmp_path / "no-keymap.toml",
-                      export_dir=tmp_path / "exports", clock=lambda: 0.0)
+    return OutlierApp(
+        engine,
+        store,
+        model_dir=None,
+        resolve_model=lambda name, on_progress: name or "",
+        params=GenerationParams(max_tokens=12),
+        telemetry_interval=None,
+        theme_dirs=[BUNDLED_THEMES],
+        keymap_file=tmp_path / "no-keymap.toml",
+        export_dir=tmp_path / "exports",
+        clock=lambda: 0.0,
+    )
 
 
 async def test_app_heatmap_follows_the_remote_engine(served, tmp_path):
@@ -41,8 +49,9 @@ async def test_app_heatmap_follows_the_remote_engine(served, tmp_path):
 
             await send(pilot, "Show me the remote heatmap.")
             assert store.messages(app.chat.id)[-1].status == "complete"
-            await wait_until(lambda: engine.snapshot().step > before.step and engine.snapshot().state == "idle",
-                             timeout=30)
+            await wait_until(
+                lambda: engine.snapshot().step > before.step and engine.snapshot().state == "idle", timeout=30
+            )
             after = app.refresh_telemetry(now=1.0)
             await pilot.pause()
             assert heatmap.snapshot is after and after.step > before.step

@@ -22,10 +22,27 @@ from engine.wire import snapshot_from_json
 def generate(checkpoint, prompt: str, max_tokens: int, tmp_path, *extra: str) -> tuple[str, list[int]]:
     """`outlier generate`'s greedy answer text and tokens (the oracle for the server)."""
     stats = tmp_path / "stats.json"
-    result = subprocess.run([sys.executable, "-m", "outlier_tui.cli", "generate", "--model", str(checkpoint),
-                             "--prompt", prompt, "--max-tokens", str(max_tokens), "--stats-json", str(stats),
-                             *extra], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outlier_tui.cli",
+            "generate",
+            "--model",
+            str(checkpoint),
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            str(max_tokens),
+            "--stats-json",
+            str(stats),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("\n")
     return result.stdout[:-1], json.loads(stats.read_text())["tokens"]
@@ -34,7 +51,8 @@ def generate(checkpoint, prompt: str, max_tokens: int, tmp_path, *extra: str) ->
 def test_chat_answer_equals_generate(served, tmp_path):
     text, tokens = generate(served.checkpoint, "Hello", 24, tmp_path)
     reply = served.client().chat.completions.create(
-        model=served.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=24, temperature=0)
+        model=served.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=24, temperature=0
+    )
     choice = reply.choices[0]
     assert choice.message.content == text
     assert choice.message.role == "assistant"
@@ -47,9 +65,16 @@ def test_chat_answer_equals_generate(served, tmp_path):
 
 def test_streamed_chat_equals_generate(served, tmp_path):
     text, tokens = generate(served.checkpoint, "Tell me a story", 24, tmp_path)
-    chunks = list(served.client().chat.completions.create(
-        model=served.model, messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=24,
-        temperature=0, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        served.client().chat.completions.create(
+            model=served.model,
+            messages=[{"role": "user", "content": "Tell me a story"}],
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -57,8 +82,8 @@ def test_streamed_chat_equals_generate(served, tmp_path):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(tokens)
     # The same conversation again: its prompt comes from the KV cache, all but the last token.
     again = served.client().chat.completions.create(
-        model=served.model, messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=24,
-        temperature=0)
+        model=served.model, messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=24, temperature=0
+    )
     assert again.choices[0].message.content == text
     assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
 
@@ -68,18 +93,20 @@ def test_text_completion_equals_generate_without_template(served, tmp_path):
     reply = served.client().completions.create(model=served.model, prompt="abc", max_tokens=16, temperature=0)
     assert reply.choices[0].text == text
     assert reply.usage.completion_tokens == len(tokens)
-    streamed = served.client().completions.create(model=served.model, prompt="abc", max_tokens=16,
-                                                  temperature=0, stream=True)
+    streamed = served.client().completions.create(
+        model=served.model, prompt="abc", max_tokens=16, temperature=0, stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == text
 
 
 def test_stop_sequence_cuts_the_answer(served, tmp_path):
     text, _ = generate(served.checkpoint, "abc", 24, tmp_path, "--no-chat-template")
-    stop_at = text[len(text) // 2:len(text) // 2 + 2]
-    expected = text[:text.index(stop_at)]
+    stop_at = text[len(text) // 2 : len(text) // 2 + 2]
+    expected = text[: text.index(stop_at)]
     for stream in (False, True):
-        reply = served.client().completions.create(model=served.model, prompt="abc", max_tokens=24,
-                                                   temperature=0, stop=[stop_at], stream=stream)
+        reply = served.client().completions.create(
+            model=served.model, prompt="abc", max_tokens=24, temperature=0, stop=[stop_at], stream=stream
+        )
         if stream:
             chunks = list(reply)
             got = "".join(c.choices[0].text for c in chunks if c.choices)
@@ -91,9 +118,19 @@ def test_stop_sequence_cuts_the_answer(served, tmp_path):
 
 def test_seeded_sampling_is_repeatable(served):
     def ask():
-        return served.client().chat.completions.create(
-            model=served.model, messages=[{"role": "user", "content": "hi"}], max_tokens=12,
-            temperature=0.9, top_p=0.9, seed=7).choices[0].message.content
+        return (
+            served.client()
+            .chat.completions.create(
+                model=served.model,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=12,
+                temperature=0.9,
+                top_p=0.9,
+                seed=7,
+            )
+            .choices[0]
+            .message.content
+        )
 
     assert ask() == ask()
 
@@ -119,15 +156,16 @@ def test_bad_requests_get_openai_errors(served):
     _assert_openai_error(httpx.post(url, json=["a list"], headers=headers), 400)
     error = _assert_openai_error(httpx.post(url, json={"messages": []}, headers=headers), 400)
     assert error["param"] == "messages"
-    error = _assert_openai_error(httpx.post(url, json={"messages": [{"role": "user", "content": "x"}],
-                                                       "max_tokens": 0}, headers=headers), 400)
+    error = _assert_openai_error(
+        httpx.post(url, json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, headers=headers), 400
+    )
     assert error["param"] == "max_tokens"
-    _assert_openai_error(httpx.post(url, json={"messages": [{"role": "wizard", "content": "x"}]},
-                                    headers=headers), 400)
-    _assert_openai_error(httpx.post(url, json={"messages": [{"role": "user", "content": "x"}],
-                                               "temperature": "hot"}, headers=headers), 400)
-    _assert_openai_error(httpx.post(served.base_url + "/completions", json={"prompt": [1, 2, 3]},
-                                    headers=headers), 400)
+    _assert_openai_error(httpx.post(url, json={"messages": [{"role": "wizard", "content": "x"}]}, headers=headers), 400)
+    _assert_openai_error(
+        httpx.post(url, json={"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, headers=headers),
+        400,
+    )
+    _assert_openai_error(httpx.post(served.base_url + "/completions", json={"prompt": [1, 2, 3]}, headers=headers), 400)
     # Over-long prompt (the checkpoint's context is 512 tokens; its tokenizer is one token per byte).
     client = served.client()
     with pytest.raises(openai.BadRequestError) as caught:
@@ -135,12 +173,14 @@ def test_bad_requests_get_openai_errors(served):
     assert caught.value.code == "context_length_exceeded"
     assert "context holds" in caught.value.body["message"]
     with pytest.raises(openai.BadRequestError):  # streamed: the status is still 400, not a broken stream
-        client.chat.completions.create(model=served.model, messages=[{"role": "user", "content": "a" * 600}],
-                                       stream=True)
+        client.chat.completions.create(
+            model=served.model, messages=[{"role": "user", "content": "a" * 600}], stream=True
+        )
     # Wrong or missing key.
     with pytest.raises(openai.AuthenticationError):
         served.client(api_key="wrong").chat.completions.create(
-            model=served.model, messages=[{"role": "user", "content": "x"}])
+            model=served.model, messages=[{"role": "user", "content": "x"}]
+        )
     _assert_openai_error(httpx.get(served.base_url + "/models"), 401)
     _assert_openai_error(httpx.get(served.base_url + "/outlier/telemetry"), 401)
     # Body over the server's 1 MiB limit.
@@ -150,17 +190,26 @@ def test_bad_requests_get_openai_errors(served):
     _assert_openai_error(httpx.get(served.base_url + "/embeddings", headers=headers), 404)
     _assert_openai_error(httpx.get(url, headers=headers), 405)
     # The server is still fine.
-    assert client.chat.completions.create(model=served.model, messages=[{"role": "user", "content": "x"}],
-                                          max_tokens=2).choices[0].message.content is not None
+    assert (
+        client.chat.completions.create(model=served.model, messages=[{"role": "user", "content": "x"}], max_tokens=2)
+        .choices[0]
+        .message.content
+        is not None
+    )
 
 
 def test_three_concurrent_clients_are_all_answered(served):
     prompts = ["one", "two", "three"]
 
     def ask(prompt: str) -> str:
-        return served.client().chat.completions.create(
-            model=served.model, messages=[{"role": "user", "content": prompt}], max_tokens=40,
-            temperature=0).choices[0].message.content
+        return (
+            served.client()
+            .chat.completions.create(
+                model=served.model, messages=[{"role": "user", "content": prompt}], max_tokens=40, temperature=0
+            )
+            .choices[0]
+            .message.content
+        )
 
     alone = {p: ask(p) for p in prompts}
     answers: dict[str, str] = {}
@@ -177,9 +226,17 @@ def _start_stream(served, max_tokens: int = LONG_ANSWER):
     once its first chunk arrived (so it runs on the engine). Keep the iterator: dropping it closes
     the response."""
     client = httpx.Client(timeout=60)
-    request = client.build_request("POST", served.base_url + "/chat/completions", headers=served.headers(),
-                                   json={"messages": [{"role": "user", "content": "go on"}], "temperature": 0,
-                                         "max_tokens": max_tokens, "stream": True})
+    request = client.build_request(
+        "POST",
+        served.base_url + "/chat/completions",
+        headers=served.headers(),
+        json={
+            "messages": [{"role": "user", "content": "go on"}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "stream": True,
+        },
+    )
     response = client.send(request, stream=True)
     assert response.status_code == 200
     lines = response.iter_lines()
@@ -198,7 +255,8 @@ def test_client_disconnect_cancels_its_generation(served_long):
     assert steps < CANCELLED_WITHIN, f"the engine kept generating after the client left ({steps} steps)"
     # The engine is free: a new request is answered.
     reply = served_long.client().chat.completions.create(
-        model=served_long.model, messages=[{"role": "user", "content": "x"}], max_tokens=3, temperature=0)
+        model=served_long.model, messages=[{"role": "user", "content": "x"}], max_tokens=3, temperature=0
+    )
     assert reply.usage.completion_tokens >= 1
 
 
@@ -206,10 +264,12 @@ def test_non_streamed_client_that_gives_up_cancels_too(served_long):
     wait_idle(served_long)
     step_before = telemetry(served_long)["step"]
     with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes the connection
-        httpx.post(served_long.base_url + "/chat/completions", headers=served_long.headers(),
-                   timeout=httpx.Timeout(1.0),
-                   json={"messages": [{"role": "user", "content": "go on"}], "temperature": 0,
-                         "max_tokens": LONG_ANSWER})
+        httpx.post(
+            served_long.base_url + "/chat/completions",
+            headers=served_long.headers(),
+            timeout=httpx.Timeout(1.0),
+            json={"messages": [{"role": "user", "content": "go on"}], "temperature": 0, "max_tokens": LONG_ANSWER},
+        )
     wait_idle(served_long)
     steps = telemetry(served_long)["step"] - step_before
     assert steps < CANCELLED_WITHIN, f"the engine kept generating after the client left ({steps} steps)"
@@ -221,10 +281,12 @@ def test_full_queue_gets_429_and_leaving_clients_free_it(served_long):
     waiting = []
     for _ in range(2):  # --max-queue 2: two may wait behind the running one
         client = httpx.Client(timeout=60)
-        request = client.build_request("POST", served_long.base_url + "/chat/completions",
-                                       headers=served_long.headers(),
-                                       json={"messages": [{"role": "user", "content": "wait"}], "stream": True,
-                                             "max_tokens": 5})
+        request = client.build_request(
+            "POST",
+            served_long.base_url + "/chat/completions",
+            headers=served_long.headers(),
+            json={"messages": [{"role": "user", "content": "wait"}], "stream": True, "max_tokens": 5},
+        )
         thread = threading.Thread(target=lambda c=client, r=request: _swallow(c.send, r, stream=True), daemon=True)
         thread.start()
         waiting.append(client)
@@ -233,14 +295,18 @@ def test_full_queue_gets_429_and_leaving_clients_free_it(served_long):
         time.sleep(0.02)
     assert httpx.get(served_long.url + "/health").json()["requests"] == 3
     with pytest.raises(openai.RateLimitError) as caught:
-        served_long.client().chat.completions.create(model=served_long.model,
-                                                     messages=[{"role": "user", "content": "x"}])
+        served_long.client().chat.completions.create(
+            model=served_long.model, messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.code == "queue_full"
     for client in [running[0], *waiting]:
         client.close()  # all three leave: the running one is cancelled, the waiting ones leave the line
     wait_idle(served_long)
-    assert served_long.client().chat.completions.create(
-        model=served_long.model, messages=[{"role": "user", "content": "x"}], max_tokens=2).choices
+    assert (
+        served_long.client()
+        .chat.completions.create(model=served_long.model, messages=[{"role": "user", "content": "x"}], max_tokens=2)
+        .choices
+    )
 
 
 def _swallow(fn, *args, **kwargs):
@@ -249,8 +315,9 @@ def _swallow(fn, *args, **kwargs):
 
 
 def test_telemetry_stream_carries_the_heatmap(served):
-    served.client().chat.completions.create(model=served.model, messages=[{"role": "user", "content": "x"}],
-                                            max_tokens=4, temperature=0)
+    served.client().chat.completions.create(
+        model=served.model, messages=[{"role": "user", "content": "x"}], max_tokens=4, temperature=0
+    )
     snapshot = snapshot_from_json(telemetry(served))
     assert snapshot.model is not None and snapshot.model.num_experts == 8
     assert snapshot.hits.shape == (3, 8) and snapshot.resident.dtype == bool
@@ -275,8 +342,12 @@ def test_port_in_use_is_one_line_before_loading(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "outlier_tui.cli", "serve", "--model", str(tmp_path / "none"),
-                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "outlier_tui.cli", "serve", "--model", str(tmp_path / "none"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("outlier: cannot listen") and str(port) in lines[0]
@@ -298,7 +369,10 @@ def test_event_stream_listener_gets_every_event_in_order():
 
 def test_answer_cut_at_the_context_limit_finishes_with_length(served_long):
     reply = served_long.client().chat.completions.create(
-        model=served_long.model, messages=[{"role": "user", "content": "a" * 4000}], max_tokens=LONG_ANSWER,
-        temperature=0)
+        model=served_long.model,
+        messages=[{"role": "user", "content": "a" * 4000}],
+        max_tokens=LONG_ANSWER,
+        temperature=0,
+    )
     assert reply.usage.total_tokens == 4096  # the tokenizer's model_max_length: the context
     assert reply.choices[0].finish_reason == "length"

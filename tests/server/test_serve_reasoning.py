@@ -32,13 +32,15 @@ def test_thinking_is_reasoning_content_never_content(thinking_server, enable):
     assert bool(thinking) == (enable is None)  # the template opens <think>: all of it is thinking
     extra = {} if enable is None else {"extra_body": {"chat_template_kwargs": {"enable_thinking": enable}}}
     client = thinking_server.client()
-    reply = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=TOKENS, temperature=0,
-                                           **extra)
+    reply = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=TOKENS, temperature=0, **extra)
     message = reply.choices[0].message
     assert message.content == answer
     assert getattr(message, "reasoning_content", None) == (thinking or None)
-    chunks = list(client.chat.completions.create(model="m", messages=QUESTION, max_tokens=TOKENS,
-                                                 temperature=0, stream=True, **extra))
+    chunks = list(
+        client.chat.completions.create(
+            model="m", messages=QUESTION, max_tokens=TOKENS, temperature=0, stream=True, **extra
+        )
+    )
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert "".join(d.content or "" for d in deltas) == answer
     assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == thinking
@@ -52,13 +54,20 @@ def test_remote_engine_gets_thinking_back_as_thinking(thinking_server):
     try:
         info = engine.load("").result(timeout=60)
         assert (info.think_start, info.think_end) == ("<think>", "</think>")  # from the server's telemetry
-        deltas = [e for e in engine.generate(QUESTION, GenerationParams(max_tokens=TOKENS, temperature=0.0))
-                  if isinstance(e, TextDelta)]
+        deltas = [
+            e
+            for e in engine.generate(QUESTION, GenerationParams(max_tokens=TOKENS, temperature=0.0))
+            if isinstance(e, TextDelta)
+        ]
         assert "".join(d.text for d in deltas if d.kind == THINKING) == thinking
         assert "".join(d.text for d in deltas if d.kind == ANSWER) == answer
-        off = [e for e in engine.generate(QUESTION, GenerationParams(max_tokens=TOKENS, temperature=0.0,
-                                                                     enable_thinking=False))
-               if isinstance(e, TextDelta)]
+        off = [
+            e
+            for e in engine.generate(
+                QUESTION, GenerationParams(max_tokens=TOKENS, temperature=0.0, enable_thinking=False)
+            )
+            if isinstance(e, TextDelta)
+        ]
         assert {d.kind for d in off} == {ANSWER}
     finally:
         engine.close()
