@@ -224,6 +224,17 @@ class ExpertStreamer:
             self.cache_of(row).plan([(row, int(e)) for e in experts])
             self.telemetry.record_access(row, experts, ())
 
+    def keep_hot(self, row: int, inds: np.ndarray) -> None:
+        """After a prompt's call: its favourite experts of this row (most used by its last
+        tokens) move to the policy's hot end, the rest stay at the cold end, so decoding starts
+        with the experts it is likeliest to ask for. Each row keeps its share of the slots.
+        Replayed on the demo's routing at 25% budget: 5-11% fewer decode misses in the first
+        24-32 tokens than prefill-at-the-cold-end alone, unchanged at 10% (bench/RESULTS.md)."""
+        group = self._group_of[row]
+        keep = group.cache.num_slots // len(group.rows)
+        if keep:
+            group.cache.promote([(row, int(e)) for e in prompt_favourites(inds, keep)])
+
     def prefetch(self, row: int, experts: np.ndarray) -> None:
         """Start reading a later layer's predicted experts without waiting (one ticket per
         expert, so a disproved guess can be cancelled alone)."""
@@ -303,6 +314,16 @@ def _unique_sorted(values: np.ndarray) -> np.ndarray:
     return np.unique(values).astype(np.int64)
 
 
+def prompt_favourites(inds: np.ndarray, keep: int, decay: float = 0.9) -> np.ndarray:
+    """The `keep` experts a prompt used most, each use weighted decay**(tokens after it):
+    least favoured first. inds: [..., tokens, top_k] expert ids, in token order."""
+    per_token = inds.reshape(-1, inds.shape[-1])
+    weights = np.repeat(decay ** np.arange(len(per_token) - 1, -1, -1, dtype=np.float64), per_token.shape[1])
+    score = np.bincount(per_token.reshape(-1), weights=weights)
+    used = np.flatnonzero(score)
+    return used[np.argsort(score[used], kind="stable")][-keep:]
+
+
 class StreamedExperts(nn.Module):
     """Drop-in for mlx-lm's SwitchGLU or SwitchMLP whose expert weights live in the
     slot pool of this layer's expert shape."""
@@ -357,6 +378,8 @@ class StreamedExperts(nn.Module):
         waited += streamer.last_wait_cpu
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._experts(x, mx.array(slots))
+        if bulk:
+            streamer.keep_hot(self._row, inds)
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
         streamer.telemetry.add_host_time(time.thread_time() - start - waited)
