@@ -80,8 +80,9 @@ def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: R
     pagecache.drop(files)
     host = work.config("streamed", common + ["--cache-bytes", str(budget_bytes(probe, 25.0)), "--prefetch", "auto"])
     configs = []
-    runs = [(b, "off", ["--prefetch", "0", "--policy", "lru"]) for b in opts.budgets]
+    runs = [(b, "off", ["--prefetch", "0", "--policy", "lru", "--no-prompt-favourites"]) for b in opts.budgets]
     runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]
+    runs += [(25.0, "off+favourites", ["--prefetch", "0", "--policy", "lru"])]  # keep_hot measured alone
     runs += [(25.0, v, ["--prefetch-mode", v]) for v in opts.variants]
     runs.sort(key=lambda r: -r[0])
     for budget, name, extra in runs:

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", default="lru", help="cache eviction policy")
     p.add_argument(
+        "--no-prompt-favourites",
+        action="store_true",
+        help="leave a prompt's experts at the policy's cold end (the design before keep_hot)",
+    )
+    p.add_argument(
         "--uncached-reads",
         action="store_true",
         help="drop what the engine reads from the page cache: every miss is a disk read",
@@ -100,6 +105,7 @@ def _streamed(args) -> dict:
         cache_bytes=args.cache_bytes,
         prefetch=_prefetch(args),
         policy=args.policy,
+        prompt_favourites=not args.no_prompt_favourites,
         record_trace=True,
         uncached_reads=args.uncached_reads,
         reader_threads=args.reader_threads,
@@ -129,6 +135,7 @@ def _streamed(args) -> dict:
             "prefetch_mode": args.prefetch_mode or {"0": "off", "1": "on", "auto": "auto"}[args.prefetch],
             "prefetch_decision": loaded.streamer.prefetch_decision if loaded.streamer else None,
             "policy": args.policy,
+            "prompt_favourites": not args.no_prompt_favourites,
             "reader_threads": args.reader_threads,
             "prefill_distinct_experts": len({tuple(k) for k in prefill_keys}),
             "load_s": load_s,

@@ -108,6 +108,8 @@ class ExpertStreamer:
         # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
+        # after a prompt's call, keep its favourite experts hot (keep_hot); off: plain LRU order
+        self.prompt_favourites = True
         # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
         self.stop_prefill: Callable[[], bool] | None = None
         self._unrecorded: list[tuple[int, mx.array]] = []
@@ -378,7 +380,7 @@ class StreamedExperts(nn.Module):
         waited += streamer.last_wait_cpu
         slots = slot_of[np.searchsorted(unique, inds)]
         y = self._experts(x, mx.array(slots))
-        if bulk:
+        if bulk and streamer.prompt_favourites:
             streamer.keep_hot(self._row, inds)
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
