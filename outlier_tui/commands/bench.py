@@ -97,14 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--served",
         action="store_true",
         help="only the served figure: decode tok/s through `outlier serve` (one streamed "
-        "client) / in-process, same budget (bench/served.py)",
+        "client) / in-process, same budget (outlier_tui/bench/served.py)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.served:
-        from bench import served
-        from bench.orchestrate import Options
+        from outlier_tui.bench import served
+        from outlier_tui.bench.orchestrate import Options
 
         return served.run(
             argparse.Namespace(
@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
                 json=args.json,
             )
         )
-    from bench import orchestrate, report
-    from bench.workload import parse_budgets
     from engine.errors import OutlierError
+    from outlier_tui.bench import orchestrate, report
+    from outlier_tui.bench.workload import parse_budgets
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.progress import progress_bar
 
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         report.write_json(result, args.json)
     if args.plot:
-        from bench.plot import write_plot
+        from outlier_tui.bench.plot import write_plot
 
         write_plot(result, args.plot)
     return 0
@@ -174,7 +174,7 @@ def _command() -> str:
 
 
 def _variants(text: str) -> list[str]:
-    from bench.variants import PREFETCH_VARIANTS
+    from outlier_tui.bench.variants import PREFETCH_VARIANTS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
@@ -188,8 +188,8 @@ def _variants(text: str) -> list[str]:
 
 
 def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) -> int:
-    """The I/O-bound study (bench.iobound); prints its tables, writes its JSON and plot."""
-    from bench import iobound, iobound_report
+    """The I/O-bound study (outlier_tui.bench.iobound); prints its tables, writes its JSON and plot."""
+    from outlier_tui.bench import iobound, iobound_report
 
     opts = iobound.Options(
         model_dir=model_dir,

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from bench import disk, optimal, pagecache
-from bench.workload import parse_budgets
 from engine.cache_policy import BeladyPolicy, LRUPolicy
 from engine.checkpoint import CheckpointIndex
+from outlier_tui.bench import disk, optimal, pagecache
+from outlier_tui.bench.workload import parse_budgets
 
 
 def _routing_trace(seed, rows=4, experts=16, top_k=2, tokens=60):

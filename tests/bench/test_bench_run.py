@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from bench import orchestrate, report
-from bench.plot import write_plot
+from outlier_tui.bench import orchestrate, report
+from outlier_tui.bench.plot import write_plot
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import iobound, iobound_report, throttle
+from outlier_tui.bench import iobound, iobound_report, throttle
 
 
 def test_files_off_a_block_device_cannot_be_throttled(tmp_path):

@@ -3,8 +3,8 @@ the offline optimum (Belady), decode steps only. Candidates the I/O-bound
 regime suggests (frequency-aware, per-layer quotas, LRU-2) next to the
 engine's LRU. Reproduce (about 4 minutes unthrottled on the demo model):
 
-    python -m bench.policy_study record --model DIR --cache-bytes N --json trace.json
-    python -m bench.policy_study replay trace.json --slots 480 192
+    python -m outlier_tui.bench.policy_study record --model DIR --cache-bytes N --json trace.json
+    python -m outlier_tui.bench.policy_study replay trace.json --slots 480 192
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import threading
 from collections import OrderedDict, defaultdict
 
-from bench import optimal
 from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy
+from outlier_tui.bench import optimal
 
 
 class LayerQuotaLRU:
@@ -100,9 +100,9 @@ def replay(data: dict, slots: int) -> list[tuple[str, float, float]]:
 
 def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
     """One request (the long prompt) with the routing trace recorded, unthrottled."""
-    from bench import measure, workload
     from engine.generation import Conversation, generate
     from engine.loader import load_streamed_model
+    from outlier_tui.bench import measure, workload
 
     telemetry = measure.StepTelemetry()
     loaded = load_streamed_model(model, cache_bytes=cache_bytes, prefetch=False, record_trace=True, telemetry=telemetry)
@@ -135,7 +135,7 @@ def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.policy_study")
+    p = argparse.ArgumentParser(prog="python -m outlier_tui.bench.policy_study")
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("record")
     r.add_argument("--model", required=True)

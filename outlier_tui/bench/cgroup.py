@@ -1,6 +1,6 @@
 """A child cgroup of this process's own group that runs one command: the
-common part of the memory cap (bench.memcap) and the read throttle
-(bench.throttle). Creating one needs root and the controller mounted."""
+common part of the memory cap (outlier_tui.bench.memcap) and the read throttle
+(outlier_tui.bench.throttle). Creating one needs root and the controller mounted."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import report
-from bench.png import Canvas
-from bench.report import _f
+from outlier_tui.bench import report
+from outlier_tui.bench.png import Canvas
+from outlier_tui.bench.report import _f
 
 MB = 1024 * 1024
 

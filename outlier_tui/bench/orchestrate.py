@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import pagecache
+from outlier_tui.bench import pagecache
 
 RATIO_KEYS = ("resident_ratio", "read_bw_ratio", "lru_vs_optimal", "io_wait_fraction_25", "speed_at_25")
 MB = 1024 * 1024
@@ -30,7 +30,7 @@ MB = 1024 * 1024
 
 @dataclass
 class Options:
-    """One benchmark run's settings; the defaults are `outlier bench`'s and bench.served's."""
+    """One benchmark run's settings; the defaults are `outlier bench`'s and outlier_tui.bench.served's."""
 
     model_dir: Path
     budgets: list[float] = field(default_factory=lambda: [100.0, 50.0, 25.0, 10.0])
@@ -89,12 +89,10 @@ def run(opts: Options) -> dict:
 
 
 class _Work:
-    """Runs bench.run_config in fresh processes and reads back their JSON."""
+    """Runs outlier_tui.bench.run_config in fresh processes and reads back their JSON."""
 
     def __init__(self, tmp: Path, opts: Options) -> None:
         self.tmp, self.opts, self.count = tmp, opts, 0
-        root = str(Path(__file__).resolve().parents[1])
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
 
     def argv(self, mode: str, extra: list[str]) -> tuple[list[str], Path]:
         self.count += 1
@@ -102,7 +100,7 @@ class _Work:
         return [
             sys.executable,
             "-m",
-            "bench.run_config",
+            "outlier_tui.bench.run_config",
             mode,
             "--model",
             str(self.opts.model_dir),
@@ -117,7 +115,6 @@ class _Work:
         start = time.perf_counter()
         done = subprocess.run(
             argv,
-            env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -247,8 +244,8 @@ def _div(a, b) -> float | None:
 
 
 def _disk(opts: Options, probe: dict, files: list[Path], rounds: list[dict]) -> dict:
-    from bench import disk
     from engine.checkpoint import CheckpointIndex
+    from outlier_tui.bench import disk
 
     index = CheckpointIndex.open(opts.model_dir)
     quarter = find(rounds[-1]["configs"], 25.0, False) or {}
@@ -285,7 +282,7 @@ def _read_sizes(index) -> list[int]:
 
 
 def _memcap(work: _Work, probe: dict, files: list[Path], budgets: list[float]) -> dict:
-    from bench.memcap import MemoryCap
+    from outlier_tui.bench.memcap import MemoryCap
 
     limit = work.opts.memcap_bytes
     budget = min(budgets)

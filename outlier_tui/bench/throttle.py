@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cgroup import ChildGroup
+from outlier_tui.bench.cgroup import ChildGroup
 
 _SYS_BLOCK = Path("/sys/dev/block")
 

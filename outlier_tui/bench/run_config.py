@@ -1,7 +1,7 @@
 """One benchmark configuration in its own process (peak RSS is per process,
 MLX memory is released at exit). The orchestrator runs, e.g.:
 
-    python -m bench.run_config streamed --model DIR --cache-bytes N --prefetch 0 \
+    python -m outlier_tui.bench.run_config streamed --model DIR --cache-bytes N --prefetch 0 \
         --tokens 64 --passes 2 --json out.json
 
 Modes: `probe` (model sizes, for choosing budgets), `streamed` (the engine),
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import measure, pagecache
-from bench.variants import PREFETCH_VARIANTS
+from outlier_tui.bench import measure, pagecache
+from outlier_tui.bench.variants import PREFETCH_VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.run_config")
+    p = argparse.ArgumentParser(prog="python -m outlier_tui.bench.run_config")
     p.add_argument("mode", choices=["probe", "streamed", "resident"])
     p.add_argument("--model", required=True)
     p.add_argument("--json", required=True, help="where to write the figures")
@@ -89,8 +89,8 @@ def _probe(args) -> dict:
 
 
 def _streamed(args) -> dict:
-    from bench import optimal
     from engine.loader import load_streamed_model
+    from outlier_tui.bench import optimal
 
     files = measure.model_files(args.model)
     telemetry = measure.StepTelemetry()

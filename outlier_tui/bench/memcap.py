@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.cgroup import ChildGroup
+from outlier_tui.bench.cgroup import ChildGroup
 
 
 @dataclass

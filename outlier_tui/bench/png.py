@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import font5x7
+from outlier_tui.bench import font5x7
 
 Color = tuple[int, int, int]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.png import Canvas
+from outlier_tui.bench.png import Canvas
 
 OFF, ON, BASE, GRID, INK = (31, 119, 180), (255, 127, 14), (90, 90, 90), (225, 225, 225), (20, 20, 20)
 OPT = (44, 160, 44)
