@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outlier_tui.bench import pagecache
-from outlier_tui.bench.orchestrate import _Work, budget_bytes, machine
+from outlier_tui.bench.orchestrate import ConfigRunner, budget_bytes, machine
 from outlier_tui.bench.throttle import ReadThrottle
 
 MB = 1024 * 1024
@@ -51,7 +51,7 @@ class Options:
 def run(opts: Options) -> dict:
     """Every figure of one I/O-bound run, or {"skipped": why} where reads cannot be throttled."""
     with tempfile.TemporaryDirectory(prefix="outlier-iobound-") as tmp:
-        work = _Work(Path(tmp), opts)
+        work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
         throttle, why = ReadThrottle.create(files, opts.disk_bytes_per_s)
@@ -63,7 +63,7 @@ def run(opts: Options) -> dict:
             throttle.remove()
 
 
-def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
+def _run(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
     common = [
         "--tokens",
         str(opts.tokens),

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections import OrderedDict, defaultdict
 
-from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy
+from engine.cache_policy import BeladyPolicy, Key, LFUPolicy, LRUPolicy
 from outlier_tui.bench import optimal
 
 
@@ -56,7 +56,8 @@ class DecayedFrequency:
     exp(-decay) per access; the lowest score goes."""
 
     def __init__(self, decay: float, prefill_weight: float) -> None:
-        self.decay, self.prefill_weight, self._clock, self._score = decay, prefill_weight, 0, {}
+        self.decay, self.prefill_weight, self._clock = decay, prefill_weight, 0
+        self._score: dict[Key, tuple[float, int]] = {}  # key -> (score, clock when last updated)
 
     def _now(self, key):
         score, at = self._score[key]
@@ -88,7 +89,7 @@ def candidates(trace):
 
 def replay(data: dict, slots: int) -> list[tuple[str, float, float]]:
     """(policy, decode hit rate, decode misses per token) for each candidate."""
-    trace = [tuple(k) for k in data["trace"]]
+    trace = optimal.as_keys(data["trace"])
     calls = optimal.calls_from_record(trace, data["calls"])
     start, tokens = data["decode_offset"], data["decode_steps"]
     out = []
@@ -106,6 +107,9 @@ def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
 
     telemetry = measure.StepTelemetry()
     loaded = load_streamed_model(model, cache_bytes=cache_bytes, prefetch=False, record_trace=True, telemetry=telemetry)
+    if loaded.streamer is None:
+        loaded.close()
+        raise SystemExit(f"{model}: no routed experts stream in this model, so there is no routing trace to record")
     cache = loaded.streamer.cache
     telemetry.trace = cache.trace
     try:

@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--size", default="160x50")
     parser.add_argument("--gap", type=float, default=0.03, help="seconds between presses")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+    columns, lines = (int(v) for v in args.size.split("x"))
+    size = (columns, lines)
     scenarios = [("idle (no answer)", None), ("streaming 200 tok/s", 0.005), ("streaming 1000 tok/s", 0.001)]
     print(f"key-press-to-frame latency, {args.presses} presses, terminal {size[0]}x{size[1]}")
     print(f"{'scenario':<24}{'median ms':>10}{'p90 ms':>9}{'max ms':>9}{'Esc→stopped ms':>16}")
