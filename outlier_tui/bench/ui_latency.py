@@ -28,7 +28,7 @@ from engine.api import GenerationParams, TelemetrySnapshot
 from engine.fake import FakeEngine
 from outlier_tui.app.main import OutlierApp
 from outlier_tui.app.prompt_input import PromptInput
-from outlier_tui.app.themes import bundled_theme_dirs
+from outlier_tui.app.themes import bundled_theme_dir
 from outlier_tui.store import ConversationStore
 
 MARK = "¤"  # typed character; never appears in the streamed answer
@@ -122,7 +122,7 @@ async def run_scenario(
             telemetry_interval=0.1,
             snapshot_source=big.snapshot,
             params=GenerationParams(max_tokens=10**6),
-            theme_dirs=[bundled_theme_dirs()[0]],
+            theme_dirs=[bundled_theme_dir()],
             keymap_file=Path(tmp) / "none",
         )
         latencies: list[float] = []
