@@ -40,7 +40,7 @@ class Projection:
 @dataclass(frozen=True)
 class PrefetchMode:
     """How the next layer's experts are read ahead (each part measured alone in
-    bench/RESULTS.md, I/O-bound section). Off by default; the loader turns it on
+    outlier_tui/bench/RESULTS.md, I/O-bound section). Off by default; the loader turns it on
     where its measurement says reads cost more than the prediction."""
 
     enabled: bool = False
@@ -50,7 +50,7 @@ class PrefetchMode:
     demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
     cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
     # a guessed expert enters the policy's cold end until used: measured alone it read 10% more
-    # bytes per token at the same hit rate (bench/RESULTS.md), so it is off by default
+    # bytes per token at the same hit rate (outlier_tui/bench/RESULTS.md), so it is off by default
     cold_admit: bool = False
 
     @classmethod
@@ -254,7 +254,7 @@ class ExpertStreamer:
         then saves more time than it costs. Measured now, on this disk and backend (reads go
         into slots no expert holds yet); the figures are kept in prefetch_decision.
         Decode prefetch stays off: bandwidth-bound, its wrong guesses cost more bytes than its
-        right ones hide (0.87x decode tok/s at 25% budget, 25 MB/s, bench/RESULTS.md)."""
+        right ones hide (0.87x decode tok/s at 25% budget, 25 MB/s, outlier_tui/bench/RESULTS.md)."""
         reads = []
         group = self.groups[0]
         for i in range(min(samples, group.cache.num_slots - group.cache.used)):
