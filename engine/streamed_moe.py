@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -162,14 +163,16 @@ class ExpertStreamer:
         self.mode = replace(self.mode, enabled=on)
 
     def fetch(
-        self, row: int, experts: np.ndarray, bulk: bool = False, ahead: tuple[int, np.ndarray] | None = None
-    ) -> np.ndarray:
+        self, row: int, experts: list[int], bulk: bool = False, ahead: tuple[int, list[int]] | None = None
+    ) -> list[int]:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
-        speculatively once this call's own reads are queued, before waiting on them."""
+        speculatively once this call's own reads are queued, before waiting on them.
+        Plain lists: a decode step has a few experts per layer, where numpy's per-call cost
+        dominates (hot path)."""
         if bulk and self.stop_prefill is not None and self.stop_prefill():
             raise PrefillCancelled()
-        keys = [(row, int(e)) for e in experts]
+        keys = [(row, e) for e in experts]
         cache = self.cache_of(row)
         plan = cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
@@ -198,12 +201,12 @@ class ExpertStreamer:
                 self.telemetry.add_io_wait(time.perf_counter() - start)
                 self.last_wait_cpu = time.thread_time() - start_cpu
             cache.loaded(keys)
-        return np.asarray(plan.slots, dtype=np.uint32)
+        return plan.slots
 
     def preload_all(self) -> None:
         """Read every expert once (the budget holds them all): nothing can miss later."""
         for row, files in enumerate(self.layers):
-            self.fetch(row, np.arange(files.num_experts))
+            self.fetch(row, list(range(files.num_experts)))
         self.all_resident = all(
             self.cache_of(row).slot_of((row, e)) == self._base[row] + e
             for row, files in enumerate(self.layers)
@@ -221,13 +224,13 @@ class ExpertStreamer:
         pending, self._unrecorded = self._unrecorded, []
         for row, indices in pending:
             experts = _unique_sorted(np.array(indices))
-            self.cache_of(row).plan([(row, int(e)) for e in experts])
+            self.cache_of(row).plan([(row, e) for e in experts])
             self.telemetry.record_access(row, experts, ())
 
-    def prefetch(self, row: int, experts: np.ndarray) -> None:
+    def prefetch(self, row: int, experts: list[int]) -> None:
         """Start reading a later layer's predicted experts without waiting (one ticket per
         expert, so a disproved guess can be cancelled alone)."""
-        loads = self.cache_of(row).plan_prefetch((row, int(e)) for e in experts)
+        loads = self.cache_of(row).plan_prefetch((row, e) for e in experts)
         if loads:
             priority = PREFETCH if self.mode.demand_first else DEMAND
             for load in loads:
@@ -296,11 +299,17 @@ class ExpertStreamer:
         self.telemetry.set_resident([key], False)
 
 
-def _unique_sorted(values: np.ndarray) -> np.ndarray:
-    """np.unique, minus its fixed cost for the few ids of a decode step (hot path)."""
-    if values.size <= 64:
-        return np.array(sorted(set(values.reshape(-1).tolist())), dtype=np.int64)
-    return np.unique(values).astype(np.int64)
+def _token_ids(indices: mx.array) -> list[int]:
+    """One token's expert ids as ints (the router's output is [1, ..., 1, k])."""
+    ids: Any = indices.tolist()
+    for _ in range(indices.ndim - 1):
+        ids = ids[0]
+    return ids
+
+
+def _unique_sorted(values: np.ndarray) -> list[int]:
+    """Distinct ids, ascending, as Python ints."""
+    return np.unique(values).tolist()
 
 
 class StreamedExperts(nn.Module):
@@ -336,12 +345,33 @@ class StreamedExperts(nn.Module):
         # host work is counted in this thread's CPU time: on a shared machine wall time also
         # counts the time other processes hold the core
         start = time.thread_time()
-        inds = np.array(indices)  # host sync: the bytes to fetch depend on it
-        waited = time.thread_time() - start
-        unique = _unique_sorted(inds)
-        if len(unique) > self._cache.num_slots:
-            return self._chunked(x, inds, unique)
-        bulk = inds[..., 0].size > 1
+        if indices.size == indices.shape[-1]:  # one token (decoding): plain lists, no numpy
+            ids = _token_ids(indices)  # host sync: the bytes to fetch depend on it
+            waited = time.thread_time() - start
+            unique = sorted(set(ids))
+            if len(unique) > self._cache.num_slots:
+                return self._chunked(x, np.array(indices), unique)
+            slot_of, waited = self._fetch(x, unique, False, waited)
+            slots: Any = [slot_of[unique.index(e)] for e in ids]
+            for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
+                slots = [slots]
+            y = self._experts(x, mx.array(slots, dtype=mx.uint32))
+        else:
+            inds = np.array(indices)  # host sync
+            waited = time.thread_time() - start
+            unique = _unique_sorted(inds)
+            if len(unique) > self._cache.num_slots:
+                return self._chunked(x, inds, unique)
+            slot_of, waited = self._fetch(x, unique, True, waited)
+            remap = np.asarray(slot_of, dtype=np.uint32)[np.searchsorted(unique, inds)]
+            y = self._experts(x, mx.array(remap))
+        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
+        return y
+
+    def _fetch(self, x: mx.array, unique: list[int], bulk: bool, waited: float) -> tuple[list[int], float]:
+        """This layer's experts resident (their slots), and the next layer's predicted ones
+        queued when prefetch is on; returns the slots and the CPU time spent waiting so far."""
+        streamer = self._streamer
         mode = streamer.mode
         ahead = None
         if (
@@ -355,14 +385,11 @@ class StreamedExperts(nn.Module):
             waited += time.thread_time() - sync
         slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
         waited += streamer.last_wait_cpu
-        slots = slot_of[np.searchsorted(unique, inds)]
-        y = self._experts(x, mx.array(slots))
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
-        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
-        return y
+        return slot_of, waited
 
-    def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:
+    def _chunked(self, x: mx.array, inds: np.ndarray, unique: list[int]) -> mx.array:
         """More distinct experts than slots (a long prefill): run them a slot-pool at a time."""
         k, dim = inds.shape[-1], x.shape[-1]
         rows = x.reshape(-1, dim)
@@ -371,7 +398,7 @@ class StreamedExperts(nn.Module):
         size = self._cache.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start : start + size]
-            slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
+            slot_of = np.asarray(self._streamer.fetch(self._row, chunk, bulk=True), dtype=np.uint32)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
             y = self._experts(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
