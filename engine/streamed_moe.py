@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.checkpoint import MoELayerFiles
+from engine.checkpoint import ExpertTensor, MoELayerFiles
 from engine.errors import ExpertReadError
 from engine.expert_cache import ExpertCache
 from engine.reader import DEMAND, PREFETCH, ExpertReader, ReadJob
@@ -72,6 +73,17 @@ class PoolGroup:
         return SlotPool.slot_nbytes(self.pool.specs)
 
 
+class _Part(NamedTuple):
+    """One expert tensor of one row, as read jobs need it."""
+
+    tensor: ExpertTensor
+    view: np.ndarray  # the pool's numpy view of this tensor, [slots, ...]
+    convert: str | None  # on-disk dtype tag where it differs from the slot's
+    file: Path | None  # stacked [E, ...] tensor: its file (None: one tensor per expert)
+    base: int  # stacked: file offset of expert 0
+    nbytes: int  # bytes of one expert
+
+
 class PrefillCancelled(Exception):
     """Raised at an MoE layer when the request was cancelled during a prefill chunk: a long
     chunk on a slow machine takes minutes, cancel must not wait for it."""
@@ -122,11 +134,22 @@ class ExpertStreamer:
                     for name, spec in specs.items()
                 }
             )
-        # per row: (tensor name, tensor, conversion), to build read jobs without lookups
+        # per row and tensor: what a read job needs, looked up once (hot path)
         self._parts = [
-            [(name, t, self._convert[row][name]) for name, t in files.tensors.items()]
+            [
+                _Part(
+                    t,
+                    self._group_of[row].pool.views[name],
+                    self._convert[row][name],
+                    t.location.file if t.stacked else None,
+                    t.location.offset,
+                    t.expert_nbytes,
+                )
+                for name, t in files.tensors.items()
+            ]
             for row, files in enumerate(layers)
         ]
+        self._slot_bytes = [(g.cache, g.slot_bytes) for g in groups]
 
     @property
     def cache(self) -> ExpertCache:
@@ -150,8 +173,8 @@ class ExpertStreamer:
     @property
     def cache_bytes(self) -> tuple[int, int]:
         """(bytes held now, peak bytes held) over every pool."""
-        used = sum(g.cache.used * g.slot_bytes for g in self.groups)
-        peak = sum(g.cache.peak_used * g.slot_bytes for g in self.groups)
+        used = sum(cache.used * size for cache, size in self._slot_bytes)
+        peak = sum(cache.peak_used * size for cache, size in self._slot_bytes)
         return used, peak
 
     @property
@@ -272,11 +295,13 @@ class ExpertStreamer:
         the pool of that row's expert shape."""
         units = []
         for (row, expert), slot in loads:
-            views = self._group_of[row].pool.views
             unit = []
-            for name, tensor, convert in self._parts[row]:
-                offset, nbytes = tensor.expert_range(expert)
-                unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, views[name][slot], convert))
+            for tensor, view, convert, file, base, nbytes in self._parts[row]:
+                if file is None:  # one tensor per expert
+                    offset, nbytes = tensor.expert_range(expert)
+                    unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, view[slot], convert))
+                else:  # expert e of a stacked tensor
+                    unit.append(ReadJob(file, base + expert * nbytes, nbytes, view[slot], convert))
             units.append(unit)
         return units
 
