@@ -25,7 +25,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from engine import pool_plan
 from engine.api import LoadProgress, ModelInfo, ProgressFn
-from engine.cache_policy import EvictionPolicy, make_policy
+from engine.cache_policy import DEFAULT_POLICY, EvictionPolicy, LRUPolicy, RouterScorePolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
 from engine.checkpoint_rules import check_chat_template, check_tokenizer_files
 from engine.context import context_limit
@@ -90,7 +90,7 @@ def load_streamed_model(
     compute_dtype: mx.Dtype | None | str = "auto",
     reader_threads: int = 4,
     uncached_reads: bool = False,
-    policy: str | EvictionPolicy = "lru",
+    policy: str | EvictionPolicy = DEFAULT_POLICY,
     prefetch: bool | PrefetchMode | None = None,
     prompt_favourites: bool = True,
     record_trace: bool = False,
@@ -174,21 +174,31 @@ def load_streamed_model(
                 [files for _, _, files in rows], pool_groups, reader, telemetry, prefetch=PrefetchMode.of(prefetch)
             )
             streamer.prompt_favourites = prompt_favourites
-            predictors = []
             scopes_of = _scope_finder(model)
+            routers = [
+                RouterGuess.find(scopes_of(parent), files.num_experts, _input_size(switch), top_k)
+                for _, (parent, _, switch), files in rows
+            ]
+            if None in routers:  # a policy that reads the router's scores needs every layer's router
+                for pool_group in pool_groups:
+                    if isinstance(pool_group.cache.policy, RouterScorePolicy):
+                        pool_group.cache.policy = LRUPolicy()
+            predictors = [r for r in routers[1:] if r is not None]
             for row, (_, (parent, attr, switch), _) in enumerate(rows):
-                predict, next_row = None, None
-                if row + 1 < len(rows):
-                    _, (next_parent, _, next_switch), next_files = rows[row + 1]
-                    predict = RouterGuess.find(
-                        scopes_of(next_parent), next_files.num_experts, _input_size(next_switch), top_k
-                    )
-                    next_row = row + 1 if predict is not None else None
-                    predictors += [predict] if predict is not None else []
+                predict = routers[row + 1] if row + 1 < len(rows) else None
+                own = routers[row]
                 setattr(
                     parent,
                     attr,
-                    StreamedExperts(row, streamer, _projections(switch), switch.activation, predict, next_row),
+                    StreamedExperts(
+                        row,
+                        streamer,
+                        _projections(switch),
+                        switch.activation,
+                        predict,
+                        row + 1 if predict is not None else None,
+                        router_probs=own.probs if own is not None else None,
+                    ),
                 )
             if all(n == g.capacity for n, g in zip(slots_per_group, groups)):
                 progress(0.8, f"the budget holds every expert: reading all {sum(slots_per_group)} of them")
@@ -395,9 +405,16 @@ class RouterGuess:
                         return guess
         return None
 
+    def logits(self, x: mx.array) -> mx.array:
+        return x @ self._router.weight.T if self._plain else self._router(x)
+
     def __call__(self, x: mx.array) -> mx.array:
-        logits = x @ self._router.weight.T if self._plain else self._router(x)
-        return mx.argpartition(-logits, kth=self._top_k - 1, axis=-1)[..., : self._top_k]
+        return mx.argpartition(-self.logits(x), kth=self._top_k - 1, axis=-1)[..., : self._top_k]
+
+    def probs(self, x: mx.array) -> mx.array:
+        """Softmax of the raw logits over every expert: a score for the cache policy, whatever
+        the model's own scoring function (softmax, sigmoid, bias-corrected)."""
+        return mx.softmax(self.logits(x).astype(mx.float32), axis=-1)
 
 
 def _scope_finder(model: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:

@@ -19,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from engine.cache_policy import RouterScorePolicy
 from engine.checkpoint import ExpertTensor, MoELayerFiles
 from engine.errors import ExpertReadError
 from engine.expert_cache import ExpertCache
@@ -259,6 +260,9 @@ class ExpertStreamer:
         Replayed on the demo's routing at 25% budget: 5-11% fewer decode misses in the first
         24-32 tokens than prefill-at-the-cold-end alone, unchanged at 10% (bench/RESULTS.md)."""
         group = self._group_of[row]
+        if isinstance(group.cache.policy, RouterScorePolicy):
+            group.cache.policy.observe_prompt(row, inds)
+            return
         keep = group.cache.num_slots // len(group.rows)
         if keep:
             group.cache.promote([(row, e) for e in prompt_favourites(inds, keep).tolist()])
@@ -372,6 +376,7 @@ class StreamedExperts(nn.Module):
         activation: Callable,
         predict_next: Callable[[mx.array], mx.array] | None = None,
         next_row: int | None = None,
+        router_probs: Callable[[mx.array], mx.array] | None = None,
     ) -> None:
         super().__init__()
         self._row = row
@@ -383,6 +388,10 @@ class StreamedExperts(nn.Module):
         self._act = activation
         self._predict_next = predict_next
         self._next_row = next_row
+        # this layer's router scores, for a RouterScorePolicy
+        policy = self._cache.policy
+        self._scorer = policy if router_probs is not None and isinstance(policy, RouterScorePolicy) else None
+        self._router_probs = router_probs if self._scorer is not None else None
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         streamer = self._streamer
@@ -394,12 +403,18 @@ class StreamedExperts(nn.Module):
         # counts the time other processes hold the core
         start = time.thread_time()
         if indices.size == indices.shape[-1]:  # one token (decoding): plain lists, no numpy
+            probs = self._router_probs(x) if self._router_probs is not None else None
+            sync = time.thread_time()  # building the scores' graph above is host work
+            if probs is not None:
+                mx.eval(indices, probs)  # the same host sync brings the policy its scores
             ids = _token_ids(indices)  # host sync: the bytes to fetch depend on it
-            waited = time.thread_time() - start
+            waited = time.thread_time() - sync
             unique = sorted(set(ids))
             if len(unique) > self._cache.num_slots:
                 return self._chunked(x, np.array(indices), unique)
             slot_of, waited = self._fetch(x, unique, False, waited)
+            if self._scorer is not None:
+                self._scorer.observe(self._row, np.array(probs).reshape(-1))
             slots: Any = [slot_of[unique.index(e)] for e in ids]
             for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
                 slots = [slots]

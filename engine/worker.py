@@ -26,6 +26,7 @@ from engine.api import (
     TelemetrySnapshot,
     TextDelta,
 )
+from engine.cache_policy import DEFAULT_POLICY
 from engine.errors import EngineStateError, OutlierError
 from engine.events import EventStream
 from engine.telemetry import Telemetry
@@ -84,7 +85,7 @@ class Engine:
         *,
         reader_threads: int = 4,
         prefetch: bool | None = None,
-        policy: str = "lru",
+        policy: str = DEFAULT_POLICY,
         compute_dtype: Any = "auto",
         record_trace: bool = False,
     ) -> None:

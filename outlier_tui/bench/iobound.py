@@ -82,7 +82,9 @@ def _run(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], thro
     configs = []
     runs = [(b, "off", ["--prefetch", "0", "--policy", "lru", "--no-prompt-favourites"]) for b in opts.budgets]
     runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]
-    runs += [(25.0, "off+favourites", ["--prefetch", "0", "--policy", "lru"])]  # keep_hot measured alone
+    # each cache mechanism alone, added to "off": keep_hot, then the router-score policy
+    runs += [(25.0, "off+favourites", ["--prefetch", "0", "--policy", "lru"])]
+    runs += [(25.0, "off+router-score", ["--prefetch", "0", "--policy", "router-score"])]
     runs += [(25.0, v, ["--prefetch-mode", v]) for v in opts.variants]
     runs.sort(key=lambda r: -r[0])
     for budget, name, extra in runs:

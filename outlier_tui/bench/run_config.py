@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.cache_policy import DEFAULT_POLICY, POLICIES
 from outlier_tui.bench import measure, pagecache
 from outlier_tui.bench.variants import PREFETCH_VARIANTS
 
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(PREFETCH_VARIANTS),
         help="prefetch on with one part of the pipeline left out (the I/O-bound study)",
     )
-    p.add_argument("--policy", default="lru", help="cache eviction policy")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES), help="cache eviction policy")
     p.add_argument(
         "--no-prompt-favourites",
         action="store_true",

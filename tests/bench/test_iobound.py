@@ -73,6 +73,7 @@ def test_the_five_figures_are_finite(result, tmp_path):
     assert {(c["budget_percent"], c["name"]) for c in data["configs"]} == {
         (25.0, "off"),
         (25.0, "off+favourites"),
+        (25.0, "off+router-score"),
         (25.0, "default"),
         (25.0, "today"),
     }

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, make_policy
+from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, RouterScorePolicy, make_policy
 from engine.errors import BudgetError
 from engine.expert_cache import ExpertCache
 from engine.streamed_moe import prompt_favourites
@@ -290,3 +290,44 @@ def test_prompt_favourites_weigh_recent_tokens_most():
     assert prompt_favourites(inds, 2, decay=0.5).tolist() == [1, 2]  # least favoured first
     assert prompt_favourites(inds, 3, decay=0.5).tolist() == [3, 1, 2]
     assert prompt_favourites(inds, 10, decay=0.5).tolist() == [0, 3, 1, 2]
+
+
+def test_router_score_policy_evicts_what_the_router_favours_least():
+    policy = RouterScorePolicy(alpha=0.5)
+    cache = ExpertCache(3, policy)
+    policy.observe_prompt(0, np.array([[0, 1], [1, 2], [1, 2]]))  # 1 most, then 2, then 0
+    cache.plan([(0, 0), (0, 1), (0, 2)], bulk=True)
+    cache.loaded([(0, 0), (0, 1), (0, 2)])
+    plan = cache.plan([(0, 3)])  # a decode miss: expert 0 is the prompt's least favoured
+    assert dict(plan.loads) == {(0, 3): plan.slots[0]}
+    assert set(cache.resident_keys()) == {(0, 1), (0, 2), (0, 3)}
+    # the running average moves with the router: now 2 is the least favoured resident expert
+    policy.observe(0, np.array([0.0, 0.6, 0.0, 0.4]))
+    cache.plan([(0, 4)])
+    assert set(cache.resident_keys()) == {(0, 1), (0, 3), (0, 4)}
+
+
+def test_router_score_policy_passes_over_experts_in_use():
+    policy = RouterScorePolicy()
+    cache = ExpertCache(2, policy)
+    policy.observe(0, np.array([0.1, 0.9, 0.0]))
+    cache.plan([(0, 0), (0, 1)])
+    cache.loaded([(0, 0), (0, 1)])
+    cache.plan([(0, 0), (0, 2)])  # 0 scores lowest but is in use: 1 goes
+    assert set(cache.resident_keys()) == {(0, 0), (0, 2)}
+    assert policy.choose_victim(lambda key: False) is None
+
+
+def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_factory, monkeypatch):
+    from engine import loader
+
+    path = checkpoint_factory("mixtral")
+    info = loader.load_streamed_model(path, prefetch=False).info
+    budget = info.expert_bytes * (info.top_k + 2)
+    found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False)
+    assert isinstance(found.streamer.cache.policy, RouterScorePolicy)
+    found.close()
+    monkeypatch.setattr(loader.RouterGuess, "find", classmethod(lambda cls, *args: None))
+    fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False)
+    assert isinstance(fallback.streamer.cache.policy, LRUPolicy)
+    fallback.close()
