@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from outlier_tui import arg_types
+from outlier_tui.bench import orchestrate
 from outlier_tui.commands.failure import fail as _fail
 
 HELP = "Benchmark the streamed engine: tok/s, hit rate, reads per budget, and five ratios vs baselines."
@@ -38,21 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=arg_types.positive_int,
         default=None,
         metavar="N",
-        help="tokens decoded per pass (default 48, --quick 12)",
+        help=f"tokens decoded per pass (default {orchestrate.Options.tokens}, --quick {QUICK['tokens']})",
     )
     parser.add_argument(
         "--passes",
         type=arg_types.positive_int,
         default=None,
         metavar="N",
-        help="passes per configuration: 1 cold + N-1 warm (default 2)",
+        help=f"passes per configuration: 1 cold + N-1 warm (default {orchestrate.Options.passes})",
     )
     parser.add_argument(
         "--rounds",
         type=arg_types.positive_int,
         default=None,
         metavar="N",
-        help="repeat every configuration N times round-robin; report medians (default 3, --quick 1)",
+        help="repeat every configuration N times round-robin; report medians "
+        f"(default {orchestrate.Options.rounds}, --quick {QUICK['rounds']})",
     )
     parser.add_argument(
         "--reader-threads",
@@ -122,19 +124,18 @@ def run(args: argparse.Namespace) -> int:
         return _replot(args.replot, args.plot)
     if args.served:
         from outlier_tui.bench import served
-        from outlier_tui.bench.orchestrate import Options
 
         return served.run(
             argparse.Namespace(
                 model=args.model,
-                tokens=args.tokens or Options.tokens,
-                rounds=args.rounds or Options.rounds,
+                tokens=args.tokens or orchestrate.Options.tokens,
+                rounds=args.rounds or orchestrate.Options.rounds,
                 cache_mb=None,
                 json=args.json,
             )
         )
     from engine.errors import OutlierError
-    from outlier_tui.bench import orchestrate, report
+    from outlier_tui.bench import report
     from outlier_tui.bench.workload import parse_budgets
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.progress import progress_bar
