@@ -200,9 +200,12 @@ def generate(
             cancelled = True
             break
         telemetry.begin_step()
+        step_start = time.perf_counter()
         logits = model(mx.array([[token_id]]), cache=conv.cache)[:, -1, :]
         conv.tokens.append(token_id)
         mx.eval(logits)
+        if streamer is not None:
+            streamer.after_decode_token(time.perf_counter() - step_start)
         elapsed = time.perf_counter() - first_token_at
         if elapsed > 0:
             telemetry.record_speed(generation_tps=(len(generated)) / elapsed)

@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.cache_policy import RouterScorePolicy
 from engine.checkpoint import ExpertTensor, MoELayerFiles
+from engine.decode_prefetch import DecodePrefetchJudge
 from engine.errors import ExpertReadError
 from engine.expert_cache import ExpertCache
 from engine.reader import DEMAND, PREFETCH, ExpertReader, ReadJob
@@ -110,6 +111,10 @@ class ExpertStreamer:
         self.mode = PrefetchMode.of(prefetch)
         self.prefetch_decision: dict | None = None  # the load-time measurement, when it decided
         self.last_wait_cpu = 0.0  # this thread's CPU time in the last fetch's wait (not host work)
+        self.io_wait_s = 0.0  # wall time waiting on reads, all calls
+        # with automatic prefetch: turns decode prefetch on and off from what decoding measures
+        self.decode_judge: DecodePrefetchJudge | None = None
+        self._judged_at = (0.0, 0)  # io_wait_s and wasted guesses at the last decode token
         self._group_of: list[PoolGroup] = [groups[0]] * len(layers)
         # all-resident slot of (row, 0): rows of a group sit one after another in its pool
         self._base = [0] * len(layers)
@@ -224,7 +229,9 @@ class ExpertStreamer:
                 self.telemetry.set_resident(keys, False)
                 raise
             finally:
-                self.telemetry.add_io_wait(time.perf_counter() - start)
+                waited = time.perf_counter() - start
+                self.telemetry.add_io_wait(waited)
+                self.io_wait_s += waited
                 self.last_wait_cpu = time.thread_time() - start_cpu
             cache.loaded(keys)
         return plan.slots
@@ -283,8 +290,10 @@ class ExpertStreamer:
         predictor's host sync: with half of the guesses right (0.7-0.9 measured on the demo) it
         then saves more time than it costs. Measured now, on this disk and backend (reads go
         into slots no expert holds yet); the figures are kept in prefetch_decision.
-        Decode prefetch stays off: bandwidth-bound, its wrong guesses cost more bytes than its
-        right ones hide (0.87x decode tok/s at 25% budget, 25 MB/s, outlier_tui/bench/RESULTS.md)."""
+        Decode prefetch then starts on and a DecodePrefetchJudge keeps it only while its wrong
+        guesses cost less read time than the compute they overlap: bandwidth-bound, they cost
+        more bytes than the right ones hide (0.87x decode tok/s at 25% budget, 25 MB/s,
+        outlier_tui/bench/RESULTS.md)."""
         reads = []
         group = self.groups[0]
         for i in range(min(samples, group.cache.num_slots - group.cache.used)):
@@ -300,12 +309,29 @@ class ExpertStreamer:
             np.array(predict(x))
             guesses.append(time.perf_counter() - start)
         read_s, predict_s = float(np.median(reads)) if reads else 0.0, min(guesses[1:])
-        self.mode = replace(self.mode, enabled=read_s > 2 * predict_s, decode=False)
+        enabled = read_s > 2 * predict_s
+        self.decode_judge = DecodePrefetchJudge(read_s) if enabled else None
+        self.mode = replace(self.mode, enabled=enabled, decode=enabled)
         self.prefetch_decision = {
             "read_s_per_expert": read_s,
             "predict_s_per_layer": predict_s,
             "enabled": self.prefetch_enabled,
+            "decode_windows": self.decode_judge.history if self.decode_judge else [],
         }
+
+    def after_decode_token(self, token_s: float) -> None:
+        """Feed the decode judge one token's wall time; it may turn decode prefetch on or off."""
+        judge = self.decode_judge
+        if judge is None:
+            return
+        issued, used = self._prefetch_counts()
+        cancelled = sum(g.cache.prefetch_cancelled for g in self.groups)
+        wasted = issued - used - cancelled  # guesses read and never used
+        io_mark, wasted_mark = self._judged_at
+        self._judged_at = (self.io_wait_s, wasted)
+        on = judge.add_token(token_s, self.io_wait_s - io_mark, wasted - wasted_mark)
+        if on != self.mode.decode:
+            self.mode = replace(self.mode, decode=on)
 
     def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
         """One unit of reads per expert (all its tensors, read in a row by one thread), into

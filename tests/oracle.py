@@ -8,8 +8,9 @@ from mlx_lm.models.cache import make_prompt_cache
 PROMPT = "The quick brown fox jumps over the lazy dog. Streaming experts from disk! " * 2
 
 
-def greedy_run(model, tokenizer, steps: int = 30, prompt: str = PROMPT):
-    """Prefill the prompt, then `steps` greedy decode steps; returns (tokens, logits[steps+1, V])."""
+def greedy_run(model, tokenizer, steps: int = 30, prompt: str = PROMPT, after_step=None):
+    """Prefill the prompt, then `steps` greedy decode steps; returns (tokens, logits[steps+1, V]).
+    after_step(): called after each decode step (the engine's per-token hook, in tests)."""
     cache = make_prompt_cache(model)
     ids = mx.array([tokenizer.encode(prompt)])
     logits = model(ids, cache=cache)[:, -1, :]
@@ -19,6 +20,9 @@ def greedy_run(model, tokenizer, steps: int = 30, prompt: str = PROMPT):
         tokens.append(token)
         logits = model(mx.array([[token]]), cache=cache)[:, -1, :]
         rows.append(logits)
+        if after_step is not None:
+            mx.eval(logits)
+            after_step()
     out = mx.concatenate(rows)
     mx.eval(out)
     return tokens, out

@@ -94,7 +94,11 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
         assert decision["read_s_per_expert"] > 0 and decision["predict_s_per_layer"] > 0
         assert decision["enabled"] == (decision["read_s_per_expert"] > 2 * decision["predict_s_per_layer"])
         assert loaded.streamer.prefetch_enabled == decision["enabled"]
-        assert not loaded.streamer.mode.decode  # automatic prefetch serves prompts only
+        # decoding starts with prefetch on (the judge's probe window) where prefetch is on at all
+        judge = loaded.streamer.decode_judge
+        assert (judge is not None) == decision["enabled"] == loaded.streamer.mode.decode
+        if judge is not None:
+            assert judge.read_s == decision["read_s_per_expert"] and decision["decode_windows"] is judge.history
         per_expert = sum(t.expert_nbytes for t in loaded.streamer.layers[0].tensors.values())
         assert loaded.telemetry.totals()["bytes_read"] <= 4 * per_expert  # a sample, not tensors
         assert loaded.streamer.cache.used == 0  # the sample reads hold no slot
@@ -103,6 +107,7 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
     for fixed in (True, False):  # an explicit choice is not second-guessed
         loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=fixed)
         assert loaded.streamer.prefetch_decision is None and loaded.streamer.prefetch_enabled == fixed
+        assert loaded.streamer.decode_judge is None
         loaded.close()
 
 

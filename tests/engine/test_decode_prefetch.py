@@ -1,0 +1,78 @@
+"""The decode-prefetch judge: prefetch stays on while its wrong guesses cost less read time than
+the compute they overlap, and switching it per token never changes what is computed."""
+
+import itertools
+
+import numpy as np
+import pytest
+from checkpoints import resident_oracle
+from oracle import greedy_run
+
+from engine.decode_prefetch import DecodePrefetchJudge
+from engine.loader import load_streamed_model
+
+
+def feed(judge, tokens, token_s, io_wait_s, wasted):
+    return [judge.add_token(token_s, io_wait_s, wasted) for _ in range(tokens)]
+
+
+def test_bandwidth_bound_turns_off_then_probes_again():
+    # 4 wrong guesses x 60 ms read = 0.24 s per token against 0.2 s of compute (margin 0.5)
+    judge = DecodePrefetchJudge(read_s=0.06, window=4, reprobe=3)
+    assert feed(judge, 3, token_s=1.2, io_wait_s=1.0, wasted=4) == [True] * 3  # the probe window
+    assert judge.add_token(1.2, 1.0, 4) is False
+    assert judge.wasted_per_token == 4 and judge.cost_s == 0.24
+    assert feed(judge, 8, 1.0, 0.8, 0) == [False] * 8  # off: wasted reads are not measured
+    assert feed(judge, 4, 1.0, 0.8, 0)[-1] is True  # the third window off: measure again
+    assert [on for on, _, _ in judge.history] == [False, False, False, True]
+
+
+def test_idle_disk_keeps_it_on():
+    # 4 wrong guesses x 3 ms = 12 ms per token against 0.2 s of compute
+    judge = DecodePrefetchJudge(read_s=0.003, window=4)
+    assert all(feed(judge, 40, token_s=0.21, io_wait_s=0.01, wasted=4))
+    assert len(judge.history) == 10 and judge.history[-1] == pytest.approx((True, 0.012, 0.2))
+
+
+def test_no_wrong_guesses_costs_nothing():
+    judge = DecodePrefetchJudge(read_s=10.0, window=2)
+    assert all(feed(judge, 6, token_s=0.1, io_wait_s=0.0, wasted=0))
+
+
+class ScriptedJudge:
+    """Turns decode prefetch on and off every token: the streamer must follow, exactly."""
+
+    def __init__(self):
+        self.script = itertools.cycle([False, True, True, False])
+        self.on = True
+        self.tokens = 0
+
+    def add_token(self, token_s, io_wait_s, wasted_reads):
+        self.tokens += 1
+        self.on = next(self.script)
+        return self.on
+
+
+def test_switching_decode_prefetch_per_token_keeps_logits_identical(checkpoint_factory):
+    path = checkpoint_factory("mixtral")
+    oracle_model, tokenizer = resident_oracle(path)
+    want_tokens, want_logits = greedy_run(oracle_model, tokenizer, steps=16)
+    info = load_streamed_model(path, prefetch=False).info
+    loaded = load_streamed_model(path, cache_bytes=info.expert_bytes * (info.top_k + 3), prefetch=True)
+    streamer = loaded.streamer
+    judge = streamer.decode_judge = ScriptedJudge()
+    seen = []
+
+    def after_step():
+        streamer.after_decode_token(0.01)
+        seen.append(streamer.mode.decode)
+
+    try:
+        got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=16, after_step=after_step)
+        issued = streamer.cache.prefetch_issued
+    finally:
+        loaded.close()
+    assert got_tokens == want_tokens
+    np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
+    assert judge.tokens == 16 and seen == [on for on, _ in zip(itertools.cycle([False, True, True, False]), seen)]
+    assert issued > 0
