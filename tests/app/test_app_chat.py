@@ -198,7 +198,7 @@ async def test_load_error_is_shown_and_another_folder_can_be_loaded(make_app, st
         await ready(pilot)
         status = app.query_one(ModelStatus)
         assert app.model_state == "error" and status.display
-        assert reason in str(status.render())
+        assert reason in str(status.visible_content.render())  # the error, not the progress bar
         app.query_one(PromptInput).insert("anyone there?")
         await pilot.press("enter")
         assert app.query_one(PromptInput).text == "anyone there?"  # kept, not lost
