@@ -5,6 +5,7 @@ from __future__ import annotations
 from app_helpers import ready, send, wait_until
 
 from engine.fake import FakeEngine
+from outlier_tui.app.bindings import COMMAND_BINDINGS
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import ChatListScreen, InputDialog
@@ -174,6 +175,23 @@ async def test_every_action_is_in_the_palette(make_app):
         bound = {b.action.split("(")[0] for b in app.BINDINGS}  # copy_code(N): one action
         assert bound <= {action.split("(")[0] for action in actions} | {"quit"}
         assert "delete_chat" in actions and "set_theme('outlier-light')" in actions
+
+
+async def test_palette_lists_every_binding_with_its_key_and_runs_it(make_app):
+    app = make_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        commands = {command.title: command.help for command in app.get_system_commands(app.screen)}
+        for binding in COMMAND_BINDINGS:
+            assert binding.tooltip in commands[binding.description]
+            assert commands[binding.description].endswith(f"[{binding.key.split(',')[0]}]")
+        assert "Theme" in commands and "Delete chat" in commands  # Textual's own; one with no key
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Toggle memory pane")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.show_memory and not app.query_one("#memory").display
 
 
 async def test_user_keymap_remaps_bindings(make_app, tmp_path):
