@@ -30,7 +30,6 @@ class MemoryView:
     read_bytes_per_s: float
     bytes_read: int
     io_wait_seconds: float
-    state: str
     note: str | None = None  # why there is no memory telemetry (a server that sends none)
 
 
@@ -64,6 +63,5 @@ class MemoryHistory:
             read_bytes_per_s=rate,
             bytes_read=snap.bytes_read,
             io_wait_seconds=snap.io_wait_seconds,
-            state=snap.state,
             note=snap.telemetry_note,
         )
