@@ -8,7 +8,7 @@ names the other mixins it uses as its bases, so what a module may call is what i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from textual.app import App
@@ -17,6 +17,7 @@ from textual.screen import ModalScreen, Screen
 
 from engine.api import EngineClient, GenerationParams, ModelInfo, ProgressFn, TelemetrySnapshot
 from outlier_tui.app.bindings import CHAT_ACTIONS, default_key
+from outlier_tui.app.config import Traversable
 from outlier_tui.app.memory_stats import MemoryHistory
 from outlier_tui.app.model_state import ModelState
 from outlier_tui.app.status_bar import TopBar
@@ -52,7 +53,7 @@ class AppCore(App):
         clock: Callable[[], float] = time.monotonic,
         save_interval: float = SAVE_INTERVAL,
         attach_limit: int = DEFAULT_LIMIT_BYTES,
-        theme_dirs: list[Path] | None = None,
+        theme_dirs: Sequence[Traversable] | None = None,
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
         startup_notes: tuple[str, ...] = (),
