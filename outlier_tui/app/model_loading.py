@@ -34,6 +34,7 @@ class ModelLoading(Answering, Panes):
     """Owns the load worker; `model_state` says where it is, its watcher shows it."""
 
     def watch_model_state(self, state: ModelState) -> None:
+        # LOADING: the load worker starts the bar at zero, LoadProgressed moves it.
         status = self.main_screen.query_one(ModelStatus)
         if state is ModelState.READY:
             status.hide()
