@@ -17,16 +17,17 @@ import itertools
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from engine.errors import ExpertReadError
 
 
-@dataclass(frozen=True)
-class ReadJob:
+class ReadJob(NamedTuple):
+    """One byte range into one slot's view (a tuple: a decode step builds one per expert tensor)."""
+
     file: Path
     offset: int
     nbytes: int

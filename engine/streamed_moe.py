@@ -12,12 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.checkpoint import MoELayerFiles
+from engine.checkpoint import ExpertTensor, MoELayerFiles
 from engine.errors import ExpertReadError
 from engine.expert_cache import ExpertCache
 from engine.reader import DEMAND, PREFETCH, ExpertReader, ReadJob
@@ -69,6 +71,17 @@ class PoolGroup:
     @property
     def slot_bytes(self) -> int:
         return SlotPool.slot_nbytes(self.pool.specs)
+
+
+class _Part(NamedTuple):
+    """One expert tensor of one row, as read jobs need it."""
+
+    tensor: ExpertTensor
+    view: np.ndarray  # the pool's numpy view of this tensor, [slots, ...]
+    convert: str | None  # on-disk dtype tag where it differs from the slot's
+    file: Path | None  # stacked [E, ...] tensor: its file (None: one tensor per expert)
+    base: int  # stacked: file offset of expert 0
+    nbytes: int  # bytes of one expert
 
 
 class PrefillCancelled(Exception):
@@ -123,11 +136,22 @@ class ExpertStreamer:
                     for name, spec in specs.items()
                 }
             )
-        # per row: (tensor name, tensor, conversion), to build read jobs without lookups
+        # per row and tensor: what a read job needs, looked up once (hot path)
         self._parts = [
-            [(name, t, self._convert[row][name]) for name, t in files.tensors.items()]
+            [
+                _Part(
+                    t,
+                    self._group_of[row].pool.views[name],
+                    self._convert[row][name],
+                    t.location.file if t.stacked else None,
+                    t.location.offset,
+                    t.expert_nbytes,
+                )
+                for name, t in files.tensors.items()
+            ]
             for row, files in enumerate(layers)
         ]
+        self._slot_bytes = [(g.cache, g.slot_bytes) for g in groups]
 
     @property
     def cache(self) -> ExpertCache:
@@ -151,8 +175,8 @@ class ExpertStreamer:
     @property
     def cache_bytes(self) -> tuple[int, int]:
         """(bytes held now, peak bytes held) over every pool."""
-        used = sum(g.cache.used * g.slot_bytes for g in self.groups)
-        peak = sum(g.cache.peak_used * g.slot_bytes for g in self.groups)
+        used = sum(cache.used * size for cache, size in self._slot_bytes)
+        peak = sum(cache.peak_used * size for cache, size in self._slot_bytes)
         return used, peak
 
     @property
@@ -164,14 +188,16 @@ class ExpertStreamer:
         self.mode = replace(self.mode, enabled=on)
 
     def fetch(
-        self, row: int, experts: np.ndarray, bulk: bool = False, ahead: tuple[int, np.ndarray] | None = None
-    ) -> np.ndarray:
+        self, row: int, experts: list[int], bulk: bool = False, ahead: tuple[int, list[int]] | None = None
+    ) -> list[int]:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
-        speculatively once this call's own reads are queued, before waiting on them."""
+        speculatively once this call's own reads are queued, before waiting on them.
+        Plain lists: a decode step has a few experts per layer, where numpy's per-call cost
+        dominates (hot path)."""
         if bulk and self.stop_prefill is not None and self.stop_prefill():
             raise PrefillCancelled()
-        keys = [(row, int(e)) for e in experts]
+        keys = [(row, e) for e in experts]
         cache = self.cache_of(row)
         plan = cache.plan(keys, bulk)
         missed = [e for (_, e), _ in plan.loads]
@@ -200,12 +226,12 @@ class ExpertStreamer:
                 self.telemetry.add_io_wait(time.perf_counter() - start)
                 self.last_wait_cpu = time.thread_time() - start_cpu
             cache.loaded(keys)
-        return np.asarray(plan.slots, dtype=np.uint32)
+        return plan.slots
 
     def preload_all(self) -> None:
         """Read every expert once (the budget holds them all): nothing can miss later."""
         for row, files in enumerate(self.layers):
-            self.fetch(row, np.arange(files.num_experts))
+            self.fetch(row, list(range(files.num_experts)))
         self.all_resident = all(
             self.cache_of(row).slot_of((row, e)) == self._base[row] + e
             for row, files in enumerate(self.layers)
@@ -223,7 +249,7 @@ class ExpertStreamer:
         pending, self._unrecorded = self._unrecorded, []
         for row, indices in pending:
             experts = _unique_sorted(np.array(indices))
-            self.cache_of(row).plan([(row, int(e)) for e in experts])
+            self.cache_of(row).plan([(row, e) for e in experts])
             self.telemetry.record_access(row, experts, ())
 
     def keep_hot(self, row: int, inds: np.ndarray) -> None:
@@ -235,12 +261,12 @@ class ExpertStreamer:
         group = self._group_of[row]
         keep = group.cache.num_slots // len(group.rows)
         if keep:
-            group.cache.promote([(row, int(e)) for e in prompt_favourites(inds, keep)])
+            group.cache.promote([(row, e) for e in prompt_favourites(inds, keep).tolist()])
 
-    def prefetch(self, row: int, experts: np.ndarray) -> None:
+    def prefetch(self, row: int, experts: list[int]) -> None:
         """Start reading a later layer's predicted experts without waiting (one ticket per
         expert, so a disproved guess can be cancelled alone)."""
-        loads = self.cache_of(row).plan_prefetch((row, int(e)) for e in experts)
+        loads = self.cache_of(row).plan_prefetch((row, e) for e in experts)
         if loads:
             priority = PREFETCH if self.mode.demand_first else DEMAND
             for load in loads:
@@ -282,11 +308,13 @@ class ExpertStreamer:
         the pool of that row's expert shape."""
         units = []
         for (row, expert), slot in loads:
-            views = self._group_of[row].pool.views
             unit = []
-            for name, tensor, convert in self._parts[row]:
-                offset, nbytes = tensor.expert_range(expert)
-                unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, views[name][slot], convert))
+            for tensor, view, convert, file, base, nbytes in self._parts[row]:
+                if file is None:  # one tensor per expert
+                    offset, nbytes = tensor.expert_range(expert)
+                    unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, view[slot], convert))
+                else:  # expert e of a stacked tensor
+                    unit.append(ReadJob(file, base + expert * nbytes, nbytes, view[slot], convert))
             units.append(unit)
         return units
 
@@ -309,11 +337,17 @@ class ExpertStreamer:
         self.telemetry.set_resident([key], False)
 
 
-def _unique_sorted(values: np.ndarray) -> np.ndarray:
-    """np.unique, minus its fixed cost for the few ids of a decode step (hot path)."""
-    if values.size <= 64:
-        return np.array(sorted(set(values.reshape(-1).tolist())), dtype=np.int64)
-    return np.unique(values).astype(np.int64)
+def _token_ids(indices: mx.array) -> list[int]:
+    """One token's expert ids as ints (the router's output is [1, ..., 1, k])."""
+    ids: Any = indices.tolist()
+    for _ in range(indices.ndim - 1):
+        ids = ids[0]
+    return ids
+
+
+def _unique_sorted(values: np.ndarray) -> list[int]:
+    """Distinct ids, ascending, as Python ints."""
+    return np.unique(values).tolist()
 
 
 def prompt_favourites(inds: np.ndarray, keep: int, decay: float = 0.9) -> np.ndarray:
@@ -359,12 +393,35 @@ class StreamedExperts(nn.Module):
         # host work is counted in this thread's CPU time: on a shared machine wall time also
         # counts the time other processes hold the core
         start = time.thread_time()
-        inds = np.array(indices)  # host sync: the bytes to fetch depend on it
-        waited = time.thread_time() - start
-        unique = _unique_sorted(inds)
-        if len(unique) > self._cache.num_slots:
-            return self._chunked(x, inds, unique)
-        bulk = inds[..., 0].size > 1
+        if indices.size == indices.shape[-1]:  # one token (decoding): plain lists, no numpy
+            ids = _token_ids(indices)  # host sync: the bytes to fetch depend on it
+            waited = time.thread_time() - start
+            unique = sorted(set(ids))
+            if len(unique) > self._cache.num_slots:
+                return self._chunked(x, np.array(indices), unique)
+            slot_of, waited = self._fetch(x, unique, False, waited)
+            slots: Any = [slot_of[unique.index(e)] for e in ids]
+            for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
+                slots = [slots]
+            y = self._experts(x, mx.array(slots, dtype=mx.uint32))
+        else:
+            inds = np.array(indices)  # host sync
+            waited = time.thread_time() - start
+            unique = _unique_sorted(inds)
+            if len(unique) > self._cache.num_slots:
+                return self._chunked(x, inds, unique)
+            slot_of, waited = self._fetch(x, unique, True, waited)
+            if streamer.prompt_favourites:
+                streamer.keep_hot(self._row, inds)
+            remap = np.asarray(slot_of, dtype=np.uint32)[np.searchsorted(unique, inds)]
+            y = self._experts(x, mx.array(remap))
+        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
+        return y
+
+    def _fetch(self, x: mx.array, unique: list[int], bulk: bool, waited: float) -> tuple[list[int], float]:
+        """This layer's experts resident (their slots), and the next layer's predicted ones
+        queued when prefetch is on; returns the slots and the CPU time spent waiting so far."""
+        streamer = self._streamer
         mode = streamer.mode
         ahead = None
         if (
@@ -378,16 +435,11 @@ class StreamedExperts(nn.Module):
             waited += time.thread_time() - sync
         slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
         waited += streamer.last_wait_cpu
-        slots = slot_of[np.searchsorted(unique, inds)]
-        y = self._experts(x, mx.array(slots))
-        if bulk and streamer.prompt_favourites:
-            streamer.keep_hot(self._row, inds)
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
-        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
-        return y
+        return slot_of, waited
 
-    def _chunked(self, x: mx.array, inds: np.ndarray, unique: np.ndarray) -> mx.array:
+    def _chunked(self, x: mx.array, inds: np.ndarray, unique: list[int]) -> mx.array:
         """More distinct experts than slots (a long prefill): run them a slot-pool at a time."""
         k, dim = inds.shape[-1], x.shape[-1]
         rows = x.reshape(-1, dim)
@@ -396,7 +448,7 @@ class StreamedExperts(nn.Module):
         size = self._cache.num_slots
         for start in range(0, len(unique), size):
             chunk = unique[start : start + size]
-            slot_of = self._streamer.fetch(self._row, chunk, bulk=True)
+            slot_of = np.asarray(self._streamer.fetch(self._row, chunk, bulk=True), dtype=np.uint32)
             pos = np.nonzero(np.isin(flat, chunk))[0]
             idx = slot_of[np.searchsorted(chunk, flat[pos])]
             y = self._experts(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]

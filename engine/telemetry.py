@@ -73,7 +73,7 @@ class Telemetry:
             self._step += 1
             return self._step
 
-    def record_access(self, row: int, experts: np.ndarray, missed: Iterable[int]) -> None:
+    def record_access(self, row: int, experts: Iterable[int], missed: Iterable[int]) -> None:
         """One layer call's experts (a few: plain loops beat numpy's fancy indexing here)."""
         experts = experts.tolist() if isinstance(experts, np.ndarray) else list(experts)
         missed = list(missed)
