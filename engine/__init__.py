@@ -5,6 +5,7 @@ Importing this package is cheap (no MLX); `Engine` pulls MLX in on first use.
 
 from engine.api import (
     EngineClient,
+    EngineState,
     GenerationDone,
     GenerationEvent,
     GenerationFailed,
@@ -20,6 +21,7 @@ from engine.errors import OutlierError
 __all__ = [
     "Engine",
     "EngineClient",
+    "EngineState",
     "GenerationDone",
     "GenerationEvent",
     "GenerationFailed",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, TypedDict
 
 import numpy as np
@@ -124,11 +125,24 @@ ProgressFn = Callable[[LoadProgress], None]
 # ---- telemetry -------------------------------------------------------------
 
 
+class EngineState(str, Enum):
+    """What the engine is doing; a str, so it goes on the wire (JSON) as its value."""
+
+    EMPTY = "empty"  # no model loaded
+    LOADING = "loading"
+    IDLE = "idle"  # a model is loaded, no request runs
+    GENERATING = "generating"
+    ERROR = "error"  # the last load failed (TelemetrySnapshot.error says why)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class TelemetrySnapshot:
     """A consistent copy of the engine's counters, cheap to poll at ~10 Hz."""
 
-    state: str  # "empty" | "loading" | "idle" | "generating" | "error"
+    state: EngineState
     step: int  # forward passes so far (each prefill chunk or decode token is one)
     moe_layers: tuple[int, ...] = ()
     # Arrays shaped [len(moe_layers), num_experts]

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from engine.api import (
+    EngineState,
     GenerationDone,
     GenerationFailed,
     GenerationParams,
@@ -79,7 +80,7 @@ class FakeEngine:
         self._last_miss = np.zeros(self._shape, np.int64)
         self._lru: list[tuple[int, int]] = []
         self._step = 0
-        self._state = "empty"
+        self._state = EngineState.EMPTY
         self._info: ModelInfo | None = None
         self._rng = np.random.default_rng(0)
         self._bytes_read = 0
@@ -94,7 +95,7 @@ class FakeEngine:
         if on_progress:
             on_progress(LoadProgress(0.5, "reading checkpoint index"))
         if self.fail_with:
-            self._state = "error"
+            self._state = EngineState.ERROR
             future.set_exception(RuntimeError(self.fail_with))
             return future
         layers, experts = self._shape
@@ -114,7 +115,7 @@ class FakeEngine:
             think_end=FAKE_MARKERS.end,
             template_takes_enable_thinking=True,
         )
-        self._state = "idle"
+        self._state = EngineState.IDLE
         if on_progress:
             on_progress(LoadProgress(1.0, "ready"))
         future.set_result(self._info)
@@ -204,7 +205,7 @@ class FakeEngine:
         if self._info is None:
             stream.put(GenerationFailed("No model is loaded: load one first."))
             return
-        self._state = "generating"
+        self._state = EngineState.GENERATING
         pieces = self._answer(messages).split(" ")
         pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
         tokens: list[int] = []
@@ -217,7 +218,7 @@ class FakeEngine:
                 cancelled = True
                 break
             if self.fail_generate_after is not None and i >= self.fail_generate_after:
-                self._state = "idle"
+                self._state = EngineState.IDLE
                 stream.put(
                     GenerationFailed(
                         "Reading experts from the SSD failed: simulated I/O error. "
@@ -231,7 +232,7 @@ class FakeEngine:
             tokens.append(i)
             self._put_parts(stream, splitter.feed(piece), i, params)
         self._put_parts(stream, splitter.finish(), i, params)
-        self._state = "idle"
+        self._state = EngineState.IDLE
         stats = GenerationStats(
             tokens=tuple(tokens),
             prompt_tokens=sum(len(m["content"].split()) for m in messages),

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 import httpx
 
 from engine.api import (
+    EngineState,
     GenerationDone,
     GenerationFailed,
     GenerationParams,
@@ -69,7 +70,7 @@ class RemoteEngine:
         self._fresh = threading.Condition(self._lock)  # notified on every telemetry event
         self._received = 0  # telemetry events so far
         self._info: ModelInfo | None = None
-        self._state = "empty"
+        self._state = EngineState.EMPTY
         self._latest: TelemetrySnapshot | None = None  # from the server's telemetry stream
         self._has_telemetry = False
         self._telemetry_started = threading.Event()
@@ -95,7 +96,7 @@ class RemoteEngine:
                 future.set_result(self._connect(model_dir or self.model, on_progress))
             except BaseException as exc:
                 with self._lock:
-                    self._state = "error"
+                    self._state = EngineState.ERROR
                 future.set_exception(exc)
 
         threading.Thread(target=connect, name="outlier-remote-load", daemon=True).start()
@@ -150,7 +151,7 @@ class RemoteEngine:
     def _connect(self, model: str | None, on_progress) -> ModelInfo:
         progress = on_progress or (lambda p: None)
         with self._lock:
-            self._state = "loading"
+            self._state = EngineState.LOADING
         progress(LoadProgress(0.1, f"connecting to {self.base_url}"))
         names = self._model_names()
         model = model or (names[0] if names else None)  # None: the server's default model
@@ -181,7 +182,7 @@ class RemoteEngine:
                 )
             )
             self._info = info
-            self._state = "idle"
+            self._state = EngineState.IDLE
         progress(LoadProgress(1.0, f"connected to {shown} at {self.base_url}"))
         return info
 
@@ -229,7 +230,7 @@ class RemoteEngine:
                     if self._latest is not None:
                         self._latest = dataclasses.replace(
                             self._latest,
-                            state="error",
+                            state=EngineState.ERROR,
                             error=f"Lost the server's telemetry ({type(exc).__name__}); reconnecting.",
                         )
                 self._telemetry_event.set()
@@ -239,7 +240,7 @@ class RemoteEngine:
 
     def _generate(self, messages: list[Message], params: GenerationParams, request: _Request) -> None:
         with self._lock:
-            self._state = "generating"
+            self._state = EngineState.GENERATING
             before = self._latest if self._has_telemetry else None
         try:
             stats = self._stream_answer(messages, params, request)
@@ -256,7 +257,7 @@ class RemoteEngine:
             )
         finally:
             with self._lock:
-                self._state = "idle"
+                self._state = EngineState.IDLE
                 if self._current is request:
                     self._current = None
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 import psutil
 
-from engine.api import ModelInfo, TelemetrySnapshot
+from engine.api import EngineState, ModelInfo, TelemetrySnapshot
 
 
 def peak_rss_bytes() -> int:
@@ -28,7 +28,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._process = psutil.Process()
         self.reset_layout((), 0)
-        self._state = "empty"
+        self._state = EngineState.EMPTY
         self._error: str | None = None
         self._model: ModelInfo | None = None
         self._read_stats = None
@@ -63,7 +63,7 @@ class Telemetry:
             self._resident_weights = info.resident_bytes if info else 0
             self._read_stats = read_stats
 
-    def set_state(self, state: str, error: str | None = None) -> None:
+    def set_state(self, state: EngineState, error: str | None = None) -> None:
         with self._lock:
             self._state = state
             self._error = error

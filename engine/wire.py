@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.api import ModelInfo, TelemetrySnapshot
+from engine.api import EngineState, ModelInfo, TelemetrySnapshot
 
 _ARRAYS = {
     "hits": np.int64,
@@ -23,11 +23,13 @@ _ARRAYS = {
 
 
 def snapshot_to_json(snapshot: TelemetrySnapshot) -> dict[str, Any]:
-    """A JSON-ready dict: arrays as nested lists, the model as a dict."""
+    """A JSON-ready dict: arrays as nested lists, the model as a dict, the state as its string."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(snapshot):
         value = getattr(snapshot, f.name)
-        if isinstance(value, np.ndarray):
+        if isinstance(value, EngineState):
+            value = value.value
+        elif isinstance(value, np.ndarray):
             value = value.tolist()
         elif isinstance(value, ModelInfo):
             value = dataclasses.asdict(value)
@@ -46,6 +48,7 @@ def snapshot_from_json(data: dict[str, Any]) -> TelemetrySnapshot:
         array = np.asarray(values.get(name, []), dtype=dtype)
         values[name] = array.reshape(layers, -1) if array.size else np.zeros((layers, 0), dtype)
     values["moe_layers"] = tuple(values.get("moe_layers") or ())
+    values["state"] = EngineState(values["state"])  # ValueError for a state this client does not know
     values["model"] = model_info_from_json(values.get("model"))
     return TelemetrySnapshot(**values)
 

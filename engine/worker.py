@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from engine.api import (
+    EngineState,
     GenerationDone,
     GenerationFailed,
     GenerationParams,
@@ -156,19 +157,19 @@ class Engine:
         from engine.loader import load_streamed_model
 
         self._unload()
-        self.telemetry.set_state("loading")
+        self.telemetry.set_state(EngineState.LOADING)
 
         try:
             self._loaded = load_streamed_model(
                 path, cache_bytes, telemetry=self.telemetry, on_progress=on_progress, **self._options
             )
         except Exception as exc:
-            self.telemetry.set_state("error", _one_line(exc))
+            self.telemetry.set_state(EngineState.ERROR, _one_line(exc))
             if isinstance(exc, OutlierError):
                 raise
             raise OutlierError(_one_line(exc)) from exc
         self._conversation = Conversation()
-        self.telemetry.set_state("idle")
+        self.telemetry.set_state(EngineState.IDLE)
         return self._loaded.info
 
     def _generate(self, messages, params, cancel: threading.Event, stream: EventStream) -> None:
@@ -178,7 +179,7 @@ class Engine:
             conversation = self._conversation
             if self._loaded is None or conversation is None:
                 raise EngineStateError("No model is loaded yet: wait for loading to finish or pick a model folder.")
-            self.telemetry.set_state("generating")
+            self.telemetry.set_state(EngineState.GENERATING)
             try:
                 stats, cancelled = generate(
                     self._loaded,
@@ -192,7 +193,7 @@ class Engine:
                 conversation.clear()  # a half-run forward left the KV cache inconsistent
                 raise
             finally:
-                self.telemetry.set_state("idle")
+                self.telemetry.set_state(EngineState.IDLE)
             stream.put(GenerationDone(stats, cancelled=cancelled))
         except Exception as exc:  # every failure ends the stream; the thread keeps serving
             kind = type(exc).__name__ if isinstance(exc, OutlierError) else "InternalError"
@@ -207,7 +208,7 @@ class Engine:
             self._loaded = None
             self._conversation = None
             self.telemetry.set_model(None)
-            self.telemetry.set_state("empty")
+            self.telemetry.set_state(EngineState.EMPTY)
 
 
 def _one_line(exc: BaseException) -> str:

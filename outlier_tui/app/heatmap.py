@@ -9,6 +9,7 @@ Fed by `show(snapshot)` from the app's telemetry timer, never per token.
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 import numpy as np
 from rich.segment import Segment
@@ -18,7 +19,7 @@ from textual.strip import Strip
 from textual.theme import Theme
 from textual.widget import Widget
 
-from engine.api import TelemetrySnapshot
+from engine.api import EngineState, TelemetrySnapshot
 from outlier_tui.app.heatmap_grid import HeatGrid, compute_grid
 
 HEAT_LEVELS = 8
@@ -27,7 +28,14 @@ MISS_GLYPH = "▪"
 EVICTED_GLYPH = "·"
 
 
-KIND_EMPTY, KIND_EVICTED, KIND_MISS, KIND_RESIDENT, KIND_RESIDENT_MISS = range(5)
+class CellKind(IntEnum):
+    """What a cell shows; an int, as the hundreds digit of a cell code (numpy computes codes)."""
+
+    EMPTY = 0  # no expert of the bin was ever used
+    EVICTED = 1  # used before, none resident now
+    MISS = 2  # a miss since the previous frame, none resident
+    RESIDENT = 3
+    RESIDENT_MISS = 4  # resident, and a miss since the previous frame
 
 
 def cell_codes(heat: np.ndarray, resident: np.ndarray, missed: np.ndarray, used: np.ndarray) -> np.ndarray:
@@ -36,8 +44,8 @@ def cell_codes(heat: np.ndarray, resident: np.ndarray, missed: np.ndarray, used:
     r = np.minimum((resident * RESIDENT_LEVELS).astype(np.int64), RESIDENT_LEVELS - 1)
     kind = np.where(
         resident > 0,
-        np.where(missed, KIND_RESIDENT_MISS, KIND_RESIDENT),
-        np.where(missed, KIND_MISS, np.where(used, KIND_EVICTED, KIND_EMPTY)),
+        np.where(missed, CellKind.RESIDENT_MISS, CellKind.RESIDENT),
+        np.where(missed, CellKind.MISS, np.where(used, CellKind.EVICTED, CellKind.EMPTY)),
     )
     shading = np.where(resident > 0, h * 10 + r, 0)
     return kind * 100 + shading
@@ -80,15 +88,15 @@ class HeatPalette:
         """Glyph and style for a cell code from `cell_codes`."""
         found = self._by_code.get(code)
         if found is None:
-            kind, h, r = code // 100, (code // 10) % 10, code % 10
-            if kind == KIND_RESIDENT:
+            kind, h, r = CellKind(code // 100), (code // 10) % 10, code % 10
+            if kind is CellKind.RESIDENT:
                 found = (" ", self.resident(h / (HEAT_LEVELS - 1), (r + 0.5) / RESIDENT_LEVELS))
-            elif kind == KIND_RESIDENT_MISS:
+            elif kind is CellKind.RESIDENT_MISS:
                 style = self.resident(h / (HEAT_LEVELS - 1), (r + 0.5) / RESIDENT_LEVELS)
                 found = (MISS_GLYPH, style + self.miss_mark)
-            elif kind == KIND_MISS:
+            elif kind is CellKind.MISS:
                 found = (MISS_GLYPH, self.empty + self.miss_mark)
-            elif kind == KIND_EVICTED:
+            elif kind is CellKind.EVICTED:
                 found = (EVICTED_GLYPH, self.evicted)
             else:
                 found = (" ", self.empty)
@@ -188,7 +196,7 @@ class ExpertHeatmap(Widget):
         if snap is None or layers == 0 or experts == 0:
             note = (
                 "No model loaded"
-                if snap is None or snap.state in ("empty", "error")
+                if snap is None or snap.state in (EngineState.EMPTY, EngineState.ERROR)
                 else snap.telemetry_note or "Waiting for telemetry"
             )
             return [Strip([Segment(note.center(width)[:width], pal.label)])] if height else []

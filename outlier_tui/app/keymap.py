@@ -1,6 +1,6 @@
 """The user's keymap: binding id -> keys, read from <config dir>/keymap.toml.
 
-Every binding of the app has an id (see BINDING_IDS in main.py), so users can
+Every binding of the app has an id (bindings.py: binding_ids()), so users can
 remap any action without code. Two layouts are accepted:
 
     send = "enter"                 # top-level keys

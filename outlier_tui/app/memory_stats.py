@@ -11,25 +11,7 @@ from dataclasses import dataclass
 
 from engine.api import TelemetrySnapshot
 
-SPARK_CHARS = "▁▂▃▄▅▆▇█"
 RATE_WINDOW_S = 1.0  # SSD throughput is averaged over about this long
-
-
-def sparkline(values: list[float], width: int) -> str:
-    """The last `width` values as block characters scaled between their min and max.
-
-    A flat series is drawn at mid height, so "no change" looks different from "low".
-    """
-    if width <= 0:
-        return ""
-    shown = values[-width:]
-    if not shown:
-        return ""
-    low, top = min(shown), max(shown)
-    if top - low <= 1e-9 * max(abs(top), 1.0):
-        return SPARK_CHARS[len(SPARK_CHARS) // 2 - 1] * len(shown)
-    steps = len(SPARK_CHARS) - 1
-    return "".join(SPARK_CHARS[int(round((v - low) / (top - low) * steps))] for v in shown)
 
 
 @dataclass(frozen=True)
@@ -48,7 +30,6 @@ class MemoryView:
     read_bytes_per_s: float
     bytes_read: int
     io_wait_seconds: float
-    state: str
     note: str | None = None  # why there is no memory telemetry (a server that sends none)
 
 
@@ -82,6 +63,5 @@ class MemoryHistory:
             read_bytes_per_s=rate,
             bytes_read=snap.bytes_read,
             io_wait_seconds=snap.io_wait_seconds,
-            state=snap.state,
             note=snap.telemetry_note,
         )

@@ -18,7 +18,7 @@ def snapshot_table(snap: TelemetrySnapshot, last: GenerationStats | None = None)
                 f"{m.path} ({m.model_type}, {len(m.moe_layers)} MoE layers × {m.num_experts} experts, top-{m.top_k})",
             )
         )
-    rows.append(("state", snap.state + (f" — {snap.error}" if snap.error else "")))
+    rows.append(("state", snap.state.value + (f" — {snap.error}" if snap.error else "")))
     rows.append(("speed", f"generation {snap.generation_tps:.1f} tok/s, prompt {snap.prompt_tps:.0f} tok/s"))
     if last is not None:
         rows.append(

@@ -52,7 +52,12 @@ class Routes:
     async def health(self, request: Request) -> Response:
         snapshot = self.engine.snapshot()
         return JSONResponse(
-            {"status": "ok", "model": self.config.model_name, "engine": snapshot.state, "requests": self.queue.admitted}
+            {
+                "status": "ok",
+                "model": self.config.model_name,
+                "engine": snapshot.state.value,
+                "requests": self.queue.admitted,
+            }
         )
 
     async def models(self, request: Request) -> Response:

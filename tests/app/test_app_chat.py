@@ -5,6 +5,7 @@ from __future__ import annotations
 from app_helpers import ready, send, wait_until
 
 from engine.fake import FakeEngine
+from outlier_tui.app.bindings import COMMAND_BINDINGS
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import ChatListScreen, InputDialog
@@ -176,6 +177,23 @@ async def test_every_action_is_in_the_palette(make_app):
         assert "delete_chat" in actions and "set_theme('outlier-light')" in actions
 
 
+async def test_palette_lists_every_binding_with_its_key_and_runs_it(make_app):
+    app = make_app()
+    async with app.run_test() as pilot:
+        await ready(pilot)
+        commands = {command.title: command.help for command in app.get_system_commands(app.screen)}
+        for binding in COMMAND_BINDINGS:
+            assert binding.tooltip in commands[binding.description]
+            assert commands[binding.description].endswith(f"[{binding.key.split(',')[0]}]")
+        assert "Theme" in commands and "Delete chat" in commands  # Textual's own; one with no key
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Toggle memory pane")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.show_memory and not app.query_one("#memory").display
+
+
 async def test_user_keymap_remaps_bindings(make_app, tmp_path):
     keymap = tmp_path / "keymap.toml"
     keymap.write_text('new_chat = "f9"\n')
@@ -198,7 +216,7 @@ async def test_load_error_is_shown_and_another_folder_can_be_loaded(make_app, st
         await ready(pilot)
         status = app.query_one(ModelStatus)
         assert app.model_state == "error" and status.display
-        assert reason in str(status.render())
+        assert reason in str(status.visible_content.render())  # the error, not the progress bar
         app.query_one(PromptInput).insert("anyone there?")
         await pilot.press("enter")
         assert app.query_one(PromptInput).text == "anyone there?"  # kept, not lost

@@ -1,16 +1,9 @@
-"""Memory-pane numbers: sparkline, SSD MB/s from bytes_read deltas."""
+"""Memory-pane numbers: RSS history, SSD MB/s from bytes_read deltas."""
 
 from __future__ import annotations
 
 from engine.api import TelemetrySnapshot
-from outlier_tui.app.memory_stats import SPARK_CHARS, MemoryHistory, sparkline
-
-
-def test_sparkline_scales_between_min_and_max_and_keeps_the_tail():
-    line = sparkline([0, 1, 2, 3, 4, 5, 6, 7, 100, 200], width=3)
-    assert line == SPARK_CHARS[0] + SPARK_CHARS[3] + SPARK_CHARS[-1]
-    assert len(set(sparkline([5.0] * 10, 10))) == 1
-    assert sparkline([], 5) == "" and sparkline([1.0], 0) == ""
+from outlier_tui.app.memory_stats import MemoryHistory
 
 
 def snap(bytes_read: int, rss: int = 100) -> TelemetrySnapshot:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app_helpers import ready, send, synthetic_snapshot
+from textual.widgets import Sparkline
 
 from engine.fake import FakeEngine
 from outlier_tui.app.heatmap import MISS_GLYPH, ExpertHeatmap
@@ -64,10 +67,29 @@ async def test_memory_pane_shows_rates_from_snapshots(make_app):
         current[0] = later
         app.refresh_telemetry(now=0.5)
         await pilot.pause()
-        text = str(app.query_one(MemoryPane).render())
+        text = app.query_one(MemoryPane).text
         assert "11.0 GiB" in text and "peak 12.0 GiB" in text
         assert "100.0 MB/s" in text  # 50 MiB in 0.5 s
         assert "6.00 GiB/8.00 GiB" in text and "2.1" in text and "wait 2.50s" in text
+
+
+async def test_memory_pane_plots_the_latest_rss_samples(make_app):
+    base = synthetic_snapshot()
+    current = [base]
+    app = make_app(snapshot_source=lambda: current[0])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        pane = app.query_one(MemoryPane)
+        width = pane.content_size.width
+        for i in range(width + 10):  # RSS grows by 1 GiB per frame
+            current[0] = replace(base, rss_bytes=(i + 1) << 30)
+            app.refresh_telemetry(now=float(i))
+        await pilot.pause()
+        spark = pane.query_one(Sparkline)
+        assert list(spark.data) == [float((i + 1) << 30) for i in range(10, width + 10)]  # one per column
+        line = spark.render_line(0).text
+        assert len(line) == width and line[0] == "▁" and line[-1] == "█"
+        assert f"RSS      {width + 10}.0 GiB" in pane.text
 
 
 async def test_side_panes_toggle(make_app):

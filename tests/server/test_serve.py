@@ -16,7 +16,8 @@ import openai
 import pytest
 from serve_helpers import CANCELLED_WITHIN, LONG_ANSWER, start_outlier_serve, stop, telemetry, wait_idle
 
-from engine.wire import snapshot_from_json
+from engine.api import EngineState, TelemetrySnapshot
+from engine.wire import snapshot_from_json, snapshot_to_json
 
 
 def generate(checkpoint, prompt: str, max_tokens: int, tmp_path, *extra: str) -> tuple[str, list[int]]:
@@ -318,11 +319,20 @@ def test_telemetry_stream_carries_the_heatmap(served):
     served.client().chat.completions.create(
         model=served.model, messages=[{"role": "user", "content": "x"}], max_tokens=4, temperature=0
     )
-    snapshot = snapshot_from_json(telemetry(served))
+    data = telemetry(served)
+    assert data["state"] == "idle"  # strings on the wire
+    snapshot = snapshot_from_json(data)
+    assert snapshot.state is EngineState.IDLE
     assert snapshot.model is not None and snapshot.model.num_experts == 8
     assert snapshot.hits.shape == (3, 8) and snapshot.resident.dtype == bool
     assert snapshot.hits.sum() + snapshot.misses.sum() > 0
     assert snapshot.cache_budget_bytes == snapshot.model.cache_budget_bytes > 0
+
+
+def test_engine_state_is_a_plain_string_in_json_and_an_enum_after():
+    data = snapshot_to_json(TelemetrySnapshot(state=EngineState.GENERATING, step=3))
+    assert type(data["state"]) is str and json.dumps(data["state"]) == '"generating"'
+    assert snapshot_from_json(json.loads(json.dumps(data))).state is EngineState.GENERATING
 
 
 def test_non_loopback_without_key_warns(checkpoint_factory):

@@ -1,0 +1,97 @@
+"""Loading a model in the background: the load worker, its progress, and the model state.
+
+Progress comes from the engine and the demo-model build as engine.api.LoadProgress
+events on their own threads; they reach the UI as LoadProgressed messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual import work
+from textual.message import Message
+from textual.worker import Worker
+
+from engine.api import LoadProgress
+from outlier_tui.app.answers import Answering
+from outlier_tui.app.model_state import ModelState
+from outlier_tui.app.panes import Panes
+from outlier_tui.app.screens import InputDialog
+from outlier_tui.app.status_bar import ModelStatus
+from outlier_tui.core.format import one_line
+
+
+class LoadProgressed(Message):
+    """A LoadProgress event, posted from the engine or resolver thread."""
+
+    def __init__(self, progress: LoadProgress) -> None:
+        super().__init__()
+        self.progress = progress
+
+
+class ModelLoading(Answering, Panes):
+    """Owns the load worker; `model_state` says where it is, its watcher shows it."""
+
+    def watch_model_state(self, state: ModelState) -> None:
+        # LOADING: the load worker starts the bar at zero, LoadProgressed moves it.
+        status = self.main_screen.query_one(ModelStatus)
+        if state is ModelState.READY:
+            status.hide()
+        elif state is ModelState.ERROR:
+            status.show_error(self.last_load_error or "", self.key_for("load_model"))
+        self.update_top_bar()
+
+    def action_load_model(self) -> None:
+        def done(path: str | None) -> None:
+            if path:
+                self.start_load(path)
+
+        self.push_screen(
+            InputDialog(
+                "Load model folder",
+                self.model_dir or "",
+                placeholder="/path/to/mlx-community-model",
+                hint="An MoE model folder with config.json · Esc cancels",
+            ),
+            done,
+        )
+
+    def start_load(self, model_dir: str | None) -> Worker:
+        """Load a model in the background (the UI stays usable; progress and errors shown)."""
+        return self._load(model_dir)
+
+    def _progress_from_thread(self, progress: LoadProgress) -> None:
+        """on_progress for the engine and the demo build (called on their threads)."""
+        self.post_message(LoadProgressed(progress))
+
+    def on_load_progressed(self, message: LoadProgressed) -> None:
+        if self.model_state is ModelState.LOADING:
+            self.main_screen.query_one(ModelStatus).show_progress(message.progress)
+
+    @work(exclusive=True, group="load")
+    async def _load(self, model_dir: str | None) -> None:
+        await self.stop_answer()
+        self.model_info = None
+        self.main_screen.query_one(ModelStatus).show_progress(LoadProgress(0.0, "starting"))
+        self.model_state = ModelState.LOADING
+        try:
+            if self._resolve_model is not None:
+                path = await asyncio.to_thread(self._resolve_model, model_dir, self._progress_from_thread)
+            elif model_dir:
+                path = Path(model_dir)
+            else:
+                raise ValueError("no model folder was given")
+            future = await asyncio.to_thread(self.engine.load, str(path), self.cache_bytes, self._progress_from_thread)
+            info = await asyncio.wrap_future(future)
+        except Exception as exc:  # every load failure is shown, the app stays usable
+            reason = one_line(exc)
+            self.last_load_error = reason
+            self.model_state = ModelState.ERROR
+            self.notify(reason, title="Model not loaded", severity="error", timeout=10)
+            return
+        self.model_info = info
+        self.model_dir = str(path)
+        self.last_load_error = None
+        self.model_state = ModelState.READY
+        self.refresh_telemetry()
