@@ -324,6 +324,44 @@ class ExpertStreamer:
         self.telemetry.set_resident([key], False)
 
 
+class _PoolLinear:
+    """SwitchLinear / QuantizedSwitchLinear.__call__ over one projection's pool arrays, with
+    everything but the input and the slot ids bound once (hot path: once per layer per token)."""
+
+    def __init__(self, proj: Projection, arrays: dict[str, mx.array]) -> None:
+        name = proj.name
+        self.quantized = proj.quantized
+        self.weight = arrays[f"{name}.weight"]
+        self.scales = arrays.get(f"{name}.scales")
+        self.biases = arrays.get(f"{name}.biases")
+        self.global_scale = arrays.get(f"{name}.global_scale")
+        self.bias = arrays[f"{name}.bias"] if proj.has_bias else None
+        self.group_size, self.bits, self.mode = proj.group_size, proj.bits, proj.mode
+
+    def __call__(self, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
+        if self.quantized:
+            assert self.scales is not None
+            y = mx.gather_qmm(
+                x,
+                self.weight,
+                self.scales,
+                self.biases,
+                None,
+                idx,
+                True,
+                self.group_size,
+                self.bits,
+                self.mode,
+                self.global_scale,
+                sorted_indices=sorted_indices,
+            )
+        else:
+            y = mx.gather_mm(x, self.weight.swapaxes(-1, -2), rhs_indices=idx, sorted_indices=sorted_indices)
+        if self.bias is not None:
+            y = y + mx.expand_dims(self.bias[idx], -2)
+        return y
+
+
 def _token_ids(indices: mx.array) -> list[int]:
     """One token's expert ids as ints (the router's output is [1, ..., 1, k])."""
     ids: Any = indices.tolist()
@@ -355,7 +393,9 @@ class StreamedExperts(nn.Module):
         self._streamer = streamer
         self._pool = streamer.pool_of(row)
         self._cache = streamer.cache_of(row)
-        self._projections = projections
+        linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in projections.items()}
+        # a plain attribute: nn.Module keeps dicts as children, found through its slow __getattr__
+        object.__setattr__(self, "_linears", linears)
         self._glu_form = "gate_proj" in projections  # SwitchGLU; else SwitchMLP (fc1, fc2)
         self._act = activation
         self._predict_next = predict_next
@@ -446,38 +486,13 @@ class StreamedExperts(nn.Module):
             inv_order = mx.argsort(order)
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
+        linear = self._linears
         if self._glu_form:
-            up = self._linear("up_proj", x, idx, do_sort)
-            gate = self._linear("gate_proj", x, idx, do_sort)
-            y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+            up = linear["up_proj"](x, idx, do_sort)
+            gate = linear["gate_proj"](x, idx, do_sort)
+            y = linear["down_proj"](self._act(up, gate), idx, do_sort)
         else:
-            y = self._linear("fc2", self._act(self._linear("fc1", x, idx, do_sort)), idx, do_sort)
+            y = linear["fc2"](self._act(linear["fc1"](x, idx, do_sort)), idx, do_sort)
         if do_sort:
             y = mx.unflatten(y[inv_order], 0, shape)
         return y.squeeze(-2)
-
-    def _linear(self, name: str, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
-        """SwitchLinear / QuantizedSwitchLinear.__call__ over the pool's arrays."""
-        proj = self._projections[name]
-        arrays = self._pool.arrays
-        if proj.quantized:
-            y = mx.gather_qmm(
-                x,
-                arrays[f"{name}.weight"],
-                arrays[f"{name}.scales"],
-                arrays.get(f"{name}.biases"),
-                rhs_indices=idx,
-                transpose=True,
-                group_size=proj.group_size,
-                bits=proj.bits,
-                mode=proj.mode,
-                global_scale=arrays.get(f"{name}.global_scale"),
-                sorted_indices=sorted_indices,
-            )
-        else:
-            y = mx.gather_mm(
-                x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx, sorted_indices=sorted_indices
-            )
-        if proj.has_bias:
-            y = y + mx.expand_dims(arrays[f"{name}.bias"][idx], -2)
-        return y
