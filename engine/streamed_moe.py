@@ -124,6 +124,8 @@ class ExpertStreamer:
         # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
         self.stop_prefill: Callable[[], bool] | None = None
         self._unrecorded: list[tuple[int, mx.array]] = []
+        # residency changes telemetry has not been told of yet (the cache's evictions land here)
+        self._changes: list[tuple[tuple[int, int], bool]] = []
         # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
         self._convert: list[dict[str, str | None]] = []
         for row, files in enumerate(layers):
@@ -196,18 +198,24 @@ class ExpertStreamer:
         if bulk and self.stop_prefill is not None and self.stop_prefill():
             raise PrefillCancelled()
         keys = [(row, e) for e in experts]
-        cache = self.cache_of(row)
+        cache = self._group_of[row].cache
         plan = cache.plan(keys, bulk)
-        missed = [e for (_, e), _ in plan.loads]
-        self.telemetry.record_access(row, experts, missed)
-        if self.mode.enabled:
-            self.telemetry.record_prefetch(*self._prefetch_counts())
-        tickets = list(plan.pending)
-        if self.mode.demand_first:
+        mode = self.mode
+        tickets = plan.pending
+        if tickets and mode.demand_first:
             for ticket in tickets:
                 ticket.promote()
         if plan.loads:
             tickets.append(self._submit(plan.loads, DEMAND))
+        # one telemetry update per call (evictions and loads included), before any wait
+        self.telemetry.record_fetch(
+            row,
+            experts,
+            [e for (_, e), _ in plan.loads],
+            self._take_changes(),
+            self.cache_bytes if plan.loads else None,
+            self._prefetch_counts() if mode.enabled and (mode.prefill if bulk else mode.decode) else None,
+        )
         if ahead is not None:
             self.prefetch(*ahead)
         self.last_wait_cpu = 0.0
@@ -257,9 +265,8 @@ class ExpertStreamer:
         if loads:
             priority = PREFETCH if self.mode.demand_first else DEMAND
             for load in loads:
-                self._submit([load], priority, telemetry=False)
-            self._record_loads(loads)
-            self.telemetry.record_prefetch(*self._prefetch_counts())
+                self._submit([load], priority)
+            self.telemetry.record_fetch(row, (), (), self._take_changes(), self.cache_bytes, self._prefetch_counts())
 
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int, samples: int = 4) -> None:
         """Turn prefetch on for prompts where one expert read takes longer than twice the
@@ -305,23 +312,25 @@ class ExpertStreamer:
             units.append(unit)
         return units
 
-    def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
-        """Queue the reads of one row's loads (key, slot)."""
+    def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int):
+        """Queue the reads of one row's loads (key, slot); telemetry learns of them at the
+        next record_fetch."""
         ticket = self.reader.submit_units(self._jobs(loads), priority)
-        self.cache_of(loads[0][0][0]).mark_loading([key for key, _ in loads], ticket)
-        if telemetry:
-            self._record_loads(loads)
+        keys = [key for key, _ in loads]
+        self._group_of[keys[0][0]].cache.mark_loading(keys, ticket)
+        self._changes += [(key, True) for key in keys]
         return ticket
-
-    def _record_loads(self, loads: list[tuple[tuple[int, int], int]]) -> None:
-        self.telemetry.set_resident([key for key, _ in loads], True)
-        self.telemetry.record_cache(*self.cache_bytes)
 
     def _prefetch_counts(self) -> tuple[int, int]:
         return (sum(g.cache.prefetch_issued for g in self.groups), sum(g.cache.prefetch_used for g in self.groups))
 
     def _evicted(self, key: tuple[int, int]) -> None:
-        self.telemetry.set_resident([key], False)
+        self._changes.append((key, False))
+
+    def _take_changes(self) -> list[tuple[tuple[int, int], bool]]:
+        """Residency changes (evictions, loads) since the last telemetry update, in order."""
+        changes, self._changes = self._changes, []
+        return changes
 
 
 class _PoolLinear:
