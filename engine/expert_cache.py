@@ -123,6 +123,13 @@ class ExpertCache:
             loads.append((key, slot))
         return loads
 
+    def promote(self, keys: Iterable[Key]) -> None:
+        """Count resident keys as just used (in order: the last is the hottest), so the policy
+        keeps them longest; keys not resident are skipped."""
+        for key in keys:
+            if key in self._slot_of:
+                self.policy.on_access(key)
+
     def mark_loading(self, keys: Iterable[Key], ticket: Any) -> None:
         for key in keys:
             self._loading[key] = ticket

@@ -92,6 +92,7 @@ def load_streamed_model(
     uncached_reads: bool = False,
     policy: str | EvictionPolicy = "lru",
     prefetch: bool | PrefetchMode | None = None,
+    prompt_favourites: bool = True,
     record_trace: bool = False,
     telemetry: Telemetry | None = None,
     on_progress: ProgressFn | None = None,
@@ -172,6 +173,7 @@ def load_streamed_model(
             streamer = ExpertStreamer(
                 [files for _, _, files in rows], pool_groups, reader, telemetry, prefetch=PrefetchMode.of(prefetch)
             )
+            streamer.prompt_favourites = prompt_favourites
             predictors = []
             scopes_of = _scope_finder(model)
             for row, (_, (parent, attr, switch), _) in enumerate(rows):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from textual import work
@@ -34,6 +34,7 @@ from engine.api import (
 from engine.reasoning import THINKING
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.commands import OutlierCommands
+from outlier_tui.app.config import Traversable
 from outlier_tui.app.heatmap import ExpertHeatmap
 from outlier_tui.app.keymap import load_keymap
 from outlier_tui.app.memory_pane import MemoryPane
@@ -154,7 +155,7 @@ class OutlierApp(App):
         clock: Callable[[], float] = time.monotonic,
         save_interval: float = SAVE_INTERVAL,
         attach_limit: int = DEFAULT_LIMIT_BYTES,
-        theme_dirs: list[Path] | None = None,
+        theme_dirs: Sequence[Traversable] | None = None,
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
         startup_notes: tuple[str, ...] = (),

@@ -1,22 +1,22 @@
 """Colour themes as TOML data files, turned into textual.theme.Theme objects.
 
-Bundled themes live in the repository's top-level `themes/` folder (or, in an
-installed copy, `<prefix>/share/outlier/themes`); a user's own themes live in
+Bundled themes are package data of `outlier_tui` (`outlier_tui/themes`, a link to
+the repository's top-level `themes/` folder), found with importlib.resources in a
+checkout, an editable install and a wheel alike; a user's own themes live in
 `<config dir>/themes` and override bundled ones of the same name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import site
-import sys
-import sysconfig
+from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
 
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-from outlier_tui.app.config import ConfigError, config_dir, read_toml
+from outlier_tui.app.config import ConfigError, Traversable, config_dir, read_toml
 
 DEFAULT_DARK = "outlier-dark"
 DEFAULT_LIGHT = "outlier-light"
@@ -38,15 +38,9 @@ _COLOR_FIELDS = (
 )
 
 
-def bundled_theme_dirs() -> list[Path]:
-    """Folders that may hold the themes shipped with Outlier, most specific first."""
-    shared = Path("share") / "outlier" / "themes"  # where a wheel's data-files put them
-    return [
-        Path(__file__).resolve().parents[2] / "themes",  # source checkout / editable install
-        Path(sysconfig.get_path("data")) / shared,  # pip install (venv or system)
-        Path(sys.prefix) / shared,
-        Path(site.USER_BASE or "~/.local").expanduser() / shared,  # pip install --user
-    ]
+def bundled_theme_dir() -> Traversable:
+    """The folder of the themes shipped with Outlier (package data of outlier_tui)."""
+    return files("outlier_tui") / "themes"
 
 
 def user_theme_dir() -> Path:
@@ -86,10 +80,10 @@ def _check_color(key: str, value: object) -> None:
         raise ConfigError(f"'{key}' = {value!r} is not a colour") from None
 
 
-def load_theme_file(path: Path) -> Theme:
+def load_theme_file(path: Traversable) -> Theme:
     """One theme file; ConfigError (one line, names the file) if it is unusable."""
     try:
-        return theme_from_dict(read_toml(path), default_name=path.stem)
+        return theme_from_dict(read_toml(path), default_name=path.name.removesuffix(".toml"))
     except ConfigError as exc:
         message = str(exc)
         if str(path) not in message:
@@ -97,24 +91,19 @@ def load_theme_file(path: Path) -> Theme:
         raise ConfigError(message) from None
 
 
-def load_themes(dirs: list[Path] | None = None) -> tuple[dict[str, Theme], list[str]]:
-    """Every theme in `dirs` (bundled, then user) by name, plus one warning per bad file.
+def load_themes(dirs: Sequence[Traversable] | None = None) -> tuple[dict[str, Theme], list[str]]:
+    """Every theme in `dirs` (default: bundled, then user) by name, plus one warning per bad file.
 
     Later folders override earlier ones, so a user theme can replace a bundled one.
-    Only the first bundled folder that exists is used, so an installed copy and
-    a checkout never mix.
     """
     if dirs is None:
-        # The first folder that really holds Outlier's themes (site-packages/themes
-        # next to an installed copy could belong to some other package).
-        bundled = next((d for d in bundled_theme_dirs() if (d / f"{DEFAULT_DARK}.toml").is_file()), None)
-        dirs = ([bundled] if bundled else []) + [user_theme_dir()]
+        dirs = [bundled_theme_dir(), user_theme_dir()]
     themes: dict[str, Theme] = {}
     warnings: list[str] = []
     for folder in dirs:
         if not folder.is_dir():
             continue
-        for path in sorted(folder.glob("*.toml")):
+        for path in sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name):
             try:
                 theme = load_theme_file(path)
             except ConfigError as exc:

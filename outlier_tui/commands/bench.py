@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="fewer tokens and passes, prefetch on at 25%% only: a few minutes"
     )
     parser.add_argument("--json", metavar="PATH", help="write every figure and the five ratios as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG of tok/s and hit rate against budget")
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write a PNG of tok/s and hit rate against budget (needs matplotlib: pip install 'outlier[bench]')",
+    )
+    parser.add_argument(
+        "--replot",
+        metavar="JSON",
+        help="instead of measuring: redraw --plot from the --json file of an earlier run",
+    )
     parser.add_argument(
         "--io-bound",
         action="store_true",
@@ -97,14 +107,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--served",
         action="store_true",
         help="only the served figure: decode tok/s through `outlier serve` (one streamed "
-        "client) / in-process, same budget (bench/served.py)",
+        "client) / in-process, same budget (outlier_tui/bench/served.py)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot or args.replot:
+        from outlier_tui.bench.plot import unavailable
+
+        why = unavailable()
+        if why:  # say so before minutes of measuring, not after
+            return _fail(why)
+    if args.replot:
+        return _replot(args.replot, args.plot)
     if args.served:
-        from bench import served
-        from bench.orchestrate import Options
+        from outlier_tui.bench import served
+        from outlier_tui.bench.orchestrate import Options
 
         return served.run(
             argparse.Namespace(
@@ -115,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
                 json=args.json,
             )
         )
-    from bench import orchestrate, report
-    from bench.workload import parse_budgets
     from engine.errors import OutlierError
+    from outlier_tui.bench import orchestrate, report
+    from outlier_tui.bench.workload import parse_budgets
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.progress import progress_bar
 
@@ -159,9 +177,43 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         report.write_json(result, args.json)
     if args.plot:
-        from bench.plot import write_plot
+        from outlier_tui.bench.plot import write_plot
 
-        write_plot(result, args.plot)
+        return _draw(write_plot, result, args.plot)
+    return 0
+
+
+def _replot(json_path: str, plot_path: str | None) -> int:
+    """`--replot JSON --plot PNG`: the figure of a saved run, nothing measured."""
+    import json
+
+    from outlier_tui.bench.plot import write_any
+    from outlier_tui.commands.failure import os_error_line
+
+    if not plot_path:
+        return _fail("--replot needs --plot PATH: where to write the figure")
+    try:
+        result = json.loads(Path(json_path).read_text())
+    except OSError as exc:
+        return _fail(f"--replot: cannot read {json_path}: {os_error_line(exc)}")
+    except ValueError as exc:
+        return _fail(f"--replot: {json_path} is not JSON ({exc}); pass the file `outlier bench --json` wrote")
+    try:
+        return _draw(write_any, result, plot_path)
+    except (KeyError, TypeError, AttributeError) as exc:
+        return _fail(f"--replot: {json_path} is not a file `outlier bench --json` wrote (missing {exc})")
+    except ValueError as exc:
+        return _fail(f"--replot: {json_path}: {exc}")
+
+
+def _draw(write: Callable[[Any, str], None], result: Any, path: str) -> int:
+    """Write one figure; a path that cannot be written is one line, the run's output is already out."""
+    from outlier_tui.commands.failure import os_error_line
+
+    try:
+        write(result, path)
+    except OSError as exc:
+        return _fail(f"--plot: cannot write {path}: {os_error_line(exc)}")
     return 0
 
 
@@ -174,7 +226,7 @@ def _command() -> str:
 
 
 def _variants(text: str) -> list[str]:
-    from bench.variants import PREFETCH_VARIANTS
+    from outlier_tui.bench.variants import PREFETCH_VARIANTS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
@@ -188,8 +240,8 @@ def _variants(text: str) -> list[str]:
 
 
 def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) -> int:
-    """The I/O-bound study (bench.iobound); prints its tables, writes its JSON and plot."""
-    from bench import iobound, iobound_report
+    """The I/O-bound study (outlier_tui.bench.iobound); prints its tables, writes its JSON and plot."""
+    from outlier_tui.bench import iobound, iobound_report
 
     opts = iobound.Options(
         model_dir=model_dir,
@@ -212,7 +264,9 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
     if args.json:
         iobound_report.write_json(result, args.json)
     if args.plot and "skipped" not in result:
-        iobound_report.write_plot(result, args.plot)
+        from outlier_tui.bench.plot import write_iobound_plot
+
+        return _draw(write_iobound_plot, result, args.plot)
     return 0
 
 

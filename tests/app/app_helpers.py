@@ -9,9 +9,9 @@ import numpy as np
 from engine.api import ModelInfo, TelemetrySnapshot
 from outlier_tui.app.chat_view import AssistantMessage
 from outlier_tui.app.prompt_input import PromptInput
-from outlier_tui.app.themes import bundled_theme_dirs
+from outlier_tui.app.themes import bundled_theme_dir
 
-BUNDLED_THEMES = bundled_theme_dirs()[0]
+BUNDLED_THEMES = bundled_theme_dir()
 
 
 async def ready(pilot) -> None:

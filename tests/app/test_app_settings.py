@@ -9,7 +9,15 @@ from app_helpers import BUNDLED_THEMES
 
 from outlier_tui.app.config import ConfigError, config_dir
 from outlier_tui.app.keymap import load_keymap
-from outlier_tui.app.themes import DEFAULT_DARK, DEFAULT_LIGHT, load_theme_file, load_themes, pick_theme, user_theme_dir
+from outlier_tui.app.themes import (
+    DEFAULT_DARK,
+    DEFAULT_LIGHT,
+    bundled_theme_dir,
+    load_theme_file,
+    load_themes,
+    pick_theme,
+    user_theme_dir,
+)
 
 
 def test_bundled_dark_and_light_themes_load():
@@ -17,6 +25,18 @@ def test_bundled_dark_and_light_themes_load():
     assert warnings == []
     assert themes[DEFAULT_DARK].dark and not themes[DEFAULT_LIGHT].dark
     assert "heat-miss" in themes[DEFAULT_LIGHT].variables
+
+
+def test_default_themes_are_the_package_data_plus_the_user_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTLIER_CONFIG_DIR", str(tmp_path / "cfg"))
+    (tmp_path / "cfg" / "themes").mkdir(parents=True)
+    (tmp_path / "cfg" / "themes" / "mine.toml").write_text('primary = "#00ff00"\n')
+    themes, warnings = load_themes()
+    assert warnings == [] and {DEFAULT_DARK, DEFAULT_LIGHT, "mine"} <= set(themes)
+    # the bundled ones are outlier_tui's package data, the files of the top-level themes/ folder
+    repo = Path(__file__).resolve().parents[2]
+    shipped = {f.name: f.read_text() for f in bundled_theme_dir().iterdir()}
+    assert shipped == {f.name: f.read_text() for f in (repo / "themes").glob("*.toml")}
 
 
 def test_config_dir_honours_env(tmp_path, monkeypatch):

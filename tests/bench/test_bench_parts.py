@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from bench import disk, optimal, pagecache
-from bench.workload import parse_budgets
 from engine.cache_policy import BeladyPolicy, LRUPolicy
 from engine.checkpoint import CheckpointIndex
+from outlier_tui.bench import disk, optimal, pagecache
+from outlier_tui.bench.workload import parse_budgets
 
 
 def _routing_trace(seed, rows=4, experts=16, top_k=2, tokens=60):
@@ -34,9 +34,12 @@ def test_belady_is_never_worse_than_lru(seed, slots):
 
 def test_calls_from_trace_rebuilds_per_layer_calls():
     trace = [(0, 1), (0, 3), (1, 2), (1, 5), (0, 1), (0, 4), (0, 5)]
-    assert optimal.calls_from_trace(trace, 8) == [[(0, 1), (0, 3)], [(1, 2), (1, 5)], [(0, 1), (0, 4), (0, 5)]]
+    calls = optimal.calls_from_trace(trace, 8)
+    assert [c.keys for c in calls] == [[(0, 1), (0, 3)], [(1, 2), (1, 5)], [(0, 1), (0, 4), (0, 5)]]
+    assert not any(c.bulk for c in calls)
     # a long prefill call is planned num_slots keys at a time
-    assert optimal.calls_from_trace([(0, e) for e in range(5)], 2) == [[(0, 0), (0, 1)], [(0, 2), (0, 3)], [(0, 4)]]
+    chunks = optimal.calls_from_trace([(0, e) for e in range(5)], 2)
+    assert [c.keys for c in chunks] == [[(0, 0), (0, 1)], [(0, 2), (0, 3)], [(0, 4)]]
 
 
 def test_replay_counts_only_from_the_given_position():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import iobound, iobound_report, throttle
+from outlier_tui.bench import iobound, iobound_report, plot, throttle
 
 
 def test_files_off_a_block_device_cannot_be_throttled(tmp_path):
@@ -72,6 +72,7 @@ def test_the_five_figures_are_finite(result, tmp_path):
         assert data["targets"][key]["met"] in (True, False)
     assert {(c["budget_percent"], c["name"]) for c in data["configs"]} == {
         (25.0, "off"),
+        (25.0, "off+favourites"),
         (25.0, "default"),
         (25.0, "today"),
     }
@@ -95,6 +96,6 @@ def test_table_and_plot(result, tmp_path):
         assert key in text
     assert "| 25% | off |" in text and "| 25% | default |" in text
     out = tmp_path / "io.png"
-    iobound_report.write_plot(result, out)
+    plot.write_iobound_plot(result, out)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] >= 640

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from bench.memcap import MemoryCap
+from outlier_tui.bench.memcap import MemoryCap
 
 MB = 1024 * 1024
 

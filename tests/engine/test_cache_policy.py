@@ -2,11 +2,13 @@
 
 import random
 
+import numpy as np
 import pytest
 
 from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, make_policy
 from engine.errors import BudgetError
 from engine.expert_cache import ExpertCache
+from engine.streamed_moe import prompt_favourites
 
 
 def simulate(trace, slots, policy):
@@ -267,3 +269,24 @@ def test_prefetched_expert_that_is_used_is_promoted():
     cache.plan(["c"])
     cache.loaded(["c"])
     assert set(cache.resident_keys()) == {"b", "p", "c"}
+
+
+@pytest.mark.parametrize("promote", [True, False])
+def test_promoted_prompt_experts_outlive_the_rest_of_the_prompt(promote):
+    cache = ExpertCache(4, LRUPolicy())
+    cache.plan(["p1", "p2", "p3"], bulk=True)
+    cache.loaded(["p1", "p2", "p3"])
+    if promote:
+        cache.promote(["p3", "gone"])  # a key not resident is skipped
+    for key in ["n1", "n2", "n3"]:  # decode misses: the free slot, then two evictions
+        cache.plan([key])
+        cache.loaded([key])
+    assert ("p3" in cache.resident_keys()) is promote
+
+
+def test_prompt_favourites_weigh_recent_tokens_most():
+    inds = np.array([[[0, 1], [2, 3], [2, 1]]])  # [batch, tokens, top_k]
+    # scores with decay 0.5: 0 -> 0.25, 1 -> 0.25 + 1, 2 -> 0.5 + 1, 3 -> 0.5
+    assert prompt_favourites(inds, 2, decay=0.5).tolist() == [1, 2]  # least favoured first
+    assert prompt_favourites(inds, 3, decay=0.5).tolist() == [3, 1, 2]
+    assert prompt_favourites(inds, 10, decay=0.5).tolist() == [0, 3, 1, 2]

@@ -135,7 +135,7 @@ def test_cancelled_prefetch_never_writes_its_slot(data_file):
 
 
 def test_uncached_reads_leave_the_range_out_of_the_page_cache(tmp_path):
-    from bench import pagecache
+    from outlier_tui.bench import pagecache
 
     path = tmp_path / "big.bin"
     data = os.urandom(1 << 20)

@@ -1,8 +1,8 @@
-"""bench/served.py runs both sides on the same workload and reports their ratio (no timing asserted)."""
+"""outlier_tui/bench/served.py runs both sides on the same workload and reports their ratio (no timing asserted)."""
 
 from __future__ import annotations
 
-from bench.served import markdown, measure
+from outlier_tui.bench.served import markdown, measure
 
 
 def test_served_bench_measures_both_sides(checkpoint_factory):

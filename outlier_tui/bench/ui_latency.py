@@ -6,7 +6,7 @@ times each key press until the first screen frame that shows it (frames are
 captured at App._display, where Textual hands them to the terminal driver).
 Also times Esc until the answer's "stopped" note is on screen.
 
-    python bench/ui_latency.py [--presses 60] [--size 160x50]
+    python -m outlier_tui.bench.ui_latency [--presses 60] [--size 160x50]
 
 Prints medians; numbers are machine-dependent, compare rows of one run.
 """
@@ -16,25 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from textual import events
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from textual import events  # noqa: E402
-
-from engine.api import GenerationParams, TelemetrySnapshot  # noqa: E402
-from engine.fake import FakeEngine  # noqa: E402
-from outlier_tui.app.main import OutlierApp  # noqa: E402
-from outlier_tui.app.prompt_input import PromptInput  # noqa: E402
-from outlier_tui.app.themes import bundled_theme_dirs  # noqa: E402
-from outlier_tui.store import ConversationStore  # noqa: E402
+from engine.api import GenerationParams, TelemetrySnapshot
+from engine.fake import FakeEngine
+from outlier_tui.app.main import OutlierApp
+from outlier_tui.app.prompt_input import PromptInput
+from outlier_tui.app.themes import bundled_theme_dir
+from outlier_tui.store import ConversationStore
 
 MARK = "¤"  # typed character; never appears in the streamed answer
 
@@ -127,7 +122,7 @@ async def run_scenario(
             telemetry_interval=0.1,
             snapshot_source=big.snapshot,
             params=GenerationParams(max_tokens=10**6),
-            theme_dirs=[bundled_theme_dirs()[0]],
+            theme_dirs=[bundled_theme_dir()],
             keymap_file=Path(tmp) / "none",
         )
         latencies: list[float] = []
@@ -173,7 +168,8 @@ def main() -> None:
     parser.add_argument("--size", default="160x50")
     parser.add_argument("--gap", type=float, default=0.03, help="seconds between presses")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+    columns, lines = (int(v) for v in args.size.split("x"))
+    size = (columns, lines)
     scenarios = [("idle (no answer)", None), ("streaming 200 tok/s", 0.005), ("streaming 1000 tok/s", 0.001)]
     print(f"key-press-to-frame latency, {args.presses} presses, terminal {size[0]}x{size[1]}")
     print(f"{'scenario':<24}{'median ms':>10}{'p90 ms':>9}{'max ms':>9}{'Esc→stopped ms':>16}")

@@ -21,8 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench import pagecache
+from outlier_tui.bench import pagecache
+
+Figures = dict[str, Any]  # a JSON object of measured figures, as run_config writes it
 
 RATIO_KEYS = ("resident_ratio", "read_bw_ratio", "lru_vs_optimal", "io_wait_fraction_25", "speed_at_25")
 MB = 1024 * 1024
@@ -30,7 +33,7 @@ MB = 1024 * 1024
 
 @dataclass
 class Options:
-    """One benchmark run's settings; the defaults are `outlier bench`'s and bench.served's."""
+    """One benchmark run's settings; the defaults are `outlier bench`'s and outlier_tui.bench.served's."""
 
     model_dir: Path
     budgets: list[float] = field(default_factory=lambda: [100.0, 50.0, 25.0, 10.0])
@@ -48,19 +51,23 @@ class Options:
     progress: Callable[[str], None] = lambda message: None
 
 
-def run(opts: Options) -> dict:
+def run(opts: Options) -> Figures:
     """Every figure of one benchmark run; the five ratios are top-level keys."""
     budgets = sorted(set(opts.budgets) | {100.0, 25.0}, reverse=True)
     with tempfile.TemporaryDirectory(prefix="outlier-bench-") as tmp:
-        work = _Work(Path(tmp), opts)
+        work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
         rounds = []
         for r in range(opts.rounds):
-            rounds.append(_round(work, probe, files, budgets, r))
+            rounds.append(_round(work, opts, probe, files, budgets, r))
         disk = _disk(opts, probe, files, rounds)
-        memcap = _memcap(work, probe, files, budgets) if opts.memcap_bytes else {"skipped": "disabled"}
-    result = {
+        memcap = (
+            _memcap(work, opts, opts.memcap_bytes, probe, files, budgets)
+            if opts.memcap_bytes
+            else {"skipped": "disabled"}
+        )
+    result: Figures = {
         "machine": machine(),
         "command": opts.command,
         "model": probe,
@@ -88,13 +95,12 @@ def run(opts: Options) -> dict:
     return result
 
 
-class _Work:
-    """Runs bench.run_config in fresh processes and reads back their JSON."""
+class ConfigRunner:
+    """Runs outlier_tui.bench.run_config in fresh processes and reads back their JSON."""
 
-    def __init__(self, tmp: Path, opts: Options) -> None:
-        self.tmp, self.opts, self.count = tmp, opts, 0
-        root = str(Path(__file__).resolve().parents[1])
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    def __init__(self, tmp: Path, model_dir: Path, timeout_s: float, progress: Callable[[str], None]) -> None:
+        self.tmp, self.model_dir, self.timeout_s, self.progress = tmp, model_dir, timeout_s, progress
+        self.count = 0
 
     def argv(self, mode: str, extra: list[str]) -> tuple[list[str], Path]:
         self.count += 1
@@ -102,39 +108,39 @@ class _Work:
         return [
             sys.executable,
             "-m",
-            "bench.run_config",
+            "outlier_tui.bench.run_config",
             mode,
             "--model",
-            str(self.opts.model_dir),
+            str(self.model_dir),
             "--json",
             str(out),
             *extra,
         ], out
 
-    def config(self, mode: str, extra: list[str], required: bool = True) -> dict:
+    def config(self, mode: str, extra: list[str], required: bool = True) -> Figures:
         """The run's figures; a failed optional run gives {"error": its last stderr line}."""
         argv, out = self.argv(mode, extra)
         start = time.perf_counter()
         done = subprocess.run(
             argv,
-            env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            timeout=self.opts.timeout_s,
+            timeout=self.timeout_s,
         )
         if done.returncode != 0:
             tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no output)"]
             message = f"{mode} run failed (exit {done.returncode}): {tail[0]}"
             if required:
                 raise RuntimeError(message)
-            self.opts.progress(message)
+            self.progress(message)
             return {"error": tail[0], "returncode": done.returncode}
         return json.loads(out.read_text()) | {"wall_s": time.perf_counter() - start}
 
 
-def _round(work: _Work, probe: dict, files: list[Path], budgets: list[float], index: int) -> dict:
-    opts = work.opts
+def _round(
+    work: ConfigRunner, opts: Options, probe: Figures, files: list[Path], budgets: list[float], index: int
+) -> Figures:
     common = ["--tokens", str(opts.tokens), "--passes", str(opts.passes)]
     opts.progress(f"round {index + 1}: resident baseline (mlx-lm, every weight in memory)")
     pagecache.drop(files)
@@ -247,13 +253,13 @@ def _div(a, b) -> float | None:
 
 
 def _disk(opts: Options, probe: dict, files: list[Path], rounds: list[dict]) -> dict:
-    from bench import disk
     from engine.checkpoint import CheckpointIndex
+    from outlier_tui.bench import disk
 
     index = CheckpointIndex.open(opts.model_dir)
     quarter = find(rounds[-1]["configs"], 25.0, False) or {}
     batches = (quarter.get("replay") or {}).get("lru_miss_batches") or []
-    out = {"read_sizes": _read_sizes(index)}
+    out: Figures = {"read_sizes": _read_sizes(index)}
     opts.progress("disk baseline: raw cold reads, shuffled experts of the whole model")
     keys = disk.sample_experts(index, opts.raw_read_bytes)
     cold = pagecache.drop(files)
@@ -263,7 +269,7 @@ def _disk(opts: Options, probe: dict, files: list[Path], rounds: list[dict]) -> 
         opts.progress("disk baseline: raw cold reads of the engine's own misses")
         # (repeats included: an expert evicted and read again comes from the page cache for
         # both, as it did for the engine)
-        keys = [tuple(key) for batch in batches for key in batch]
+        keys = [(row, expert) for batch in batches for row, expert in batch]
         cold = pagecache.drop(files)
         out["raw"] = disk.read_stream(index, keys, opts.reader_threads) | {
             "page_cache_before": cold,
@@ -284,24 +290,25 @@ def _read_sizes(index) -> list[int]:
     return [t.expert_nbytes for t in first.tensors.values()]
 
 
-def _memcap(work: _Work, probe: dict, files: list[Path], budgets: list[float]) -> dict:
-    from bench.memcap import MemoryCap
+def _memcap(
+    work: ConfigRunner, opts: Options, limit: int, probe: Figures, files: list[Path], budgets: list[float]
+) -> Figures:
+    from outlier_tui.bench.memcap import MemoryCap
 
-    limit = work.opts.memcap_bytes
     budget = min(budgets)
-    out = {"limit_bytes": limit, "budget_percent": budget, "model_file_bytes": probe["file_bytes"]}
+    out: Figures = {"limit_bytes": limit, "budget_percent": budget, "model_file_bytes": probe["file_bytes"]}
     for mode, extra in (("streamed", ["--cache-bytes", str(budget_bytes(probe, budget))]), ("resident", [])):
         cap, why = MemoryCap.create(limit)
         if cap is None:
             return out | {"skipped": why}
-        work.opts.progress(f"memory cap {limit / MB:.0f} MB: {mode}")
-        argv, json_out = work.argv(mode, ["--tokens", str(work.opts.memcap_tokens), "--passes", "1", *extra])
+        opts.progress(f"memory cap {limit / MB:.0f} MB: {mode}")
+        argv, json_out = work.argv(mode, ["--tokens", str(opts.memcap_tokens), "--passes", "1", *extra])
         pagecache.drop(files)
         try:
-            res = cap.run(argv, work.opts.timeout_s)
+            res = cap.run(argv, opts.timeout_s)
         finally:
             cap.remove()
-        entry = {
+        entry: Figures = {
             "returncode": res.returncode,
             "completed": res.returncode == 0,
             "seconds": res.seconds,

@@ -14,7 +14,7 @@ scheduler, so the report also gives CPU seconds per answer of the process
 that runs the engine (this one in-process, the server's when served): their
 ratio is what serving costs in work, whatever the load.
 Run: `outlier bench --served [--model DIR] [--tokens N] [--rounds N]` or
-`python -m bench.served`.
+`python -m outlier_tui.bench.served`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench import workload
-from bench.orchestrate import Options
 from engine.api import GenerationDone, GenerationFailed
+from outlier_tui.bench import workload
+from outlier_tui.bench.orchestrate import Options
 
 MB = 1024 * 1024
 
@@ -221,7 +221,7 @@ def _wait_up(client: httpx.Client, server: subprocess.Popen, log, timeout: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.served", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m outlier_tui.bench.served", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from engine.checkpoint import CheckpointIndex
 
 
@@ -51,7 +49,7 @@ class _Reader:
     def __init__(self, files: Sequence[Path], threads: int, largest: int) -> None:
         self.fds = {Path(f): os.open(f, os.O_RDONLY) for f in files}
         self.pool = ThreadPoolExecutor(max_workers=threads)
-        self.buffers = [np.empty(largest, np.uint8) for _ in range(threads)]
+        self.buffers = [bytearray(largest) for _ in range(threads)]
         self._free = list(range(threads))
 
     def read(self, job: Read) -> int:

@@ -1,6 +1,6 @@
 """A child cgroup of this process's own group that runs one command: the
-common part of the memory cap (bench.memcap) and the read throttle
-(bench.throttle). Creating one needs root and the controller mounted."""
+common part of the memory cap (outlier_tui.bench.memcap) and the read throttle
+(outlier_tui.bench.throttle). Creating one needs root and the controller mounted."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class ChildGroup:
             )
             code, err = done.returncode, done.stderr
         except subprocess.TimeoutExpired as exc:
-            code, err = -9, f"timed out after {timeout:.0f} s\n{exc.stderr or ''}"
+            partial = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+            code, err = -9, f"timed out after {timeout:.0f} s\n{partial or ''}"
         return GroupResult(code, time.perf_counter() - start, (err or "").strip()[-600:])
 
     def read(self, name: str) -> str | None:

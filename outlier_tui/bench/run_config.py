@@ -1,7 +1,7 @@
 """One benchmark configuration in its own process (peak RSS is per process,
 MLX memory is released at exit). The orchestrator runs, e.g.:
 
-    python -m bench.run_config streamed --model DIR --cache-bytes N --prefetch 0 \
+    python -m outlier_tui.bench.run_config streamed --model DIR --cache-bytes N --prefetch 0 \
         --tokens 64 --passes 2 --json out.json
 
 Modes: `probe` (model sizes, for choosing budgets), `streamed` (the engine),
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import measure, pagecache
-from bench.variants import PREFETCH_VARIANTS
+from outlier_tui.bench import measure, pagecache
+from outlier_tui.bench.variants import PREFETCH_VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.run_config")
+    p = argparse.ArgumentParser(prog="python -m outlier_tui.bench.run_config")
     p.add_argument("mode", choices=["probe", "streamed", "resident"])
     p.add_argument("--model", required=True)
     p.add_argument("--json", required=True, help="where to write the figures")
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         help="prefetch on with one part of the pipeline left out (the I/O-bound study)",
     )
     p.add_argument("--policy", default="lru", help="cache eviction policy")
+    p.add_argument(
+        "--no-prompt-favourites",
+        action="store_true",
+        help="leave a prompt's experts at the policy's cold end (the design before keep_hot)",
+    )
     p.add_argument(
         "--uncached-reads",
         action="store_true",
@@ -89,8 +94,8 @@ def _probe(args) -> dict:
 
 
 def _streamed(args) -> dict:
-    from bench import optimal
     from engine.loader import load_streamed_model
+    from outlier_tui.bench import optimal
 
     files = measure.model_files(args.model)
     telemetry = measure.StepTelemetry()
@@ -100,20 +105,23 @@ def _streamed(args) -> dict:
         cache_bytes=args.cache_bytes,
         prefetch=_prefetch(args),
         policy=args.policy,
+        prompt_favourites=not args.no_prompt_favourites,
         record_trace=True,
         uncached_reads=args.uncached_reads,
         reader_threads=args.reader_threads,
         telemetry=telemetry,
     )
     load_s = time.perf_counter() - start
-    telemetry.trace = loaded.streamer.cache.trace if loaded.streamer is not None else None
     try:
+        streamer = loaded.streamer
+        if streamer is None or streamer.cache.trace is None or streamer.cache.trace_calls is None:
+            raise SystemExit(f"{args.model}: no routed experts stream in this model, so there is nothing to measure")
+        trace, record = streamer.cache.trace, streamer.cache.trace_calls  # filled in as the passes run
+        telemetry.trace = trace
         before = (lambda i: None) if args.no_drop else (lambda i: pagecache.drop(files))
         profiler = cProfile.Profile() if args.profile else None
         passes, offsets, tokens = _run(loaded, telemetry, args, before, profiler)
-        trace = loaded.streamer.cache.trace
         slots = loaded.info.cache_slots
-        record = loaded.streamer.cache.trace_calls
         replay = optimal.compare(trace, slots, count_from=offsets[-1], record=record) if trace else None
         decode_from = passes[-1].get("trace_decode_offset")
         replay_decode = None
@@ -125,12 +133,13 @@ def _streamed(args) -> dict:
             "mode": "streamed",
             "cache_bytes": args.cache_bytes,
             "cache_slots": slots,
-            "prefetch": loaded.streamer.prefetch_enabled if loaded.streamer else False,
+            "prefetch": streamer.prefetch_enabled,
             "prefetch_mode": args.prefetch_mode or {"0": "off", "1": "on", "auto": "auto"}[args.prefetch],
-            "prefetch_decision": loaded.streamer.prefetch_decision if loaded.streamer else None,
+            "prefetch_decision": streamer.prefetch_decision,
             "policy": args.policy,
+            "prompt_favourites": not args.no_prompt_favourites,
             "reader_threads": args.reader_threads,
-            "prefill_distinct_experts": len({tuple(k) for k in prefill_keys}),
+            "prefill_distinct_experts": len(set(prefill_keys)),
             "load_s": load_s,
             "passes": passes,
             "tokens": tokens,
@@ -144,7 +153,7 @@ def _streamed(args) -> dict:
 
 def _resident(args) -> dict:
     import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
+    from mlx.utils import tree_map, tree_reduce
     from mlx_lm.utils import load
 
     from engine.api import ModelInfo
@@ -152,13 +161,13 @@ def _resident(args) -> dict:
     from engine.loader import LoadedModel
 
     start = time.perf_counter()
-    model, tokenizer = load(args.model)
+    model, tokenizer = load(args.model)[:2]
     half = (mx.float16, mx.bfloat16)
     model.update(tree_map(lambda a: a.astype(mx.float32) if a.dtype in half else a, model.parameters()))
     mx.eval(model.parameters())
     load_s = time.perf_counter() - start
     index = CheckpointIndex.open(args.model)
-    weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    weight_bytes = tree_reduce(lambda total, v: total + v.nbytes, model.parameters(), 0)
     info = ModelInfo(
         path=str(index.path),
         model_type=index.model_type,

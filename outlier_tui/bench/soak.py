@@ -11,7 +11,7 @@ it runs chats of several turns each (a new chat resets the KV cache) until
   end must stay under --max-growth;
 - open file descriptors and threads (Python and native) stay flat.
 
-    python -m bench.soak --model DIR --tokens 10000 --budget-percent 25
+    python -m outlier_tui.bench.soak --model DIR --tokens 10000 --budget-percent 25
 
 Prints a Markdown table and exits 1 if any check fails.
 """
@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     warmup = args.warmup_tokens if args.warmup_tokens is not None else args.tokens // 5
     text, ok = report(result, args.max_growth, warmup)
-    sys.stdout.write(f"command: python -m bench.soak {' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
+    sys.stdout.write(
+        f"command: python -m outlier_tui.bench.soak {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
+    )
     sys.stdout.write(text)
     return 0 if ok else 1
 

@@ -7,16 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.cgroup import ChildGroup
+from outlier_tui.bench.cgroup import ChildGroup, GroupResult
 
 
 @dataclass
-class CapResult:
-    returncode: int
-    seconds: float
+class CapResult(GroupResult):
     group_peak_bytes: int | None  # the group's peak charge (includes its page cache)
     oom_kills: int | None
-    stderr_tail: str
 
 
 class MemoryCap(ChildGroup):
@@ -45,7 +42,9 @@ class MemoryCap(ChildGroup):
 
     def run(self, argv: Sequence[str], timeout: float) -> CapResult:
         res = super().run(argv, timeout)
-        return CapResult(res.returncode, res.seconds, self._peak(), self._oom_kills(), res.stderr_tail)
+        return CapResult(
+            res.returncode, res.seconds, res.stderr_tail, group_peak_bytes=self._peak(), oom_kills=self._oom_kills()
+        )
 
     def _peak(self) -> int | None:
         text = self.read("memory.peak" if self.version == 2 else "memory.max_usage_in_bytes")

@@ -9,38 +9,51 @@ prefetch off, the LRU replay reproduces the engine's live hits exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.cache_policy import BeladyPolicy, EvictionPolicy, Key, LRUPolicy
 from engine.expert_cache import ExpertCache
 
 
-def calls_from_trace(trace: Sequence[Key], num_slots: int) -> list[list[Key]]:
-    """Split the flat (row, expert) trace into the engine's per-call key lists.
+class Call(NamedTuple):
+    """One ExpertCache.plan call: its keys, and whether it was a bulk (prefill) call."""
+
+    keys: list[Key]
+    bulk: bool
+
+
+def as_keys(trace: Iterable[Sequence[int]]) -> list[Key]:
+    """(row, expert) tuples from a trace that may come from JSON as [row, expert] lists."""
+    return [(int(row), int(expert)) for row, expert in trace]
+
+
+def calls_from_trace(trace: Sequence[Key], num_slots: int) -> list[Call]:
+    """Split the flat (row, expert) trace into the engine's per-call key lists
+    (none flagged bulk: the trace alone does not say which calls were prefill).
 
     A call is a run of keys of one row with no repeat and at most num_slots
     keys (chunked prefill plans num_slots sorted experts at a time)."""
-    calls: list[list[Key]] = []
+    calls: list[Call] = []
     current: list[Key] = []
     seen: set[Key] = set()
     for key in trace:
-        key = tuple(key)
         if current and (key[0] != current[-1][0] or key in seen or len(current) == num_slots):
-            calls.append(current)
+            calls.append(Call(current, False))
             current, seen = [], set()
         current.append(key)
         seen.add(key)
     if current:
-        calls.append(current)
+        calls.append(Call(current, False))
     return calls
 
 
-def calls_from_record(trace: Sequence[Key], record: Sequence[tuple[int, bool]]) -> list[tuple[list[Key], bool]]:
-    """The engine's exact calls, from ExpertCache.trace_calls: (keys, bulk) each."""
+def calls_from_record(trace: Sequence[Key], record: Iterable[Sequence[int]]) -> list[Call]:
+    """The engine's exact calls, from ExpertCache.trace_calls: (key count, bulk) each."""
     calls, start = [], 0
     for count, bulk in record:
-        calls.append(([tuple(k) for k in trace[start : start + count]], bool(bulk)))
+        calls.append(Call(list(trace[start : start + count]), bool(bulk)))
         start += count
     return calls
 
@@ -56,13 +69,12 @@ class Replay:
         return self.hits / self.accesses if self.accesses else 1.0
 
 
-def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolicy, count_from: int = 0) -> Replay:
+def replay(calls: Sequence[Call], num_slots: int, policy: EvictionPolicy, count_from: int = 0) -> Replay:
     """Run the calls through an ExpertCache; hits are counted from key index count_from."""
     cache = ExpertCache(num_slots, policy)
     out = Replay()
     position = 0
-    for call in calls:
-        call, bulk = call if isinstance(call, tuple) else (call, False)
+    for call, bulk in calls:
         plan = cache.plan(call, bulk)
         cache.loaded(call)
         if position >= count_from:
@@ -75,15 +87,18 @@ def replay(calls: Sequence[Sequence[Key]], num_slots: int, policy: EvictionPolic
 
 
 def compare(
-    trace: Sequence[Key], num_slots: int, count_from: int = 0, record: Sequence[tuple[int, bool]] | None = None
+    trace: Iterable[Sequence[int]],
+    num_slots: int,
+    count_from: int = 0,
+    record: Iterable[Sequence[int]] | None = None,
 ) -> dict:
     """LRU and Belady hit rates on one trace at one slot count. With the cache's
     call record the replay is exact (prefill calls flagged); without it the
     calls are rebuilt from the trace."""
-    trace = [tuple(k) for k in trace]
-    calls = calls_from_record(trace, record) if record else calls_from_trace(trace, num_slots)
+    keys = as_keys(trace)
+    calls = calls_from_record(keys, record) if record else calls_from_trace(keys, num_slots)
     lru = replay(calls, num_slots, LRUPolicy(), count_from)
-    optimal = replay(calls, num_slots, BeladyPolicy(trace), count_from)
+    optimal = replay(calls, num_slots, BeladyPolicy(keys), count_from)
     return {
         "slots": num_slots,
         "accesses": lru.accesses,

@@ -11,7 +11,7 @@ chat must open (its messages and the conversation sent to the engine), every
 question typed so far must be there, and every message that was complete
 after an earlier round must be unchanged (content and status).
 
-    python -m bench.kill_loop --model DIR --rounds 100
+    python -m outlier_tui.bench.kill_loop --model DIR --rounds 100
 
 Prints a Markdown summary and exits 1 if any check fails.
 """
@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPT_READY = b"\x1b[?2004h"  # prompt_toolkit turns bracketed paste on when the prompt is up
 CPR_REQUEST = b"\x1b[6n"
 
@@ -41,7 +40,6 @@ class Repl:
     def __init__(self, args: list[str], env: dict) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
-            os.chdir(REPO)
             os.execve(sys.executable, [sys.executable, "-m", "outlier_tui.cli", "chat", "--plain", *args], env)
         self.raw = b""
 
@@ -120,7 +118,6 @@ def run(
     rng = random.Random(seed)
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
         "OUTLIER_DATA_DIR": str(data_dir),
         "TERM": "xterm-256color",
         "PYTHONWARNINGS": "ignore",
@@ -192,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp),
             progress=lambda m: print(m, file=sys.stderr, flush=True),
         )
-    print(f"command: python -m bench.kill_loop {' '.join(argv if argv is not None else sys.argv[1:])}\n")
+    print(f"command: python -m outlier_tui.bench.kill_loop {' '.join(argv if argv is not None else sys.argv[1:])}\n")
     c = result["counts"]
     print(
         f"{result['rounds']} SIGKILLs in {result['seconds']:.0f} s: {c['mid_answer']} mid-answer, "

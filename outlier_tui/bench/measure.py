@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import workload
 from engine.generation import PREFILL_STEP, Conversation, generate
 from engine.telemetry import Telemetry, peak_rss_bytes
+from outlier_tui.bench import workload
 
 
 class StepTelemetry(Telemetry):

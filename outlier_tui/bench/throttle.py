@@ -11,17 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cgroup import ChildGroup
+from outlier_tui.bench.cgroup import ChildGroup, GroupResult
 
 _SYS_BLOCK = Path("/sys/dev/block")
 
 
 @dataclass
-class ThrottledResult:
-    returncode: int
-    seconds: float
+class ThrottledResult(GroupResult):
     device_read_bytes: int | None  # what the group read from the throttled disk
-    stderr_tail: str
 
 
 def disk_of(files: Iterable[Path], sys_block: Path = _SYS_BLOCK) -> tuple[str | None, str]:
@@ -78,7 +75,7 @@ class ReadThrottle(ChildGroup):
         res = super().run(argv, timeout)
         after = self.read_bytes()
         read = after - before if after is not None and before is not None else None
-        return ThrottledResult(res.returncode, res.seconds, read, res.stderr_tail)
+        return ThrottledResult(res.returncode, res.seconds, res.stderr_tail, device_read_bytes=read)
 
     def read_bytes(self) -> int | None:
         """Bytes the group has read from the throttled disk so far."""
@@ -89,10 +86,10 @@ class ReadThrottle(ChildGroup):
                 if len(parts) == 3 and parts[0] == self.device and parts[1] == "Read":
                     return int(parts[2])
             return 0 if text else None
-        text = self.read("io.stat")
-        if text is None:
+        stat = self.read("io.stat")
+        if stat is None:
             return None
-        for line in text.splitlines():
+        for line in stat.splitlines():
             parts = line.split()
             if parts and parts[0] == self.device:
                 fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)

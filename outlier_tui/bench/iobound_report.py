@@ -1,14 +1,13 @@
-"""What `outlier bench --io-bound` prints and writes: the Markdown tables, the
-JSON (the five target figures as top-level keys) and a bar plot of seconds
-per decode token against the limit, per configuration."""
+"""What `outlier bench --io-bound` prints and writes: the Markdown tables and
+the JSON (the five target figures as top-level keys); its figure is
+outlier_tui.bench.plot.write_iobound_plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench import report
-from bench.png import Canvas
-from bench.report import _f
+from outlier_tui.bench import report
+from outlier_tui.bench.report import _f
 
 MB = 1024 * 1024
 
@@ -100,36 +99,3 @@ def markdown(result: dict) -> str:
             f"{min(ratios):.2f}-{max(ratios):.2f}."
         )
     return "\n\n".join([head, "\n".join(rows), "\n".join(targets), "\n".join(notes)]) + "\n"
-
-
-OFF, ON, LIMIT, INK, GRID = (31, 119, 180), (255, 127, 14), (44, 160, 44), (20, 20, 20), (225, 225, 225)
-
-
-def write_plot(result: dict, path: str | Path) -> None:
-    """Seconds per decode token per configuration, next to the limit of that run."""
-    configs = [c for c in result.get("configs", []) if c.get("s_per_token")]
-    canvas = Canvas(max(640, 140 + 150 * len(configs)), 560)
-    canvas.text(canvas.width / 2, 14, "OUTLIER BENCH --IO-BOUND: SECONDS PER DECODE TOKEN", INK, 2, "center")
-    top = max([c["s_per_token"] for c in configs] + [c.get("limit_s_per_token") or 0 for c in configs] + [1e-9])
-    x0, y0, y1 = 90, 440, 60
-    for i in range(6):
-        value = top * 1.1 * i / 5
-        y = y0 - (y0 - y1) * i / 5
-        canvas.line(x0, y, canvas.width - 30, y, GRID)
-        canvas.text(x0 - 8, y - 7, f"{value:.2f}", INK, 2, "right")
-    for i, c in enumerate(configs):
-        left = x0 + 20 + 150 * i
-        for j, (value, color) in enumerate(
-            ((c["s_per_token"], ON if c["name"] != "off" else OFF), (c.get("limit_s_per_token") or 0, LIMIT))
-        ):
-            h = (y0 - y1) * value / (top * 1.1)
-            canvas.rect(left + 50 * j, int(y0 - h), left + 50 * j + 44, y0, color)
-        canvas.text(left + 47, y0 + 10, f"{c['budget_percent']:g}%", INK, 2, "center")
-        canvas.text(left + 47, y0 + 30, c["name"][:12], INK, 1, "center")
-    canvas.line(x0, y0, canvas.width - 30, y0, INK, 2)
-    x = x0
-    for color, name in ((OFF, "SYNCHRONOUS, NO PREFETCH"), (ON, "PREFETCH"), (LIMIT, "LIMIT")):
-        canvas.rect(x, 500, x + 22, 510, color)
-        canvas.text(x + 30, 498, name, INK, 2)
-        x += 30 + 12 * len(name) + 40
-    canvas.save(path)

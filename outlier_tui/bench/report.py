@@ -54,7 +54,7 @@ def _finite(value):
 
 
 def markdown(result: dict) -> str:
-    """The tables printed on stdout (and pasted into bench/RESULTS.md)."""
+    """The tables printed on stdout (and pasted into outlier_tui/bench/RESULTS.md)."""
     return "\n\n".join([_config_table(result), _ratio_table(result), _baseline_lines(result)]) + "\n"
 
 

@@ -3,8 +3,8 @@ the offline optimum (Belady), decode steps only. Candidates the I/O-bound
 regime suggests (frequency-aware, per-layer quotas, LRU-2) next to the
 engine's LRU. Reproduce (about 4 minutes unthrottled on the demo model):
 
-    python -m bench.policy_study record --model DIR --cache-bytes N --json trace.json
-    python -m bench.policy_study replay trace.json --slots 480 192
+    python -m outlier_tui.bench.policy_study record --model DIR --cache-bytes N --json trace.json
+    python -m outlier_tui.bench.policy_study replay trace.json --slots 480 192
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import threading
 from collections import OrderedDict, defaultdict
 
-from bench import optimal
-from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy
+from engine.cache_policy import BeladyPolicy, Key, LFUPolicy, LRUPolicy
+from outlier_tui.bench import optimal
 
 
 class LayerQuotaLRU:
@@ -56,7 +56,8 @@ class DecayedFrequency:
     exp(-decay) per access; the lowest score goes."""
 
     def __init__(self, decay: float, prefill_weight: float) -> None:
-        self.decay, self.prefill_weight, self._clock, self._score = decay, prefill_weight, 0, {}
+        self.decay, self.prefill_weight, self._clock = decay, prefill_weight, 0
+        self._score: dict[Key, tuple[float, int]] = {}  # key -> (score, clock when last updated)
 
     def _now(self, key):
         score, at = self._score[key]
@@ -88,7 +89,7 @@ def candidates(trace):
 
 def replay(data: dict, slots: int) -> list[tuple[str, float, float]]:
     """(policy, decode hit rate, decode misses per token) for each candidate."""
-    trace = [tuple(k) for k in data["trace"]]
+    trace = optimal.as_keys(data["trace"])
     calls = optimal.calls_from_record(trace, data["calls"])
     start, tokens = data["decode_offset"], data["decode_steps"]
     out = []
@@ -100,12 +101,15 @@ def replay(data: dict, slots: int) -> list[tuple[str, float, float]]:
 
 def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
     """One request (the long prompt) with the routing trace recorded, unthrottled."""
-    from bench import measure, workload
     from engine.generation import Conversation, generate
     from engine.loader import load_streamed_model
+    from outlier_tui.bench import measure, workload
 
     telemetry = measure.StepTelemetry()
     loaded = load_streamed_model(model, cache_bytes=cache_bytes, prefetch=False, record_trace=True, telemetry=telemetry)
+    if loaded.streamer is None:
+        loaded.close()
+        raise SystemExit(f"{model}: no routed experts stream in this model, so there is no routing trace to record")
     cache = loaded.streamer.cache
     telemetry.trace = cache.trace
     try:
@@ -135,7 +139,7 @@ def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.policy_study")
+    p = argparse.ArgumentParser(prog="python -m outlier_tui.bench.policy_study")
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("record")
     r.add_argument("--model", required=True)

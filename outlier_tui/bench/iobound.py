@@ -1,7 +1,7 @@
 """`outlier bench --io-bound`: the streamed engine where reads dominate a token.
 
 Every streamed configuration runs in a child cgroup whose reads from the
-model's disk are capped (bench.throttle), starting cold (files evicted from
+model's disk are capped (outlier_tui.bench.throttle), starting cold (files evicted from
 the page cache), for one request: a prefill, then `tokens` decode steps.
 Figures measured in the same run:
 
@@ -11,7 +11,7 @@ Figures measured in the same run:
   streamed layers that is neither MLX compute nor waiting on reads;
 - per budget: today's design (synchronous reads, no prefetch, LRU) and the
   default settings (prefetch decided by the engine at load), throttled;
-- optionally the prefetch variants of bench.variants at 25%, throttled.
+- optionally the prefetch variants of outlier_tui.bench.variants at 25%, throttled.
 
 The limit per decode token is max(compute-only seconds per token, the
 offline-optimal (Belady) misses of that run's own routing trace x bytes per
@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import pagecache
-from bench.orchestrate import _Work, budget_bytes, machine
-from bench.throttle import ReadThrottle
+from outlier_tui.bench import pagecache
+from outlier_tui.bench.orchestrate import ConfigRunner, budget_bytes, machine
+from outlier_tui.bench.throttle import ReadThrottle
 
 MB = 1024 * 1024
 KEYS = ("io_bound_limit_s", "io_bound_vs_limit", "io_bound_speedup", "ttft_vs_limit", "host_overhead_ms_per_token")
@@ -41,7 +41,7 @@ class Options:
     budgets: list[float] = field(default_factory=lambda: [25.0, 10.0])
     tokens: int = 32
     long_prompt: bool = True
-    variants: list[str] = field(default_factory=list)  # bench.variants names, run at 25%
+    variants: list[str] = field(default_factory=list)  # outlier_tui.bench.variants names, run at 25%
     reader_threads: int = 4
     timeout_s: float = 3600.0
     command: str = ""
@@ -51,7 +51,7 @@ class Options:
 def run(opts: Options) -> dict:
     """Every figure of one I/O-bound run, or {"skipped": why} where reads cannot be throttled."""
     with tempfile.TemporaryDirectory(prefix="outlier-iobound-") as tmp:
-        work = _Work(Path(tmp), opts)
+        work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
         throttle, why = ReadThrottle.create(files, opts.disk_bytes_per_s)
@@ -63,7 +63,7 @@ def run(opts: Options) -> dict:
             throttle.remove()
 
 
-def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
+def _run(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
     common = [
         "--tokens",
         str(opts.tokens),
@@ -80,8 +80,9 @@ def _run(work: _Work, opts: Options, probe: dict, files: list[Path], throttle: R
     pagecache.drop(files)
     host = work.config("streamed", common + ["--cache-bytes", str(budget_bytes(probe, 25.0)), "--prefetch", "auto"])
     configs = []
-    runs = [(b, "off", ["--prefetch", "0", "--policy", "lru"]) for b in opts.budgets]
+    runs = [(b, "off", ["--prefetch", "0", "--policy", "lru", "--no-prompt-favourites"]) for b in opts.budgets]
     runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]
+    runs += [(25.0, "off+favourites", ["--prefetch", "0", "--policy", "lru"])]  # keep_hot measured alone
     runs += [(25.0, v, ["--prefetch-mode", v]) for v in opts.variants]
     runs.sort(key=lambda r: -r[0])
     for budget, name, extra in runs:
