@@ -10,7 +10,7 @@ expert ids remapped to slot ids.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -82,6 +82,16 @@ class _Part(NamedTuple):
     file: Path | None  # stacked [E, ...] tensor: its file (None: one tensor per expert)
     base: int  # stacked: file offset of expert 0
     nbytes: int  # bytes of one expert
+
+
+def _expert_reads(parts: list[_Part], expert: int, slot: int) -> Iterator[ReadJob]:
+    """The reads of one expert's tensors into one slot."""
+    for tensor, view, convert, file, base, nbytes in parts:
+        if file is None:  # one tensor per expert
+            offset, size = tensor.expert_range(expert)
+            yield ReadJob(tensor.expert_file(expert), offset, size, view[slot], convert)
+        else:  # expert e of a stacked tensor
+            yield ReadJob(file, base + expert * nbytes, nbytes, view[slot], convert)
 
 
 class PrefillCancelled(Exception):
@@ -310,20 +320,11 @@ class ExpertStreamer:
             "enabled": self.prefetch_enabled,
         }
 
-    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
+    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[Iterator[ReadJob]]:
         """One unit of reads per expert (all its tensors, read in a row by one thread), into
-        the pool of that row's expert shape."""
-        units = []
-        for (row, expert), slot in loads:
-            unit = []
-            for tensor, view, convert, file, base, nbytes in self._parts[row]:
-                if file is None:  # one tensor per expert
-                    offset, nbytes = tensor.expert_range(expert)
-                    unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, view[slot], convert))
-                else:  # expert e of a stacked tensor
-                    unit.append(ReadJob(file, base + expert * nbytes, nbytes, view[slot], convert))
-            units.append(unit)
-        return units
+        the pool of that row's expert shape. Lazy: the reader thread that takes a unit builds
+        its jobs, so the decoder only queues, and two misses' jobs are built in parallel."""
+        return [_expert_reads(self._parts[row], expert, slot) for (row, expert), slot in loads]
 
     def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int):
         """Queue the reads of one row's loads (key, slot); telemetry learns of them at the
