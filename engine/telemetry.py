@@ -9,7 +9,6 @@ from __future__ import annotations
 import resource
 import sys
 import threading
-import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -43,9 +42,6 @@ class Telemetry:
             self._resident = np.zeros(shape, bool)
             self._last_use = np.zeros(shape, np.int64)
             self._last_miss = np.zeros(shape, np.int64)
-            # layer calls recorded but not yet in the arrays: (row, experts, missed, residency
-            # changes), applied in one numpy pass per token or when someone reads
-            self._pending: list[tuple[int, list[int], list[int], list[tuple[tuple[int, int], bool]]]] = []
             self._step = 0
             self._io_wait = 0.0
             self._host = 0.0
@@ -74,7 +70,6 @@ class Telemetry:
 
     def begin_step(self) -> int:
         with self._lock:
-            self._apply_pending()
             self._step += 1
             return self._step
 
@@ -94,50 +89,32 @@ class Telemetry:
         """One layer call's update in one go: its experts and misses (as record_access), the
         residency changes since the last update, in order ((row, expert), resident), and
         where given the cache's (used, peak) bytes and prefetch (issued, used) counts.
-        Called once per MoE layer per token: it only queues; the arrays are updated once per
-        token (begin_step) or when read."""
-        update = (row, list(experts), list(missed), list(resident))
+        A few experts per call: plain loops beat numpy's fancy indexing here."""
+        experts, missed = list(experts), list(missed)
         with self._lock:
-            self._pending.append(update)
+            step = self._step
+            hits, last_use = self._hits[row], self._last_use[row]
+            for e in experts:
+                hits[e] += 1
+                last_use[e] = step
+            if missed:
+                misses, last_miss = self._misses[row], self._last_miss[row]
+                for e in missed:
+                    hits[e] -= 1
+                    misses[e] += 1
+                    last_miss[e] = step
+            flags = self._resident
+            for key, flag in resident:
+                flags[key] = flag
             if cache_bytes is not None:
                 self._cache_bytes, self._cache_peak_bytes = cache_bytes
             if prefetch is not None:
                 self._prefetch_issued, self._prefetch_used = prefetch
 
     def set_resident(self, keys: Iterable[tuple[int, int]], resident: bool) -> None:
-        self.record_fetch(0, (), (), [(key, resident) for key in keys])
-
-    def _apply_pending(self) -> None:
-        """Queued layer calls into the arrays, vectorised (the caller holds the lock). Its CPU
-        time is engine overhead and counted as host time, whichever thread applies it."""
-        if not self._pending:
-            return
-        start = time.thread_time()
-        width = self._hits.shape[1]
-        used: list[int] = []
-        missed: list[int] = []
-        resident: dict[int, bool] = {}  # the last change of a key wins
-        for row, experts, misses, changes in self._pending:
-            used += [row * width + e for e in experts]
-            missed += [row * width + e for e in misses]
-            for (r, e), flag in changes:
-                resident[r * width + e] = flag
-        self._pending = []
-        step = self._step
-        hits = self._hits.reshape(-1)
-        if used:
-            at = np.array(used)
-            np.add.at(hits, at, 1)
-            self._last_use.reshape(-1)[at] = step
-        if missed:
-            at = np.array(missed)
-            np.add.at(hits, at, -1)
-            np.add.at(self._misses.reshape(-1), at, 1)
-            self._last_miss.reshape(-1)[at] = step
-        if resident:
-            at = np.fromiter(resident, np.int64, len(resident))
-            self._resident.reshape(-1)[at] = np.fromiter(resident.values(), bool, len(resident))
-        self._host += time.thread_time() - start
+        with self._lock:
+            for row, expert in keys:
+                self._resident[row, expert] = resident
 
     def record_cache(self, used_bytes: int, peak_bytes: int) -> None:
         """Expert bytes held in cache slots now and at most (all slot pools together)."""
@@ -172,7 +149,6 @@ class Telemetry:
     def totals(self) -> dict:
         """Scalar counters (cheap): what per-request stats are computed from."""
         with self._lock:
-            self._apply_pending()
             stats = self._read_stats
             return {
                 "hits": int(self._hits.sum()),
@@ -189,7 +165,6 @@ class Telemetry:
     def snapshot(self, mlx_active_bytes: int = 0) -> TelemetrySnapshot:
         rss = self._process.memory_info().rss
         with self._lock:
-            self._apply_pending()
             stats = self._read_stats
             return TelemetrySnapshot(
                 state=self._state,

@@ -1,4 +1,4 @@
-"""Telemetry queues each layer call and applies the queue once per token or when read:
+"""Telemetry records each layer call in one update:
 whoever reads must see exactly what was recorded, in order."""
 
 import numpy as np
