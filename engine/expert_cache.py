@@ -86,24 +86,26 @@ class ExpertCache:
                 self._cancel(self._last_prefetch - self._protected)
             self._last_prefetch = set()
         plan = Plan(slots=[])
+        if self.trace is not None:
+            self.trace.extend(keys)
+        # locals: this runs once per MoE layer per token (hot path)
+        slot_of, loading, on_access, slots = self._slot_of, self._loading, self.policy.on_access, plan.slots
         for key in keys:
-            if self.trace is not None:
-                self.trace.append(key)
-            slot = self._slot_of.get(key)
-            ticket = self._loading.get(key)
-            if slot is not None and not (ticket is not None and ticket.failed()):
-                plan.hits += 1
-                if key in self._loading:
-                    plan.pending.append(ticket)
-            elif slot is not None:  # a speculative read that failed: read it again
-                plan.loads.append((key, slot))
-            else:
+            slot = slot_of.get(key)
+            if slot is None:
                 slot = self._take_slot()
                 assert slot is not None  # without allow_fail it raises instead
                 self._assign(key, slot, bulk)
                 plan.loads.append((key, slot))
-            self.policy.on_access(key, bulk)
-            plan.slots.append(slot)
+            elif key not in loading:
+                plan.hits += 1
+            elif (ticket := loading[key]) is not None and ticket.failed():  # a failed speculative read
+                plan.loads.append((key, slot))  # read it again
+            else:
+                plan.hits += 1
+                plan.pending.append(ticket)
+            on_access(key, bulk)
+            slots.append(slot)
         return plan
 
     def plan_prefetch(self, keys: Iterable[Key]) -> list[tuple[Key, int]]:

@@ -17,6 +17,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,7 +46,7 @@ class _Unit:
 
     __slots__ = ("jobs", "priority", "state", "error")
 
-    def __init__(self, jobs: list[ReadJob], priority: int) -> None:
+    def __init__(self, jobs: Iterable[ReadJob], priority: int) -> None:
         self.jobs, self.priority, self.state = jobs, priority, _PENDING
         self.error: BaseException | None = None
 
@@ -141,8 +142,9 @@ class ExpertReader:
         """Each job on its own, spread over the reader threads."""
         return self.submit_units([[job] for job in jobs], priority)
 
-    def submit_units(self, units: list[list[ReadJob]], priority: int = DEMAND) -> ReadTicket:
-        """Each unit's jobs read in a row by one thread (one expert); units run concurrently."""
+    def submit_units(self, units: Sequence[Iterable[ReadJob]], priority: int = DEMAND) -> ReadTicket:
+        """Each unit's jobs read in a row by one thread (one expert); units run concurrently.
+        A unit may be lazy (a generator): the thread that runs it builds its jobs."""
         batch = [_Unit(jobs, priority) for jobs in units]
         with self._cond:
             for unit in batch:

@@ -10,7 +10,7 @@ expert ids remapped to slot ids.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,6 +86,16 @@ class _Part(NamedTuple):
     nbytes: int  # bytes of one expert
 
 
+def _expert_reads(parts: list[_Part], expert: int, slot: int) -> Iterator[ReadJob]:
+    """The reads of one expert's tensors into one slot."""
+    for tensor, view, convert, file, base, nbytes in parts:
+        if file is None:  # one tensor per expert
+            offset, size = tensor.expert_range(expert)
+            yield ReadJob(tensor.expert_file(expert), offset, size, view[slot], convert)
+        else:  # expert e of a stacked tensor
+            yield ReadJob(file, base + expert * nbytes, nbytes, view[slot], convert)
+
+
 class PrefillCancelled(Exception):
     """Raised at an MoE layer when the request was cancelled during a prefill chunk: a long
     chunk on a slow machine takes minutes, cancel must not wait for it."""
@@ -132,6 +142,8 @@ class ExpertStreamer:
         # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
         self.stop_prefill: Callable[[], bool] | None = None
         self._unrecorded: list[tuple[int, mx.array]] = []
+        # residency changes telemetry has not been told of yet (the cache's evictions land here)
+        self._changes: list[tuple[tuple[int, int], bool]] = []
         # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
         self._convert: list[dict[str, str | None]] = []
         for row, files in enumerate(layers):
@@ -204,18 +216,24 @@ class ExpertStreamer:
         if bulk and self.stop_prefill is not None and self.stop_prefill():
             raise PrefillCancelled()
         keys = [(row, e) for e in experts]
-        cache = self.cache_of(row)
+        cache = self._group_of[row].cache
         plan = cache.plan(keys, bulk)
-        missed = [e for (_, e), _ in plan.loads]
-        self.telemetry.record_access(row, experts, missed)
-        if self.mode.enabled:
-            self.telemetry.record_prefetch(*self._prefetch_counts())
-        tickets = list(plan.pending)
-        if self.mode.demand_first:
+        mode = self.mode
+        tickets = plan.pending
+        if tickets and mode.demand_first:
             for ticket in tickets:
                 ticket.promote()
         if plan.loads:
             tickets.append(self._submit(plan.loads, DEMAND))
+        # one telemetry update per call (evictions and loads included), before any wait
+        self.telemetry.record_fetch(
+            row,
+            experts,
+            [e for (_, e), _ in plan.loads],
+            self._take_changes(),
+            self.cache_bytes if plan.loads else None,
+            self._prefetch_counts() if mode.enabled and (mode.prefill if bulk else mode.decode) else None,
+        )
         if ahead is not None:
             self.prefetch(*ahead)
         self.last_wait_cpu = 0.0
@@ -281,9 +299,8 @@ class ExpertStreamer:
         if loads:
             priority = PREFETCH if self.mode.demand_first else DEMAND
             for load in loads:
-                self._submit([load], priority, telemetry=False)
-            self._record_loads(loads)
-            self.telemetry.record_prefetch(*self._prefetch_counts())
+                self._submit([load], priority)
+            self.telemetry.record_fetch(row, (), (), self._take_changes(), self.cache_bytes, self._prefetch_counts())
 
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int, samples: int = 4) -> None:
         """Turn prefetch on for prompts where one expert read takes longer than twice the
@@ -333,38 +350,69 @@ class ExpertStreamer:
         if on != self.mode.decode:
             self.mode = replace(self.mode, decode=on)
 
-    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[list[ReadJob]]:
+    def _jobs(self, loads: list[tuple[tuple[int, int], int]]) -> list[Iterator[ReadJob]]:
         """One unit of reads per expert (all its tensors, read in a row by one thread), into
-        the pool of that row's expert shape."""
-        units = []
-        for (row, expert), slot in loads:
-            unit = []
-            for tensor, view, convert, file, base, nbytes in self._parts[row]:
-                if file is None:  # one tensor per expert
-                    offset, nbytes = tensor.expert_range(expert)
-                    unit.append(ReadJob(tensor.expert_file(expert), offset, nbytes, view[slot], convert))
-                else:  # expert e of a stacked tensor
-                    unit.append(ReadJob(file, base + expert * nbytes, nbytes, view[slot], convert))
-            units.append(unit)
-        return units
+        the pool of that row's expert shape. Lazy: the reader thread that takes a unit builds
+        its jobs, so the decoder only queues, and two misses' jobs are built in parallel."""
+        return [_expert_reads(self._parts[row], expert, slot) for (row, expert), slot in loads]
 
-    def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int, telemetry: bool = True):
-        """Queue the reads of one row's loads (key, slot)."""
+    def _submit(self, loads: list[tuple[tuple[int, int], int]], priority: int):
+        """Queue the reads of one row's loads (key, slot); telemetry learns of them at the
+        next record_fetch."""
         ticket = self.reader.submit_units(self._jobs(loads), priority)
-        self.cache_of(loads[0][0][0]).mark_loading([key for key, _ in loads], ticket)
-        if telemetry:
-            self._record_loads(loads)
+        keys = [key for key, _ in loads]
+        self._group_of[keys[0][0]].cache.mark_loading(keys, ticket)
+        self._changes += [(key, True) for key in keys]
         return ticket
-
-    def _record_loads(self, loads: list[tuple[tuple[int, int], int]]) -> None:
-        self.telemetry.set_resident([key for key, _ in loads], True)
-        self.telemetry.record_cache(*self.cache_bytes)
 
     def _prefetch_counts(self) -> tuple[int, int]:
         return (sum(g.cache.prefetch_issued for g in self.groups), sum(g.cache.prefetch_used for g in self.groups))
 
     def _evicted(self, key: tuple[int, int]) -> None:
-        self.telemetry.set_resident([key], False)
+        self._changes.append((key, False))
+
+    def _take_changes(self) -> list[tuple[tuple[int, int], bool]]:
+        """Residency changes (evictions, loads) since the last telemetry update, in order."""
+        changes, self._changes = self._changes, []
+        return changes
+
+
+class _PoolLinear:
+    """SwitchLinear / QuantizedSwitchLinear.__call__ over one projection's pool arrays, with
+    everything but the input and the slot ids bound once (hot path: once per layer per token)."""
+
+    def __init__(self, proj: Projection, arrays: dict[str, mx.array]) -> None:
+        name = proj.name
+        self.quantized = proj.quantized
+        self.weight = arrays[f"{name}.weight"]
+        self.scales = arrays.get(f"{name}.scales")
+        self.biases = arrays.get(f"{name}.biases")
+        self.global_scale = arrays.get(f"{name}.global_scale")
+        self.bias = arrays[f"{name}.bias"] if proj.has_bias else None
+        self.group_size, self.bits, self.mode = proj.group_size, proj.bits, proj.mode
+
+    def __call__(self, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
+        if self.quantized:
+            assert self.scales is not None
+            y = mx.gather_qmm(
+                x,
+                self.weight,
+                self.scales,
+                self.biases,
+                None,
+                idx,
+                True,
+                self.group_size,
+                self.bits,
+                self.mode,
+                self.global_scale,
+                sorted_indices=sorted_indices,
+            )
+        else:
+            y = mx.gather_mm(x, self.weight.swapaxes(-1, -2), rhs_indices=idx, sorted_indices=sorted_indices)
+        if self.bias is not None:
+            y = y + mx.expand_dims(self.bias[idx], -2)
+        return y
 
 
 def _token_ids(indices: mx.array) -> list[int]:
@@ -409,7 +457,9 @@ class StreamedExperts(nn.Module):
         self._streamer = streamer
         self._pool = streamer.pool_of(row)
         self._cache = streamer.cache_of(row)
-        self._projections = projections
+        linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in projections.items()}
+        # a plain attribute: nn.Module keeps dicts as children, found through its slow __getattr__
+        object.__setattr__(self, "_linears", linears)
         self._glu_form = "gate_proj" in projections  # SwitchGLU; else SwitchMLP (fc1, fc2)
         self._act = activation
         self._predict_next = predict_next
@@ -512,38 +562,13 @@ class StreamedExperts(nn.Module):
             inv_order = mx.argsort(order)
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
+        linear = self._linears
         if self._glu_form:
-            up = self._linear("up_proj", x, idx, do_sort)
-            gate = self._linear("gate_proj", x, idx, do_sort)
-            y = self._linear("down_proj", self._act(up, gate), idx, do_sort)
+            up = linear["up_proj"](x, idx, do_sort)
+            gate = linear["gate_proj"](x, idx, do_sort)
+            y = linear["down_proj"](self._act(up, gate), idx, do_sort)
         else:
-            y = self._linear("fc2", self._act(self._linear("fc1", x, idx, do_sort)), idx, do_sort)
+            y = linear["fc2"](self._act(linear["fc1"](x, idx, do_sort)), idx, do_sort)
         if do_sort:
             y = mx.unflatten(y[inv_order], 0, shape)
         return y.squeeze(-2)
-
-    def _linear(self, name: str, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
-        """SwitchLinear / QuantizedSwitchLinear.__call__ over the pool's arrays."""
-        proj = self._projections[name]
-        arrays = self._pool.arrays
-        if proj.quantized:
-            y = mx.gather_qmm(
-                x,
-                arrays[f"{name}.weight"],
-                arrays[f"{name}.scales"],
-                arrays.get(f"{name}.biases"),
-                rhs_indices=idx,
-                transpose=True,
-                group_size=proj.group_size,
-                bits=proj.bits,
-                mode=proj.mode,
-                global_scale=arrays.get(f"{name}.global_scale"),
-                sorted_indices=sorted_indices,
-            )
-        else:
-            y = mx.gather_mm(
-                x, arrays[f"{name}.weight"].swapaxes(-1, -2), rhs_indices=idx, sorted_indices=sorted_indices
-            )
-        if proj.has_bias:
-            y = y + mx.expand_dims(arrays[f"{name}.bias"][idx], -2)
-        return y

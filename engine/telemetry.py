@@ -74,9 +74,23 @@ class Telemetry:
             return self._step
 
     def record_access(self, row: int, experts: Iterable[int], missed: Iterable[int]) -> None:
-        """One layer call's experts (a few: plain loops beat numpy's fancy indexing here)."""
-        experts = experts.tolist() if isinstance(experts, np.ndarray) else list(experts)
-        missed = list(missed)
+        """One layer call's experts and which of them missed."""
+        self.record_fetch(row, experts, missed, ())
+
+    def record_fetch(
+        self,
+        row: int,
+        experts: Iterable[int],
+        missed: Iterable[int],
+        resident: Iterable[tuple[tuple[int, int], bool]],
+        cache_bytes: tuple[int, int] | None = None,
+        prefetch: tuple[int, int] | None = None,
+    ) -> None:
+        """One layer call's update in one go: its experts and misses (as record_access), the
+        residency changes since the last update, in order ((row, expert), resident), and
+        where given the cache's (used, peak) bytes and prefetch (issued, used) counts.
+        A few experts per call: plain loops beat numpy's fancy indexing here."""
+        experts, missed = list(experts), list(missed)
         with self._lock:
             step = self._step
             hits, last_use = self._hits[row], self._last_use[row]
@@ -89,6 +103,13 @@ class Telemetry:
                     hits[e] -= 1
                     misses[e] += 1
                     last_miss[e] = step
+            flags = self._resident
+            for key, flag in resident:
+                flags[key] = flag
+            if cache_bytes is not None:
+                self._cache_bytes, self._cache_peak_bytes = cache_bytes
+            if prefetch is not None:
+                self._prefetch_issued, self._prefetch_used = prefetch
 
     def set_resident(self, keys: Iterable[tuple[int, int]], resident: bool) -> None:
         with self._lock:

@@ -28,6 +28,37 @@ def write_json(result: dict, path: str | Path) -> None:
     report.write_json(result, path, TARGETS)
 
 
+def write_host_json(result: dict, path: str | Path) -> None:
+    key = "host_overhead_ms_per_token"
+    report.write_json(result, path, {key: TARGETS[key]})
+
+
+def host_markdown(result: dict) -> str:
+    """The host-overhead runs alone (outlier bench --host-overhead)."""
+    model, s = result["model"], result["settings"]
+    lines = [
+        f"Host overhead: {model['model_type']}, {model['moe_layers']} MoE layers, default settings at 25% budget, "
+        f"unthrottled, files cold, short prompt, {s['tokens']} tokens; CPU time of the engine thread in the "
+        "streamed layers that is neither MLX compute nor waiting on reads.",
+        "",
+        "| run | host ms/token | decode tok/s | decode hit rate |",
+        "|---:|---:|---:|---:|",
+    ]
+    for i, run in enumerate(result["runs"], 1):
+        lines.append(
+            f"| {i} | {_f(run.get('host_ms_per_token'))} | {_f(run.get('decode_tokens_per_s'))} | "
+            f"{_f(run.get('decode_hit_rate'))} |"
+        )
+    target = TARGETS["host_overhead_ms_per_token"]
+    lines += [
+        "",
+        f"host_overhead_ms_per_token (median): {_f(result['host_overhead_ms_per_token'])} "
+        f"(target {target[0]} {target[1]:g})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(result: dict) -> str:
     if "skipped" in result:
         return f"I/O-bound benchmark skipped: {result['skipped']}\n"

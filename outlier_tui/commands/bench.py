@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "skips with a message where reads cannot be throttled)",
     )
     parser.add_argument(
+        "--host-overhead",
+        action="store_true",
+        help="only --io-bound's host_overhead_ms_per_token (default settings at 25%%, unthrottled, "
+        "no root needed), --rounds times (default 3): the median",
+    )
+    parser.add_argument(
         "--disk-mbps",
         type=arg_types.positive(float, "a number of MB/s"),
         default=25.0,
@@ -153,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
     except OutlierError as exc:
         return _fail(str(exc))
+    if args.host_overhead:
+        return _host_overhead(args, Path(model_dir))
     if args.io_bound:
         return _io_bound(args, Path(model_dir), variants)
     opts = orchestrate.Options(
@@ -268,6 +276,27 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         from outlier_tui.bench.plot import write_iobound_plot
 
         return _draw(write_iobound_plot, result, args.plot)
+    return 0
+
+
+def _host_overhead(args: argparse.Namespace, model_dir: Path) -> int:
+    """--io-bound's host-overhead run alone, a few times: prints each and the median."""
+    from outlier_tui.bench import iobound, iobound_report
+
+    opts = iobound.Options(
+        model_dir=model_dir,
+        tokens=args.tokens or IO_QUICK["tokens"],
+        reader_threads=args.reader_threads,
+        command=_command(),
+        progress=_say,
+    )
+    try:
+        result = iobound.host_overhead(opts, args.rounds or 3)
+    except (RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(iobound_report.host_markdown(result))
+    if args.json:
+        iobound_report.write_host_json(result, args.json)
     return 0
 
 

@@ -5,6 +5,7 @@ checkpoint run yields the five figures, exact tokens, a table and a PNG."""
 import json
 import math
 import os
+import statistics
 import struct
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def test_skips_with_the_reason_where_reads_cannot_be_throttled(checkpoint_factor
     result = iobound.run(iobound.Options(model_dir=checkpoint_factory("mixtral"), tokens=2))
     assert result["skipped"] == "reads cannot be throttled here: not root: cannot create a cgroup"
     assert "skipped: reads cannot be throttled here" in iobound_report.markdown(result)
+
+
+def test_host_overhead_runs_alone_without_a_throttle(checkpoint_factory, tmp_path):
+    result = iobound.host_overhead(iobound.Options(model_dir=checkpoint_factory("mixtral"), tokens=4), rounds=2)
+    values = result["host_ms_per_token"]
+    assert len(values) == 2 and all(isinstance(v, float) and v >= 0 for v in values)
+    assert result["host_overhead_ms_per_token"] == statistics.median(values)
+    assert all(run["decode_tokens"] >= 1 and run["cache_bytes"] > 0 for run in result["runs"])
+    assert "host_overhead_ms_per_token (median)" in iobound_report.host_markdown(result)
+    iobound_report.write_host_json(result, tmp_path / "host.json")
+    saved = json.loads((tmp_path / "host.json").read_text())
+    assert set(saved["targets"]) == {"host_overhead_ms_per_token"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,51 @@
+"""Telemetry records each layer call in one update:
+whoever reads must see exactly what was recorded, in order."""
+
+import numpy as np
+
+from engine.telemetry import Telemetry
+
+
+def _telemetry() -> Telemetry:
+    t = Telemetry()
+    t.reset_layout((0, 1, 2), 4)
+    return t
+
+
+def test_counts_and_steps_are_those_recorded():
+    t = _telemetry()
+    t.begin_step()
+    t.record_fetch(0, [1, 3], [3], [((0, 3), True)], cache_bytes=(10, 12))
+    t.record_fetch(2, [0, 1], [], [])
+    t.begin_step()
+    t.record_fetch(0, [3], [], [])
+    snap = t.snapshot()
+    assert snap.hits.tolist() == [[0, 1, 0, 1], [0, 0, 0, 0], [1, 1, 0, 0]]
+    assert snap.misses.tolist() == [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert snap.last_use_step.tolist() == [[0, 1, 0, 2], [0, 0, 0, 0], [1, 1, 0, 0]]
+    assert snap.last_miss_step.tolist() == [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert np.nonzero(snap.resident) == (np.array([0]), np.array([3]))
+    assert (snap.cache_bytes, snap.cache_peak_bytes) == (10, 12)
+    totals = t.totals()
+    assert (totals["hits"], totals["misses"], totals["step"]) == (4, 1, 2)
+    assert totals["host_seconds"] >= 0
+
+
+def test_a_key_repeated_in_one_step_counts_each_time():
+    t = _telemetry()
+    t.record_fetch(1, [2], [2], [])
+    t.record_fetch(1, [2], [], [])
+    t.record_access(1, [2], [])
+    assert t.totals()["hits"] == 2 and t.snapshot().hits[1, 2] == 2 and t.snapshot().misses[1, 2] == 1
+
+
+def test_residency_changes_apply_in_order():
+    t = _telemetry()
+    t.record_fetch(1, [0], [0], [((1, 0), True), ((2, 3), True)])
+    t.record_fetch(1, [], [], [((1, 0), False)])  # evicted later in the same step
+    t.set_resident([(2, 3)], False)
+    t.set_resident([(1, 0)], True)  # and read again
+    snap = t.snapshot()
+    assert snap.resident[1, 0] and not snap.resident[2, 3]
+    t.set_resident([(1, 0)], False)  # applied on the next read, after the earlier ones
+    assert not t.snapshot().resident.any()
