@@ -63,3 +63,14 @@ seed = number(int, "a whole number", low=0, high=MAX_SEED)
 temperature = number(float, "a temperature", low=0)
 top_p = number(float, "a probability", low=0, high=1, low_inclusive=False)
 model_dir = non_empty("a model folder")
+
+
+def add_reader_threads(parser: argparse.ArgumentParser) -> None:
+    """--reader-threads, the same flag wherever a command reads experts."""
+    parser.add_argument(
+        "--reader-threads",
+        type=reader_threads,
+        default=4,
+        metavar="N",
+        help=f"concurrent SSD reads, 1 to {MAX_READER_THREADS} (default 4)",
+    )

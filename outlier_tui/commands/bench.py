@@ -56,13 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="repeat every configuration N times round-robin; report medians "
         f"(default {orchestrate.Options.rounds}, --quick {QUICK['rounds']})",
     )
-    parser.add_argument(
-        "--reader-threads",
-        type=arg_types.reader_threads,
-        default=4,
-        metavar="N",
-        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)",
-    )
+    arg_types.add_reader_threads(parser)
     parser.add_argument(
         "--memcap-mb",
         type=arg_types.non_negative_mb,

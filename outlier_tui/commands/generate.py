@@ -62,13 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read the next layer's predicted experts ahead (default auto: on where "
         "the engine measures reads costing more than the prediction)",
     )
-    parser.add_argument(
-        "--reader-threads",
-        type=arg_types.reader_threads,
-        default=4,
-        metavar="N",
-        help=f"concurrent SSD reads, 1 to {arg_types.MAX_READER_THREADS} (default 4)",
-    )
+    arg_types.add_reader_threads(parser)
     parser.add_argument(
         "--think",
         action=argparse.BooleanOptionalAction,
