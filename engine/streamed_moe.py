@@ -521,9 +521,16 @@ class StreamedExperts(nn.Module):
             and self._next_row is not None
             and (mode.prefill if bulk else mode.decode)
         ):
+            guess = self._predict_next(x)  # building its graph is host work, its sync is not
             sync = time.thread_time()
-            ahead = (self._next_row, _unique_sorted(np.array(self._predict_next(x))))
-            waited += time.thread_time() - sync
+            if bulk:
+                many = np.array(guess)
+                waited += time.thread_time() - sync
+                ahead = (self._next_row, _unique_sorted(many))
+            else:  # one token: plain lists, as for this layer's own ids
+                ids = _token_ids(guess)
+                waited += time.thread_time() - sync
+                ahead = (self._next_row, sorted(set(ids)))
         slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
         waited += streamer.last_wait_cpu
         if ahead is not None and not mode.early:
