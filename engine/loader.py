@@ -380,7 +380,8 @@ def _projections(switch: nn.Module) -> dict[str, Projection]:
 
 
 class RouterGuess:
-    """The next MoE block's router applied to this layer's input (a guess, for prefetch).
+    """An MoE block's router. On the previous layer's input it guesses this block's experts
+    (prefetch); on its own input its softmax scores every expert (RouterScorePolicy).
     The router is found by shape, not by name (gate, router, ...: every architecture names
     it its own way): the block's first [num_experts, hidden] weight. Its raw logits' top-k
     is the guess (score functions and bias corrections are monotone or small)."""
