@@ -96,15 +96,19 @@ class RouterScorePolicy:
     def __init__(self, alpha: float = 0.7) -> None:
         self.alpha = alpha
         self._score = np.zeros((0, 0))  # [row, expert]
-        self._victims = np.zeros((0, 0))  # the score where resident, inf elsewhere
+        self._resident = np.zeros((0, 0), dtype=bool)
+
+    def reserve(self, rows: int, experts: int) -> None:
+        """Size the tables once (the streamer knows the shape), so the per-layer updates
+        need no checks; keys outside it still grow them."""
+        self._fit(rows - 1, experts - 1)
 
     def observe(self, row: int, probs: np.ndarray) -> None:
-        """One decode step's router probabilities of `row` (one per expert)."""
-        self._fit(row, len(probs) - 1)
+        """One decode step's router probabilities of `row` (one per expert): runs every
+        layer of every token, so three in-place numpy operations and nothing else."""
         score = self._score[row, : len(probs)]
         score *= self.alpha
-        score += (1 - self.alpha) * probs
-        self._refresh(row)
+        score += probs * (1 - self.alpha)
 
     def observe_prompt(self, row: int, inds: np.ndarray, decay: float = 0.9) -> None:
         """A prompt's top-k ids of `row` ([..., tokens, k], in token order)."""
@@ -114,44 +118,36 @@ class RouterScorePolicy:
         self._fit(row, len(counts) - 1)
         self._score[row] = 0.0
         self._score[row, : len(counts)] = counts / counts.sum()
-        self._refresh(row)
 
     def on_access(self, key: Key, bulk: bool = False) -> None:
         pass  # the scores come from the router (observe, observe_prompt), not from accesses
 
     def on_insert(self, key: Key, bulk: bool = False) -> None:
-        self._fit(*key)
-        self._victims[key] = self._score[key]
+        row, expert = key
+        if row >= self._resident.shape[0] or expert >= self._resident.shape[1]:
+            self._fit(row, expert)
+        self._resident[key] = True
 
     def on_evict(self, key: Key) -> None:
-        self._victims[key] = np.inf
+        self._resident[key] = False
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
-        victims = self._victims
-        for _ in range(victims.size):
-            flat = int(victims.argmin())
-            row, expert = divmod(flat, victims.shape[1])
-            if victims[row, expert] == np.inf:
-                return None
+        victims = np.where(self._resident, self._score, np.inf)
+        for _ in range(int(self._resident.sum())):
+            row, expert = divmod(int(victims.argmin()), victims.shape[1])
             if can_evict((row, expert)):
                 return row, expert
-            if victims is self._victims:
-                victims = victims.copy()  # passed over for this call only
-            victims[row, expert] = np.inf
+            victims[row, expert] = np.inf  # in use by this call: the next lowest
         return None
 
-    def _refresh(self, row: int) -> None:
-        resident = self._victims[row] != np.inf
-        self._victims[row, resident] = self._score[row, resident]
-
     def _fit(self, row: int, expert: int) -> None:
-        """Grow the tables to hold (row, expert): the policy learns the shape from its keys."""
+        """Grow the tables to hold (row, expert)."""
         rows, experts = max(self._score.shape[0], row + 1), max(self._score.shape[1], expert + 1)
         if (rows, experts) != self._score.shape:
-            score, victims = np.zeros((rows, experts)), np.full((rows, experts), np.inf)
+            score, resident = np.zeros((rows, experts)), np.zeros((rows, experts), dtype=bool)
             score[: self._score.shape[0], : self._score.shape[1]] = self._score
-            victims[: self._victims.shape[0], : self._victims.shape[1]] = self._victims
-            self._score, self._victims = score, victims
+            resident[: self._resident.shape[0], : self._resident.shape[1]] = self._resident
+            self._score, self._resident = score, resident
 
 
 class BeladyPolicy:

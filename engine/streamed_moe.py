@@ -10,6 +10,7 @@ expert ids remapped to slot ids.
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -133,6 +134,8 @@ class ExpertStreamer:
                 self._group_of[row] = group
                 self._base[row] = local * layers[row].num_experts
             group.cache.on_evict = self._evicted
+            if isinstance(group.cache.policy, RouterScorePolicy):
+                group.cache.policy.reserve(len(layers), max(layers[row].num_experts for row in group.rows))
             group.cache.cancel_stale, group.cache.cold_admit = self.mode.cancel_stale, self.mode.cold_admit
         # Set by preload_all: expert e of row r sits in slot base[r] + e for good,
         # so layers skip the host sync and routing is recorded after the fact.
@@ -417,10 +420,7 @@ class _PoolLinear:
 
 def _token_ids(indices: mx.array) -> list[int]:
     """One token's expert ids as ints (the router's output is [1, ..., 1, k])."""
-    ids: Any = indices.tolist()
-    for _ in range(indices.ndim - 1):
-        ids = ids[0]
-    return ids
+    return typing.cast("list[int]", indices.reshape(-1).tolist())
 
 
 def _unique_sorted(values: np.ndarray) -> list[int]:
@@ -479,18 +479,21 @@ class StreamedExperts(nn.Module):
         # counts the time other processes hold the core
         start = time.thread_time()
         if indices.size == indices.shape[-1]:  # one token (decoding): plain lists, no numpy
-            probs = self._router_probs(x) if self._router_probs is not None else None
-            sync = time.thread_time()  # building the scores' graph above is host work
-            if probs is not None:
-                mx.eval(indices, probs)  # the same host sync brings the policy its scores
-            ids = _token_ids(indices)  # host sync: the bytes to fetch depend on it
+            k = indices.shape[-1]
+            host = indices.reshape(-1)
+            if self._router_probs is not None:  # the policy's scores come in the same array
+                host = mx.concatenate([host.astype(mx.float32), self._router_probs(x).reshape(-1)])
+            sync = time.thread_time()  # building the graph above is host work
+            # host sync: the bytes to fetch depend on it; one flat array, read once
+            values = typing.cast("list[float]", host.tolist())
             waited = time.thread_time() - sync
+            ids = [int(v) for v in values[:k]]
             unique = sorted(set(ids))
             if len(unique) > self._cache.num_slots:
                 return self._chunked(x, np.array(indices), unique)
             slot_of, waited = self._fetch(x, unique, False, waited)
             if self._scorer is not None:
-                self._scorer.observe(self._row, np.array(probs).reshape(-1))
+                self._scorer.observe(self._row, np.array(values[k:]))
             slots: Any = [slot_of[unique.index(e)] for e in ids]
             for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
                 slots = [slots]

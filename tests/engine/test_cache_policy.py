@@ -309,6 +309,7 @@ def test_router_score_policy_evicts_what_the_router_favours_least():
 
 def test_router_score_policy_passes_over_experts_in_use():
     policy = RouterScorePolicy()
+    policy.reserve(1, 3)
     cache = ExpertCache(2, policy)
     policy.observe(0, np.array([0.1, 0.9, 0.0]))
     cache.plan([(0, 0), (0, 1)])
