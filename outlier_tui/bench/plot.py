@@ -208,7 +208,7 @@ def _iobound_legend(variants: bool) -> list:
     return [
         Patch(color=OFF, label="off: synchronous reads, no prefetch"),
         Patch(color=ON, label="default settings"),
-        *([Patch(color=VARIANT, label="prefetch variant (today+...)")] if variants else []),
+        *([Patch(color=VARIANT, label="one mechanism alone (a variant)")] if variants else []),
         Line2D([], [], color="black", linewidth=2.5, label="limit: max(compute only, optimal reads)"),
         Line2D([], [], color=RESIDENT, marker="D", linestyle="none", label="compute only (every expert resident)"),
         Line2D([], [], color=OPTIMAL, marker="o", fillstyle="none", linestyle="none", label="optimal (Belady) reads"),
