@@ -85,6 +85,14 @@ class LFUPolicy:
         return min(keys, key=lambda k: (self._count[k], self._last[k]), default=None)
 
 
+def prompt_scores(inds: np.ndarray, decay: float = 0.9) -> np.ndarray:
+    """How much a prompt used each expert id, each use weighted decay**(tokens after it): decoding
+    continues from the prompt's last tokens. inds: [..., tokens, top_k] ids in token order."""
+    per_token = inds.reshape(-1, inds.shape[-1])
+    weights = np.repeat(decay ** np.arange(len(per_token) - 1, -1, -1, dtype=np.float64), per_token.shape[1])
+    return np.bincount(per_token.reshape(-1), weights=weights)
+
+
 class RouterScorePolicy:
     """Evict the expert its router has favoured least lately. Each decode step a layer's
     router probabilities over all its experts (not only the top-k it picked) update a running
@@ -110,11 +118,9 @@ class RouterScorePolicy:
         score *= self.alpha
         score += probs * (1 - self.alpha)
 
-    def observe_prompt(self, row: int, inds: np.ndarray, decay: float = 0.9) -> None:
+    def observe_prompt(self, row: int, inds: np.ndarray) -> None:
         """A prompt's top-k ids of `row` ([..., tokens, k], in token order)."""
-        per_token = inds.reshape(-1, inds.shape[-1])
-        weights = np.repeat(decay ** np.arange(len(per_token) - 1, -1, -1), per_token.shape[1])
-        counts = np.bincount(per_token.reshape(-1), weights=weights)
+        counts = prompt_scores(inds)
         self._fit(row, len(counts) - 1)
         self._score[row] = 0.0
         self._score[row, : len(counts)] = counts / counts.sum()

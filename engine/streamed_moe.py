@@ -20,7 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.cache_policy import RouterScorePolicy
+from engine.cache_policy import RouterScorePolicy, prompt_scores
 from engine.checkpoint import ExpertTensor, MoELayerFiles
 from engine.decode_prefetch import DecodePrefetchJudge
 from engine.errors import ExpertReadError
@@ -428,12 +428,9 @@ def _unique_sorted(values: np.ndarray) -> list[int]:
     return np.unique(values).tolist()
 
 
-def prompt_favourites(inds: np.ndarray, keep: int, decay: float = 0.9) -> np.ndarray:
-    """The `keep` experts a prompt used most, each use weighted decay**(tokens after it):
-    least favoured first. inds: [..., tokens, top_k] expert ids, in token order."""
-    per_token = inds.reshape(-1, inds.shape[-1])
-    weights = np.repeat(decay ** np.arange(len(per_token) - 1, -1, -1, dtype=np.float64), per_token.shape[1])
-    score = np.bincount(per_token.reshape(-1), weights=weights)
+def prompt_favourites(inds: np.ndarray, keep: int) -> np.ndarray:
+    """The `keep` experts a prompt used most (cache_policy.prompt_scores), least favoured first."""
+    score = prompt_scores(inds)
     used = np.flatnonzero(score)
     return used[np.argsort(score[used], kind="stable")][-keep:]
 

@@ -28,7 +28,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.cache_policy import Key
+from engine.cache_policy import Key, RouterScorePolicy, prompt_scores
 from engine.streamed_moe import prompt_favourites
 
 TOP_K = 2
@@ -75,7 +75,8 @@ class LRU:
 
 class RouterScoreEMA:
     """Evict the expert whose router probability, averaged over recent steps, is lowest: the
-    router's whole distribution, not only its top-k, says which experts come next."""
+    router's whole distribution, not only its top-k, says which experts come next. The same
+    rule as the engine's RouterScorePolicy, in this replay's terms."""
 
     def __init__(self, alpha: float, layers: int, experts: int) -> None:
         self.alpha = alpha
@@ -86,10 +87,9 @@ class RouterScoreEMA:
 
     def after(self, step: int, call: Call) -> None:
         if call.prompt_top_k is not None:  # the prompt's recency-weighted top-k, as in keep_hot
-            top = call.prompt_top_k
-            weights = np.repeat(0.9 ** np.arange(len(top) - 1, -1, -1), top.shape[1])
-            counts = np.bincount(top.reshape(-1), weights=weights, minlength=self.score.shape[1])
-            self.score[call.layer] = counts / counts.sum()
+            counts = prompt_scores(call.prompt_top_k)
+            self.score[call.layer] = 0.0
+            self.score[call.layer, : len(counts)] = counts / counts.sum()
         else:
             self.score[call.layer] = self.alpha * self.score[call.layer] + (1 - self.alpha) * call.probs
 
@@ -145,6 +145,8 @@ def replay(calls: list[Call], slots: int, policy: Policy) -> tuple[int, int]:
     accesses = misses = 0
     for step, call in enumerate(calls):
         needed = {(call.layer, e) for e in call.experts}
+        if len(needed) > slots:
+            raise ValueError(f"a call needs {len(needed)} experts at once; replay with more than {slots} slots")
         decode = call.prompt_top_k is None
         for key in needed:
             accesses += decode
@@ -172,9 +174,10 @@ def compulsory_misses(calls: list[Call]) -> int:
 
 def candidates(calls: list[Call], slots: int, layers: int, experts: int) -> Iterator[tuple[str, Policy]]:
     yield "LRU, prompt at the cold end (the design before keep_hot)", LRU()
-    yield "LRU + prompt favourites (engine default)", LRU(slots // layers)
+    yield "LRU + keep_hot (the prompt's favourites hot)", LRU(slots // layers)
     for alpha in (0.5, 0.7, 0.9):
-        yield f"router-score average (alpha {alpha})", RouterScoreEMA(alpha, layers, experts)
+        default = " (the engine's default)" if alpha == RouterScorePolicy().alpha else ""
+        yield f"router-score average (alpha {alpha}){default}", RouterScoreEMA(alpha, layers, experts)
     yield "reuse gap (LIRS-like)", ReuseGap()
     yield "Belady (offline optimum)", Belady(calls)
 

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, RouterScorePolicy, make_policy
+from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, RouterScorePolicy, make_policy, prompt_scores
 from engine.errors import BudgetError
 from engine.expert_cache import ExpertCache
 from engine.streamed_moe import prompt_favourites
@@ -287,9 +287,10 @@ def test_promoted_prompt_experts_outlive_the_rest_of_the_prompt(promote):
 def test_prompt_favourites_weigh_recent_tokens_most():
     inds = np.array([[[0, 1], [2, 3], [2, 1]]])  # [batch, tokens, top_k]
     # scores with decay 0.5: 0 -> 0.25, 1 -> 0.25 + 1, 2 -> 0.5 + 1, 3 -> 0.5
-    assert prompt_favourites(inds, 2, decay=0.5).tolist() == [1, 2]  # least favoured first
-    assert prompt_favourites(inds, 3, decay=0.5).tolist() == [3, 1, 2]
-    assert prompt_favourites(inds, 10, decay=0.5).tolist() == [0, 3, 1, 2]
+    assert prompt_scores(inds, decay=0.5).tolist() == [0.25, 1.25, 1.5, 0.5]
+    assert prompt_favourites(inds, 2).tolist() == [1, 2]  # least favoured first (decay 0.9)
+    assert prompt_favourites(inds, 3).tolist() == [3, 1, 2]
+    assert prompt_favourites(inds, 10).tolist() == [0, 3, 1, 2]
 
 
 def test_router_score_policy_evicts_what_the_router_favours_least():
