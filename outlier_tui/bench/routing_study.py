@@ -28,7 +28,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.cache_policy import Key, RouterScorePolicy, prompt_scores
+from engine.cache_policy import Key, RouterScorePolicy
 from engine.streamed_moe import prompt_favourites
 
 TOP_K = 2
@@ -73,25 +73,29 @@ class LRU:
                 self.order.move_to_end((call.layer, int(e)))
 
 
-class RouterScoreEMA:
-    """Evict the expert whose router probability, averaged over recent steps, is lowest: the
-    router's whole distribution, not only its top-k, says which experts come next. The same
-    rule as the engine's RouterScorePolicy, in this replay's terms."""
+class RouterScore:
+    """The engine's RouterScorePolicy itself, told this replay's residency before each choice."""
 
     def __init__(self, alpha: float, layers: int, experts: int) -> None:
-        self.alpha = alpha
-        self.score = np.zeros((layers, experts))
+        self.policy = RouterScorePolicy(alpha)
+        self.policy.reserve(layers, experts)
+        self._resident: set[Key] = set()
 
     def victim(self, resident: set[Key], needed: set[Key], step: int) -> Key:
-        return min((k for k in resident if k not in needed), key=lambda k: self.score[k])
+        for key in resident - self._resident:
+            self.policy.on_insert(key)
+        for key in self._resident - resident:
+            self.policy.on_evict(key)
+        self._resident = set(resident)
+        victim = self.policy.choose_victim(lambda key: key not in needed)
+        assert victim is not None  # replay() checked that every call fits
+        return victim
 
     def after(self, step: int, call: Call) -> None:
-        if call.prompt_top_k is not None:  # the prompt's recency-weighted top-k, as in keep_hot
-            counts = prompt_scores(call.prompt_top_k)
-            self.score[call.layer] = 0.0
-            self.score[call.layer, : len(counts)] = counts / counts.sum()
+        if call.prompt_top_k is not None:
+            self.policy.observe_prompt(call.layer, call.prompt_top_k)
         else:
-            self.score[call.layer] = self.alpha * self.score[call.layer] + (1 - self.alpha) * call.probs
+            self.policy.observe(call.layer, call.probs)
 
 
 class ReuseGap:
@@ -177,7 +181,7 @@ def candidates(calls: list[Call], slots: int, layers: int, experts: int) -> Iter
     yield "LRU + keep_hot (the prompt's favourites hot)", LRU(slots // layers)
     for alpha in (0.5, 0.7, 0.9):
         default = " (the engine's default)" if alpha == RouterScorePolicy().alpha else ""
-        yield f"router-score average (alpha {alpha}){default}", RouterScoreEMA(alpha, layers, experts)
+        yield f"router-score average (alpha {alpha}){default}", RouterScore(alpha, layers, experts)
     yield "reuse gap (LIRS-like)", ReuseGap()
     yield "Belady (offline optimum)", Belady(calls)
 
