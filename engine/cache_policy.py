@@ -105,6 +105,9 @@ class RouterScorePolicy:
         self.alpha = alpha
         self._score = np.zeros((0, 0))  # [row, expert]
         self._resident = np.zeros((0, 0), dtype=bool)
+        # the score where resident, inf elsewhere: a victim is one argmin away (hot path: every
+        # miss and every prefetch evicts)
+        self._victims = np.zeros((0, 0))
 
     def reserve(self, rows: int, experts: int) -> None:
         """Size the tables once (the streamer knows the shape), so the per-layer updates
@@ -117,6 +120,7 @@ class RouterScorePolicy:
         score = self._score[row, : len(probs)]
         score *= self.alpha
         score += probs * (1 - self.alpha)
+        np.copyto(self._victims[row, : len(probs)], score, where=self._resident[row, : len(probs)])
 
     def observe_prompt(self, row: int, inds: np.ndarray) -> None:
         """A prompt's top-k ids of `row` ([..., tokens, k], in token order)."""
@@ -124,6 +128,7 @@ class RouterScorePolicy:
         self._fit(row, len(counts) - 1)
         self._score[row] = 0.0
         self._score[row, : len(counts)] = counts / counts.sum()
+        self._victims[row] = np.where(self._resident[row], self._score[row], np.inf)
 
     def on_access(self, key: Key, bulk: bool = False) -> None:
         pass  # the scores come from the router (observe, observe_prompt), not from accesses
@@ -133,17 +138,23 @@ class RouterScorePolicy:
         if row >= self._resident.shape[0] or expert >= self._resident.shape[1]:
             self._fit(row, expert)
         self._resident[key] = True
+        self._victims[key] = self._score[key]
 
     def on_evict(self, key: Key) -> None:
         self._resident[key] = False
+        self._victims[key] = np.inf
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
-        victims = np.where(self._resident, self._score, np.inf)
+        victims = self._victims
+        row, expert = divmod(int(victims.argmin()), victims.shape[1])
+        if can_evict((row, expert)) and self._resident[row, expert]:
+            return row, expert
+        victims = victims.copy()  # the lowest is in use by this call: mask as we go
         for _ in range(int(self._resident.sum())):
             row, expert = divmod(int(victims.argmin()), victims.shape[1])
-            if can_evict((row, expert)):
+            if self._resident[row, expert] and can_evict((row, expert)):
                 return row, expert
-            victims[row, expert] = np.inf  # in use by this call: the next lowest
+            victims[row, expert] = np.inf
         return None
 
     def _fit(self, row: int, expert: int) -> None:
@@ -154,6 +165,7 @@ class RouterScorePolicy:
             score[: self._score.shape[0], : self._score.shape[1]] = self._score
             resident[: self._resident.shape[0], : self._resident.shape[1]] = self._resident
             self._score, self._resident = score, resident
+            self._victims = np.where(resident, score, np.inf)
 
 
 class BeladyPolicy:

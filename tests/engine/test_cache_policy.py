@@ -333,3 +333,40 @@ def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_fact
     fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False)
     assert isinstance(fallback.streamer.cache.policy, LRUPolicy)
     fallback.close()
+
+
+def test_router_score_policy_victim_is_the_lowest_scoring_evictable_resident_expert():
+    """The policy keeps its victims table up to date incrementally; the oracle recomputes the
+    lowest score among resident, evictable experts from scratch after every operation."""
+    rng = np.random.default_rng(3)
+    policy = RouterScorePolicy(alpha=0.6)
+    policy.reserve(3, 5)
+    score = np.zeros((3, 5))
+    resident = np.zeros((3, 5), dtype=bool)
+    for step in range(400):
+        op = rng.integers(4)
+        row, expert = int(rng.integers(3)), int(rng.integers(5))
+        if op == 0:
+            probs = rng.dirichlet(np.ones(5))
+            policy.observe(row, probs)
+            score[row] = 0.6 * score[row] + 0.4 * probs
+        elif op == 1:
+            inds = rng.integers(5, size=(int(rng.integers(1, 6)), 2))
+            policy.observe_prompt(row, inds)
+            counts = np.zeros(5)
+            used = prompt_scores(inds)
+            counts[: len(used)] = used
+            score[row] = counts / counts.sum()
+        elif op == 2 and not resident[row, expert]:
+            policy.on_insert((row, expert))
+            resident[row, expert] = True
+        elif op == 3 and resident[row, expert]:
+            policy.on_evict((row, expert))
+            resident[row, expert] = False
+        busy = {(int(r), int(e)) for r, e in rng.integers([3, 5], size=(int(rng.integers(3)), 2))}
+        candidates = [(r, e) for r in range(3) for e in range(5) if resident[r, e] and (r, e) not in busy]
+        victim = policy.choose_victim(lambda key, busy=busy: key not in busy)
+        if not candidates:
+            assert victim is None
+        else:
+            assert victim is not None and score[victim] == min(score[k] for k in candidates), step
