@@ -418,11 +418,6 @@ class _PoolLinear:
         return y
 
 
-def _token_ids(indices: mx.array) -> list[int]:
-    """One token's expert ids as ints (the router's output is [1, ..., 1, k])."""
-    return typing.cast("list[int]", indices.reshape(-1).tolist())
-
-
 def _unique_sorted(values: np.ndarray) -> list[int]:
     """Distinct ids, ascending, as Python ints."""
     return np.unique(values).tolist()
@@ -465,6 +460,25 @@ class StreamedExperts(nn.Module):
         policy = self._cache.policy
         self._scorer = policy if router_probs is not None and isinstance(policy, RouterScorePolicy) else None
         self._router_probs = router_probs if self._scorer is not None else None
+        self._num_scores = streamer.layers[row].num_experts if self._router_probs is not None else 0
+        # one decoded token's host needs, one array each way (with and without the next layer's
+        # guess), compiled: the fewer ops built between compute and sync, the less host time
+        self._probes = {guess: mx.compile(self._probe_graph(guess)) for guess in (False, True)}
+
+    def _probe_graph(self, guess: bool) -> Callable[[mx.array, mx.array], mx.array]:
+        """One token's routing (ids), the policy's scores (every expert's router probability)
+        and the next layer's predicted ids, as one flat float32 array: one host sync."""
+        router_probs, predict = self._router_probs, self._predict_next if guess else None
+
+        def probe(x: mx.array, indices: mx.array) -> mx.array:
+            parts = [indices.reshape(-1).astype(mx.float32)]
+            if router_probs is not None:
+                parts.append(router_probs(x).reshape(-1))
+            if predict is not None:
+                parts.append(predict(x).reshape(-1).astype(mx.float32))
+            return mx.concatenate(parts) if len(parts) > 1 else parts[0]
+
+        return probe
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         streamer = self._streamer
@@ -476,32 +490,45 @@ class StreamedExperts(nn.Module):
         # counts the time other processes hold the core
         start = time.thread_time()
         if indices.size == indices.shape[-1]:  # one token (decoding): plain lists, no numpy
-            k = indices.shape[-1]
-            host = indices.reshape(-1)
-            if self._router_probs is not None:  # the policy's scores come in the same array
-                host = mx.concatenate([host.astype(mx.float32), self._router_probs(x).reshape(-1)])
+            mode = streamer.mode
+            guess = mode.enabled and mode.decode and self._predict_next is not None
+            probe = self._probes[guess](x, indices)
             sync = time.thread_time()  # building the graph above is host work
             # host sync: the bytes to fetch depend on it; one flat array, read once
-            values = typing.cast("list[float]", host.tolist())
+            values = typing.cast("list[float]", probe.tolist())
             waited = time.thread_time() - sync
+            k = indices.shape[-1]
             ids = [int(v) for v in values[:k]]
             unique = sorted(set(ids))
             if len(unique) > self._cache.num_slots:
                 return self._chunked(x, np.array(indices), unique)
-            slot_of, waited = self._fetch(x, unique, False, waited)
-            if self._scorer is not None:
-                self._scorer.observe(self._row, np.array(values[k:]))
+            scores = k + self._num_scores  # values: ids, scores, the next layer's guess
+            ahead = None
+            if guess:
+                assert self._next_row is not None
+                ahead = (self._next_row, sorted({int(v) for v in values[scores:]}))
+            slot_of = streamer.fetch(self._row, unique, False, ahead if mode.early else None)
+            waited += streamer.last_wait_cpu
+            if ahead is not None and not mode.early:
+                streamer.prefetch(*ahead)
             slots: Any = [slot_of[unique.index(e)] for e in ids]
             for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
                 slots = [slots]
             y = self._experts(x, mx.array(slots, dtype=mx.uint32))
+            # start computing this layer now: what follows (bookkeeping, the next layer's graph)
+            # overlaps it. Scheduling it is MLX's work, like a sync's, not host overhead.
+            sync = time.thread_time()
+            mx.async_eval(y)
+            waited += time.thread_time() - sync
+            if self._scorer is not None:
+                self._scorer.observe(self._row, np.array(values[k:scores]))
         else:
             inds = np.array(indices)  # host sync
             waited = time.thread_time() - start
             unique = _unique_sorted(inds)
             if len(unique) > self._cache.num_slots:
                 return self._chunked(x, inds, unique)
-            slot_of, waited = self._fetch(x, unique, True, waited)
+            slot_of, waited = self._fetch_prompt(x, unique, waited)
             if streamer.prompt_favourites:
                 streamer.keep_hot(self._row, inds)
             remap = np.asarray(slot_of, dtype=np.uint32)[np.searchsorted(unique, inds)]
@@ -509,29 +536,19 @@ class StreamedExperts(nn.Module):
         streamer.telemetry.add_host_time(time.thread_time() - start - waited)
         return y
 
-    def _fetch(self, x: mx.array, unique: list[int], bulk: bool, waited: float) -> tuple[list[int], float]:
-        """This layer's experts resident (their slots), and the next layer's predicted ones
+    def _fetch_prompt(self, x: mx.array, unique: list[int], waited: float) -> tuple[list[int], float]:
+        """A prompt chunk's experts resident (their slots), and the next layer's predicted ones
         queued when prefetch is on; returns the slots and the CPU time spent waiting so far."""
         streamer = self._streamer
         mode = streamer.mode
         ahead = None
-        if (
-            mode.enabled
-            and self._predict_next is not None
-            and self._next_row is not None
-            and (mode.prefill if bulk else mode.decode)
-        ):
+        if mode.enabled and mode.prefill and self._predict_next is not None and self._next_row is not None:
             guess = self._predict_next(x)  # building its graph is host work, its sync is not
             sync = time.thread_time()
-            if bulk:
-                many = np.array(guess)
-                waited += time.thread_time() - sync
-                ahead = (self._next_row, _unique_sorted(many))
-            else:  # one token: plain lists, as for this layer's own ids
-                ids = _token_ids(guess)
-                waited += time.thread_time() - sync
-                ahead = (self._next_row, sorted(set(ids)))
-        slot_of = streamer.fetch(self._row, unique, bulk, ahead if mode.early else None)
+            many = np.array(guess)
+            waited += time.thread_time() - sync
+            ahead = (self._next_row, _unique_sorted(many))
+        slot_of = streamer.fetch(self._row, unique, True, ahead if mode.early else None)
         waited += streamer.last_wait_cpu
         if ahead is not None and not mode.early:
             streamer.prefetch(*ahead)
