@@ -7,8 +7,8 @@ Figures measured in the same run:
 
 - compute-only: the same request with every expert resident (100% budget,
   unthrottled): decode seconds per token and prefill time with no reads;
-- host overhead: the default settings at 25%, unthrottled: decoder time in the
-  streamed layers that is neither MLX compute nor waiting on reads;
+- host overhead: compute only, then the default settings at 25%, unthrottled, a few
+  rounds: decode time per token that is neither MLX compute nor waiting on reads;
 - per budget: today's design (synchronous reads, no prefetch, LRU) and the
   default settings (prefetch decided by the engine at load), throttled;
 - optionally the prefetch variants of outlier_tui.bench.variants at 25%, throttled.
@@ -44,6 +44,7 @@ class Options:
     long_prompt: bool = True
     variants: list[str] = field(default_factory=list)  # outlier_tui.bench.variants names, run at 25%
     reader_threads: int = 4
+    host_rounds: int = 3  # of the unthrottled host-overhead measure (compute only, then streamed)
     timeout_s: float = 3600.0
     command: str = ""
     progress: Callable[[str], None] = lambda message: None
@@ -65,28 +66,50 @@ def run(opts: Options) -> dict:
 
 
 def host_overhead(opts: Options, rounds: int = 3) -> dict:
-    """Only the host-overhead run of the study (default settings at 25%, unthrottled, files
-    evicted first), `rounds` times in fresh processes: no root or cgroup needed. Its figure is
-    the median; CPU time, but other processes' load still inflates it (cache misses)."""
+    """Only the host-overhead rounds of the study (see host_rounds), no root or cgroup needed."""
     with tempfile.TemporaryDirectory(prefix="outlier-host-") as tmp:
         work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
-        files = [Path(f) for f in probe["files"]]
-        runs = []
-        for i in range(rounds):
-            opts.progress(f"host overhead {i + 1}/{rounds}: default settings at 25%, unthrottled")
-            runs.append(_host_run(work, opts, probe, files))
-    values = [r.get("host_ms_per_token") for r in runs]
-    measured = [v for v in values if v is not None]
+        host = host_rounds(work, opts, probe, [Path(f) for f in probe["files"]], rounds)
     return {
         "machine": machine(),
         "command": opts.command,
         "model": probe,
         "settings": {"tokens": opts.tokens, "reader_threads": opts.reader_threads, "rounds": rounds},
+    } | host
+
+
+def host_rounds(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], rounds: int) -> dict:
+    """`rounds` x (compute only, then the default settings at 25% from cold files), unthrottled,
+    short prompt, each in a fresh process. A round's overhead is what streaming adds to a decode
+    token besides waiting on reads: streamed seconds per token - compute-only seconds per token -
+    read wait per token (wall time, so per-layer host syncs count and host work that overlaps
+    MLX compute does not). The engine thread's CPU time in the streamed layers is kept next to
+    it. Figures: medians over the rounds."""
+    runs = []
+    for i in range(rounds):
+        opts.progress(f"host overhead {i + 1}/{rounds}: compute only, then default settings at 25%, unthrottled")
+        compute = work.config(
+            "streamed", _common(opts) + ["--cache-bytes", str(budget_bytes(probe, 100.0)), "--no-drop"]
+        )
+        streamed = _host_run(work, opts, probe, files)
+        base = _figures(compute).get("decode_tokens_per_s")
+        runs.append(streamed | {"compute_tokens_per_s": base, "overhead_ms_per_token": overhead_ms(streamed, base)})
+    wall = [r["overhead_ms_per_token"] for r in runs if r["overhead_ms_per_token"] is not None]
+    cpu = [r["host_ms_per_token"] for r in runs if r.get("host_ms_per_token") is not None]
+    return {
         "runs": runs,
-        "host_ms_per_token": values,
-        "host_overhead_ms_per_token": statistics.median(measured) if measured else None,
+        "host_overhead_ms_per_token": statistics.median(wall) if wall else None,
+        "host_cpu_ms_per_token": statistics.median(cpu) if cpu else None,
     }
+
+
+def overhead_ms(streamed: dict, compute_tokens_per_s: float | None) -> float | None:
+    """Decode ms per token beyond compute only and the read waits."""
+    tps, tokens = streamed.get("decode_tokens_per_s"), streamed.get("decode_tokens")
+    if not (tps and tokens and compute_tokens_per_s):
+        return None
+    return (1 / tps - 1 / compute_tokens_per_s - streamed.get("decode_io_wait_s", 0.0) / tokens) * 1000
 
 
 def _common(opts: Options) -> list[str]:
@@ -113,8 +136,7 @@ def _run(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], thro
     prompt = ["--long-prompt"] if opts.long_prompt else []
     opts.progress("compute only: every expert resident, no reads while decoding (unthrottled)")
     compute = work.config("streamed", common + prompt + ["--cache-bytes", str(budget_bytes(probe, 100.0)), "--no-drop"])
-    opts.progress("host overhead: default settings at 25%, unthrottled")
-    host = _host_run(work, opts, probe, files)
+    host = host_rounds(work, opts, probe, files, opts.host_rounds)
     configs = []
     runs = [(b, "off", ["--prefetch", "0", "--policy", "lru", "--no-prompt-favourites"]) for b in opts.budgets]
     runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]
@@ -218,7 +240,7 @@ def headline(result: dict) -> dict:
         "io_bound_vs_limit": default.get("vs_limit"),
         "io_bound_speedup": _div(default.get("decode_tokens_per_s"), off.get("decode_tokens_per_s")),
         "ttft_vs_limit": default.get("ttft_vs_limit"),
-        "host_overhead_ms_per_token": host.get("host_ms_per_token"),
+        "host_overhead_ms_per_token": host.get("host_overhead_ms_per_token"),
     }
 
 

@@ -16,7 +16,11 @@ TARGETS = {
     "io_bound_vs_limit": ("<=", 1.5, "decode s/token, default settings, 25% budget / limit"),
     "io_bound_speedup": (">=", 1.5, "decode tok/s, default settings / synchronous reads, no prefetch, 25%"),
     "ttft_vs_limit": ("<=", 1.5, "time to first token / max(compute-only prefill, distinct experts read once)"),
-    "host_overhead_ms_per_token": ("<=", 3.0, "decoder ms/token neither MLX compute nor read waits, unthrottled"),
+    "host_overhead_ms_per_token": (
+        "<=",
+        3.0,
+        "decode ms/token beyond compute only and read waits, 25% unthrottled (median of rounds)",
+    ),
 }
 
 
@@ -34,28 +38,39 @@ def write_host_json(result: dict, path: str | Path) -> None:
 
 
 def host_markdown(result: dict) -> str:
-    """The host-overhead runs alone (outlier bench --host-overhead)."""
+    """The host-overhead rounds alone (outlier bench --host-overhead)."""
     model, s = result["model"], result["settings"]
-    lines = [
-        f"Host overhead: {model['model_type']}, {model['moe_layers']} MoE layers, default settings at 25% budget, "
-        f"unthrottled, files cold, short prompt, {s['tokens']} tokens; CPU time of the engine thread in the "
-        "streamed layers that is neither MLX compute nor waiting on reads.",
-        "",
-        "| run | host ms/token | decode tok/s | decode hit rate |",
-        "|---:|---:|---:|---:|",
-    ]
-    for i, run in enumerate(result["runs"], 1):
-        lines.append(
-            f"| {i} | {_f(run.get('host_ms_per_token'))} | {_f(run.get('decode_tokens_per_s'))} | "
-            f"{_f(run.get('decode_hit_rate'))} |"
-        )
     target = TARGETS["host_overhead_ms_per_token"]
-    lines += [
+    lines = [
+        f"Host overhead: {model['model_type']}, {model['moe_layers']} MoE layers, unthrottled, short prompt, "
+        f"{s['tokens']} tokens. Each round runs compute only (every expert resident), then the default "
+        "settings at 25% budget from cold files, in fresh processes.",
+        "",
+        host_table(result),
         "",
         f"host_overhead_ms_per_token (median): {_f(result['host_overhead_ms_per_token'])} "
-        f"(target {target[0]} {target[1]:g})",
+        f"(target {target[0]} {target[1]:g}); engine-thread CPU in the streamed layers (median): "
+        f"{_f(result.get('host_cpu_ms_per_token'))} ms/token",
         "",
     ]
+    return "\n".join(lines)
+
+
+def host_table(host: dict) -> str:
+    """One row per round: the wall-time overhead and what it is computed from."""
+    lines = [
+        "| round | overhead ms/token | decode tok/s | compute-only tok/s | read wait ms/token "
+        "| engine CPU ms/token | decode hit rate |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, run in enumerate(host.get("runs", []), 1):
+        tokens = run.get("decode_tokens") or 0
+        wait = run.get("decode_io_wait_s", 0.0) * 1000 / tokens if tokens else None
+        lines.append(
+            f"| {i} | {_f(run.get('overhead_ms_per_token'))} | {_f(run.get('decode_tokens_per_s'))} | "
+            f"{_f(run.get('compute_tokens_per_s'))} | {_f(wait)} | {_f(run.get('host_ms_per_token'))} | "
+            f"{_f(run.get('decode_hit_rate'))} |"
+        )
     return "\n".join(lines)
 
 
@@ -115,13 +130,11 @@ def markdown(result: dict) -> str:
             f"- Prefetch decided at load (throttled): one expert read {d['read_s_per_expert'] * 1e3:.1f} ms "
             f"vs predictor {d['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if d['enabled'] else 'off'}."
         )
-    hd = host.get("prefetch_decision")
+    hd = host["runs"][0].get("prefetch_decision") if host.get("runs") else None
     if hd:
         notes.append(
-            f"- Unthrottled (host-overhead run): one expert read {hd['read_s_per_expert'] * 1e3:.2f} ms vs "
-            f"predictor {hd['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if hd['enabled'] else 'off'}; "
-            f"host overhead {_f(host.get('host_ms_per_token'))} ms/token at "
-            f"{_f(host.get('decode_tokens_per_s'))} tok/s."
+            f"- Unthrottled (host-overhead rounds): one expert read {hd['read_s_per_expert'] * 1e3:.2f} ms vs "
+            f"predictor {hd['predict_s_per_layer'] * 1e3:.2f} ms -> {'on' if hd['enabled'] else 'off'}."
         )
     ratios = [c["device_vs_requested_bytes"] for c in result["configs"] if c.get("device_vs_requested_bytes")]
     if ratios:
@@ -129,4 +142,5 @@ def markdown(result: dict) -> str:
             f"- Bytes the disk delivered / bytes the engine asked for (readahead waste): "
             f"{min(ratios):.2f}-{max(ratios):.2f}."
         )
-    return "\n\n".join([head, "\n".join(rows), "\n".join(targets), "\n".join(notes)]) + "\n"
+    hosts = "Host overhead, unthrottled (compute only, then default at 25%, per round):\n\n" + host_table(host)
+    return "\n\n".join([head, "\n".join(rows), "\n".join(targets), hosts, "\n".join(notes)]) + "\n"

@@ -254,6 +254,7 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         long_prompt=not args.quick,
         variants=variants,
         reader_threads=args.reader_threads,
+        host_rounds=args.rounds or (2 if args.quick else 3),
         command=_command(),
         progress=_say,
     )

@@ -50,14 +50,25 @@ def test_skips_with_the_reason_where_reads_cannot_be_throttled(checkpoint_factor
 
 def test_host_overhead_runs_alone_without_a_throttle(checkpoint_factory, tmp_path):
     result = iobound.host_overhead(iobound.Options(model_dir=checkpoint_factory("mixtral"), tokens=4), rounds=2)
-    values = result["host_ms_per_token"]
-    assert len(values) == 2 and all(isinstance(v, float) and v >= 0 for v in values)
-    assert result["host_overhead_ms_per_token"] == statistics.median(values)
-    assert all(run["decode_tokens"] >= 1 and run["cache_bytes"] > 0 for run in result["runs"])
-    assert "host_overhead_ms_per_token (median)" in iobound_report.host_markdown(result)
+    runs = result["runs"]
+    assert len(runs) == 2 and all(run["decode_tokens"] >= 1 and run["cache_bytes"] > 0 for run in runs)
+    for run in runs:
+        assert run["compute_tokens_per_s"] > 0
+        assert run["overhead_ms_per_token"] == iobound.overhead_ms(run, run["compute_tokens_per_s"])
+    assert result["host_overhead_ms_per_token"] == statistics.median(r["overhead_ms_per_token"] for r in runs)
+    assert result["host_cpu_ms_per_token"] == statistics.median(r["host_ms_per_token"] for r in runs)
+    text = iobound_report.host_markdown(result)
+    assert "host_overhead_ms_per_token (median)" in text and text.count("\n| 2 |") == 1
     iobound_report.write_host_json(result, tmp_path / "host.json")
     saved = json.loads((tmp_path / "host.json").read_text())
     assert set(saved["targets"]) == {"host_overhead_ms_per_token"}
+
+
+def test_host_overhead_is_decode_time_beyond_compute_and_read_waits():
+    streamed = {"decode_tokens_per_s": 4.0, "decode_tokens": 10, "decode_io_wait_s": 0.1}
+    assert iobound.overhead_ms(streamed, 5.0) == pytest.approx(250 - 200 - 10)
+    assert iobound.overhead_ms(streamed, None) is None
+    assert iobound.overhead_ms({"decode_tokens_per_s": 4.0, "decode_tokens": 0}, 5.0) is None
 
 
 @pytest.fixture(scope="module")
