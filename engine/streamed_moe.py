@@ -489,52 +489,66 @@ class StreamedExperts(nn.Module):
         # host work is counted in this thread's CPU time: on a shared machine wall time also
         # counts the time other processes hold the core
         start = time.thread_time()
-        if indices.size == indices.shape[-1]:  # one token (decoding): plain lists, no numpy
-            mode = streamer.mode
-            guess = mode.enabled and mode.decode and self._predict_next is not None
-            probe = self._probes[guess](x, indices)
-            sync = time.thread_time()  # building the graph above is host work
-            # host sync: the bytes to fetch depend on it; one flat array, read once
-            values = typing.cast("list[float]", probe.tolist())
-            waited = time.thread_time() - sync
-            k = indices.shape[-1]
-            ids = [int(v) for v in values[:k]]
-            unique = sorted(set(ids))
-            if len(unique) > self._cache.num_slots:
-                return self._chunked(x, np.array(indices), unique)
-            scores = k + self._num_scores  # values: ids, scores, the next layer's guess
-            ahead = None
-            if guess:
-                assert self._next_row is not None
-                ahead = (self._next_row, sorted({int(v) for v in values[scores:]}))
-            slot_of = streamer.fetch(self._row, unique, False, ahead if mode.early else None)
-            waited += streamer.last_wait_cpu
-            if ahead is not None and not mode.early:
-                streamer.prefetch(*ahead)
-            slots: Any = [slot_of[unique.index(e)] for e in ids]
-            for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
-                slots = [slots]
-            y = self._experts(x, mx.array(slots, dtype=mx.uint32))
-            # start computing this layer now: what follows (bookkeeping, the next layer's graph)
-            # overlaps it. Scheduling it is MLX's work, like a sync's, not host overhead.
-            sync = time.thread_time()
-            mx.async_eval(y)
-            waited += time.thread_time() - sync
-            if self._scorer is not None:
-                self._scorer.observe(self._row, np.array(values[k:scores]))
+        if indices.size == indices.shape[-1]:
+            y, waited = self._one_token(x, indices)
         else:
-            inds = np.array(indices)  # host sync
-            waited = time.thread_time() - start
-            unique = _unique_sorted(inds)
-            if len(unique) > self._cache.num_slots:
-                return self._chunked(x, inds, unique)
-            slot_of, waited = self._fetch_prompt(x, unique, waited)
-            if streamer.prompt_favourites:
-                streamer.keep_hot(self._row, inds)
-            remap = np.asarray(slot_of, dtype=np.uint32)[np.searchsorted(unique, inds)]
-            y = self._experts(x, mx.array(remap))
-        streamer.telemetry.add_host_time(time.thread_time() - start - waited)
+            y, waited = self._prompt_chunk(x, indices)
+        if waited is not None:
+            streamer.telemetry.add_host_time(time.thread_time() - start - waited)
         return y
+
+    def _one_token(self, x: mx.array, indices: mx.array) -> tuple[mx.array, float | None]:
+        """A decode step: the output, and this thread's CPU time spent in MLX evaluation or
+        waiting on reads (None: not counted). Plain lists, no numpy: a few experts per layer."""
+        streamer = self._streamer
+        mode = streamer.mode
+        guess = mode.enabled and mode.decode and self._predict_next is not None
+        probe = self._probes[guess](x, indices)
+        sync = time.thread_time()  # building the graph above is host work
+        # host sync: the bytes to fetch depend on it; one flat array, read once
+        values = typing.cast("list[float]", probe.tolist())
+        waited = time.thread_time() - sync
+        k = indices.shape[-1]
+        ids = [int(v) for v in values[:k]]
+        unique = sorted(set(ids))
+        if len(unique) > self._cache.num_slots:
+            return self._chunked(x, np.array(indices), unique), None
+        scores = k + self._num_scores  # values: ids, scores, the next layer's guess
+        ahead = None
+        if guess:
+            assert self._next_row is not None
+            ahead = (self._next_row, sorted({int(v) for v in values[scores:]}))
+        slot_of = streamer.fetch(self._row, unique, False, ahead if mode.early else None)
+        waited += streamer.last_wait_cpu
+        if ahead is not None and not mode.early:
+            streamer.prefetch(*ahead)
+        slots: Any = [slot_of[unique.index(e)] for e in ids]
+        for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
+            slots = [slots]
+        y = self._experts(x, mx.array(slots, dtype=mx.uint32))
+        # start computing this layer now: what follows (bookkeeping, the next layer's graph)
+        # overlaps it. Scheduling it is MLX's work, like a sync's, not host overhead.
+        sync = time.thread_time()
+        mx.async_eval(y)
+        waited += time.thread_time() - sync
+        if self._scorer is not None:
+            self._scorer.observe(self._row, np.array(values[k:scores]))
+        return y, waited
+
+    def _prompt_chunk(self, x: mx.array, indices: mx.array) -> tuple[mx.array, float | None]:
+        """A prefill chunk (many tokens): as _one_token, with numpy over the chunk's ids."""
+        streamer = self._streamer
+        sync = time.thread_time()
+        inds = np.array(indices)  # host sync
+        waited = time.thread_time() - sync
+        unique = _unique_sorted(inds)
+        if len(unique) > self._cache.num_slots:
+            return self._chunked(x, inds, unique), None
+        slot_of, waited = self._fetch_prompt(x, unique, waited)
+        if streamer.prompt_favourites:
+            streamer.keep_hot(self._row, inds)
+        remap = np.asarray(slot_of, dtype=np.uint32)[np.searchsorted(unique, inds)]
+        return self._experts(x, mx.array(remap)), waited
 
     def _fetch_prompt(self, x: mx.array, unique: list[int], waited: float) -> tuple[list[int], float]:
         """A prompt chunk's experts resident (their slots), and the next layer's predicted ones
