@@ -89,13 +89,34 @@ class ReadStats:
         self._lock = threading.Lock()
         self.bytes_read = 0
         self.reads = 0
-        self.read_seconds = 0.0
+        self.read_seconds = 0.0  # summed per read: concurrent reads overlap
+        self._busy = 0.0  # time with at least one read in flight, closed intervals
+        self._in_flight = 0
+        self._busy_since = 0.0
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._in_flight == 0:
+                self._busy_since = time.perf_counter()
+            self._in_flight += 1
 
     def add(self, nbytes: int, seconds: float) -> None:
+        """A read that `begin` announced has ended (nbytes 0 if it failed)."""
         with self._lock:
             self.bytes_read += nbytes
-            self.reads += 1
+            self.reads += 1 if nbytes else 0
             self.read_seconds += seconds
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._busy += time.perf_counter() - self._busy_since
+
+    def busy_and_bytes(self) -> tuple[float, int]:
+        """(seconds the disk has had reads in flight, bytes read): their ratio over an interval is
+        what one more byte costs there, whatever the number of reader threads (a capped or
+        saturated disk shares its bandwidth between concurrent reads)."""
+        with self._lock:
+            busy = self._busy + (time.perf_counter() - self._busy_since if self._in_flight else 0.0)
+            return busy, self.bytes_read
 
 
 def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -205,14 +226,19 @@ class ExpertReader:
                 raise ExpertReadError(f"{f.name} was replaced on disk since the model was loaded; reload the model.")
 
     def _run(self, job: ReadJob) -> None:
+        self.stats.begin()
         start = time.perf_counter()
-        if job.convert is None:
-            self._pread_into(job, job.dest.reshape(-1).view(np.uint8).data)
-        else:
-            staging = np.empty(job.nbytes, np.uint8)
-            self._pread_into(job, staging.data)
-            job.dest.reshape(-1)[...] = _CONVERTERS[job.convert](staging)
-        self.stats.add(job.nbytes, time.perf_counter() - start)
+        nbytes = 0
+        try:
+            if job.convert is None:
+                self._pread_into(job, job.dest.reshape(-1).view(np.uint8).data)
+            else:
+                staging = np.empty(job.nbytes, np.uint8)
+                self._pread_into(job, staging.data)
+                job.dest.reshape(-1)[...] = _CONVERTERS[job.convert](staging)
+            nbytes = job.nbytes
+        finally:
+            self.stats.add(nbytes, time.perf_counter() - start)
 
     def _pread_into(self, job: ReadJob, buf: memoryview) -> None:
         fd = self._fds[job.file]

@@ -125,7 +125,8 @@ class ExpertStreamer:
         self.io_wait_s = 0.0  # wall time waiting on reads, all calls
         # with automatic prefetch: turns decode prefetch on and off from what decoding measures
         self.decode_judge: DecodePrefetchJudge | None = None
-        self._judged_at = (0.0, 0)  # io_wait_s and wasted guesses at the last decode token
+        # io_wait_s, wasted guesses, reader busy seconds and bytes read at the last decode token
+        self._judged_at: tuple[float, int, float, int] = (0.0, 0, 0.0, 0)
         self._group_of: list[PoolGroup] = [groups[0]] * len(layers)
         # all-resident slot of (row, 0): rows of a group sit one after another in its pool
         self._base = [0] * len(layers)
@@ -173,6 +174,8 @@ class ExpertStreamer:
             for row, files in enumerate(layers)
         ]
         self._slot_bytes = [(g.cache, g.slot_bytes) for g in groups]
+        # bytes of one expert on disk (the first row's): the decode judge prices a read by them
+        self._expert_bytes = layers[0].disk_bytes_per_expert
 
     @property
     def cache(self) -> ExpertCache:
@@ -347,9 +350,12 @@ class ExpertStreamer:
         issued, used = self._prefetch_counts()
         cancelled = sum(g.cache.prefetch_cancelled for g in self.groups)
         wasted = issued - used - cancelled  # guesses read and never used
-        io_mark, wasted_mark = self._judged_at
-        self._judged_at = (self.io_wait_s, wasted)
-        on = judge.add_token(token_s, self.io_wait_s - io_mark, wasted - wasted_mark)
+        busy, nbytes = self.reader.stats.busy_and_bytes()
+        io_mark, wasted_mark, busy_mark, bytes_mark = self._judged_at
+        self._judged_at = (self.io_wait_s, wasted, busy, nbytes)
+        # what one expert read costs now: the load-time figure can miss a bandwidth cap
+        read_s = (busy - busy_mark) / (nbytes - bytes_mark) * self._expert_bytes if nbytes > bytes_mark else None
+        on = judge.add_token(token_s, self.io_wait_s - io_mark, wasted - wasted_mark, read_s)
         if on != self.mode.decode:
             self.mode = replace(self.mode, decode=on)
 

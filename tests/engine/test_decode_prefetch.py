@@ -34,6 +34,17 @@ def test_idle_disk_keeps_it_on():
     assert len(judge.history) == 10 and judge.history[-1] == pytest.approx((True, 0.012, 0.2))
 
 
+def test_the_price_of_a_read_comes_from_decoding_not_from_load():
+    # timed at load before a bandwidth cap showed (3 ms); decoding measures 66 ms per read:
+    # 7 wrong guesses then cost 0.46 s per token against 0.2 s of compute
+    judge = DecodePrefetchJudge(read_s=0.003, window=4)
+    assert [judge.add_token(1.2, 1.0, 7, read_s=0.066) for _ in range(4)] == [True, True, True, False]
+    assert judge.read_s == 0.066 and judge.cost_s == pytest.approx(7 * 0.066)
+    # a token that read nothing says nothing about the price
+    judge = DecodePrefetchJudge(read_s=0.003, window=2)
+    assert all(judge.add_token(0.21, 0.01, 4, read_s=None) for _ in range(4)) and judge.read_s == 0.003
+
+
 def test_no_wrong_guesses_costs_nothing():
     judge = DecodePrefetchJudge(read_s=10.0, window=2)
     assert all(feed(judge, 6, token_s=0.1, io_wait_s=0.0, wasted=0))
@@ -47,7 +58,7 @@ class ScriptedJudge:
         self.on = True
         self.tokens = 0
 
-    def add_token(self, token_s, io_wait_s, wasted_reads):
+    def add_token(self, token_s, io_wait_s, wasted_reads, read_s=None):
         self.tokens += 1
         self.on = next(self.script)
         return self.on

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ExpertReadError
-from engine.reader import ExpertReader, ReadJob
+from engine.reader import ExpertReader, ReadJob, ReadStats
 
 
 @pytest.fixture
@@ -150,3 +150,32 @@ def test_uncached_reads_leave_the_range_out_of_the_page_cache(tmp_path):
         assert dest.tobytes() == data
         assert (pagecache.resident_fraction([path]) > 0.5) == (not uncached)
         pagecache.drop([path], allow_global=False)
+
+
+def test_busy_time_counts_overlapping_reads_once(monkeypatch):
+    clock = iter([0.0, 4.0, 10.0, 12.0, 12.0])  # read where an interval opens, closes or is asked for
+    monkeypatch.setattr("engine.reader.time.perf_counter", lambda: next(clock))
+    stats = ReadStats()
+    stats.begin()  # t=0
+    stats.begin()  # t=1 (busy already)
+    stats.add(100, 3.0)  # t=3, one still in flight
+    stats.add(100, 3.0)  # t=4: busy 0-4
+    stats.begin()  # t=10
+    assert stats.busy_and_bytes() == (6.0, 200)  # t=12: 4 s closed + 2 s open
+    stats.add(0, 2.0)  # t=12: a failed read ends its interval, no bytes, not a read
+    assert stats.reads == 2 and stats.busy_and_bytes()[1] == 200
+
+
+def test_a_failed_read_still_ends_its_busy_interval(data_file, monkeypatch):
+    reader = ExpertReader([data_file], threads=1)
+
+    def fail(*args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "preadv", fail)
+    dest = np.zeros(16, np.uint8)
+    with pytest.raises(ExpertReadError):
+        reader.submit([ReadJob(data_file, 0, 16, dest)]).wait()
+    busy, nbytes = reader.stats.busy_and_bytes()
+    assert nbytes == 0 and busy == reader.stats.busy_and_bytes()[0]  # closed: no longer grows
+    reader.close()
