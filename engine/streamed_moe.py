@@ -216,7 +216,8 @@ class ExpertStreamer:
     ) -> list[int]:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
-        speculatively once this call's own reads are queued, before waiting on them.
+        speculatively once this call's own reads are queued, before waiting on them (or once
+        they are loaded, where the prefetch mode is not `early`).
         Plain lists: a decode step has a few experts per layer, where numpy's per-call cost
         dominates (hot path)."""
         if bulk and self.stop_prefill is not None and self.stop_prefill():
@@ -240,7 +241,7 @@ class ExpertStreamer:
             self.cache_bytes if plan.loads else None,
             self._prefetch_counts() if mode.enabled and (mode.prefill if bulk else mode.decode) else None,
         )
-        if ahead is not None:
+        if ahead is not None and mode.early:
             self.prefetch(*ahead)
         self.last_wait_cpu = 0.0
         if tickets:
@@ -258,6 +259,8 @@ class ExpertStreamer:
                 self.io_wait_s += waited
                 self.last_wait_cpu = time.thread_time() - start_cpu
             cache.loaded(keys)
+        if ahead is not None and not mode.early:
+            self.prefetch(*ahead)
         return plan.slots
 
     def preload_all(self) -> None:
@@ -524,10 +527,8 @@ class StreamedExperts(nn.Module):
         if guess:
             assert self._next_row is not None
             ahead = (self._next_row, sorted({int(v) for v in values[scores:]}))
-        slot_of = streamer.fetch(self._row, unique, False, ahead if mode.early else None)
+        slot_of = streamer.fetch(self._row, unique, False, ahead)
         waited += streamer.last_wait_cpu
-        if ahead is not None and not mode.early:
-            streamer.prefetch(*ahead)
         slots: Any = [slot_of[unique.index(e)] for e in ids]
         for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
             slots = [slots]
@@ -568,10 +569,8 @@ class StreamedExperts(nn.Module):
             many = np.array(guess)
             waited += time.thread_time() - sync
             ahead = (self._next_row, _unique_sorted(many))
-        slot_of = streamer.fetch(self._row, unique, True, ahead if mode.early else None)
+        slot_of = streamer.fetch(self._row, unique, True, ahead)
         waited += streamer.last_wait_cpu
-        if ahead is not None and not mode.early:
-            streamer.prefetch(*ahead)
         return slot_of, waited
 
     def _chunked(self, x: mx.array, inds: np.ndarray, unique: list[int]) -> mx.array:
