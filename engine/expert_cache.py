@@ -44,11 +44,13 @@ class ExpertCache:
         self._free = list(range(num_slots - 1, -1, -1))
         self._loading: dict[Key, Any] = {}  # key -> read ticket (None: in flight until loaded())
         self._last_prefetch: set[Key] = set()  # judged by the very next call
+        self._shadow: set[Key] = set()  # a guess not read (prefetch off): judged the same way
         self._protected: set[Key] = set()
         self.peak_used = 0
         self.prefetch_issued = 0
         self.prefetch_used = 0
         self.prefetch_cancelled = 0
+        self.shadow_wasted = 0  # guesses that would have been read and not used, prefetch off
         # a prediction the next call disproves gives its slot back if its read has not started
         self.cancel_stale = cancel_stale
         # speculative experts enter the policy's cold end: a wrong guess is evicted first
@@ -85,6 +87,9 @@ class ExpertCache:
             if self.cancel_stale:
                 self._cancel(self._last_prefetch - self._protected)
             self._last_prefetch = set()
+        if self._shadow:
+            self.shadow_wasted += len(self._shadow - self._protected)
+            self._shadow = set()
         plan = Plan(slots=[])
         if self.trace is not None:
             self.trace.extend(keys)
@@ -124,6 +129,12 @@ class ExpertCache:
             self.prefetch_issued += 1
             loads.append((key, slot))
         return loads
+
+    def shadow_prefetch(self, keys: Iterable[Key]) -> None:
+        """Note a guess for the next call without reading it: the keys plan_prefetch would
+        read (not resident) and the next call does not use count in shadow_wasted, so what
+        prefetch would waste is known while it is off."""
+        self._shadow = {key for key in keys if key not in self._slot_of}
 
     def promote(self, keys: Iterable[Key]) -> None:
         """Count resident keys as just used (in order: the last is the hottest), so the policy

@@ -217,7 +217,8 @@ class ExpertStreamer:
         """Slot of every expert (sorted, unique) of this call, all loaded on return.
         bulk: the call serves a prefill (many tokens). ahead: (row, experts) to read
         speculatively once this call's own reads are queued, before waiting on them (or once
-        they are loaded, where the prefetch mode is not `early`).
+        they are loaded, where the prefetch mode is not `early`); with decode prefetch off, a
+        decode step's guess is only counted (ExpertCache.shadow_prefetch) for the judge.
         Plain lists: a decode step has a few experts per layer, where numpy's per-call cost
         dominates (hot path)."""
         if bulk and self.stop_prefill is not None and self.stop_prefill():
@@ -241,6 +242,9 @@ class ExpertStreamer:
             self.cache_bytes if plan.loads else None,
             self._prefetch_counts() if mode.enabled and (mode.prefill if bulk else mode.decode) else None,
         )
+        if ahead is not None and not bulk and not mode.decode:  # judged as if read, not read
+            self.cache_of(ahead[0]).shadow_prefetch((ahead[0], e) for e in ahead[1])
+            ahead = None
         if ahead is not None and mode.early:
             self.prefetch(*ahead)
         self.last_wait_cpu = 0.0
@@ -316,7 +320,7 @@ class ExpertStreamer:
         predictor's host sync: with half of the guesses right (0.7-0.9 measured on the demo) it
         then saves more time than it costs. Measured now, on this disk and backend (reads go
         into slots no expert holds yet); the figures are kept in prefetch_decision.
-        Decode prefetch then starts on and a DecodePrefetchJudge keeps it only while its wrong
+        Decode prefetch then starts off and a DecodePrefetchJudge turns it on only while its wrong
         guesses cost less read time than the compute they overlap: bandwidth-bound, they cost
         more bytes than the right ones hide (0.87x decode tok/s at 25% budget, 25 MB/s,
         outlier_tui/bench/RESULTS.md)."""
@@ -337,7 +341,7 @@ class ExpertStreamer:
         read_s, predict_s = float(np.median(reads)) if reads else 0.0, min(guesses[1:])
         enabled = read_s > 2 * predict_s
         self.decode_judge = DecodePrefetchJudge(read_s) if enabled else None
-        self.mode = replace(self.mode, enabled=enabled, decode=enabled)
+        self.mode = replace(self.mode, enabled=enabled, decode=False)
         self.prefetch_decision = {
             "read_s_per_expert": read_s,
             "predict_s_per_layer": predict_s,
@@ -352,7 +356,8 @@ class ExpertStreamer:
             return
         issued, used = self._prefetch_counts()
         cancelled = sum(g.cache.prefetch_cancelled for g in self.groups)
-        wasted = issued - used - cancelled  # guesses read and never used
+        # guesses read and never used, or (decode prefetch off) that would have been
+        wasted = issued - used - cancelled + sum(g.cache.shadow_wasted for g in self.groups)
         busy, nbytes = self.reader.stats.busy_and_bytes()
         io_mark, wasted_mark, busy_mark, bytes_mark = self._judged_at
         self._judged_at = (self.io_wait_s, wasted, busy, nbytes)
@@ -511,7 +516,8 @@ class StreamedExperts(nn.Module):
         waiting on reads (None: not counted). Plain lists, no numpy: a few experts per layer."""
         streamer = self._streamer
         mode = streamer.mode
-        guess = mode.enabled and mode.decode and self._predict_next is not None
+        # the judge weighs the guesses while decode prefetch is off too (not read then)
+        guess = mode.enabled and self._predict_next is not None and (mode.decode or streamer.decode_judge is not None)
         probe = self._probes[guess](x, indices)
         sync = time.thread_time()  # building the graph above is host work
         # host sync: the bytes to fetch depend on it; one flat array, read once

@@ -370,3 +370,22 @@ def test_router_score_policy_victim_is_the_lowest_scoring_evictable_resident_exp
             assert victim is None
         else:
             assert victim is not None and score[victim] == min(score[k] for k in candidates), step
+
+
+def test_a_guess_not_read_is_judged_like_one_read():
+    """Decode prefetch off: the guess is only counted, so the judge knows what reading it would
+    have wasted (a guess of a resident expert would not have been read) and nothing moves."""
+    shadow, real = ExpertCache(5, LRUPolicy()), ExpertCache(5, LRUPolicy())
+    for cache in (shadow, real):
+        cache.plan(["a", "b"])
+        cache.loaded(["a", "b"])
+    shadow.shadow_prefetch(["a", "p", "q"])
+    loads = real.plan_prefetch(["a", "p", "q"])
+    real.mark_loading([k for k, _ in loads], _Ticket(done=True))
+    assert shadow.resident_keys() == ["a", "b"] and shadow.used == 2  # nothing was read
+    for cache in (shadow, real):
+        cache.plan(["p", "c"])  # p guessed right, q wrong
+        cache.loaded(["p", "c"])
+        cache.plan(["d"])  # judged once
+    assert shadow.shadow_wasted == 1 == real.prefetch_issued - real.prefetch_used
+    assert real.shadow_wasted == 0
