@@ -3,7 +3,8 @@ routing of the demo model: the router's probabilities over every expert at every
 and every prompt token's top-k. Answers two questions of the I/O-bound study: how far from
 Belady's misses can an online policy get, and how much of Belady's advantage is simply not
 reading an expert twice (the compulsory misses: experts decoding uses that the prompt never
-did, which every policy must read once).
+did, which every policy must read once). An oracle told the next few tokens' routing bounds
+what any predictor could add to the eviction choice.
 
     python -m outlier_tui.bench.routing_study record --model DIR --tokens 128 --json short.json
     python -m outlier_tui.bench.routing_study record --model DIR --tokens 64 --long-prompt --json long.json
@@ -122,6 +123,26 @@ class ReuseGap:
             self.last[key] = step
 
 
+class Lookahead:
+    """An upper bound for predictors: the router-score policy, never evicting an expert that the
+    next `tokens` decode steps use (told by the recording itself; where every resident is needed
+    that soon, the score alone chooses). Shows how far ahead a policy would have to see the
+    routing to approach Belady, who sees all of it."""
+
+    def __init__(self, calls: list[Call], tokens: int, layers: int, experts: int) -> None:
+        self.inner = RouterScore(RouterScorePolicy().alpha, layers, experts)
+        self.calls, self.horizon = calls, tokens * layers
+
+    def victim(self, resident: set[Key], needed: set[Key], step: int) -> Key:
+        soon = set(needed)
+        for call in self.calls[step + 1 : step + 1 + self.horizon]:
+            soon.update((call.layer, e) for e in call.experts)
+        return self.inner.victim(resident, soon if resident - soon else needed, step)
+
+    def after(self, step: int, call: Call) -> None:
+        self.inner.after(step, call)
+
+
 class Belady:
     """The offline optimum: evict the expert whose next use lies furthest ahead."""
 
@@ -183,6 +204,8 @@ def candidates(calls: list[Call], slots: int, layers: int, experts: int) -> Iter
         default = " (the engine's default)" if alpha == RouterScorePolicy().alpha else ""
         yield f"router-score average (alpha {alpha}){default}", RouterScore(alpha, layers, experts)
     yield "reuse gap (LIRS-like)", ReuseGap()
+    for tokens in (1, 5, 10):
+        yield f"router-score told the next {tokens} tokens' routing (oracle)", Lookahead(calls, tokens, layers, experts)
     yield "Belady (offline optimum)", Belady(calls)
 
 
