@@ -22,16 +22,23 @@ def test_starts_off_and_judges_the_guesses_it_did_not_read():
     judge = DecodePrefetchJudge(read_s=0.06, window=4)
     assert feed(judge, 4, token_s=1.2, io_wait_s=1.0, wasted=4) == [False] * 4
     assert judge.wasted_per_token == 4 and judge.cost_s == 0.24
-    # the disk gets faster (3 ms a read): on after the next window, off again when it slows
-    assert [judge.add_token(0.21, 0.01, 4, read_s=0.003) for _ in range(4)] == [False] * 3 + [True]
+    # the disk gets faster (3 ms a read): on after two cheap windows, off after one dear one
+    assert [judge.add_token(0.21, 0.01, 4, read_s=0.003) for _ in range(8)] == [False] * 7 + [True]
     assert [judge.add_token(1.2, 1.0, 4, read_s=0.06) for _ in range(4)] == [True] * 3 + [False]
-    assert [on for on, _, _ in judge.history] == [False, True, False]
+    assert [on for on, _, _ in judge.history] == [False, False, True, False]
+
+
+def test_one_cheap_window_between_dear_ones_keeps_it_off():
+    judge = DecodePrefetchJudge(read_s=0.066, window=4)  # 0.2 s of compute: the margin is 0.1 s
+    for wasted in (6, 1, 6, 1, 1):  # 0.40 s, 0.07 s, 0.40 s, 0.07 s, 0.07 s of wasted reads
+        feed(judge, 4, token_s=1.2, io_wait_s=1.0, wasted=wasted)
+    assert [on for on, _, _ in judge.history] == [False, False, False, False, True]
 
 
 def test_idle_disk_turns_it_on():
     # 4 wrong guesses x 3 ms = 12 ms per token against 0.2 s of compute
     judge = DecodePrefetchJudge(read_s=0.003, window=4)
-    assert feed(judge, 40, token_s=0.21, io_wait_s=0.01, wasted=4) == [False] * 3 + [True] * 37
+    assert feed(judge, 40, token_s=0.21, io_wait_s=0.01, wasted=4) == [False] * 7 + [True] * 33
     assert len(judge.history) == 10 and judge.history[-1] == pytest.approx((True, 0.012, 0.2))
 
 
@@ -43,13 +50,13 @@ def test_the_price_of_a_read_comes_from_decoding_not_from_load():
     assert judge.read_s == 0.066 and judge.cost_s == pytest.approx(7 * 0.066)
     # a token that read nothing says nothing about the price
     judge = DecodePrefetchJudge(read_s=0.003, window=2)
-    assert [judge.add_token(0.21, 0.01, 4, read_s=None) for _ in range(4)] == [False, True, True, True]
+    assert [judge.add_token(0.21, 0.01, 4, read_s=None) for _ in range(4)] == [False, False, False, True]
     assert judge.read_s == 0.003
 
 
 def test_no_wrong_guesses_costs_nothing():
     judge = DecodePrefetchJudge(read_s=10.0, window=2)
-    assert feed(judge, 6, token_s=0.1, io_wait_s=0.0, wasted=0) == [False] + [True] * 5
+    assert feed(judge, 6, token_s=0.1, io_wait_s=0.0, wasted=0) == [False] * 3 + [True] * 3
 
 
 class ScriptedJudge:
