@@ -50,7 +50,7 @@ class PrefetchMode:
 
     enabled: bool = False
     prefill: bool = True  # predict for prompt chunks too: layer L+1's reads overlap layer L's compute
-    decode: bool = True  # predict for each decoded token (the automatic choice leaves this off)
+    decode: bool = True  # predict for each decoded token (automatic: off until the decode judge turns it on)
     early: bool = True  # issue the next layer's reads before waiting on this layer's
     demand_first: bool = True  # speculative reads queue behind demand reads, promoted once needed
     cancel_stale: bool = True  # a disproved guess whose read has not started frees its slot
