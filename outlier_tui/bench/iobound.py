@@ -65,28 +65,29 @@ def run(opts: Options) -> dict:
             throttle.remove()
 
 
-def host_overhead(opts: Options, rounds: int = 3) -> dict:
+def host_overhead(opts: Options) -> dict:
     """Only the host-overhead rounds of the study (see host_rounds), no root or cgroup needed."""
     with tempfile.TemporaryDirectory(prefix="outlier-host-") as tmp:
         work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
-        host = host_rounds(work, opts, probe, [Path(f) for f in probe["files"]], rounds)
+        host = host_rounds(work, opts, probe, [Path(f) for f in probe["files"]])
     return {
         "machine": machine(),
         "command": opts.command,
         "model": probe,
-        "settings": {"tokens": opts.tokens, "reader_threads": opts.reader_threads, "rounds": rounds},
+        "settings": {"tokens": opts.tokens, "reader_threads": opts.reader_threads, "rounds": opts.host_rounds},
     } | host
 
 
-def host_rounds(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], rounds: int) -> dict:
-    """`rounds` x (compute only, then the default settings at 25% from cold files), unthrottled,
+def host_rounds(work: ConfigRunner, opts: Options, probe: dict, files: list[Path]) -> dict:
+    """opts.host_rounds x (compute only, then the default settings at 25% from cold files), unthrottled,
     short prompt, each in a fresh process. A round's overhead is what streaming adds to a decode
     token besides waiting on reads: streamed seconds per token - compute-only seconds per token -
     read wait per token (wall time, so per-layer host syncs count and host work that overlaps
     MLX compute does not). The engine thread's CPU time in the streamed layers is kept next to
     it. Figures: medians over the rounds."""
     runs = []
+    rounds = opts.host_rounds
     for i in range(rounds):
         opts.progress(f"host overhead {i + 1}/{rounds}: compute only, then default settings at 25%, unthrottled")
         compute = work.config(
@@ -136,7 +137,7 @@ def _run(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], thro
     prompt = ["--long-prompt"] if opts.long_prompt else []
     opts.progress("compute only: every expert resident, no reads while decoding (unthrottled)")
     compute = work.config("streamed", common + prompt + ["--cache-bytes", str(budget_bytes(probe, 100.0)), "--no-drop"])
-    host = host_rounds(work, opts, probe, files, opts.host_rounds)
+    host = host_rounds(work, opts, probe, files)
     configs = []
     runs = [(b, "off", ["--prefetch", "0", "--policy", "lru", "--no-prompt-favourites"]) for b in opts.budgets]
     runs += [(b, "default", ["--prefetch", "auto"]) for b in opts.budgets]

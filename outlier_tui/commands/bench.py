@@ -282,11 +282,12 @@ def _host_overhead(args: argparse.Namespace, model_dir: Path) -> int:
         model_dir=model_dir,
         tokens=args.tokens or IO_QUICK["tokens"],
         reader_threads=args.reader_threads,
+        host_rounds=args.rounds or 3,
         command=_command(),
         progress=_say,
     )
     try:
-        result = iobound.host_overhead(opts, args.rounds or 3)
+        result = iobound.host_overhead(opts)
     except (RuntimeError, OSError) as exc:
         return _fail(str(exc))
     sys.stdout.write(iobound_report.host_markdown(result))

@@ -49,7 +49,7 @@ def test_skips_with_the_reason_where_reads_cannot_be_throttled(checkpoint_factor
 
 
 def test_host_overhead_runs_alone_without_a_throttle(checkpoint_factory, tmp_path):
-    result = iobound.host_overhead(iobound.Options(model_dir=checkpoint_factory("mixtral"), tokens=4), rounds=2)
+    result = iobound.host_overhead(iobound.Options(model_dir=checkpoint_factory("mixtral"), tokens=4, host_rounds=2))
     runs = result["runs"]
     assert len(runs) == 2 and all(run["decode_tokens"] >= 1 and run["cache_bytes"] > 0 for run in runs)
     for run in runs:
