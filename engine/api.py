@@ -38,6 +38,9 @@ class GenerationParams:
     # Passed to the chat template as `enable_thinking` when not None (only
     # templates that take it change; ModelInfo.template_takes_enable_thinking).
     enable_thinking: bool | None = None
+    # Whose prompt caches a request may reuse: "" for this machine's chats; a server passes
+    # one scope per API key, so one client cannot reuse (or time) another's prefix.
+    cache_scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,14 @@ class GenerationStats:
     prefetch_issued: int = 0
     prefetch_used: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)
+    cache_source: str = ""  # where they came from: "memory", "disk" (an earlier run) or ""
+    # expert bytes read while prefilling / bytes of the distinct experts the prompt routed to
+    # (1.0: each read once; None: no expert was routed, e.g. all resident)
+    prompt_read_ratio: float | None = None
+    prompt_bytes_read: int = 0
+    prompt_expert_bytes: int = 0
+    layer_major: bool = False  # the prompt ran layer by layer over several chunks (engine.prefill)
+    kv_cache_bytes: int = 0  # every prompt cache held after this request
 
 
 # ---- events streamed back for one generate request -------------------------
@@ -166,6 +177,9 @@ class TelemetrySnapshot:
     cache_peak_bytes: int = 0
     cache_budget_bytes: int = 0
     resident_weight_bytes: int = 0
+    kv_cache_bytes: int = 0  # prompt caches of every chat and client (engine.prompt_cache)
+    kv_budget_bytes: int = 0
+    kv_entries: int = 0
     model: ModelInfo | None = None
     error: str | None = None
     # Set when there is no expert telemetry to show and why (a remote server that sends none).

@@ -1,8 +1,11 @@
 """Turn chat messages into tokens with one model: prefill, decode, stream.
 
-A Conversation owns the KV cache of one chat and the exact tokens it holds,
-so a follow-up prefills only what is new (the longest common prefix is kept;
-a cache that cannot be trimmed is rebuilt).
+Each request starts from the longest prefix of its prompt that any earlier
+request left in the prompt caches (engine.prompt_cache), so a follow-up, a
+second chat or a second client prefills only what is new; a hybrid model,
+whose cache cannot be trimmed back, restores from a copy taken at the last
+message boundary. The prompt itself runs layer by layer over its chunks
+(engine.prefill), so it reads each expert once.
 """
 
 from __future__ import annotations
@@ -12,33 +15,23 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import mlx.core as mx
-from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.generate import maybe_quantize_kv_cache
+from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import PromptTooLongError, RequestError
 from engine.loader import LoadedModel
+from engine.prefill import PREFILL_STEP, activation_bytes, prefill
+from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
-from engine.streamed_moe import PrefillCancelled
 from engine.telemetry import peak_rss_bytes
 
-# mlx-lm's own prefill_step_size. Each chunk is a forward through every layer, so a chunk
-# boundary makes a prompt read again every expert evicted since that layer's first chunk:
-# a 532-token prompt at a 25% budget read 2043 experts in 512-token chunks, 1402 in one.
-PREFILL_STEP = 2048
+__all__ = ["PREFILL_STEP", "PromptCacheStore", "generate"]
 
-
-@dataclass
-class Conversation:
-    cache: list | None = None
-    tokens: list[int] = field(default_factory=list)  # exactly what `cache` has seen
-
-    def clear(self) -> None:
-        self.cache = None
-        self.tokens = []
+KV_GROUP_SIZE = 64  # mlx-lm's default for --kv-bits
 
 
 def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> str:
@@ -95,39 +88,40 @@ def answer_room(prompt_length: int, params: GenerationParams, context: int) -> i
     return min(params.max_tokens, context - prompt_length)
 
 
-def _reuse_prefix(conv: Conversation, model, tokens: list[int]) -> int:
-    """Keep the cached prefix shared with `tokens`; return how many tokens to skip."""
+def message_boundary(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams, tokens) -> int:
+    """Where the last user message ends in the prompt (its generation prompt, and any
+    thinking opener, follow): the next turn's prompt shares at least this prefix."""
+    tok = loaded.tokenizer
+    if not (params.chat_template and messages and messages[-1]["role"] == "user"):
+        return 0
+    if not getattr(tok, "has_chat_template", False):
+        return 0
+    switches = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+    try:
+        text = tok.apply_chat_template(list(messages), add_generation_prompt=False, tokenize=False, **switches)
+    except Exception:  # a template that insists on a generation prompt: no boundary copy
+        return 0
+    head = encode_prompt(loaded, text)
     common = 0
-    for a, b in zip(conv.tokens, tokens):
+    for a, b in zip(head, tokens):
         if a != b:
             break
         common += 1
-    common = min(common, len(tokens) - 1)  # always prefill at least one token for logits
-    if conv.cache is None or common == 0:
-        conv.cache, conv.tokens = make_prompt_cache(model), []
-        return 0
-    drop = len(conv.tokens) - common
-    if drop:
-        if not can_trim_prompt_cache(conv.cache):
-            conv.cache, conv.tokens = make_prompt_cache(model), []
-            return 0
-        trim_prompt_cache(conv.cache, drop)
-        del conv.tokens[common:]
     return common
 
 
 def generate(
     loaded: LoadedModel,
-    conv: Conversation,
+    store: PromptCacheStore,
     messages: Sequence[Message],
     params: GenerationParams,
     cancel: threading.Event,
     emit: Callable[[str, int, str], None],
 ) -> tuple[GenerationStats, bool]:
-    """Run one request; returns (stats, cancelled). `emit(text, token, kind)` gets
-    the text split into thinking and answer (engine.reasoning). On any exception
-    the caller must clear `conv`: a forward that failed half-way left the KV
-    cache inconsistent."""
+    """Run one request; returns (stats, cancelled). `emit(text, token, kind)` gets the text
+    split into thinking and answer (engine.reasoning). The request works on its own copy of
+    a cached prefix and puts its cache back when it ends (also when cancelled while decoding);
+    on an exception it puts nothing back, so a half-run forward is never reused."""
     model, tok, telemetry = loaded.model, loaded.tokenizer, loaded.telemetry
     check_params(params)
     if loaded.reader is not None:
@@ -138,6 +132,7 @@ def generate(
     max_tokens = answer_room(len(tokens), params, loaded.info.context_length)
     markers = markers_of(loaded.info.think_start, loaded.info.think_end)
     splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
+    scope = params.cache_scope
 
     def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:
         for kind, part in parts:
@@ -148,34 +143,51 @@ def generate(
     sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
 
     start = time.perf_counter()
-    skip = _reuse_prefix(conv, model, tokens)
-    todo = tokens[skip:]
-    logits = None
-    cancelled = False
+    cache, skip, cache_source = store.take(scope, tokens)
+    if cache is None:
+        cache, skip = make_prompt_cache(model), 0
+    # a cache that cannot be trimmed back keeps a copy at the message boundary for the next turn
+    boundary = 0 if loaded.trimmable_cache else message_boundary(loaded, messages, params, tokens)
+    snapshot_at = boundary if skip < boundary < len(tokens) else None
+    # this request's copy and the hidden states a layer-major prefill holds share the budget
+    held = min(activation_bytes(len(tokens) - skip, loaded.hidden_size), store.max_bytes // 2)
+    store.active_bytes = cache_nbytes(cache) + held
+    store.memory.make_room(store.active_bytes)
     streamer = loaded.streamer
-    if streamer is not None:  # a long chunk stops at its next MoE layer, not minutes later
+    if streamer is not None:  # a long prompt stops at its next MoE layer, not minutes later
         streamer.stop_prefill = cancel.is_set
+    reads_before = telemetry.totals()["bytes_read"]
     try:
-        for i in range(0, len(todo), PREFILL_STEP):
-            if cancel.is_set():  # between chunks the KV cache and conv.tokens agree
-                cancelled = True
-                break
-            chunk = todo[i : i + PREFILL_STEP]
-            telemetry.begin_step()
-            try:
-                logits = model(mx.array(chunk)[None], cache=conv.cache)[:, -1, :]
-                mx.eval(logits)
-            except PrefillCancelled:
-                conv.clear()  # layers before the stop hold this chunk in their KV cache, later ones not
-                cancelled = True
-                break
-            conv.tokens.extend(chunk)
+        result = prefill(
+            model,
+            streamer,
+            cache,
+            tokens,
+            skip,
+            cancel=cancel,
+            begin_step=telemetry.begin_step,
+            snapshot_at=snapshot_at,
+            moe_layers=loaded.info.moe_layers,
+            hidden_size=loaded.hidden_size,
+            max_activation_bytes=store.max_bytes // 2,
+        )
     finally:
         if streamer is not None:
             streamer.stop_prefill = None
     prompt_time = time.perf_counter() - start
-    prompt_tps = len(todo) / prompt_time if prompt_time > 0 else 0.0
+    prompt_tps = (len(tokens) - skip) / prompt_time if prompt_time > 0 else 0.0
     telemetry.record_speed(prompt_tps=prompt_tps)
+    prompt_bytes_read = telemetry.totals()["bytes_read"] - reads_before
+    prompt_expert_bytes = loaded.expert_disk_bytes(result.experts)
+    logits = result.logits
+    cancelled = logits is None
+    if logits is not None and store.kv_bits:  # mlx-lm's quantized KV cache from here on
+        maybe_quantize_kv_cache(cache, 0, KV_GROUP_SIZE, store.kv_bits)
+    store.active_bytes = cache_nbytes(cache)
+    store.memory.make_room(store.active_bytes)
+    if result.snapshot is not None and snapshot_at is not None:
+        store.put(scope, tokens[:snapshot_at], result.snapshot, AT_MESSAGE_BOUNDARY)
+    cache_tokens = list(tokens)
 
     detok = tok.detokenizer
     detok.reset()
@@ -183,7 +195,7 @@ def generate(
     generated: list[int] = []
     first_token_at = time.perf_counter()
     while not cancelled:
-        assert logits is not None  # the prefill always runs at least the last prompt token
+        assert logits is not None
         token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
         token_id = typing.cast(int, token.item())
         if not generated:
@@ -201,24 +213,28 @@ def generate(
             break
         telemetry.begin_step()
         step_start = time.perf_counter()
-        logits = model(mx.array([[token_id]]), cache=conv.cache)[:, -1, :]
-        conv.tokens.append(token_id)
+        logits = model(mx.array([[token_id]]), cache=cache)[:, -1, :]
+        cache_tokens.append(token_id)
         mx.eval(logits)
         if streamer is not None:
             streamer.after_decode_token(time.perf_counter() - step_start)
         elapsed = time.perf_counter() - first_token_at
         if elapsed > 0:
             telemetry.record_speed(generation_tps=(len(generated)) / elapsed)
+    if logits is not None:  # a prefill cut short leaves a half-filled cache: never kept
+        store.put(scope, cache_tokens, cache, AFTER_ANSWER)
+    store.active_bytes = 0
     detok.finalize()
     last_token = generated[-1] if generated else -1
     emit_parts(splitter.feed(detok.last_segment) + splitter.finish(), last_token)
     decode_time = time.perf_counter() - first_token_at
     generation_tps = (len(generated) - 1) / decode_time if len(generated) > 1 and decode_time > 0 else 0.0
     telemetry.record_speed(generation_tps=generation_tps)
+    telemetry.record_kv(store.nbytes, store.max_bytes, len(store.memory))
     after = telemetry.totals()
     stats = GenerationStats(
         tokens=tuple(generated),
-        prompt_tokens=len(todo),
+        prompt_tokens=len(tokens) - skip,
         generation_tokens=len(generated),
         prompt_tps=prompt_tps,
         generation_tps=generation_tps,
@@ -233,5 +249,11 @@ def generate(
         prefetch_issued=after["prefetch_issued"] - before["prefetch_issued"],
         prefetch_used=after["prefetch_used"] - before["prefetch_used"],
         cached_tokens=skip,
+        cache_source=cache_source if skip else "",
+        prompt_bytes_read=prompt_bytes_read,
+        prompt_expert_bytes=prompt_expert_bytes,
+        prompt_read_ratio=prompt_bytes_read / prompt_expert_bytes if prompt_expert_bytes else None,
+        layer_major=result.layer_major,
+        kv_cache_bytes=store.nbytes,
     )
     return stats, cancelled

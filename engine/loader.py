@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +21,7 @@ from typing import NamedTuple
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_reduce
+from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from engine import pool_plan
@@ -72,6 +73,15 @@ class LoadedModel:
     streamer: ExpertStreamer | None
     reader: ExpertReader | None
     telemetry: Telemetry
+    hidden_size: int = 0  # width of the hidden state at the MoE layers (0: no streamed layer)
+    trimmable_cache: bool = True  # False: hybrid (linear-attention state), restored from snapshots
+
+    def expert_disk_bytes(self, experts: Iterable[tuple[int, int]]) -> int:
+        """Bytes on disk of these (row, expert) pairs."""
+        if self.streamer is None:
+            return 0
+        layers = self.streamer.layers
+        return sum(layers[row].disk_bytes_per_expert for row, _ in experts)
 
     def close(self) -> None:
         if self.reader is not None:
@@ -229,7 +239,18 @@ def load_streamed_model(
     )
     telemetry.set_model(info, reader.stats if reader else None)
     progress(1.0, "ready")
-    return LoadedModel(model, tokenizer, config, info, index, streamer, reader, telemetry)
+    return LoadedModel(
+        model,
+        tokenizer,
+        config,
+        info,
+        index,
+        streamer,
+        reader,
+        telemetry,
+        hidden_size=_input_size(rows[0].switch[2]) if rows else 0,
+        trimmable_cache=can_trim_prompt_cache(make_prompt_cache(model)),
+    )
 
 
 class _Placeholder(nn.Module):

@@ -145,6 +145,10 @@ class ExpertStreamer:
         self.prompt_favourites = True
         # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
         self.stop_prefill: Callable[[], bool] | None = None
+        # Set by engine.prefill while a prompt runs layer by layer: MoE layers park there.
+        self.layer_major: Any = None
+        # Set by engine.prefill for one prompt: every (row, expert) it routes to is added.
+        self.prompt_experts: set[tuple[int, int]] | None = None
         self._unrecorded: list[tuple[int, mx.array]] = []
         # residency changes telemetry has not been told of yet (the cache's evictions land here)
         self._changes: list[tuple[tuple[int, int], bool]] = []
@@ -494,12 +498,18 @@ class StreamedExperts(nn.Module):
 
         return probe
 
+    @property
+    def row(self) -> int:
+        return self._row
+
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         streamer = self._streamer
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
             base = streamer.resident_slot_base(self._row)
             return self._experts(x, indices.astype(mx.uint32) + base)
+        if streamer.layer_major is not None:  # a prompt's chunks meet here (engine.prefill)
+            return streamer.layer_major.park(self, x, indices)
         # host work is counted in this thread's CPU time: on a shared machine wall time also
         # counts the time other processes hold the core
         start = time.thread_time()
@@ -527,7 +537,7 @@ class StreamedExperts(nn.Module):
         ids = [int(v) for v in values[:k]]
         unique = sorted(set(ids))
         if len(unique) > self._cache.num_slots:
-            return self._chunked(x, np.array(indices), unique), None
+            return self._chunked([(x, np.array(indices))], unique)[0], None
         scores = k + self._num_scores  # values: ids, scores, the next layer's guess
         ahead = None
         if guess:
@@ -550,54 +560,76 @@ class StreamedExperts(nn.Module):
 
     def _prompt_chunk(self, x: mx.array, indices: mx.array) -> tuple[mx.array, float | None]:
         """A prefill chunk (many tokens): as _one_token, with numpy over the chunk's ids."""
-        streamer = self._streamer
         sync = time.thread_time()
         inds = np.array(indices)  # host sync
         waited = time.thread_time() - sync
+        out, waited = self._serve([(x, inds)], waited)
+        return out[0], waited
+
+    def serve_prompt(self, parts: list[tuple[mx.array, np.ndarray]]) -> list[mx.array]:
+        """This layer over every chunk of a prompt (x, router ids of each): each expert they
+        route to is read once, whatever the number of chunks (engine.prefill)."""
+        return self._serve(parts, 0.0)[0]
+
+    def _serve(self, parts: list[tuple[mx.array, np.ndarray]], waited: float) -> tuple[list[mx.array], float | None]:
+        streamer = self._streamer
+        k = parts[0][1].shape[-1]
+        inds = parts[0][1].reshape(-1, k) if len(parts) == 1 else np.concatenate([i.reshape(-1, k) for _, i in parts])
         unique = _unique_sorted(inds)
+        if streamer.prompt_experts is not None:
+            streamer.prompt_experts.update((self._row, e) for e in unique)
         if len(unique) > self._cache.num_slots:
-            return self._chunked(x, inds, unique), None
-        slot_of, waited = self._fetch_prompt(x, unique, waited)
+            return self._chunked(parts, unique), None
+        slot_of, waited = self._fetch_prompt([x for x, _ in parts], unique, waited)
         if streamer.prompt_favourites:
             streamer.keep_hot(self._row, inds)
-        remap = np.asarray(slot_of, dtype=np.uint32)[np.searchsorted(unique, inds)]
-        return self._experts(x, mx.array(remap)), waited
+        slots = np.asarray(slot_of, dtype=np.uint32)
+        return [self._experts(x, mx.array(slots[np.searchsorted(unique, i)])) for x, i in parts], waited
 
-    def _fetch_prompt(self, x: mx.array, unique: list[int], waited: float) -> tuple[list[int], float]:
-        """A prompt chunk's experts resident (their slots), and the next layer's predicted ones
+    def _fetch_prompt(self, xs: list[mx.array], unique: list[int], waited: float) -> tuple[list[int], float]:
+        """A prompt's experts resident (their slots), and the next layer's predicted ones
         queued when prefetch is on; returns the slots and the CPU time spent waiting so far."""
         streamer = self._streamer
         mode = streamer.mode
         ahead = None
         if mode.enabled and mode.prefill and self._predict_next is not None and self._next_row is not None:
-            guess = self._predict_next(x)  # building its graph is host work, its sync is not
+            guesses = [self._predict_next(x) for x in xs]  # building their graphs is host work, syncs not
             sync = time.thread_time()
-            many = np.array(guess)
+            many = np.concatenate([np.array(g).reshape(-1) for g in guesses])
             waited += time.thread_time() - sync
             ahead = (self._next_row, _unique_sorted(many))
         slot_of = streamer.fetch(self._row, unique, True, ahead)
         waited += streamer.last_wait_cpu
         return slot_of, waited
 
-    def _chunked(self, x: mx.array, inds: np.ndarray, unique: list[int]) -> mx.array:
-        """More distinct experts than slots (a long prefill): run them a slot-pool at a time."""
-        k, dim = inds.shape[-1], x.shape[-1]
-        rows = x.reshape(-1, dim)
-        flat = inds.reshape(-1)
-        pieces, order = [], []
+    def _chunked(self, parts: list[tuple[mx.array, np.ndarray]], unique: list[int]) -> list[mx.array]:
+        """More distinct experts than slots (a long prefill): run them a slot-pool at a time,
+        each group over every token of every chunk routed to it."""
+        k, dim = parts[0][1].shape[-1], parts[0][0].shape[-1]
+        rows = [x.reshape(-1, dim) for x, _ in parts]
+        flats = [inds.reshape(-1) for _, inds in parts]
+        pieces: list[list[mx.array]] = [[] for _ in parts]
+        orders: list[list[np.ndarray]] = [[] for _ in parts]
         size = self._cache.num_slots
         for start in range(0, len(unique), size):
-            chunk = unique[start : start + size]
-            slot_of = np.asarray(self._streamer.fetch(self._row, chunk, bulk=True), dtype=np.uint32)
-            pos = np.nonzero(np.isin(flat, chunk))[0]
-            idx = slot_of[np.searchsorted(chunk, flat[pos])]
-            y = self._experts(rows[mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
-            mx.eval(y)  # the next chunk may overwrite these slots
-            pieces.append(y)
-            order.append(pos)
-        inverse = np.argsort(np.concatenate(order))
-        out = mx.concatenate(pieces)[mx.array(inverse)]
-        return out.reshape(*inds.shape, dim)
+            group = unique[start : start + size]
+            slot_of = np.asarray(self._streamer.fetch(self._row, group, bulk=True), dtype=np.uint32)
+            computed = []
+            for i, flat in enumerate(flats):
+                pos = np.nonzero(np.isin(flat, group))[0]
+                if not len(pos):
+                    continue
+                idx = slot_of[np.searchsorted(group, flat[pos])]
+                y = self._experts(rows[i][mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
+                pieces[i].append(y)
+                orders[i].append(pos)
+                computed.append(y)
+            mx.eval(computed)  # the next group may overwrite these slots
+        outs = []
+        for (_, inds), piece, order in zip(parts, pieces, orders):
+            inverse = np.argsort(np.concatenate(order))
+            outs.append((mx.concatenate(piece)[mx.array(inverse)]).reshape(*inds.shape, dim))
+        return outs
 
     def _experts(self, x: mx.array, idx: mx.array) -> mx.array:
         """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule)."""

@@ -49,6 +49,7 @@ class Telemetry:
             self._prefetch_used = 0
             self._prompt_tps = 0.0
             self._generation_tps = 0.0
+            self._kv = (0, 0, 0)  # prompt caches: bytes, budget, entries
             self._cache_bytes = 0
             self._cache_peak_bytes = 0
             self._budget = 0
@@ -144,6 +145,11 @@ class Telemetry:
             if generation_tps is not None:
                 self._generation_tps = generation_tps
 
+    def record_kv(self, nbytes: int, budget: int, entries: int) -> None:
+        """The prompt caches' bytes (every chat's and client's), their budget and count."""
+        with self._lock:
+            self._kv = (nbytes, budget, entries)
+
     # ---- readers -------------------------------------------------------------
 
     def totals(self) -> dict:
@@ -190,6 +196,9 @@ class Telemetry:
                 cache_peak_bytes=self._cache_peak_bytes,
                 cache_budget_bytes=self._budget,
                 resident_weight_bytes=self._resident_weights,
+                kv_cache_bytes=self._kv[0],
+                kv_budget_bytes=self._kv[1],
+                kv_entries=self._kv[2],
                 model=self._model,
                 error=self._error,
             )

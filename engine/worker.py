@@ -33,8 +33,8 @@ from engine.events import EventStream
 from engine.telemetry import Telemetry
 
 if TYPE_CHECKING:  # both import MLX, which this module leaves to the MLX thread
-    from engine.generation import Conversation
     from engine.loader import LoadedModel
+    from engine.prompt_cache import PromptCacheStore
 
 
 class MLXThread:
@@ -89,7 +89,15 @@ class Engine:
         policy: str = DEFAULT_POLICY,
         compute_dtype: Any = "auto",
         record_trace: bool = False,
+        kv_cache_bytes: int | None = None,
+        kv_bits: int | None = None,
+        prompt_cache_dir: str | None = None,
+        prompt_cache_disk_bytes: int | None = None,
     ) -> None:
+        """kv_cache_bytes: the prompt caches' budget (None: a quarter of the expert cache's,
+        at least 512 MiB); kv_bits: 4 or 8 to quantize KV caches (changes outputs);
+        prompt_cache_dir: where chats' caches are kept between runs (None: not kept)."""
+        self._kv = dict(budget=kv_cache_bytes, bits=kv_bits, folder=prompt_cache_dir, disk_cap=prompt_cache_disk_bytes)
         self._options = dict(
             reader_threads=reader_threads,
             prefetch=prefetch,
@@ -102,7 +110,7 @@ class Engine:
         self._cancels: set[threading.Event] = set()  # of requests not finished yet
         self._cancels_lock = threading.Lock()
         self._loaded: LoadedModel | None = None
-        self._conversation: Conversation | None = None
+        self._prompt_caches: PromptCacheStore | None = None
         self._closed = False
 
     # ---- public API (any thread) ------------------------------------------------
@@ -127,11 +135,18 @@ class Engine:
                 event.set()
 
     def reset(self) -> Future[None]:
+        """Forget every prompt cache held in memory (files on disk stay)."""
+
         def clear() -> None:
-            if self._conversation is not None:
-                self._conversation.clear()
+            if self._prompt_caches is not None:
+                self._prompt_caches.clear()
+                self.telemetry.record_kv(0, self._prompt_caches.max_bytes, 0)
 
         return self._mlx.submit(clear)
+
+    def save_prompt_caches(self) -> Future[int]:
+        """Write this machine's chats' prompt caches to disk (when a chat is left, at exit)."""
+        return self._mlx.submit(self._persist)
 
     def snapshot(self) -> TelemetrySnapshot:
         active = 0
@@ -153,7 +168,6 @@ class Engine:
     # ---- on the MLX thread --------------------------------------------------------
 
     def _load(self, path: str, cache_bytes: int | None, on_progress) -> ModelInfo:
-        from engine.generation import Conversation
         from engine.loader import load_streamed_model
 
         self._unload()
@@ -168,7 +182,8 @@ class Engine:
             if isinstance(exc, OutlierError):
                 raise
             raise OutlierError(_one_line(exc)) from exc
-        self._conversation = Conversation()
+        self._prompt_caches = self._make_prompt_caches(self._loaded)
+        self.telemetry.record_kv(0, self._prompt_caches.max_bytes, 0)
         self.telemetry.set_state(EngineState.IDLE)
         return self._loaded.info
 
@@ -176,23 +191,21 @@ class Engine:
         from engine.generation import generate
 
         try:
-            conversation = self._conversation
-            if self._loaded is None or conversation is None:
+            store = self._prompt_caches
+            if self._loaded is None or store is None:
                 raise EngineStateError("No model is loaded yet: wait for loading to finish or pick a model folder.")
             self.telemetry.set_state(EngineState.GENERATING)
             try:
                 stats, cancelled = generate(
                     self._loaded,
-                    conversation,
+                    store,
                     messages,
                     params,
                     cancel,
                     lambda text, token, kind: stream.put(TextDelta(text, token, kind)),
                 )
-            except BaseException:
-                conversation.clear()  # a half-run forward left the KV cache inconsistent
-                raise
             finally:
+                store.active_bytes = 0
                 self.telemetry.set_state(EngineState.IDLE)
             stream.put(GenerationDone(stats, cancelled=cancelled))
         except Exception as exc:  # every failure ends the stream; the thread keeps serving
@@ -202,11 +215,41 @@ class Engine:
             with self._cancels_lock:
                 self._cancels.discard(cancel)
 
+    def _make_prompt_caches(self, loaded: LoadedModel) -> PromptCacheStore:
+        from pathlib import Path
+
+        from engine.prompt_cache import (
+            DEFAULT_DISK_CAP_BYTES,
+            PromptCacheFiles,
+            PromptCacheStore,
+            default_kv_budget,
+            model_identity,
+        )
+
+        bits = self._kv["bits"]
+        model_id = model_identity(Path(loaded.info.path), str(self._options["compute_dtype"]), bits)
+        folder = self._kv["folder"]
+        files = None
+        if folder is not None:
+            files = PromptCacheFiles(Path(folder), model_id, self._kv["disk_cap"] or DEFAULT_DISK_CAP_BYTES)
+        budget = self._kv["budget"]
+        return PromptCacheStore(
+            model_id,
+            budget if budget is not None else default_kv_budget(loaded.info.cache_budget_bytes),
+            files,
+            kv_bits=bits,
+        )
+
+    def _persist(self) -> int:
+        return self._prompt_caches.persist() if self._prompt_caches is not None else 0
+
     def _unload(self) -> None:
         if self._loaded is not None:
+            with contextlib.suppress(Exception):  # a cache that cannot be saved is not worth a crash
+                self._persist()
             self._loaded.close()
             self._loaded = None
-            self._conversation = None
+            self._prompt_caches = None
             self.telemetry.set_model(None)
             self.telemetry.set_state(EngineState.EMPTY)
 

@@ -191,7 +191,7 @@ def check_folder(folder: Path, full: bool = True) -> str:
     from engine.api import GenerationParams
     from engine.checkpoint import CheckpointIndex
     from engine.errors import OutlierError
-    from engine.generation import Conversation, generate
+    from engine.generation import PromptCacheStore, generate
     from engine.loader import load_streamed_model
 
     try:
@@ -205,7 +205,7 @@ def check_folder(folder: Path, full: bool = True) -> str:
         params = GenerationParams(max_tokens=ANSWER_TOKENS, chat_template=False)
         stats, _ = generate(
             loaded,
-            Conversation(),
+            PromptCacheStore(),
             [{"role": "user", "content": PROMPT}],
             params,
             threading.Event(),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.generation import PREFILL_STEP, Conversation, generate
+from engine.generation import PREFILL_STEP, PromptCacheStore, generate
 from engine.telemetry import Telemetry, peak_rss_bytes
 from outlier_tui.bench import workload
 
@@ -44,7 +44,7 @@ class PassResult:
 
 
 def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = False) -> PassResult:
-    """One request on a fresh Conversation; figures for prefill and decode apart."""
+    """One request with no cached prefix; figures for prefill and decode apart."""
     telemetry.steps.clear()
     cache = loaded.streamer.cache if loaded.streamer is not None else None
     issued0, used0, cancelled0 = (
@@ -52,7 +52,7 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     )
     stats, _ = generate(
         loaded,
-        Conversation(),
+        PromptCacheStore(),
         workload.messages(long_prompt),
         workload.params(tokens),
         threading.Event(),

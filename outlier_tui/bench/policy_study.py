@@ -101,7 +101,7 @@ def replay(data: dict, slots: int) -> list[tuple[str, float, float]]:
 
 def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
     """One request (the long prompt) with the routing trace recorded, unthrottled."""
-    from engine.generation import Conversation, generate
+    from engine.generation import PromptCacheStore, generate
     from engine.loader import load_streamed_model
     from outlier_tui.bench import measure, workload
 
@@ -115,7 +115,7 @@ def record(model: str, cache_bytes: int, tokens: int, path: str) -> None:
     try:
         stats, _ = generate(
             loaded,
-            Conversation(),
+            PromptCacheStore(),
             workload.messages(long=True),
             workload.params(tokens),
             threading.Event(),

@@ -222,7 +222,7 @@ def load_calls(data: dict, decode_tokens: int) -> list[Call]:
 
 
 def record(model_dir: str, tokens: int, long_prompt: bool, path: str) -> None:
-    from engine.generation import Conversation, generate
+    from engine.generation import PromptCacheStore, generate
     from engine.loader import load_streamed_model
     from outlier_tui.bench import workload
 
@@ -248,7 +248,7 @@ def record(model_dir: str, tokens: int, long_prompt: bool, path: str) -> None:
             block.gate = Tap(block.gate, i)
         generate(
             loaded,
-            Conversation(),
+            PromptCacheStore(),
             workload.messages(long=long_prompt),
             workload.params(tokens),
             threading.Event(),

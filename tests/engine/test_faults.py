@@ -12,7 +12,7 @@ from oracle import oracle_answer
 
 from engine.api import GenerationParams
 from engine.errors import ExpertReadError, OutlierError
-from engine.generation import Conversation, generate
+from engine.generation import PromptCacheStore, generate
 from engine.loader import load_streamed_model
 
 PROMPT = "Streaming experts from the disk, token after token."
@@ -41,7 +41,7 @@ def _answer(loaded, conv=None, on_first_token=None):
             on_first_token()
 
     return generate(
-        loaded, conv or Conversation(), [{"role": "user", "content": PROMPT}], PARAMS, threading.Event(), emit
+        loaded, conv or PromptCacheStore(), [{"role": "user", "content": PROMPT}], PARAMS, threading.Event(), emit
     )
 
 

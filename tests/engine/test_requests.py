@@ -8,7 +8,7 @@ from oracle import oracle_answer
 
 from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, generation
 from engine.errors import RequestError
-from engine.generation import Conversation, answer_room, generate
+from engine.generation import PromptCacheStore, answer_room, generate
 from engine.loader import load_streamed_model
 
 RAW = dict(chat_template=False)
@@ -74,7 +74,7 @@ def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory, monkeypat
         prompt = "abc" * step  # three prefill chunks (one token per byte)
         messages = [{"role": "user", "content": prompt}]
         params = GenerationParams(max_tokens=5, **RAW)
-        conv, cancel = Conversation(), threading.Event()
+        conv, cancel = PromptCacheStore(), threading.Event()
         real_model = loaded.model
         loaded.model = _CancelAfterFirstForward(real_model, cancel)
         stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda text, token, kind: None)
@@ -100,7 +100,7 @@ def test_cancel_stops_a_prefill_chunk_at_the_next_moe_layer(checkpoint_factory):
         prompt = "abc" * 50  # one chunk
         messages = [{"role": "user", "content": prompt}]
         params = GenerationParams(max_tokens=5, **RAW)
-        conv, cancel = Conversation(), threading.Event()
+        conv, cancel = PromptCacheStore(), threading.Event()
         fetch, layers_run = loaded.streamer.fetch, []
 
         def fetch_then_cancel(row, experts, bulk=False):
