@@ -16,6 +16,7 @@ not parse or does not load is skipped with a notice, never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -225,10 +226,8 @@ class PromptCacheFiles:
     def touch(self, file: CacheFile) -> None:
         """Mark a file as just used, so the cap removes it last."""
         now = time.time()
-        try:
+        with contextlib.suppress(OSError):
             os.utime(file.path, (now, now))
-        except OSError:
-            pass
 
     @property
     def files(self) -> list[CacheFile]:
