@@ -28,14 +28,17 @@ def greedy_run(model, tokenizer, steps: int = 30, prompt: str = PROMPT, after_st
     return tokens, out
 
 
-def oracle_answer(path, prompt_ids_of, max_tokens: int) -> list[int]:
+def oracle_answer(path, prompt_ids_of, max_tokens: int, step: int | None = None) -> list[int]:
     """mlx-lm's greedy answer, fully resident, stopping at EOS like the engine.
-    prompt_ids_of(tokenizer) -> the prompt's token ids."""
+    prompt_ids_of(tokenizer) -> the prompt's token ids; step: prefill in chunks of this many."""
     from checkpoints import resident_oracle
 
     model, tok = resident_oracle(path)
     cache = make_prompt_cache(model)
-    logits = model(mx.array([prompt_ids_of(tok)]), cache=cache)[:, -1, :]
+    ids = prompt_ids_of(tok)
+    step = step or len(ids)
+    for start in range(0, len(ids), step):
+        logits = model(mx.array([ids[start : start + step]]), cache=cache)[:, -1, :]
     out = []
     for _ in range(max_tokens):
         token = int(mx.argmax(logits, axis=-1).item())

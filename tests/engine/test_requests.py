@@ -1,12 +1,13 @@
 """Requests the engine cannot run are refused in one line; cancel is honoured
-during a long prefill too (between prefill chunks), leaving the chat reusable."""
+during a long prefill too (at the next MoE layer), leaving the chat reusable."""
 
 import threading
 
 import pytest
 from oracle import oracle_answer
 
-from engine import Engine, GenerationDone, GenerationFailed, GenerationParams, generation
+from engine import Engine, GenerationDone, GenerationFailed, GenerationParams
+from engine import prefill as prefill_module
 from engine.errors import RequestError
 from engine.generation import PromptCacheStore, answer_room, generate
 from engine.loader import load_streamed_model
@@ -49,42 +50,40 @@ def test_answer_room_refuses_empty_and_too_long_prompts():
     assert answer_room(10**6, GenerationParams(max_tokens=100), 0) == 100  # limit unknown
 
 
-class _CancelAfterFirstForward:
-    """Wraps the model: sets `cancel` once the first forward pass has been built."""
-
-    def __init__(self, model, cancel: threading.Event) -> None:
-        self.model, self.cancel, self.calls = model, cancel, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        out = self.model(*args, **kwargs)  # the MoE layers' host syncs run in here
-        self.cancel.set()
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-
-def test_cancel_is_honoured_between_prefill_chunks(checkpoint_factory, monkeypatch):
-    step = 512  # chunks smaller than the default, so three fit in the tiny model's context
-    monkeypatch.setattr(generation, "PREFILL_STEP", step)
+def test_cancel_during_a_long_prompt_keeps_the_cached_prefix(checkpoint_factory, monkeypatch):
+    """A layer-major prefill cancelled half-way throws its half-filled cache away; the chat's
+    earlier prefix stays cached, so the retry prefills only what is new."""
+    monkeypatch.setattr(prefill_module, "PREFILL_STEP", 128)
     path = checkpoint_factory("mixtral")
-    loaded = load_streamed_model(path)
+    probe = load_streamed_model(path)
+    quarter = max(probe.info.min_cache_bytes, probe.info.total_expert_bytes // 4)
+    probe.close()
+    loaded = load_streamed_model(path, cache_bytes=quarter)  # experts stream: the prompt runs layer-major
     try:
-        prompt = "abc" * step  # three prefill chunks (one token per byte)
-        messages = [{"role": "user", "content": prompt}]
         params = GenerationParams(max_tokens=5, **RAW)
-        conv, cancel = PromptCacheStore(), threading.Event()
-        real_model = loaded.model
-        loaded.model = _CancelAfterFirstForward(real_model, cancel)
-        stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda text, token, kind: None)
-        assert cancelled and loaded.model.calls == 1 and stats.generation_tokens == 0
-        assert len(conv.tokens) == step  # the KV cache holds exactly the chunk that ran
+        store = PromptCacheStore()
+        short = "abc" * 40
+        generate(loaded, store, [{"role": "user", "content": short}], params, threading.Event(), lambda *a: None)
+        prompt = short + "xyz" * 128  # four chunks past the cached prefix
+        fetch, rows_run, cancel = loaded.streamer.fetch, [], threading.Event()
 
-        loaded.model = real_model  # the same chat continues from the chunk already in the cache
-        stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i, k: None)
-        assert not cancelled and stats.prompt_tokens == len(prompt) - step
-        assert list(stats.tokens) == oracle_answer(path, lambda tok: tok.encode(prompt), 5)
+        def fetch_then_cancel(row, experts, bulk=False, ahead=None):
+            rows_run.append(row)
+            if row == 1:
+                cancel.set()  # Esc while the prompt's second MoE layer runs
+            return fetch(row, experts, bulk, ahead)
+
+        loaded.streamer.fetch = fetch_then_cancel
+        messages = [{"role": "user", "content": prompt}]
+        stats, cancelled = generate(loaded, store, messages, params, cancel, lambda *a: None)
+        assert cancelled and stats.generation_tokens == 0 and stats.layer_major
+        assert rows_run == [0, 1]  # all four chunks waited at each layer: one fetch per layer
+        assert loaded.streamer.stop_prefill is None and loaded.streamer.layer_major is None
+
+        loaded.streamer.fetch = fetch
+        stats, cancelled = generate(loaded, store, messages, params, threading.Event(), lambda *a: None)
+        assert not cancelled and stats.cached_tokens == len(short)  # one token is always prefilled
+        assert list(stats.tokens) == oracle_answer(path, lambda tok: tok.encode(prompt), 5, step=128)
     finally:
         loaded.close()
 
@@ -112,7 +111,7 @@ def test_cancel_stops_a_prefill_chunk_at_the_next_moe_layer(checkpoint_factory):
         stats, cancelled = generate(loaded, conv, messages, params, cancel, lambda t, i, k: None)
         assert cancelled and stats.generation_tokens == 0
         assert layers_run == [0]  # stopped at layer 1 of 3, inside the chunk
-        assert conv.tokens == [] and loaded.streamer.stop_prefill is None
+        assert len(conv.memory) == 0 and loaded.streamer.stop_prefill is None  # nothing half-filled kept
 
         loaded.streamer.fetch = fetch
         stats, cancelled = generate(loaded, conv, messages, params, threading.Event(), lambda t, i, k: None)
