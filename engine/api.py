@@ -209,7 +209,9 @@ class EngineClient(Protocol):
 
     def cancel(self) -> None: ...  # stops the running request between tokens
 
-    def reset(self) -> Future[None]: ...  # forget the conversation's KV cache
+    def reset(self) -> Future[None]: ...  # forget every prompt cache held in memory
+
+    def save_prompt_caches(self) -> Future[int]: ...  # keep chats' KV caches for the next run
 
     def snapshot(self) -> TelemetrySnapshot: ...
 

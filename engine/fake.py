@@ -68,6 +68,7 @@ class FakeEngine:
         self.fail_generate_after = fail_generate_after
         self.requests: list[tuple[list[Message], GenerationParams]] = []
         self.resets = 0
+        self.saves = 0  # save_prompt_caches calls (a chat left, the app quitting)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._top_k = top_k
@@ -135,6 +136,12 @@ class FakeEngine:
         self.resets += 1
         future: Future = Future()
         future.set_result(None)
+        return future
+
+    def save_prompt_caches(self) -> Future[int]:
+        self.saves += 1
+        future: Future = Future()
+        future.set_result(0)
         return future
 
     def snapshot(self) -> TelemetrySnapshot:

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, load_prompt_cache, save_prompt_cache
+from mlx_lm.models.cache import (
+    LRUPromptCache,
+    can_trim_prompt_cache,
+    load_prompt_cache,
+    save_prompt_cache,
+    trim_prompt_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +87,19 @@ class PromptCaches:
         return short
 
     def fetch(self, scope: str, tokens: Sequence[int]) -> tuple[list | None, int]:
-        """A copy of the cache of the longest usable prefix of tokens[:-1] (the last token
-        is always prefilled, for its logits), and that prefix's length."""
-        head = list(tokens[:-1])
-        cache, rest = self._lru.fetch_nearest_cache((self.model_id, scope), head)
+        """A copy of the cache of the longest usable prefix of `tokens` short of the last token
+        (always prefilled, for its logits), and that prefix's length."""
+        key = (self.model_id, scope)
+        cache, rest = self._lru.fetch_nearest_cache(key, list(tokens))
+        if cache is not None and not rest:  # an exact match: give back the last token
+            if can_trim_prompt_cache(cache):
+                trim_prompt_cache(cache, 1)
+                return cache, len(tokens) - 1
+            cache, rest = self._lru.fetch_nearest_cache(key, list(tokens[:-1]))
+            return (cache, len(tokens) - 1 - len(rest)) if cache is not None else (None, 0)
         if cache is None:
             return None, 0
-        return cache, len(head) - len(rest)
+        return cache, len(tokens) - len(rest)
 
     def insert(self, scope: str, tokens: Sequence[int], cache: list, kind: str = AFTER_ANSWER) -> None:
         self._scopes.add(scope)

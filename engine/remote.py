@@ -127,6 +127,12 @@ class RemoteEngine:
         future.set_result(None)
         return future
 
+    def save_prompt_caches(self) -> Future[int]:
+        """The server keeps its caches in its own memory: nothing is saved here."""
+        future: Future = Future()
+        future.set_result(0)
+        return future
+
     def snapshot(self) -> TelemetrySnapshot:
         with self._lock:
             if self._has_telemetry and self._latest is not None:

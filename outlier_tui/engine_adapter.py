@@ -13,6 +13,7 @@ from engine.api import EngineClient
 from engine.errors import OutlierError
 
 FAKE_REPLY_DELAY = 0.01  # seconds between the pieces of a --fake-reply answer
+PROMPT_CACHE_FOLDER = "prompt-caches"  # chats' KV caches between runs, next to the chat store
 
 
 def engine_from_args(args: argparse.Namespace) -> EngineClient:
@@ -23,7 +24,12 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
     fake = bool(getattr(args, "fake_engine", False))
     reply_path = getattr(args, "fake_reply", None)
     if reply_path is None:
-        return make_engine(fake=fake)
+        if fake:
+            return make_engine(fake=True)
+        from outlier_tui.kv_args import kv_engine_options
+        from outlier_tui.store import data_dir
+
+        return make_engine(engine_options=kv_engine_options(args, str(data_dir() / PROMPT_CACHE_FOLDER)))
     if not fake:
         raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
     try:
@@ -35,7 +41,11 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
 
 
 def make_engine(
-    fake: bool = False, fake_reply: str | None = None, server: str | None = None, api_key: str | None = None
+    fake: bool = False,
+    fake_reply: str | None = None,
+    server: str | None = None,
+    api_key: str | None = None,
+    engine_options: dict | None = None,
 ) -> EngineClient:
     """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
     model needed), answering `fake_reply` (a file's text) to everything when given;
@@ -53,4 +63,4 @@ def make_engine(
         return FakeEngine(script=lambda messages: fake_reply, token_delay=FAKE_REPLY_DELAY)
     from engine import Engine
 
-    return Engine()
+    return Engine(**(engine_options or {}))

@@ -350,6 +350,17 @@ class ConversationStore:
             db.execute("DELETE FROM messages WHERE chat_id = ? AND id >= ?", (chat_id, message_id))
             db.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (time.time(), chat_id))
 
+    def delete_oldest_turn(self, chat_id: int) -> int:
+        """Delete the first user message and the answers before the next one (a chat that
+        outgrew the model's context); returns how many messages went. The system prompt stays."""
+        users = [m.id for m in self.messages(chat_id) if m.role == "user"]
+        if len(users) < 2:
+            return 0
+        with self._write() as db:
+            gone = db.execute("DELETE FROM messages WHERE chat_id = ? AND id < ?", (chat_id, users[1])).rowcount
+            db.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (time.time(), chat_id))
+        return gone
+
     def search(self, words: str, limit: int = 50) -> list[SearchHit]:
         """Messages of every chat matching all of `words` (SQLite FTS5), best first.
 

@@ -128,6 +128,11 @@ UNBOUND_COMMANDS = (
         "edit_last",
     ),
     ("Focus message box", "Back to typing", "focus_prompt"),
+    (
+        "Trim the oldest turn",
+        "Drop the first question and its answer (a chat longer than the model's context)",
+        "trim_oldest",
+    ),
 )
 
 # Actions that change the current chat: not while a dialog is open.
@@ -145,6 +150,7 @@ CHAT_ACTIONS = {
     "edit_last",
     "search",
     "set_thinking",
+    "trim_oldest",
 }
 
 

@@ -122,6 +122,20 @@ class ChatActions(Answering, Panes):
 
         self.push_screen(InputDialog("Rename chat", chat.title), done)
 
+    def action_trim_oldest(self) -> None:
+        self._in_background(self._trim_oldest(), "trim the chat")
+
+    async def _trim_oldest(self) -> None:
+        await self.stop_answer()
+        try:
+            gone = self.session.trim_oldest()
+        except ChatError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        if self.chat is not None:
+            await self.open_chat(self.chat.id)
+        self.notify(f"Dropped the oldest turn ({gone} messages). F5 answers the last message again.")
+
     def action_delete_chat(self) -> None:
         if self.chat is not None:
             self._ask_delete(self.chat.id)

@@ -8,6 +8,7 @@ import sys
 
 from outlier_tui import arg_types
 from outlier_tui.chat_params import CHAT_MAX_TOKENS
+from outlier_tui.kv_args import add_kv_arguments
 
 HELP = "chat with a model (full-screen app; --plain or piped input for line mode)"
 
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=arg_types.positive_mb,
         help="expert-cache budget in MiB (default: chosen by the engine)",
     )
+    add_kv_arguments(parser, on_disk=True)
     parser.add_argument(
         "--theme", metavar="NAME", help="colour theme (app: a theme from themes/; --plain: a Pygments style for code)"
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from outlier_tui import arg_types
 from outlier_tui.commands.failure import fail as _fail
 from outlier_tui.commands.failure import os_error_line
+from outlier_tui.kv_args import add_kv_arguments
 
 HELP = "Answer one prompt with a local MoE model and print the answer as it streams."
 
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MB",
         help="expert-cache budget in MiB (default: chosen from free memory)",
     )
+    add_kv_arguments(parser, on_disk=False)
     parser.add_argument(
         "--no-chat-template", action="store_true", help="feed the prompt verbatim instead of as one user message"
     )
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from engine import Engine, GenerationParams, OutlierError
     from engine.reasoning import THINKING
     from outlier_tui.core.chat import one_off_turn
+    from outlier_tui.kv_args import kv_engine_options
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.progress import progress_bar
     from outlier_tui.std_streams import read_all, silence_stdout
@@ -91,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
         engine = Engine(
-            prefetch={"auto": None, "on": True, "off": False}[args.prefetch], reader_threads=args.reader_threads
+            prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
+            reader_threads=args.reader_threads,
+            **kv_engine_options(args),
         )
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()

@@ -15,6 +15,7 @@ import sys
 from outlier_tui import arg_types
 from outlier_tui.commands.failure import fail as _fail
 from outlier_tui.commands.failure import os_error_line
+from outlier_tui.kv_args import add_kv_arguments
 
 HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
 
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=arg_types.positive_mb,
         help="expert-cache budget in MiB (default: chosen from free memory)",
     )
+    add_kv_arguments(parser, on_disk=False)
     parser.add_argument(
         "--api-key",
         metavar="KEY",
@@ -63,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine import Engine, OutlierError
+    from outlier_tui.kv_args import kv_engine_options
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.progress import progress_bar
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-        engine = Engine()
+        engine = Engine(**kv_engine_options(args))
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         with progress_bar("loading model") as on_progress:
             engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()

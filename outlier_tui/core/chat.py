@@ -43,6 +43,13 @@ class ChatError(OutlierError):
     """A chat action that cannot be done now (nothing to retry, ...); one line."""
 
 
+# what a chat that outgrew the context can do (both front-ends offer both)
+TRIM_ADVICE = (
+    "Drop the oldest turn and retry (/trim then /retry; in the app Ctrl+P → Trim the oldest turn, "
+    "then F5), or start a new chat."
+)
+
+
 def title_from(text: str) -> str:
     """A chat title from its first message: the first non-empty line, shortened."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), DEFAULT_TITLE)
@@ -270,6 +277,8 @@ class ChatSession:
         the chat named on the command line takes `--think` / `--no-think`; chats
         opened later keep their own choice."""
         chat = self.store.get_chat(chat_id)
+        if self.chat_id is not None and self.chat_id != chat.id:
+            self.engine.save_prompt_caches()  # the chat left keeps its KV cache for the next run
         self.chat_id = chat.id
         self.last_stats = None
         if apply_cli_thinking:
@@ -277,10 +286,12 @@ class ChatSession:
         return self.store.get_chat(chat.id)
 
     def new_chat(self) -> None:
-        """Start over; the engine drops its KV cache. The chat is saved at the first message."""
+        """Start over. The chat left keeps its KV cache (in memory, and saved for the next run):
+        the engine finds each chat's cache by its tokens. The new chat is saved at its first message."""
+        if self.chat_id is not None:
+            self.engine.save_prompt_caches()
         self.chat_id = None
         self.last_stats = None
-        self.engine.reset()
 
     def new_saved_chat(self) -> Chat:
         """Start over with a chat saved now (the app shows it at once)."""
@@ -356,6 +367,16 @@ class ChatSession:
         self.store.add_message(chat_id, "user", text)
         return self._answer(on_part)
 
+    def trim_oldest(self) -> int:
+        """Drop the oldest turn (a user message and its answer) of a chat that outgrew the
+        context: the user chooses to, nothing is cut silently. Returns the messages removed."""
+        if self.chat_id is None:
+            raise ChatError("Nothing to trim: this chat has no messages yet.")
+        gone = self.store.delete_oldest_turn(self.chat_id)
+        if not gone:
+            raise ChatError("Nothing to trim: the chat has only its last message left. Start a new chat (/new).")
+        return gone
+
     def last_user_text(self) -> str | None:
         users = [m for m in self.messages() if m.role == "user"]
         return users[-1].content if users else None
@@ -396,6 +417,11 @@ class _SessionTurn(Turn):
             session.save_every,
         )
         self._session = session
+
+    def handle(self, event: object) -> None:
+        if isinstance(event, GenerationFailed) and event.error_type == "PromptTooLongError":
+            event = GenerationFailed(f"{event.message.rstrip('.')}. {TRIM_ADVICE}", event.error_type)
+        super().handle(event)
 
     def finish(self) -> TurnResult:
         result = super().finish()

@@ -198,6 +198,16 @@ def _edit(session: PlainSession, arg: str) -> bool:
     return True
 
 
+def _trim(session: PlainSession, arg: str) -> bool:
+    try:
+        gone = session.chat.trim_oldest()
+    except ChatError as exc:
+        session.error(str(exc))
+        return True
+    session.note(f"Dropped the oldest turn ({gone} messages); /retry answers the last message again.")
+    return True
+
+
 def _retry(session: PlainSession, arg: str) -> bool:
     session.pending_action = lambda: session.answer(session.chat.retry)
     return True
@@ -271,6 +281,7 @@ _LIST = [
     Command("file", "/file PATH", "attach a file to the next message (Tab completes)", _file),
     Command("edit", "/edit", "edit and resend your last message (its answer is replaced)", _edit),
     Command("retry", "/retry", "regenerate the last answer", _retry),
+    Command("trim", "/trim", "drop the oldest turn (a chat that outgrew the model's context)", _trim),
     Command("search", "/search WORDS", "search every chat; Enter then opens the chat at the match", _search),
     Command("copy", "/copy [N]", "copy code block N of the last answer (default: the last) via OSC 52", _copy),
     Command(

@@ -9,13 +9,13 @@ def users(store, chat_id):
     return [m.content for m in store.messages(chat_id) if m.role == "user"]
 
 
-def test_new_starts_a_fresh_chat_and_resets_the_engine(driver, engine, store):
+def test_new_starts_a_fresh_chat_and_keeps_the_old_one_cached(driver, engine, store):
     out = driver().run("first\r/new\rsecond\r")
     assert "New chat" in out
     chats = store.list_chats()
     assert len(chats) == 2
     assert users(store, chats[0].id) == ["second"] and users(store, chats[1].id) == ["first"]
-    assert engine.resets == 1
+    assert engine.resets == 0 and engine.saves == 1  # the chat left keeps its KV cache, saved for later
     assert [m["content"] for m in engine.requests[1][0]] == ["second"]  # no old context
 
 
