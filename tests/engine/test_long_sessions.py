@@ -16,7 +16,8 @@ from engine import prefill as prefill_module
 from engine.api import GenerationParams
 from engine.generation import PromptCacheStore, encode_prompt, generate, message_boundary, prompt_text
 from engine.loader import load_streamed_model
-from engine.prompt_cache import PromptCacheFiles, PromptCacheStore as Store
+from engine.prompt_cache import PromptCacheFiles
+from engine.prompt_cache import PromptCacheStore as Store
 
 STEP = 16  # tiny chunks: a 90-token prompt is six of them
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
