@@ -85,6 +85,11 @@ class MemoryPane(Vertical):
             _row("MLX", human_bytes(view.mlx_active_bytes), "active"),
             cache,
             _row("Weights", human_bytes(view.resident_weight_bytes), "resident"),
+            _row(
+                "KV",
+                f"{human_bytes(view.kv_cache_bytes)}/{human_bytes(view.kv_budget_bytes)}",
+                f"{view.kv_entries} cached" if view.kv_budget_bytes else "",
+            ),
             _row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
             _row("Decode", f"{view.generation_tps:.1f}", "tok/s"),
             _row("SSD", f"{view.read_bytes_per_s / 2**20:.1f} MB/s", f"wait {view.io_wait_seconds:.2f}s"),

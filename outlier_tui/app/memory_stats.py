@@ -30,6 +30,9 @@ class MemoryView:
     read_bytes_per_s: float
     bytes_read: int
     io_wait_seconds: float
+    kv_cache_bytes: int = 0  # every chat's and client's prompt caches
+    kv_budget_bytes: int = 0
+    kv_entries: int = 0
     note: str | None = None  # why there is no memory telemetry (a server that sends none)
 
 
@@ -63,5 +66,8 @@ class MemoryHistory:
             read_bytes_per_s=rate,
             bytes_read=snap.bytes_read,
             io_wait_seconds=snap.io_wait_seconds,
+            kv_cache_bytes=snap.kv_cache_bytes,
+            kv_budget_bytes=snap.kv_budget_bytes,
+            kv_entries=snap.kv_entries,
             note=snap.telemetry_note,
         )
