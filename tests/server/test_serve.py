@@ -386,3 +386,24 @@ def test_answer_cut_at_the_context_limit_finishes_with_length(served_long):
     )
     assert reply.usage.total_tokens == 4096  # the tokenizer's model_max_length: the context
     assert reply.choices[0].finish_reason == "length"
+
+
+def test_two_clients_alternating_each_prefill_only_their_new_tokens(served):
+    """Two agents' conversations through one server: each turn finds its own prefix in the
+    prompt caches (the other client's turns in between do not throw it away)."""
+    chats: dict[str, list[dict]] = {
+        "a": [{"role": "system", "content": "You are agent A. " * 4}],
+        "b": [{"role": "system", "content": "You are agent B, a different one. " * 3}],
+    }
+    last_prompt = {"a": 0, "b": 0}
+    for turn in range(3):
+        for name, chat in chats.items():
+            chat.append({"role": "user", "content": f"{name} asks question {turn}"})
+            reply = served.client().chat.completions.create(
+                model=served.model, messages=chat, max_tokens=4, temperature=0
+            )
+            usage = reply.usage
+            cached = usage.prompt_tokens_details.cached_tokens
+            assert cached >= last_prompt[name]  # everything this client sent before, at least
+            last_prompt[name] = usage.prompt_tokens
+            chat.append({"role": "assistant", "content": reply.choices[0].message.content or "ok"})
