@@ -14,7 +14,13 @@ from pathlib import Path
 import psutil
 
 from engine import pool_plan
-from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
+from engine.checkpoint import (
+    CheckpointIndex,
+    MoELayerFiles,
+    TensorLocation,
+    expected_num_experts,
+    experts_per_token,
+)
 from engine.pool_plan import ShapeGroup
 
 # Room for the KV cache, activations and MLX scratch on top of weights and cache
@@ -62,6 +68,9 @@ class ModelReport:
     default_cache_bytes: int
     predicted_peak_bytes: int
     read_per_token_bytes: int  # at a 0% cache hit rate
+    kv_bytes_per_1k_tokens: int  # KV cache of 1,000 tokens, unquantized (--kv-bits 8 halves it)
+    kv_bytes_at_context: int  # at the model's whole context (0: the config names none)
+    context_length: int
     fits: bool
     verdict: str
     notes: list[str] = field(default_factory=list)
@@ -103,6 +112,8 @@ def inspect_model(
     budget = pool_plan.default_cache_budget(expert_memory, minimum, backbone_memory, available) if layers else 0
     peak = backbone_memory + budget + RUNTIME_ALLOWANCE
     read_per_token = sum(top_k * f.disk_bytes_per_expert for f in layers)
+    kv_per_token = kv_bytes_per_token(index.tensors, 4 if float32_compute else 2)
+    context = _context_length(config)
     fits, verdict = _verdict(backbone_memory, minimum, peak, total, available, bool(layers))
 
     notes = []
@@ -134,10 +145,37 @@ def inspect_model(
         default_cache_bytes=budget,
         predicted_peak_bytes=peak,
         read_per_token_bytes=read_per_token,
+        kv_bytes_per_1k_tokens=kv_per_token * 1000,
+        kv_bytes_at_context=kv_per_token * context,
+        context_length=context,
         fits=fits,
         verdict=verdict,
         notes=notes,
     )
+
+
+# what an attention layer writes to its KV cache per token: (tensor-name ending, the output
+# width that is cached). MLA layers (DeepSeek V2/V3, Kimi, GLM-4.7) cache one latent vector
+# plus the rope part: kv_a_proj_with_mqa's output.
+_CACHED_PROJECTIONS = ("k_proj.weight", "v_proj.weight", "kv_a_proj_with_mqa.weight")
+
+
+def kv_bytes_per_token(tensors: dict[str, TensorLocation], dtype_bytes: int) -> int:
+    """KV cache bytes one token adds, from the attention projections' output widths: layers
+    without them (linear attention, state-space) keep a fixed-size state instead. Sliding-window
+    layers are counted in full: an upper bound for those models."""
+    width = 0
+    for name, tensor in tensors.items():
+        if name.endswith(_CACHED_PROJECTIONS) and ".experts." not in name and tensor.shape:
+            width += tensor.shape[0]
+    return width * dtype_bytes
+
+
+def _context_length(config: dict) -> int:
+    for key in ("max_position_embeddings", "max_sequence_length", "seq_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return 0
 
 
 def _cpu_backend() -> bool:
@@ -260,6 +298,12 @@ def format_report(r: ModelReport) -> str:
             f"--cache-mb to change)",
             f"read / token  {gb(r.read_per_token_bytes)} when no expert is cached (0% hits)",
         ]
+    if r.kv_bytes_per_1k_tokens:
+        at_context = f", {gb(r.kv_bytes_at_context)} at the full {r.context_length:,}" if r.context_length else ""
+        lines.append(
+            f"KV cache      {gb(r.kv_bytes_per_1k_tokens)} per 1k tokens{at_context} "
+            "(--kv-bits 8 halves it, 4 quarters it)"
+        )
     lines += [
         f"peak memory   {gb(r.predicted_peak_bytes)} predicted (weights + cache + {gb(RUNTIME_ALLOWANCE)} runtime)",
         f"verdict       {r.verdict}",

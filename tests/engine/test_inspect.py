@@ -174,3 +174,27 @@ def test_prediction_matches_what_the_loader_does(checkpoint_factory, tmp_path):
     assert r.backbone_memory_bytes == info.resident_bytes
     assert math.isclose(r.read_per_token_bytes, sum(info.top_k * s.disk_bytes * s.layers for s in r.expert_shapes))
     assert "\n" not in format_report(r).splitlines()[0]
+
+
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3", "qwen3_next"])  # GQA, MLA, hybrid
+def test_kv_bytes_per_token_is_what_a_cache_grows_by(checkpoint_factory, arch):
+    """inspect's KV figure (from the attention projections' widths) against what a real cache
+    holds after 8 and 24 tokens, float32 as the CPU computes."""
+    import mlx.core as mx
+    from checkpoints import resident_oracle
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    from engine.inspect_model import inspect_model
+
+    path = checkpoint_factory(arch)
+    model, _ = resident_oracle(path)
+
+    def state_bytes(tokens: int) -> int:
+        cache = make_prompt_cache(model)
+        model(mx.array([list(range(1, tokens + 1))]), cache=cache)
+        kv = [c for c in cache if isinstance(c, KVCache)]  # linear-attention state does not grow
+        return sum(a[..., : c.offset, :].nbytes for c in kv for a in (c.keys, c.values))
+
+    grown = (state_bytes(24) - state_bytes(8)) // 16
+    report = inspect_model(path, float32_compute=True)
+    assert report.kv_bytes_per_1k_tokens == grown * 1000 > 0
