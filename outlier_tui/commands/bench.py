@@ -106,6 +106,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "today+cancel-stale, today+cold-admit, all)",
     )
     parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="instead: long prompts and long chats, reads capped as --io-bound: a long prompt's TTFT / its "
+        "limit, prompt_read_ratio, and a reopened chat's follow-up TTFT / the same from scratch "
+        "(outlier_tui/bench/sessions.py; needs root)",
+    )
+    parser.add_argument(
+        "--prefill-step",
+        type=arg_types.positive_int,
+        default=512,
+        metavar="N",
+        help="--sessions: tokens per prefill chunk (default 512, so a prompt of a few chunks runs in "
+        "minutes on a CPU; the engine's own is 2048)",
+    )
+    parser.add_argument(
         "--served",
         action="store_true",
         help="only the served figure: decode tok/s through `outlier serve` (one streamed "
@@ -155,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.host_overhead:
         return _host_overhead(args, Path(model_dir))
+    if args.sessions:
+        return _sessions(args, Path(model_dir))
     if args.io_bound:
         return _io_bound(args, Path(model_dir), variants)
     opts = orchestrate.Options(
@@ -271,6 +288,33 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         from outlier_tui.bench.plot import write_iobound_plot
 
         return _draw(write_iobound_plot, result, args.plot)
+    return 0
+
+
+def _sessions(args: argparse.Namespace, model_dir: Path) -> int:
+    """Long prompts and long chats where reads dominate (outlier_tui.bench.sessions)."""
+    import json
+
+    from outlier_tui.bench import sessions
+
+    opts = sessions.Options(
+        model_dir=model_dir,
+        disk_bytes_per_s=int(args.disk_mbps * 1e6),
+        prefill_step=args.prefill_step,
+        long_prompt_copies=2 if args.quick else 4,
+        rounds=args.rounds or 1,
+        command=_command(),
+        progress=_say,
+    )
+    try:
+        result = sessions.run(opts)
+    except (RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(sessions.markdown(result))
+    if "skipped" in result:
+        print(f"outlier: {result['skipped']}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
