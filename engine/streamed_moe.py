@@ -562,8 +562,7 @@ class StreamedExperts(nn.Module):
         """A prefill chunk (many tokens): as _one_token, with numpy over the chunk's ids."""
         sync = time.thread_time()
         inds = np.array(indices)  # host sync
-        waited = time.thread_time() - sync
-        out, waited = self._serve([(x, inds)], waited)
+        out, waited = self._serve([(x, inds)], time.thread_time() - sync)
         return out[0], waited
 
     def serve_prompt(self, parts: list[tuple[mx.array, np.ndarray]]) -> list[mx.array]:

@@ -14,6 +14,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.api import (
@@ -35,6 +36,16 @@ from engine.telemetry import Telemetry
 if TYPE_CHECKING:  # both import MLX, which this module leaves to the MLX thread
     from engine.loader import LoadedModel
     from engine.prompt_cache import PromptCacheStore
+
+
+@dataclass(frozen=True)
+class _KVSettings:
+    """The prompt caches' settings (Engine's kv_* and prompt_cache_* arguments)."""
+
+    budget: int | None
+    bits: int | None
+    folder: str | None
+    disk_cap: int | None
 
 
 class MLXThread:
@@ -97,7 +108,7 @@ class Engine:
         """kv_cache_bytes: the prompt caches' budget (None: a quarter of the expert cache's,
         at least 512 MiB); kv_bits: 4 or 8 to quantize KV caches (changes outputs);
         prompt_cache_dir: where chats' caches are kept between runs (None: not kept)."""
-        self._kv = dict(budget=kv_cache_bytes, bits=kv_bits, folder=prompt_cache_dir, disk_cap=prompt_cache_disk_bytes)
+        self._kv = _KVSettings(kv_cache_bytes, kv_bits, prompt_cache_dir, prompt_cache_disk_bytes)
         self._options = dict(
             reader_threads=reader_threads,
             prefetch=prefetch,
@@ -226,19 +237,13 @@ class Engine:
             model_identity,
         )
 
-        bits = self._kv["bits"]
-        model_id = model_identity(Path(loaded.info.path), str(self._options["compute_dtype"]), bits)
-        folder = self._kv["folder"]
+        kv = self._kv
+        model_id = model_identity(Path(loaded.info.path), str(self._options["compute_dtype"]), kv.bits)
         files = None
-        if folder is not None:
-            files = PromptCacheFiles(Path(folder), model_id, self._kv["disk_cap"] or DEFAULT_DISK_CAP_BYTES)
-        budget = self._kv["budget"]
-        return PromptCacheStore(
-            model_id,
-            budget if budget is not None else default_kv_budget(loaded.info.cache_budget_bytes),
-            files,
-            kv_bits=bits,
-        )
+        if kv.folder is not None:
+            files = PromptCacheFiles(Path(kv.folder), model_id, kv.disk_cap or DEFAULT_DISK_CAP_BYTES)
+        budget = kv.budget if kv.budget is not None else default_kv_budget(loaded.info.cache_budget_bytes)
+        return PromptCacheStore(model_id, budget, files, kv_bits=kv.bits)
 
     def _persist(self) -> int:
         return self._prompt_caches.persist() if self._prompt_caches is not None else 0
