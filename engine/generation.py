@@ -24,7 +24,7 @@ from mlx_lm.sample_utils import make_sampler
 from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import PromptTooLongError, RequestError
 from engine.loader import LoadedModel
-from engine.prefill import PREFILL_STEP, activation_bytes, prefill
+from engine.prefill import CHUNK_BY_CHUNK_ONLY, PREFILL_STEP, activation_bytes, prefill
 from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.telemetry import peak_rss_bytes
@@ -170,6 +170,7 @@ def generate(
             moe_layers=loaded.info.moe_layers,
             hidden_size=loaded.hidden_size,
             max_activation_bytes=store.max_bytes // 2,
+            layer_major=loaded.info.model_type not in CHUNK_BY_CHUNK_ONLY,
         )
     finally:
         if streamer is not None:

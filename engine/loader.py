@@ -34,6 +34,7 @@ from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
+from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 from engine.reader import ExpertReader
 from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool
@@ -131,6 +132,8 @@ def load_streamed_model(
             "This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
             "stream: the whole model loads fully resident."
         )
+    if rows and index.model_type in CHUNK_BY_CHUNK_ONLY:
+        notice = " ".join(n for n in (notice, FALLBACK_NOTICE) if n)
     if notice:
         progress(0.2, notice)
     if compute_dtype is not None:

@@ -35,6 +35,15 @@ from engine.streamed_moe import ExpertStreamer, PrefillCancelled
 # mlx-lm's own prefill_step_size: attention runs over chunks of this many tokens.
 PREFILL_STEP = 2048
 
+# Architectures whose forward builds its attention mask, before layer 0, from a later layer's
+# cache (llama4: cache[3]; bailing_moe_linear: its first attention layer's): when the next chunk
+# starts, that layer has not seen the chunks before it yet. Their prompts run chunk by chunk.
+CHUNK_BY_CHUNK_ONLY = ("llama4", "bailing_moe_linear")
+FALLBACK_NOTICE = (
+    "This architecture's forward builds its attention mask from a later layer's cache, so long "
+    "prompts run chunk by chunk: each chunk may read the experts again."
+)
+
 # hidden-state copies a chunk keeps alive while it waits at an MoE layer (the residual stream,
 # the MoE input, its output and the attention output between layers), for the memory estimate
 ACTIVATION_COPIES = 4
@@ -76,11 +85,13 @@ def prefill(
     moe_layers: Sequence[int] = (),
     hidden_size: int = 0,
     max_activation_bytes: int | None = None,
+    layer_major: bool = True,
 ) -> PrefillResult:
     """Run tokens[start:] into `cache` (which holds tokens[:start]). On cancel the result's
-    logits are None and the cache is left half-filled: the caller throws it away."""
+    logits are None and the cache is left half-filled: the caller throws it away.
+    layer_major=False: each chunk through every layer (CHUNK_BY_CHUNK_ONLY architectures)."""
     bounds = chunk_bounds(start, len(tokens), PREFILL_STEP, snapshot_at)
-    layered = streamer is not None and not streamer.all_resident and len(bounds) > 1
+    layered = layer_major and streamer is not None and not streamer.all_resident and len(bounds) > 1
     per_chunk = activation_bytes(PREFILL_STEP, hidden_size)
     if layered and max_activation_bytes is not None and per_chunk * len(bounds) > max_activation_bytes:
         wave = max(2, max_activation_bytes // max(per_chunk, 1))

@@ -6,14 +6,18 @@ budgets; the cache never holds more bytes than its budget. One tiny checkpoint a
 oracle run per case, shared by the budgets.
 """
 
+import threading
+
+import mlx.core as mx
 import numpy as np
 import pytest
 from checkpoints import resident_oracle, write_checkpoint
 from oracle import greedy_run
-from support_matrix import RESIDENT, STREAMED, all_cases
+from support_matrix import RESIDENT, STREAMED, all_cases, architecture_cases
 
 from engine.cache_policy import RouterScorePolicy
 from engine.loader import load_streamed_model
+from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 
 STEPS = 16
 BUDGETS = ("all", "half", "min")
@@ -60,7 +64,7 @@ def _skip_unless(case, status):
 def test_streamed_matches_mlx_lm(reference, case, budget):
     _skip_unless(case, STREAMED)
     path, want_tokens, want_logits, info = reference(case)
-    assert info.moe_layers and not info.notice, "every MoE layer must stream"
+    assert info.moe_layers and info.notice in ("", FALLBACK_NOTICE), "every MoE layer must stream"
     cache_bytes = _budget(info, budget)
     # prefetch forced on below "all": the next layer's router found in every architecture,
     # and speculative reads never change what is computed
@@ -85,6 +89,47 @@ def test_streamed_matches_mlx_lm(reference, case, budget):
             assert all(g.cache.num_slots == info.top_k for g in streamer.groups)
         if budget == "all":
             assert streamer.all_resident
+    finally:
+        loaded.close()
+
+
+LAYER_MAJOR_STEP = 48  # the oracle's prompt is about 150 tokens: four prefill chunks
+
+
+@pytest.mark.parametrize("case", [c for c in architecture_cases() if c.status != RESIDENT], ids=lambda c: c.id)
+def test_a_prompt_of_several_chunks_runs_layer_by_layer_with_the_resident_logits(reference, case, monkeypatch):
+    """engine.prefill: every chunk through layer L before layer L+1 (each expert read once per
+    prompt), at about half the budget with prefetch on; the logits of mlx-lm's chunked prefill.
+    The named fallbacks (CHUNK_BY_CHUNK_ONLY) run chunk by chunk, say so at load, and match too."""
+    _skip_unless(case, STREAMED)
+    from mlx_lm.models.cache import make_prompt_cache
+    from oracle import PROMPT
+
+    from engine import prefill as prefill_module
+
+    monkeypatch.setattr(prefill_module, "PREFILL_STEP", LAYER_MAJOR_STEP)
+    path, _, _, info = reference(case)
+    model, tokenizer = resident_oracle(path)
+    ids = tokenizer.encode(PROMPT)
+    cache = make_prompt_cache(model)
+    for start in range(0, len(ids), LAYER_MAJOR_STEP):
+        want = model(mx.array([ids[start : start + LAYER_MAJOR_STEP]]), cache=cache)[:, -1, :]
+    loaded = load_streamed_model(path, cache_bytes=_budget(info, "half"), prefetch=True)
+    try:
+        assert not loaded.streamer.all_resident
+        result = prefill_module.prefill(
+            loaded.model,
+            loaded.streamer,
+            make_prompt_cache(loaded.model),
+            ids,
+            0,
+            cancel=threading.Event(),
+            begin_step=lambda: None,
+            layer_major=info.model_type not in CHUNK_BY_CHUNK_ONLY,
+        )
+        assert result.layer_major == (info.model_type not in CHUNK_BY_CHUNK_ONLY) and result.logits is not None
+        assert (info.notice == FALLBACK_NOTICE) == (not result.layer_major)
+        np.testing.assert_array_equal(np.array(result.logits), np.array(want))
     finally:
         loaded.close()
 
