@@ -17,7 +17,6 @@ import typing
 from collections.abc import Callable, Sequence
 
 import mlx.core as mx
-from mlx_lm.generate import maybe_quantize_kv_cache
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
@@ -25,13 +24,11 @@ from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import PromptTooLongError, RequestError
 from engine.loader import LoadedModel
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, PREFILL_STEP, activation_bytes, prefill
-from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes
+from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes, quantize_kv
 from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.telemetry import peak_rss_bytes
 
 __all__ = ["PREFILL_STEP", "PromptCacheStore", "generate"]
-
-KV_GROUP_SIZE = 64  # mlx-lm's default for --kv-bits
 
 
 def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> str:
@@ -183,7 +180,7 @@ def generate(
     logits = result.logits
     cancelled = logits is None
     if logits is not None and store.kv_bits:  # mlx-lm's quantized KV cache from here on
-        maybe_quantize_kv_cache(cache, 0, KV_GROUP_SIZE, store.kv_bits)
+        quantize_kv(cache, store.kv_bits)
     store.active_bytes = cache_nbytes(cache)
     store.memory.make_room(store.active_bytes)
     if result.snapshot is not None and snapshot_at is not None:

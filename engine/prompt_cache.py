@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_lm.models.cache import (
+    KVCache,
     LRUPromptCache,
     can_trim_prompt_cache,
     load_prompt_cache,
@@ -52,6 +54,19 @@ def default_kv_budget(expert_cache_bytes: int) -> int:
 
 
 FILE_SUFFIX = ".kv.safetensors"
+
+
+def quantize_kv(cache: list, bits: int) -> None:
+    """mlx-lm's QuantizedKVCache for every attention layer's cache (what --kv-bits asks for),
+    in groups of 64 values where the head size allows, else 32; a head size that is no multiple
+    of 32 (tiny test models only) stays unquantized."""
+    for i, layer in enumerate(cache):
+        if not isinstance(layer, KVCache) or layer.keys is None:
+            continue
+        width = math.gcd(layer.keys.shape[-1], layer.values.shape[-1])
+        group = 64 if width % 64 == 0 else 32 if width % 32 == 0 else 0
+        if group:
+            cache[i] = layer.to_quantized(group_size=group, bits=bits)
 
 
 def cache_nbytes(cache: Sequence[Any]) -> int:

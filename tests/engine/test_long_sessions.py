@@ -217,3 +217,24 @@ def test_caches_saved_on_disk_serve_the_next_run_and_bad_files_are_ignored(check
         assert foreign.files is not None and foreign.files.files == []  # another model's: never used
     finally:
         loaded.close()
+
+
+def test_kv_bits_stores_quantized_caches_that_later_turns_reuse(checkpoint_factory):
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    path = checkpoint_factory("qwen3_moe_wide")  # heads of 32: quantizable in groups of 32
+    loaded = load_streamed_model(path)
+    params = GenerationParams(max_tokens=4)
+    try:
+        plain, quantized = PromptCacheStore(), PromptCacheStore(kv_bits=8)
+        chat = [{"role": "user", "content": "Tell me about quantized caches, " * 4}]
+        full = _run(loaded, plain, chat, params)
+        small = _run(loaded, quantized, chat, params)
+        (_, cache, _), *_ = quantized.memory.entries("")
+        assert all(isinstance(c, QuantizedKVCache) for c in cache)
+        assert quantized.memory.nbytes < plain.memory.nbytes  # 8 bits (+ scales) instead of 32
+        chat += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+        again = _run(loaded, quantized, chat, params)
+        assert again.cached_tokens >= small.prompt_tokens - 1 and full.prompt_tokens == small.prompt_tokens
+    finally:
+        loaded.close()
