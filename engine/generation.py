@@ -20,8 +20,8 @@ from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import PromptTooLongError, RequestError
+from engine.harmony import answer_splitter
 from engine.loader import LoadedModel
-from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.streamed_moe import PrefillCancelled
 from engine.telemetry import peak_rss_bytes
 
@@ -46,7 +46,9 @@ def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: Genera
     the caller chose), or the last message verbatim when templating is off."""
     tok = loaded.tokenizer
     if params.chat_template and getattr(tok, "has_chat_template", False):
-        switches = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+        switches: dict = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+        if params.tools:
+            switches["tools"] = list(params.tools)
         return tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **switches)
     return messages[-1]["content"] if messages else ""
 
@@ -136,8 +138,8 @@ def generate(
     text = prompt_text(loaded, messages, params)
     tokens = encode_prompt(loaded, text)
     max_tokens = answer_room(len(tokens), params, loaded.info.context_length)
-    markers = markers_of(loaded.info.think_start, loaded.info.think_end)
-    splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
+    info = loaded.info
+    splitter = answer_splitter(info.think_start, info.think_end, info.harmony, text, params.chat_template)
 
     def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:
         for kind, part in parts:

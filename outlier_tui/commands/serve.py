@@ -59,6 +59,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4.0,
         help="largest request body accepted, in MiB (default 4; larger: 413)",
     )
+    parser.add_argument(
+        "--fake-engine",
+        action="store_true",
+        help="serve the scripted fake engine, no model: test a client against the API",
+    )
+    parser.add_argument(
+        "--fake-reply",
+        metavar="FILE",
+        help="with --fake-engine: every answer streams this file's text (<think>...</think> is thinking, "
+        '<tool_call>{"name": ..., "arguments": {...}}</tool_call> a tool call; gpt-oss channels work too)',
+    )
+    parser.add_argument(
+        "--fake-tool-parser",
+        metavar="NAME",
+        default="json_tools",
+        help="with --fake-engine: the mlx-lm tool parser that reads the reply's tool calls "
+        "(default json_tools; qwen3_coder, pythonic, mistral, glm47, ...)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,14 +99,17 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problem)  # before a model load that may take minutes
     engine = None
     try:
-        with progress_bar("building demo model") as on_progress:
-            model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-        engine = Engine()
-        cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
-        with progress_bar("loading model") as on_progress:
-            engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
+        if args.fake_engine or args.fake_reply:  # --fake-reply without --fake-engine: a clear error
+            engine, name = _fake_engine(args)
+        else:
+            with progress_bar("building demo model") as on_progress:
+                model_dir = resolve_model_dir(args.model, on_progress=on_progress)
+            engine, name = Engine(), model_dir.name
+            cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
+            with progress_bar("loading model") as on_progress:
+                engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
         config = ServerConfig(
-            model_name=args.name or model_dir.name,
+            model_name=args.name or name,
             api_key=args.api_key or None,
             max_waiting=args.max_queue,
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -119,6 +140,26 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.close()
+
+
+def _fake_engine(args: argparse.Namespace):
+    """The scripted engine (`--fake-engine`), loaded, and its model name."""
+    from engine import OutlierError
+    from engine.tool_parsers import available, load_parser
+    from outlier_tui.engine_adapter import engine_from_args
+
+    if args.model is not None:
+        raise OutlierError("--fake-engine serves no model: drop --model.")
+    try:
+        load_parser(args.fake_tool_parser)
+    except ValueError:
+        raise OutlierError(
+            f"--fake-tool-parser {args.fake_tool_parser}: mlx-lm has no such parser; pick one of "
+            + ", ".join(available())
+        ) from None
+    engine = engine_from_args(args)
+    engine.load("fake").result()
+    return engine, "fake"
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
