@@ -22,9 +22,8 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
         return make_engine(server=server, api_key=getattr(args, "api_key", None))
     fake = bool(getattr(args, "fake_engine", False))
     reply_path = getattr(args, "fake_reply", None)
-    tool_parser = getattr(args, "fake_tool_parser", None)  # `outlier serve --fake-tool-parser`
     if reply_path is None:
-        return make_engine(fake=fake, fake_tool_parser=tool_parser)
+        return make_engine(fake=fake)
     if not fake:
         raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
     try:
@@ -32,15 +31,11 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise OutlierError(f"--fake-reply {reply_path}: cannot read it ({reason}).") from None
-    return make_engine(fake=True, fake_reply=reply, fake_tool_parser=tool_parser)
+    return make_engine(fake=True, fake_reply=reply)
 
 
 def make_engine(
-    fake: bool = False,
-    fake_reply: str | None = None,
-    server: str | None = None,
-    api_key: str | None = None,
-    fake_tool_parser: str | None = None,
+    fake: bool = False, fake_reply: str | None = None, server: str | None = None, api_key: str | None = None
 ) -> EngineClient:
     """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
     model needed), answering `fake_reply` (a file's text) to everything when given;
@@ -52,13 +47,10 @@ def make_engine(
     if fake:
         from engine.fake import FakeEngine
 
-        from engine.fake import TOOL_PARSER
-
-        parser = fake_tool_parser or TOOL_PARSER
         if fake_reply is None:
-            return FakeEngine(tool_parser=parser)
+            return FakeEngine()
         # Paced a little, so a UI driven by a reply file visibly streams.
-        return FakeEngine(script=lambda messages: fake_reply, token_delay=FAKE_REPLY_DELAY, tool_parser=parser)
+        return FakeEngine(script=lambda messages: fake_reply, token_delay=FAKE_REPLY_DELAY)
     from engine import Engine
 
     return Engine()

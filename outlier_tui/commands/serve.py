@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import sys
+from pathlib import Path
 
 from outlier_tui import arg_types
 from outlier_tui.commands.failure import fail as _fail
@@ -67,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fake-reply",
         metavar="FILE",
-        help="with --fake-engine: every answer streams this file's text (<think>...</think> is thinking, "
-        '<tool_call>{"name": ..., "arguments": {...}}</tool_call> a tool call; gpt-oss channels work too)',
+        action="append",
+        help="with --fake-engine: answers stream this file's text (<think>...</think> is thinking, "
+        '<tool_call>{"name": ..., "arguments": {...}}</tool_call> a tool call; gpt-oss channels work too); '
+        "given more than once: the files' texts answer in turn, the last one repeating",
     )
     parser.add_argument(
         "--fake-tool-parser",
@@ -145,9 +148,12 @@ def run(args: argparse.Namespace) -> int:
 def _fake_engine(args: argparse.Namespace):
     """The scripted engine (`--fake-engine`), loaded, and its model name."""
     from engine import OutlierError
+    from engine.fake import FakeEngine
     from engine.tool_parsers import available, load_parser
-    from outlier_tui.engine_adapter import engine_from_args
+    from outlier_tui.engine_adapter import FAKE_REPLY_DELAY
 
+    if not args.fake_engine:
+        raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
     if args.model is not None:
         raise OutlierError("--fake-engine serves no model: drop --model.")
     try:
@@ -157,9 +163,22 @@ def _fake_engine(args: argparse.Namespace):
             f"--fake-tool-parser {args.fake_tool_parser}: mlx-lm has no such parser; pick one of "
             + ", ".join(available())
         ) from None
-    engine = engine_from_args(args)
+    replies = [_read_reply(path) for path in args.fake_reply or ()]
+    engine = FakeEngine(
+        script=replies or None, token_delay=FAKE_REPLY_DELAY if replies else 0.0, tool_parser=args.fake_tool_parser
+    )
     engine.load("fake").result()
     return engine, "fake"
+
+
+def _read_reply(path: str) -> str:
+    from engine import OutlierError
+
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutlierError(f"--fake-reply {path}: cannot read it ({reason}).") from None
 
 
 def _cannot_listen(host: str, port: int) -> str | None:
