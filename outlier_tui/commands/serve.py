@@ -1,4 +1,4 @@
-"""`outlier serve`: the streamed engine behind an OpenAI-compatible HTTP API.
+"""`outlier serve`: the streamed engine behind OpenAI-compatible and Anthropic Messages HTTP APIs.
 
 The model loads first (progress on stderr), then uvicorn serves the Starlette
 app from outlier_tui.server until Ctrl-C. Errors are one line and exit 1.
@@ -11,13 +11,18 @@ import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from outlier_tui import arg_types
 from outlier_tui.commands.failure import fail as _fail
 from outlier_tui.commands.failure import os_error_line
 
-HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
+if TYPE_CHECKING:
+    from engine.api import EngineClient, Message
+
+HELP = "serve a model over OpenAI's and Anthropic's HTTP APIs (/v1/chat/completions, /v1/messages, ...)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="with --fake-engine: answers stream this file's text (<think>...</think> is thinking, "
         '<tool_call>{"name": ..., "arguments": {...}}</tool_call> a tool call; gpt-oss channels work too); '
-        "given more than once: the files' texts answer in turn, the last one repeating",
+        "given twice: the second file answers requests whose last message is a tool result",
     )
     parser.add_argument(
         "--fake-tool-parser",
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             engine.close()
 
 
-def _fake_engine(args: argparse.Namespace):
+def _fake_engine(args: argparse.Namespace) -> tuple[EngineClient, str]:
     """The scripted engine (`--fake-engine`), loaded, and its model name."""
     from engine import OutlierError
     from engine.fake import FakeEngine
@@ -164,8 +169,17 @@ def _fake_engine(args: argparse.Namespace):
             + ", ".join(available())
         ) from None
     replies = [_read_reply(path) for path in args.fake_reply or ()]
+    if len(replies) > 2:
+        raise OutlierError("--fake-reply takes one file, or two: the second answers tool results.")
+
+    def script(messages: Sequence[Message]) -> str:
+        after_tool = len(replies) == 2 and bool(messages) and messages[-1]["role"] == "tool"
+        return replies[1] if after_tool else replies[0]
+
     engine = FakeEngine(
-        script=replies or None, token_delay=FAKE_REPLY_DELAY if replies else 0.0, tool_parser=args.fake_tool_parser
+        script=script if replies else None,
+        token_delay=FAKE_REPLY_DELAY if replies else 0.0,
+        tool_parser=args.fake_tool_parser,
     )
     engine.load("fake").result()
     return engine, "fake"
