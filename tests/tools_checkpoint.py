@@ -32,8 +32,11 @@ TOOLS_TEMPLATE = (
 
 
 def write_tools_checkpoint(path: Path, arch: str = "qwen3_moe") -> Path:
-    """A tiny checkpoint with TOOLS_TEMPLATE as its chat template."""
+    """A tiny checkpoint with TOOLS_TEMPLATE as its chat template and a 2048-token context
+    (tool definitions make long prompts)."""
     write_checkpoint(Path(path), arch)
+    model_config = Path(path) / "config.json"
+    model_config.write_text(json.dumps({**json.loads(model_config.read_text()), "max_position_embeddings": 2048}))
     config_path = Path(path) / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["chat_template"] = TOOLS_TEMPLATE
