@@ -74,7 +74,9 @@ def test_answer_splitter_picks_harmony_only_for_harmony_models():
 def test_fake_engine_streams_a_harmony_reply_as_thinking_and_answer():
     engine = FakeEngine(script=[REPLY])
     engine.load("fake").result()
-    events = [e for e in engine.generate([{"role": "user", "content": "hi"}], GenerationParams()) if isinstance(e, TextDelta)]
+    events = [
+        e for e in engine.generate([{"role": "user", "content": "hi"}], GenerationParams()) if isinstance(e, TextDelta)
+    ]
     assert "".join(e.text for e in events if e.kind == THINKING) == "The user greets me. Answer kindly."
     assert "".join(e.text for e in events if e.kind == ANSWER) == "Hello there!"
     assert engine.snapshot().model.tool_parser == "json_tools"
@@ -148,6 +150,6 @@ def test_engine_reports_harmony_for_a_gpt_oss_checkpoint(harmony_checkpoint):
         info = engine.load(str(harmony_checkpoint)).result(timeout=300)
         assert (info.harmony, info.tool_parser, info.think_start) == (True, "json_tools", None)
         # <|start|> user <|message|> hi <|end|> <|start|> assistant: 4 special tokens + 15 bytes
-        assert engine.count_tokens([{"role": "user", "content": "hi"}]) == 4 + len("user" "hi" "assistant")
+        assert engine.count_tokens([{"role": "user", "content": "hi"}]) == 4 + len("userhiassistant")
     finally:
         engine.close()

@@ -16,7 +16,9 @@ WEATHER = {
     "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
     "required": ["city"],
 }
-OPENAI_TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}]
+OPENAI_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}
+]
 ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER}]
 ARGS = {"city": "Paris", "days": 2}
 FINAL = "It is sunny in Paris."
@@ -29,7 +31,8 @@ CALLS = {
     "<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>",
     "pythonic": '<think>I need the weather.</think>Let me look. <|tool_call_start|>[get_weather(city="Paris", '
     "days=2)]<|tool_call_end|>",
-    "mistral": '<think>I need the weather.</think>Let me look. [TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}',
+    "mistral": "<think>I need the weather.</think>Let me look. "
+    '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}',
     "harmony": "<|channel|>analysis<|message|>I need the weather.<|end|><|start|>assistant<|channel|>commentary"
     "<|message|>Let me look.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
     '<|message|>{"city": "Paris", "days": 2}<|call|>',
@@ -81,10 +84,16 @@ def test_openai_agent_loop(agent_server, stream):
     assert call.type == "function" and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == ARGS  # qwen3_coder converts by the schema's types
 
-    messages += [
-        {"role": "assistant", "content": text, "tool_calls": [call.model_dump(exclude={"index"}, exclude_none=True)]},
-        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'},
-    ]
+    said = (
+        reply.choices[0].message.model_dump(exclude_none=True)  # as the README shows
+        if not stream
+        else {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [call.model_dump(exclude={"index"}, exclude_none=True)],
+        }
+    )
+    messages += [said, {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
     reply = client.chat.completions.create(model="fake", messages=messages, tools=OPENAI_TOOLS)
     assert reply.choices[0].finish_reason == "stop"
     assert reply.choices[0].message.content == FINAL

@@ -64,7 +64,12 @@ def test_bearer_auth_works_too_and_a_wrong_key_is_401(fake):
     with pytest.raises(anthropic.AuthenticationError) as caught:
         anthropic_client(fake, api_key="wrong").messages.create(model="m", max_tokens=3, messages=HELLO)
     assert caught.value.status_code == 401 and caught.value.body["error"]["type"] == "authentication_error"
-    assert_error(post(fake, {}, path="/v1/messages/count_tokens", headers={"x-api-key": ""}), 401, "authentication_error", "x-api-key")
+    assert_error(
+        post(fake, {}, path="/v1/messages/count_tokens", headers={"x-api-key": ""}),
+        401,
+        "authentication_error",
+        "x-api-key",
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,7 +81,11 @@ def test_bearer_auth_works_too_and_a_wrong_key_is_401(fake):
         ({"model": "m", "max_tokens": 5, "messages": []}, "'messages'"),
         ({"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}, "messages[0]"),
         (
-            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
+            {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
+            },
             "'image' blocks are not supported",
         ),
         ({"model": "m", "max_tokens": 5, "messages": HELLO, "temperature": 1.5}, "'temperature'"),
@@ -88,6 +97,11 @@ def test_bearer_auth_works_too_and_a_wrong_key_is_401(fake):
             {"model": "m", "max_tokens": 5, "messages": [*HELLO, {"role": "assistant", "content": "Sure"}]},
             "prefilled",
         ),
+        (
+            {"model": "m", "max_tokens": 5, "messages": HELLO, "tools": [{"type": "web_search_20250305", "name": "w"}]},
+            "server tools",
+        ),
+        ({"model": "m", "max_tokens": 5, "messages": HELLO, "thinking": {"type": "sometimes"}}, "'thinking'"),
     ],
 )
 def test_bad_requests_are_400_invalid_request_error(fake, body, words):
@@ -134,3 +148,48 @@ def test_stream_event_sequence(fake):
     assert events[:3] == ["message_start", "ping", "content_block_start"]
     assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert events.count("content_block_start") == events.count("content_block_stop") == 2  # thinking, text
+
+
+def test_thinking_disabled_reaches_the_template_switch(fake):
+    client = anthropic_client(fake)
+    off = client.messages.create(model="m", max_tokens=5, messages=HELLO, thinking={"type": "disabled"})
+    assert [b.type for b in off.content] == ["text"]  # the fake, told not to think, does not
+    on = client.messages.create(
+        model="m", max_tokens=5, messages=HELLO, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
+    assert [b.type for b in on.content] == ["thinking", "text"]
+
+
+def test_statuses_map_to_anthropic_types():
+    from outlier_tui.server.anthropic import error_response
+    from outlier_tui.server.errors import ApiError
+
+    for status, expected, kind in (
+        (503, 529, "overloaded_error"),
+        (500, 500, "api_error"),
+        (429, 429, "rate_limit_error"),
+    ):
+        response = error_response(ApiError(status, "x"))
+        assert response.status_code == expected
+        assert json.loads(response.body)["error"]["type"] == kind
+
+
+async def test_an_engine_failure_mid_stream_is_an_error_event():
+    """In process: the fake engine fails after two pieces, once the stream has started."""
+    from engine.fake import FakeEngine
+    from outlier_tui.server.app import build_app
+    from outlier_tui.server.routes import ServerConfig
+
+    engine = FakeEngine(script=["one two three four five"], fail_generate_after=2)
+    engine.load("fake").result()
+    app = build_app(engine, ServerConfig(model_name="fake"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        body = {"model": "m", "max_tokens": 50, "messages": HELLO, "stream": True}
+        response = await client.post("/v1/messages", json=body)
+    lines = response.text.splitlines()
+    events = [line[len("event: ") :] for line in lines if line.startswith("event: ")]
+    assert events[:3] == ["message_start", "ping", "content_block_start"] and events[-1] == "error"
+    error = json.loads(lines[lines.index("event: error") + 1][len("data: ") :])
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "simulated I/O error" in error["error"]["message"]

@@ -14,7 +14,9 @@ from serve_helpers import start_outlier_serve, stop
 TOKENS = 12
 SYSTEM = "You are a careful assistant."
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-OPENAI_TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}]
+OPENAI_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}
+]
 ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER}]
 QUESTION = "Weather in Paris?"
 # The conversation after the model called the tool, as the template takes it.
@@ -24,7 +26,9 @@ AFTER_CALL = [
     {
         "role": "assistant",
         "content": "",
-        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+        ],
     },
     {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
 ]
@@ -89,7 +93,11 @@ def test_call_and_result_go_back_through_the_template_on_both_apis(tools_server)
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
             ],
         },
         AFTER_CALL[3],
@@ -102,7 +110,10 @@ def test_call_and_result_go_back_through_the_template_on_both_apis(tools_server)
 
     anthropic_messages = [
         {"role": "user", "content": QUESTION},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}],
+        },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"}]},
     ]
     client = anthropic_client(tools_server)
@@ -125,7 +136,9 @@ def test_anthropic_plain_answer_equals_generate(served, tmp_path):
 
     text, tokens = generate(served.checkpoint, "Hello", 24, tmp_path)
     client = anthropic_client(served)
-    request = dict(model="m", max_tokens=24, messages=[{"role": "user", "content": "Hello"}], extra_body={"temperature": 0})
+    request = dict(
+        model="m", max_tokens=24, messages=[{"role": "user", "content": "Hello"}], extra_body={"temperature": 0}
+    )
     reply = client.messages.create(**request)
     assert [b.type for b in reply.content] == ["text"] and reply.content[0].text == text
     assert reply.usage.output_tokens == len(tokens)
@@ -154,13 +167,16 @@ def _agent(server, name: str, turns: list, start: threading.Barrier, results: di
     """Two turns of one agent (its own system prompt and tools each time), recording usage."""
     client = server.client()
     messages = [{"role": "system", "content": f"You are agent {name}. " * 8}, {"role": "user", "content": "Begin."}]
-    for turn in range(2):
+    for _turn in range(2):
         start.wait(timeout=120)
         reply = client.chat.completions.create(
             model="m", messages=messages, tools=OPENAI_TOOLS, max_tokens=TOKENS, temperature=0
         )
         turns.append((list(messages), reply.choices[0].message.content, reply.usage))
-        messages += [{"role": "assistant", "content": reply.choices[0].message.content}, {"role": "user", "content": "Go on."}]
+        messages += [
+            {"role": "assistant", "content": reply.choices[0].message.content},
+            {"role": "user", "content": "Go on."},
+        ]
     results[name] = turns
 
 
