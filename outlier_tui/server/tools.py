@@ -255,7 +255,7 @@ class ToolCallSplitter:
                 arguments = json.dumps(arguments, ensure_ascii=False)
             self.calls += 1
             self._space = ""
-            out.append(ToolCall(str(call.get("id") or uuid.uuid4().hex[:24]), call["name"], arguments))
+            out.append(ToolCall(str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"), call["name"], arguments))
 
 
 def _partial(text: str, marker: str) -> int:
