@@ -16,7 +16,7 @@ import numpy as np
 
 
 class _Turn(TypedDict):
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str
 
 
@@ -24,6 +24,11 @@ class Message(_Turn, total=False):
     """One chat message as chat templates take it."""
 
     reasoning_content: str  # an earlier answer's thinking, for templates that keep it
+    # Tool calls an assistant message made, as chat templates take them:
+    # [{"id", "type": "function", "function": {"name", "arguments": {...}}}]
+    tool_calls: list[dict]
+    tool_call_id: str  # a "tool" message: the call it answers
+    name: str  # a "tool" message: the tool's name (templates that render it)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,9 @@ class GenerationParams:
     # Whose prompt caches a request may reuse: "" for this machine's chats; a server passes
     # one scope per API key, so one client cannot reuse (or time) another's prefix.
     cache_scope: str = ""
+    # Tools the chat template renders into the prompt (OpenAI's
+    # [{"type": "function", "function": {"name", "description", "parameters"}}]); () for none.
+    tools: tuple[dict, ...] = field(default=(), hash=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,12 @@ class ModelInfo:
     template_takes_enable_thinking: bool = False  # thinking can be switched off and on
     template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
     context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
+    # Tool calls, as the tokenizer says (engine.tool_parsers): the mlx-lm parser module that
+    # reads the model's tool calls ("json_tools", "qwen3_coder", ...), or None: no tool calling.
+    tool_parser: str | None = None
+    # The model writes gpt-oss harmony channels (engine.harmony): analysis is thinking,
+    # final the answer, commentary to a recipient a tool call (streamed in json_tools form).
+    harmony: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ a script, telemetry from a small simulated expert cache.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +27,20 @@ from engine.api import (
     TelemetrySnapshot,
     TextDelta,
 )
+from engine.errors import EngineStateError
 from engine.events import EventStream
+from engine.harmony import HarmonySplitter, looks_like_harmony
 from engine.reasoning import THINKING, ReasoningSplitter, ThinkMarkers
 
 # The fake "model" thinks like Qwen3: `<think>...</think>` in its answer text.
 FAKE_MARKERS = ThinkMarkers("<think>", "</think>")
+TOOL_PARSER = "json_tools"  # and calls tools like Qwen3: `<tool_call>{json}</tool_call>`
+
+
+def _prompt_words(messages: Sequence[Message], params: GenerationParams) -> int:
+    words = sum(len(str(m.get("content") or "").split()) for m in messages)
+    words += sum(len(str(m.get("tool_calls") or "").split()) for m in messages)
+    return words + sum(len(json.dumps(t).split()) for t in params.tools)
 
 
 def default_answer(messages: Sequence[Message]) -> str:
@@ -48,6 +58,9 @@ class FakeEngine:
     (dropped when the request says enable_thinking=False). token_delay: seconds
     between pieces. fail_with: if set, load() fails with this message.
     fail_generate_after: emit this many pieces, then fail with a read error.
+    tool_parser: the mlx-lm tool parser the fake "model" writes tool calls for
+    (json_tools: `<tool_call>{"name": …, "arguments": …}</tool_call>`); an answer
+    written in gpt-oss harmony channels streams split like gpt-oss's (engine.harmony).
     """
 
     def __init__(
@@ -60,12 +73,14 @@ class FakeEngine:
         cache_slots: int = 8,
         fail_with: str | None = None,
         fail_generate_after: int | None = None,
+        tool_parser: str | None = TOOL_PARSER,
     ) -> None:
         self._script = script or default_answer
         self._answers_used = 0
         self.token_delay = token_delay
         self.fail_with = fail_with
         self.fail_generate_after = fail_generate_after
+        self.tool_parser = tool_parser
         self.requests: list[tuple[list[Message], GenerationParams]] = []
         self.resets = 0
         self.saves = 0  # save_prompt_caches calls (a chat left, the app quitting)
@@ -115,6 +130,7 @@ class FakeEngine:
             think_start=FAKE_MARKERS.start,
             think_end=FAKE_MARKERS.end,
             template_takes_enable_thinking=True,
+            tool_parser=self.tool_parser,
         )
         self._state = EngineState.IDLE
         if on_progress:
@@ -128,6 +144,12 @@ class FakeEngine:
         self._cancel.clear()
         threading.Thread(target=self._run, args=(list(messages), params, stream), daemon=True).start()
         return stream
+
+    def count_tokens(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> int:
+        """The fake's prompt length: words of every message and of the tools."""
+        if self._info is None:
+            raise EngineStateError("No model is loaded: load one first.")
+        return _prompt_words(messages, params)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -213,12 +235,13 @@ class FakeEngine:
             stream.put(GenerationFailed("No model is loaded: load one first."))
             return
         self._state = EngineState.GENERATING
-        pieces = self._answer(messages).split(" ")
+        answer = self._answer(messages)
+        pieces = answer.split(" ")
         pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
         tokens: list[int] = []
         hits0, misses0 = int(self._hits.sum()), int(self._misses.sum())
         cancelled = False
-        splitter = ReasoningSplitter(FAKE_MARKERS)
+        splitter = HarmonySplitter() if looks_like_harmony(answer) else ReasoningSplitter(FAKE_MARKERS)
         i = -1
         for i, piece in enumerate(pieces[: params.max_tokens]):
             if self._cancel.is_set():
@@ -242,7 +265,7 @@ class FakeEngine:
         self._state = EngineState.IDLE
         stats = GenerationStats(
             tokens=tuple(tokens),
-            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            prompt_tokens=_prompt_words(messages, params),
             generation_tokens=len(tokens),
             prompt_tps=100.0,
             generation_tps=20.0,

@@ -22,10 +22,10 @@ from mlx_lm.sample_utils import make_sampler
 
 from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import PromptTooLongError, RequestError
+from engine.harmony import answer_splitter
 from engine.loader import LoadedModel
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, PREFILL_STEP, activation_bytes, prefill
 from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes, quantize_kv
-from engine.reasoning import ReasoningSplitter, markers_of, prompt_opens_thinking
 from engine.telemetry import peak_rss_bytes
 
 __all__ = ["PREFILL_STEP", "PromptCacheStore", "generate"]
@@ -36,9 +36,17 @@ def prompt_text(loaded: LoadedModel, messages: Sequence[Message], params: Genera
     the caller chose), or the last message verbatim when templating is off."""
     tok = loaded.tokenizer
     if params.chat_template and getattr(tok, "has_chat_template", False):
-        switches = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+        switches = _template_switches(params)
         return tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **switches)
     return messages[-1]["content"] if messages else ""
+
+
+def _template_switches(params: GenerationParams) -> dict:
+    """The chat template's keyword arguments besides the messages."""
+    switches: dict = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+    if params.tools:
+        switches["tools"] = list(params.tools)
+    return switches
 
 
 def encode_prompt(loaded: LoadedModel, text: str) -> list[int]:
@@ -86,14 +94,14 @@ def answer_room(prompt_length: int, params: GenerationParams, context: int) -> i
 
 
 def message_boundary(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams, tokens) -> int:
-    """Where the last user message ends in the prompt (its generation prompt, and any
-    thinking opener, follow): the next turn's prompt shares at least this prefix."""
+    """Where the last user (or tool-result) message ends in the prompt (its generation prompt,
+    and any thinking opener, follow): the next turn's prompt shares at least this prefix."""
     tok = loaded.tokenizer
-    if not (params.chat_template and messages and messages[-1]["role"] == "user"):
+    if not (params.chat_template and messages and messages[-1]["role"] in ("user", "tool")):
         return 0
     if not getattr(tok, "has_chat_template", False):
         return 0
-    switches = {} if params.enable_thinking is None else {"enable_thinking": params.enable_thinking}
+    switches = _template_switches(params)
     try:
         text = tok.apply_chat_template(list(messages), add_generation_prompt=False, tokenize=False, **switches)
     except Exception:  # a template that insists on a generation prompt: no boundary copy
@@ -127,8 +135,8 @@ def generate(
     text = prompt_text(loaded, messages, params)
     tokens = encode_prompt(loaded, text)
     max_tokens = answer_room(len(tokens), params, loaded.info.context_length)
-    markers = markers_of(loaded.info.think_start, loaded.info.think_end)
-    splitter = ReasoningSplitter(markers, opened=params.chat_template and prompt_opens_thinking(text, markers))
+    info = loaded.info
+    splitter = answer_splitter(info.think_start, info.think_end, info.harmony, text, params.chat_template)
     scope = params.cache_scope
 
     def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:

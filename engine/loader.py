@@ -40,6 +40,7 @@ from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool
 from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Projection, StreamedExperts
 from engine.telemetry import Telemetry
+from engine.tool_parsers import tool_fields
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
 _HALF = (mx.float16, mx.bfloat16)
@@ -239,6 +240,7 @@ def load_streamed_model(
         notice=notice,
         context_length=context_limit(config, tokenizer),
         **reasoning_fields(tokenizer),
+        **tool_fields(tokenizer),
     )
     telemetry.set_model(info, reader.stats if reader else None)
     progress(1.0, "ready")

@@ -140,6 +140,16 @@ class Engine:
         self._mlx.submit(lambda: self._generate(messages, params, cancel, stream))
         return stream
 
+    def count_tokens(self, messages: Sequence[Message], params: GenerationParams = GenerationParams()) -> int:
+        """Tokens of the prompt `generate` would build (chat template, tools): tokenizer work
+        only, on the caller's thread, so counting never waits behind a running answer."""
+        from engine.generation import encode_prompt, prompt_text
+
+        loaded = self._loaded
+        if loaded is None:
+            raise EngineStateError("No model is loaded yet: wait for loading to finish or pick a model folder.")
+        return len(encode_prompt(loaded, prompt_text(loaded, messages, params)))
+
     def cancel(self) -> None:
         with self._cancels_lock:
             for event in self._cancels:

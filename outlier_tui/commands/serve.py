@@ -1,4 +1,4 @@
-"""`outlier serve`: the streamed engine behind an OpenAI-compatible HTTP API.
+"""`outlier serve`: the streamed engine behind OpenAI-compatible and Anthropic Messages HTTP APIs.
 
 The model loads first (progress on stderr), then uvicorn serves the Starlette
 app from outlier_tui.server until Ctrl-C. Errors are one line and exit 1.
@@ -11,13 +11,19 @@ import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from outlier_tui import arg_types
 from outlier_tui.commands.failure import fail as _fail
 from outlier_tui.commands.failure import os_error_line
 from outlier_tui.kv_args import add_kv_arguments
 
-HELP = "serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...)"
+if TYPE_CHECKING:
+    from engine.api import EngineClient, Message
+
+HELP = "serve a model over OpenAI's and Anthropic's HTTP APIs (/v1/chat/completions, /v1/messages, ...)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +67,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4.0,
         help="largest request body accepted, in MiB (default 4; larger: 413)",
     )
+    parser.add_argument(
+        "--fake-engine",
+        action="store_true",
+        help="serve the scripted fake engine, no model: test a client against the API",
+    )
+    parser.add_argument(
+        "--fake-reply",
+        metavar="FILE",
+        action="append",
+        help="with --fake-engine: answers stream this file's text (<think>...</think> is thinking, "
+        '<tool_call>{"name": ..., "arguments": {...}}</tool_call> a tool call; gpt-oss channels work too); '
+        "given twice: the second file answers requests whose last message is a tool result",
+    )
+    parser.add_argument(
+        "--fake-tool-parser",
+        metavar="NAME",
+        default="json_tools",
+        help="with --fake-engine: the mlx-lm tool parser that reads the reply's tool calls "
+        "(default json_tools; qwen3_coder, pythonic, mistral, glm47, ...)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,14 +110,17 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problem)  # before a model load that may take minutes
     engine = None
     try:
-        with progress_bar("building demo model") as on_progress:
-            model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-        engine = Engine(**kv_engine_options(args))
-        cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
-        with progress_bar("loading model") as on_progress:
-            engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
+        if args.fake_engine or args.fake_reply:  # --fake-reply without --fake-engine: a clear error
+            engine, name = _fake_engine(args)
+        else:
+            with progress_bar("building demo model") as on_progress:
+                model_dir = resolve_model_dir(args.model, on_progress=on_progress)
+            engine, name = Engine(**kv_engine_options(args)), model_dir.name
+            cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
+            with progress_bar("loading model") as on_progress:
+                engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
         config = ServerConfig(
-            model_name=args.name or model_dir.name,
+            model_name=args.name or name,
             api_key=args.api_key or None,
             max_waiting=args.max_queue,
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -122,6 +151,51 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.close()
+
+
+def _fake_engine(args: argparse.Namespace) -> tuple[EngineClient, str]:
+    """The scripted engine (`--fake-engine`), loaded, and its model name."""
+    from engine import OutlierError
+    from engine.fake import FakeEngine
+    from engine.tool_parsers import available, load_parser
+    from outlier_tui.engine_adapter import FAKE_REPLY_DELAY
+
+    if not args.fake_engine:
+        raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
+    if args.model is not None:
+        raise OutlierError("--fake-engine serves no model: drop --model.")
+    try:
+        load_parser(args.fake_tool_parser)
+    except ValueError:
+        raise OutlierError(
+            f"--fake-tool-parser {args.fake_tool_parser}: mlx-lm has no such parser; pick one of "
+            + ", ".join(available())
+        ) from None
+    replies = [_read_reply(path) for path in args.fake_reply or ()]
+    if len(replies) > 2:
+        raise OutlierError("--fake-reply takes one file, or two: the second answers tool results.")
+
+    def script(messages: Sequence[Message]) -> str:
+        after_tool = len(replies) == 2 and bool(messages) and messages[-1]["role"] == "tool"
+        return replies[1] if after_tool else replies[0]
+
+    engine = FakeEngine(
+        script=script if replies else None,
+        token_delay=FAKE_REPLY_DELAY if replies else 0.0,
+        tool_parser=args.fake_tool_parser,
+    )
+    engine.load("fake").result()
+    return engine, "fake"
+
+
+def _read_reply(path: str) -> str:
+    from engine import OutlierError
+
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutlierError(f"--fake-reply {path}: cannot read it ({reason}).") from None
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

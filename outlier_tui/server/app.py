@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.api import EngineClient
+from outlier_tui.server import anthropic
 from outlier_tui.server.errors import ApiError
 from outlier_tui.server.routes import Routes, ServerConfig
 
@@ -20,10 +21,13 @@ log = logging.getLogger("outlier.serve")
 def build_app(engine: EngineClient, config: ServerConfig) -> Starlette:
     """An ASGI app serving `engine` (already loaded) under config.model_name."""
     routes = Routes(engine, config)
+    messages = anthropic.AnthropicRoutes(routes)
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
             Route("/v1/completions", routes.completions, methods=["POST"]),
+            Route(anthropic.PREFIX, messages.messages, methods=["POST"]),  # Anthropic's Messages API
+            Route(anthropic.PREFIX + "/count_tokens", messages.count_tokens, methods=["POST"]),
             Route("/v1/models", routes.models, methods=["GET"]),
             Route("/v1/outlier/telemetry", routes.telemetry, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
@@ -44,12 +48,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = (
             f"No such endpoint {request.url.path}: this server has /v1/chat/completions, "
-            "/v1/completions, /v1/models, /v1/outlier/telemetry and /health."
+            "/v1/completions, /v1/messages, /v1/models, /v1/outlier/telemetry and /health."
         )
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}."
     else:
         message = str(exc.detail)
+    if request.url.path.startswith(anthropic.PREFIX):  # Anthropic's clients read their own shape
+        return anthropic.error_response(ApiError(exc.status_code, message))
     return ApiError(exc.status_code, message).response()
 
 

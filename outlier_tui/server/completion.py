@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.api import GenerationDone, GenerationFailed, GenerationStats, TextDelta
 from engine.reasoning import THINKING
 from outlier_tui.server.errors import engine_error
 from outlier_tui.server.queue import Job
+
+if TYPE_CHECKING:
+    from outlier_tui.server.tools import ToolCall
 
 
 class StopFilter:
@@ -25,16 +29,18 @@ class StopFilter:
     def __init__(self, stops: tuple[str, ...]) -> None:
         self._stops = stops
         self._held = ""
+        self.matched: str | None = None  # the stop sequence that ended the answer
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to send now, whether a stop sequence was reached)."""
         if not self._stops:
             return text, False
         buffer = self._held + text
-        found = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        found = [(i, s) for s in self._stops if (i := buffer.find(s)) >= 0]
         if found:
             self._held = ""
-            return buffer[: min(found)], True
+            at, self.matched = min(found, key=lambda hit: hit[0])
+            return buffer[:at], True
         keep = max((k for s in self._stops for k in range(1, len(s)) if buffer.endswith(s[:k])), default=0)
         self._held = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep], False
@@ -51,8 +57,9 @@ class Thinking:
 
 @dataclass(frozen=True)
 class Finish:
-    reason: str  # "stop" | "length"
+    reason: str  # "stop" | "length" | "tool_calls"
     stats: GenerationStats
+    stop_sequence: str | None = None  # the one that ended the answer (Anthropic reports it)
 
 
 Piece = str | Thinking | Finish
@@ -85,7 +92,7 @@ async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncGen
             if context:
                 room = min(room, context - stats.prompt_tokens - stats.cached_tokens)
             length = not stopped and not event.cancelled and stats.generation_tokens >= room
-            yield Finish("length" if length else "stop", stats)
+            yield Finish("length" if length else "stop", stats, cut.matched)
         elif isinstance(event, GenerationFailed):
             raise engine_error(event.message, event.error_type)
 
@@ -100,6 +107,10 @@ def usage(stats: GenerationStats) -> dict:
     }
 
 
+def openai_call(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
 class ChatFormat:
     """Shapes of /v1/chat/completions."""
 
@@ -111,10 +122,13 @@ class ChatFormat:
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, thinking: str, finish: Finish) -> dict:
-        message = {"role": "assistant", "content": text}
+    def whole(self, text: str, thinking: str, finish: Finish, calls: Sequence[ToolCall] = ()) -> dict:
+        message: dict = {"role": "assistant", "content": text}
         if thinking:
             message["reasoning_content"] = thinking
+        if calls:  # outlier_tui.server.tools
+            message["content"] = text or None
+            message["tool_calls"] = [openai_call(call) for call in calls]
         choice = {"index": 0, "message": message, "finish_reason": finish.reason, "logprobs": None}
         return {**self._head("chat.completion"), "choices": [choice], "usage": usage(finish.stats)}
 
@@ -132,6 +146,9 @@ class ChatFormat:
     def thinking(self, text: str) -> dict:
         return self.chunk({"reasoning_content": text})
 
+    def tool_call(self, call: ToolCall, index: int) -> dict:
+        return self.chunk({"tool_calls": [{"index": index, **openai_call(call)}]})
+
     def last(self, finish: Finish) -> dict:
         return self.chunk({}, finish.reason)
 
@@ -146,7 +163,7 @@ class TextFormat(ChatFormat):
         super().__init__(model)
         self.id = f"cmpl-{uuid.uuid4().hex}"
 
-    def whole(self, text: str, thinking: str, finish: Finish) -> dict:
+    def whole(self, text: str, thinking: str, finish: Finish, calls: Sequence[ToolCall] = ()) -> dict:
         choice = {"index": 0, "text": text, "finish_reason": finish.reason, "logprobs": None}
         if thinking:
             choice["reasoning_content"] = thinking

@@ -1,22 +1,23 @@
 """Request bodies of /v1/chat/completions and /v1/completions, checked field by field.
 
 Every mistake becomes ApiError(400) naming the field, so clients see what to
-fix instead of a traceback; fields the engine cannot honour (n > 1, images,
-tool messages) are refused rather than silently ignored.
+fix instead of a traceback; fields the engine cannot honour (n > 1, images)
+are refused rather than silently ignored.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.api import GenerationParams, Message
 from outlier_tui.server.errors import ApiError
+from outlier_tui.server.tools import assistant_tool_calls, openai_tools
 
 DEFAULT_MAX_TOKENS = 2048  # when the request names none
 MAX_STOP_SEQUENCES = 16
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ def chat_request(data: dict[str, Any]) -> CompletionRequest:
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages", "'messages' must be a non-empty list of {role, content} objects.")
-    return _common(data, [_message(i, m) for i, m in enumerate(messages)], chat_template=True)
+    request = _common(data, [_message(i, m) for i, m in enumerate(messages)], chat_template=True)
+    tools = openai_tools(data)  # outlier_tui.server.tools
+    return replace(request, params=replace(request.params, tools=tools)) if tools else request
 
 
 def text_request(data: dict[str, Any]) -> CompletionRequest:
@@ -67,8 +70,7 @@ def _message(index: int, message: Any) -> Message:
     if role not in _ROLES:
         raise _bad(
             f"{where}.role",
-            f"{where}.role must be one of system, developer, user, assistant "
-            f"(got {role!r}); tool messages are not supported.",
+            f"{where}.role must be one of system, developer, user, assistant, tool (got {role!r}).",
         )
     content = message.get("content")
     if content is None and role == "assistant":
@@ -86,6 +88,10 @@ def _message(index: int, message: Any) -> Message:
     thinking = message.get("reasoning_content")
     if role == "assistant" and isinstance(thinking, str) and thinking:
         out["reasoning_content"] = thinking  # templates that keep earlier thinking render it
+    if role == "assistant" and message.get("tool_calls"):  # outlier_tui.server.tools
+        out["tool_calls"] = assistant_tool_calls(where, message["tool_calls"])
+    if role == "tool" and isinstance(message.get("tool_call_id"), str):
+        out["tool_call_id"] = message["tool_call_id"]
     return out
 
 

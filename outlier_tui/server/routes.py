@@ -20,6 +20,7 @@ from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat,
 from outlier_tui.server.errors import ApiError
 from outlier_tui.server.queue import EngineQueue, Job
 from outlier_tui.server.requests import CompletionRequest, chat_request, parse_json, text_request
+from outlier_tui.server.tools import ToolCall, ToolCalls
 
 T = TypeVar("T")
 TELEMETRY_MIN_INTERVAL = 0.1  # seconds: at most 10 snapshots a second per client
@@ -46,6 +47,7 @@ class Routes:
         self.created = int(time.time())
         model = engine.snapshot().model
         self.context = model.context_length if model is not None else 0
+        self.tool_calls = ToolCalls(model)  # outlier_tui.server.tools
 
     # ---- plain endpoints ---------------------------------------------------
 
@@ -84,9 +86,10 @@ class Routes:
     ) -> Response:
         self._authorize(request)
         req = parse(parse_json(await self._body(request)))
+        self.tool_calls.check(req.params.tools)
         job = self.queue.submit(req.messages, req.params)
         fmt = format_class(self.config.model_name)
-        pieces = answer(job, req.stop, self.context)
+        pieces = self.tool_calls.pieces(answer(job, req.stop, self.context), req.params.tools)
         try:
             if not req.stream:
                 return JSONResponse(await _unless_gone(request, job, _whole(pieces, fmt)))
@@ -158,23 +161,31 @@ def _telemetry_json(snapshot: TelemetrySnapshot) -> str:
     return json.dumps(snapshot_to_json(snapshot))
 
 
-async def _whole(pieces: AsyncIterator[Piece], fmt: ChatFormat) -> dict:
+async def _whole(pieces: AsyncIterator[Piece | ToolCall], fmt: ChatFormat) -> dict:
     parts: list[str] = []
     thinking: list[str] = []
+    calls: list[ToolCall] = []
     async for piece in pieces:
         if isinstance(piece, Finish):
-            return fmt.whole("".join(parts), "".join(thinking), piece)
+            return fmt.whole("".join(parts), "".join(thinking), piece, calls)
         if isinstance(piece, Thinking):
             thinking.append(piece.text)
+        elif isinstance(piece, ToolCall):
+            calls.append(piece)
         else:
             parts.append(piece)
     raise ApiError(500, "The engine ended the answer without finishing it; send the request again.")
 
 
 async def _stream(
-    job: Job, first: Piece, pieces: AsyncGenerator[Piece, None], fmt: ChatFormat, include_usage: bool
+    job: Job,
+    first: Piece | ToolCall,
+    pieces: AsyncGenerator[Piece | ToolCall, None],
+    fmt: ChatFormat,
+    include_usage: bool,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE body; closing it (client gone) cancels the generation."""
+    calls = 0
     try:
         if (head := fmt.first()) is not None:
             yield sse.event(head)
@@ -185,7 +196,11 @@ async def _stream(
                 if include_usage:
                     yield sse.event(fmt.usage_chunk(piece))
                 break
-            yield sse.event(fmt.thinking(piece.text) if isinstance(piece, Thinking) else fmt.piece(piece))
+            if isinstance(piece, ToolCall):
+                yield sse.event(fmt.tool_call(piece, calls))
+                calls += 1
+            else:
+                yield sse.event(fmt.thinking(piece.text) if isinstance(piece, Thinking) else fmt.piece(piece))
             try:
                 piece = await anext(pieces)
             except ApiError as exc:  # headers are sent: report it in the stream, as OpenAI does
