@@ -45,8 +45,8 @@ class Options:
     model_dir: Path
     disk_bytes_per_s: int = 25_000_000
     budget_percent: float = 25.0
-    prefill_step: int = 512  # tokens per prefill chunk (the product's is 2048; CPUs here are slow)
-    long_prompt_copies: int = 4  # LONG_PROMPT repeated: several prefill chunks
+    prefill_step: int = 256  # tokens per prefill chunk (the product's is 2048; CPUs here are slow)
+    long_prompt_copies: int = 2  # LONG_PROMPT repeated: several prefill chunks
     answer_tokens: int = 8
     rounds: int = 1  # repeat the throttled figures; medians are reported
     timeout_s: float = 3600.0

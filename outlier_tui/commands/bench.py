@@ -115,10 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefill-step",
         type=arg_types.positive_int,
-        default=512,
+        default=None,
         metavar="N",
-        help="--sessions: tokens per prefill chunk (default 512, so a prompt of a few chunks runs in "
-        "minutes on a CPU; the engine's own is 2048)",
+        help="--sessions: tokens per prefill chunk (default 256, --quick 128, so a prompt of several chunks "
+        "runs in minutes on a CPU; the engine's own is 2048)",
     )
     parser.add_argument(
         "--served",
@@ -300,8 +300,8 @@ def _sessions(args: argparse.Namespace, model_dir: Path) -> int:
     opts = sessions.Options(
         model_dir=model_dir,
         disk_bytes_per_s=int(args.disk_mbps * 1e6),
-        prefill_step=args.prefill_step,
-        long_prompt_copies=2 if args.quick else 4,
+        prefill_step=args.prefill_step or (128 if args.quick else 256),
+        long_prompt_copies=1 if args.quick else 2,
         rounds=args.rounds or 1,
         command=_command(),
         progress=_say,
