@@ -55,7 +55,7 @@ class PrefillResult:
     snapshot: list | None = None  # the cache after `snapshot_at` tokens, when asked and possible
     experts: set[tuple[int, int]] = field(default_factory=set)  # distinct (row, expert) the prompt routed to
     layer_major: bool = False  # the prompt ran layer by layer over more than one chunk
-    activation_bytes: int = 0  # hidden states held between layers (estimate)
+    waves: int = 0  # groups of chunks run layer by layer one after another (the memory bound)
 
 
 def activation_bytes(tokens: int, hidden_size: int, dtype_bytes: int = 4) -> int:
@@ -97,7 +97,7 @@ def prefill(
         wave = max(2, max_activation_bytes // max(per_chunk, 1))
     else:
         wave = len(bounds)
-    result = PrefillResult(logits=None, layer_major=layered)
+    result = PrefillResult(logits=None, layer_major=layered, waves=-(-len(bounds) // wave) if layered else 0)
     if streamer is not None:
         streamer.prompt_experts = result.experts
     try:
@@ -106,9 +106,9 @@ def prefill(
         assert streamer is not None
         for i in range(0, len(bounds), wave):
             if cancel.is_set():
+                result.logits = None  # an earlier wave's logits are not the prompt's
                 return result
             group = bounds[i : i + wave]
-            result.activation_bytes = max(result.activation_bytes, per_chunk * len(group))
             run = _LayerMajor(model, streamer, cache, tokens, group, snapshot_at, moe_layers)
             for _ in group:
                 begin_step()
@@ -124,7 +124,7 @@ def prefill(
 
 
 def _chunk_by_chunk(model, cache, tokens, bounds, cancel, begin_step, snapshot_at, result: PrefillResult):
-    """Today's order: each chunk through every layer (one chunk, or every expert resident)."""
+    """Each chunk through every layer: one chunk, every expert resident, or a fallback."""
     for lo, hi in bounds:
         if cancel.is_set():
             result.logits = None

@@ -66,6 +66,18 @@ def test_a_long_prompt_reads_each_expert_once_with_the_resident_logits(checkpoin
             assert result.logits is not None
             return result.logits
 
+        waves = prefill_module.prefill(
+            loaded.model,
+            loaded.streamer,
+            make_prompt_cache(loaded.model),
+            ids,
+            0,
+            cancel=threading.Event(),
+            begin_step=lambda: None,
+            hidden_size=loaded.hidden_size,
+            max_activation_bytes=prefill_module.activation_bytes(2 * STEP, loaded.hidden_size),
+        )
+        assert waves.waves == 3 and waves.logits is not None  # six chunks, two at a time
         before = loaded.telemetry.totals()["bytes_read"]
         layered = logits_of(loaded.streamer)
         between = loaded.telemetry.totals()["bytes_read"]
@@ -73,6 +85,7 @@ def test_a_long_prompt_reads_each_expert_once_with_the_resident_logits(checkpoin
         after = loaded.telemetry.totals()["bytes_read"]
         expected = _resident_logits(path, ids, STEP)
         assert mx.array_equal(layered, expected) and mx.array_equal(chunked, expected)
+        assert mx.array_equal(waves.logits, expected)
         assert after - between > 2 * (between - before)  # chunk by chunk re-reads evicted experts
     finally:
         loaded.close()
