@@ -6,6 +6,13 @@ refuses new ones when the line is full, and cancels exactly the running
 request. A request holds its turn until the engine's stream has ended, so the
 next one starts on an engine that is really free. Events reach the event loop
 straight from the engine's thread (EventStream.listen): no thread in between.
+
+Prompt-cache namespaces: a job may carry one (the server's key identity,
+keys.KeyRing.namespace). The engine keeps one KV cache today, so when a job's
+namespace differs from the last one that used it, the cache is cleared first
+(engine.reset(), ordered before the generation on the engine's thread): one
+client never reuses, or learns the length of, another's prefix. An engine with
+a cache per namespace would take the namespace instead (see _isolate).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from outlier_tui.server.errors import ApiError
 class Job:
     """One admitted request: its events arrive on the event loop, in order."""
 
-    def __init__(self, queue: EngineQueue, messages: Sequence[Message], params: GenerationParams) -> None:
+    def __init__(
+        self, queue: EngineQueue, messages: Sequence[Message], params: GenerationParams, namespace: str | None = None
+    ) -> None:
         self._queue = queue
         self.messages = [m.copy() for m in messages]
         self.params = params
+        self.namespace = namespace  # whose prompt cache it may use (None: the shared one)
         self.events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
         self.running = False  # the engine has it
         self.finished = False  # the engine's stream ended (or it never started)
@@ -62,13 +72,14 @@ class EngineQueue:
         self.max_waiting = max_waiting
         self._turn = asyncio.Lock()
         self._admitted = 0
+        self._cache_owner: str | None = None  # the namespace whose prefix the engine's KV cache holds
 
     @property
     def admitted(self) -> int:
         """Requests running or waiting."""
         return self._admitted
 
-    def submit(self, messages: Sequence[Message], params: GenerationParams) -> Job:
+    def submit(self, messages: Sequence[Message], params: GenerationParams, namespace: str | None = None) -> Job:
         """Queue a generation; raises ApiError(429) when the line is full."""
         if self._admitted >= 1 + self.max_waiting:
             raise ApiError(
@@ -78,7 +89,7 @@ class EngineQueue:
                 code="queue_full",
             )
         self._admitted += 1
-        job = Job(self, messages, params)
+        job = Job(self, messages, params, namespace)
         job.task = asyncio.get_running_loop().create_task(self._run(job))
         job.task.add_done_callback(lambda _task: self._release(job))  # runs even if never started
         return job
@@ -100,6 +111,7 @@ class EngineQueue:
 
     def _start(self, job: Job) -> asyncio.Future:
         """Start the generation; its events go to job.events; the future resolves when it ends."""
+        self._isolate(job.namespace)
         stream = self.engine.generate(job.messages, job.params)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -116,3 +128,10 @@ class EngineQueue:
 
         stream.listen(deliver)
         return done
+
+    def _isolate(self, namespace: str | None) -> None:
+        """Let the next generation see only `namespace`'s cached prefix. Called on our turn, so no
+        generation runs; the engine's thread runs the reset before the generation queued after it."""
+        if namespace != self._cache_owner:
+            self.engine.reset()
+            self._cache_owner = namespace

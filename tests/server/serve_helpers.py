@@ -86,10 +86,10 @@ def start_outlier_serve(
         str(port),
         *extra,
     ]
-    if api_key:
-        args += ["--api-key", api_key]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("OUTLIER_API_KEY", None)
+    if api_key:
+        env["OUTLIER_API_KEY"] = api_key  # not on the command line, where other users can read it
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
