@@ -6,9 +6,9 @@ keep-alive connections, h11's `max_incomplete_event_size` bounds a request's
 head. Two gaps are closed here, in a subclass of its h11 protocol: a client
 that connects and never finishes its request head (or starts one on a kept-alive
 connection and stalls) is dropped after `client_timeout` seconds (uvicorn has
-no timer before a request's headers), and connections beyond twice the cap are
-closed at once, so open sockets (file descriptors) stay bounded however many
-clients connect. Request bodies have their own deadline (routes._body).
+no timer before a request's headers), and connections beyond the cap and its
+overflow (fd_limit.overflow) are closed at once, so open sockets (file
+descriptors) stay bounded however many clients connect. Request bodies have their own deadline (routes._body).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from outlier_tui.server.fd_limit import overflow
 
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers (h11's default, stated)
 
@@ -35,7 +37,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_open:
-            transport.close()  # over twice the cap: the fd comes back now, not after a timeout
+            transport.close()  # past the cap's overflow: the fd comes back now, not after a timeout
             return
         self._arm()
 
@@ -73,7 +75,7 @@ def server_config(app: Any, host: str, port: int, max_connections: int, client_t
     protocol = type(
         "OutlierH11Protocol",
         (GuardedH11Protocol,),
-        {"head_timeout": client_timeout, "max_open": 2 * max_connections},
+        {"head_timeout": client_timeout, "max_open": max_connections + overflow(max_connections)},
     )
     return uvicorn.Config(
         app,

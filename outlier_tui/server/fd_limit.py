@@ -4,8 +4,10 @@ Each connection is a file descriptor; so are the model's shards. mlx-lm sets
 the limit to (2048, 4096) when imported, which lowers the hard limit for good
 (and fails with a traceback where the hard limit is under 4096), so the server
 imports it with that call held back, then raises the soft limit to the hard
-one itself. The connection cap stays well under the limit: uvicorn accepts up
-to twice the cap (beyond it, 503s) plus FD_RESERVE for the model and the rest.
+one itself. The connection cap stays well under the limit: past the cap,
+uvicorn answers 503 on up to overflow(cap) more connections and any beyond
+those are closed on arrival (connections.GuardedH11Protocol), and FD_RESERVE
+files are left for the model and the rest.
 """
 
 from __future__ import annotations
@@ -55,15 +57,22 @@ def raise_soft_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+def overflow(max_connections: int) -> int:
+    """Connections past the cap that are still answered (503) rather than closed at once."""
+    return max(4, max_connections // 4)
+
+
 def files_needed(max_connections: int) -> int:
-    return 2 * max_connections + FD_RESERVE
+    return max_connections + overflow(max_connections) + FD_RESERVE
 
 
 def connection_cap(requested: int | None, soft: int, hard: int) -> int | str:
     """The connection cap for this open-file limit, or why none fits (one line)."""
     if soft == resource.RLIM_INFINITY:
         return requested or DEFAULT_MAX_CONNECTIONS
-    fits = (soft - FD_RESERVE) // 2
+    fits = max(0, (soft - FD_RESERVE) * 4 // 5)
+    while fits and files_needed(fits) > soft:
+        fits -= 1
     if requested is not None:
         if requested > fits:
             return (
