@@ -91,9 +91,7 @@ def start_outlier_serve(
     if api_key:
         env["OUTLIER_API_KEY"] = api_key  # not on the command line, where other users can read it
     log = tempfile.TemporaryFile("w+")
-    process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env, preexec_fn=preexec_fn
-    )
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env, preexec_fn=preexec_fn)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url, process, log)
     return Served(url, process, checkpoint.name, checkpoint, api_key, log)
