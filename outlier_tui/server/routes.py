@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from engine.api import EngineClient, TelemetrySnapshot
@@ -129,6 +129,8 @@ class Routes:
             allowed = start + self.config.client_timeout + len(body) / MIN_BODY_RATE - loop.time()
             try:
                 chunk = await asyncio.wait_for(anext(chunks, None), max(allowed, 0.0))
+            except ClientDisconnect:  # nobody will read the answer; not a server error either
+                raise ApiError(400, "The client disconnected while sending the request.") from None
             except TimeoutError:
                 raise ApiError(
                     408,

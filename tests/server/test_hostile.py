@@ -44,7 +44,7 @@ def _hard_limit(files: int):
 
 @pytest.fixture(scope="module")
 def tight(checkpoint_factory, tmp_path_factory):
-    """8 connections, 1 s client timeout, CORS for one origin, one more Host name, two keys in a
+    """8 connections, 2 s client timeout, CORS for one origin, one more Host name, two keys in a
     file (with the whitespace and comments people leave in such files), and an open-file hard limit
     of 3000: under the 4096 that mlx-lm's import used to set, which killed the server at start."""
     key_file = tmp_path_factory.mktemp("keys") / "keys"
@@ -54,7 +54,7 @@ def tight(checkpoint_factory, tmp_path_factory):
         "--max-connections",
         "8",
         "--client-timeout",
-        "1",
+        "2",
         "--cors-origin",
         CORS_ORIGIN,
         "--allowed-host",
@@ -192,9 +192,11 @@ def test_idle_and_slow_clients_are_dropped(tight):
 
 def test_full_server_answers_503_then_recovers(tight):
     port = int(tight.url.rsplit(":", 1)[1])
+    lines_before = _server_log_lines(tight)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # --max-connections 8
     try:
-        assert httpx.get(tight.url + "/health", timeout=5).status_code == 503
+        with httpx.Client(timeout=5) as client:  # 10 requests, well within the 2 s the idle ones have
+            assert [client.get(tight.url + "/health").status_code for _ in range(10)] == [503] * 10
     finally:
         for sock in idle:
             sock.close()
@@ -202,6 +204,8 @@ def test_full_server_answers_503_then_recovers(tight):
     while httpx.get(tight.url + "/health", timeout=5).status_code != 200:
         assert time.monotonic() < deadline, "the server stayed full after its clients left"
         time.sleep(0.05)
+    log = tight.stderr().splitlines()[lines_before:]
+    assert sum("concurrency limit" in line for line in log) == 1, log  # 10 refusals, one warning
 
 
 def test_open_file_limit_too_low_is_one_line(tmp_path):
