@@ -199,6 +199,7 @@ def probe_memory(server: Server, rows: list) -> None:
     for name, path, body in (
         ("3.9 MB chat message", "/chat/completions", {"messages": [{"role": "user", "content": "a" * 3_900_000}]}),
         ('completions "x " * 1.9M', "/completions", {"prompt": "x " * 1_900_000}),
+        ("3.9 MB of empty arrays", "/chat/completions", b'{"messages": [' + b"[]," * 1_300_000 + b"[]]}"),
     ):
         server.reset_peak()
         before = server.rss_mib()
@@ -206,8 +207,8 @@ def probe_memory(server: Server, rows: list) -> None:
         rows.append(
             (
                 f"memory: {name}",
-                f"{response.status_code} in {seconds * 1000:.0f} ms; peak RSS +{server.peak_mib() - before:.1f} MiB "
-                f"(baseline {before:.0f} MiB), after +{server.rss_mib() - before:.1f} MiB",
+                f"{response.status_code} in {seconds * 1000:.0f} ms; peak RSS {server.peak_mib() - before:+.1f} MiB "
+                f"(baseline {before:.0f} MiB), after {server.rss_mib() - before:+.1f} MiB",
             )
         )
 

@@ -235,19 +235,20 @@ def _status_kib(pid: int, field: str) -> int:
 
 @pytest.mark.skipif(not LINUX, reason="reads and resets the peak RSS through /proc")
 @pytest.mark.parametrize(
-    "path, body",
+    "path, body, code",
     [
-        ("/chat/completions", {"messages": [{"role": "user", "content": "a" * 3_900_000}]}),
-        ("/completions", {"prompt": "x " * 1_900_000}),
+        ("/chat/completions", {"messages": [{"role": "user", "content": "a" * 3_900_000}]}, "context_length_exceeded"),
+        ("/completions", {"prompt": "x " * 1_900_000}, "context_length_exceeded"),
+        ("/chat/completions", b'{"messages": [' + b"[]," * 1_300_000 + b"[]]}", "invalid_json"),
     ],
-    ids=["chat-3.9MB", "completions-3.8MB"],
+    ids=["chat-3.9MB", "completions-3.8MB", "3.9MB-of-empty-arrays"],
 )
-def test_huge_prompt_is_refused_fast_without_memory(guarded, path, body):
+def test_huge_prompt_is_refused_fast_without_memory(guarded, path, body, code):
     pid = guarded.process.pid
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak RSS starts again from the current RSS
     before = _status_kib(pid, "VmRSS")
     error = _error(_post(guarded, path, body, timeout=1.0), 400)  # refused within 1 s
-    assert error["code"] == "context_length_exceeded"
+    assert error["code"] == code
     growth_mib = (_status_kib(pid, "VmHWM") - before) / 1024
     assert growth_mib < 100, f"peak RSS grew by {growth_mib:.0f} MiB"
 
@@ -309,7 +310,8 @@ def test_malformed_inputs_are_400s_in_the_api_shape(guarded):
     assert error["param"] == "messages[0].content"
     _error(_post(guarded, chat, b'{"messages": [{"role": "user", "content": "a\xed\xa0\x80"}]}'), 400)
     _error(_post(guarded, chat, b'{"messages": [{"role": "user", "content": "\xff"}]}'), 400)
-    for nested in (b"[" * 100_000, b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+    assert _error(_post(guarded, chat, b"[" * 100_000), 400)["code"] == "invalid_json"  # the probe's body
+    for nested in (b"[" * 60_000, b'{"messages": ' + b"[" * 60_000 + b"]" * 60_000 + b"}"):
         assert "nested too deeply" in _error(_post(guarded, chat, nested), 400)["message"]
     _error(_post(guarded, chat, b'{"messages": [], "max_tokens": 1' + b"0" * 5000 + b"}"), 400)
     ask = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import subprocess
@@ -121,6 +122,15 @@ def test_json_bodies_with_surrogates_and_escapes():
         assert caught.value.status == 400 and caught.value.param == where
     with pytest.raises(ApiError, match="nested too deeply"):
         parse_json(b"[" * 50_000)
+
+
+def test_json_bodies_with_too_many_containers_are_refused_before_parsing():
+    from outlier_tui.server.wellformed import MAX_CONTAINERS
+
+    with pytest.raises(ApiError, match=f"more than {MAX_CONTAINERS}"):
+        parse_json(b'{"a": [' + b"{}," * MAX_CONTAINERS + b"{}]}")
+    braces = "{[" * MAX_CONTAINERS + '\\"{'  # inside a string (with escapes) they are text
+    assert parse_json(json.dumps({"a": braces}).encode())["a"] == braces
 
 
 def test_engine_failures_do_not_leak_internals():
