@@ -2,6 +2,9 @@
 
 The model loads first (progress on stderr), then uvicorn serves the Starlette
 app from outlier_tui.server until Ctrl-C. Errors are one line and exit 1.
+Everything a hostile client could exhaust is bounded here or in the server
+package: open files and connections (server.fd_limit, server.connections),
+slow clients, request sizes, the log (server.log_limit).
 """
 
 from __future__ import annotations
@@ -45,10 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_kv_arguments(parser, on_disk=False)
     parser.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="require 'Authorization: Bearer KEY' with one of the keys in PATH (one per line); with "
+        "several keys, each key's prompt cache is its own (default: $OUTLIER_API_KEY; neither: open)",
+    )
+    parser.add_argument(
         "--api-key",
         metavar="KEY",
-        default=os.environ.get("OUTLIER_API_KEY"),
-        help="require 'Authorization: Bearer KEY' (default: $OUTLIER_API_KEY; none: open)",
+        help="one key on the command line, where other local users can read it: prefer --api-key-file "
+        "or $OUTLIER_API_KEY",
     )
     parser.add_argument(
         "--name", metavar="NAME", help="model name in /v1/models and answers (default: the model folder's name)"
@@ -87,6 +96,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --fake-engine: the mlx-lm tool parser that reads the reply's tool calls "
         "(default json_tools; qwen3_coder, pythonic, mistral, glm47, ...)",
     )
+    parser.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=arg_types.positive_int,
+        help="connections served at once, beyond them 503 (default 4096, or what the open-file limit allows)",
+    )
+    parser.add_argument(
+        "--client-timeout",
+        metavar="S",
+        type=arg_types.positive(float, "a number of seconds"),
+        default=10.0,
+        help="seconds a client may take to send a request's headers, stay idle between requests, "
+        "or stall a body (default 10)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a name clients may reach the server by (Host header), beyond the --host address and "
+        "localhost; repeatable; '*' accepts any (behind a proxy that checks it)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        metavar="ORIGIN",
+        action="append",
+        default=[],
+        help="let web pages of ORIGIN (e.g. https://app.example) call the API; repeatable (default: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,17 +137,36 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--port must be 1-65535, got {args.port}")
     if args.max_queue < 0:
         return _fail("--max-queue must be 0 or more")
+    if args.api_key and args.api_key_file:
+        return _fail("give --api-key-file or --api-key, not both")
     try:
         import uvicorn
 
+        from outlier_tui.server import fd_limit, log_limit
         from outlier_tui.server.app import build_app
+        from outlier_tui.server.connections import server_config
+        from outlier_tui.server.keys import KeyFileError, KeyRing, read_key_file
+        from outlier_tui.server.prompt_bound import prompt_char_limit
         from outlier_tui.server.routes import ServerConfig
+
+        fd_limit.import_mlx_lm()  # before anything else imports it and lowers the open-file limit
     except ImportError as exc:
         return _fail(f"the server needs {exc.name}: pip install starlette uvicorn")
+    soft, hard = fd_limit.raise_soft_limit()
+    max_connections = fd_limit.connection_cap(args.max_connections, soft, hard)
+    if isinstance(max_connections, str):
+        return _fail(max_connections)
+    try:
+        keys = _api_keys(args, read_key_file)
+        if keys:
+            KeyRing(keys)  # refuse an empty key now, not at the first request
+    except KeyFileError as exc:
+        return _fail(str(exc))
     if (problem := _cannot_listen(args.host, args.port)) is not None:
         return _fail(problem)  # before a model load that may take minutes
     engine = None
     try:
+        prompt_chars = None
         if args.fake_engine or args.fake_reply:  # --fake-reply without --fake-engine: a clear error
             engine, name = _fake_engine(args)
         else:
@@ -118,30 +175,37 @@ def run(args: argparse.Namespace) -> int:
             engine, name = Engine(**kv_engine_options(args)), model_dir.name
             cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
             with progress_bar("loading model") as on_progress:
-                engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
+                info = engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()
+            prompt_chars = prompt_char_limit(model_dir, info.context_length)
         config = ServerConfig(
             model_name=args.name or name,
-            api_key=args.api_key or None,
+            api_keys=tuple(keys),
             max_waiting=args.max_queue,
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            prompt_chars=prompt_chars,
+            client_timeout=args.client_timeout,
+            bind_host=args.host,
+            allowed_hosts=tuple(args.allowed_host),
+            cors_origins=tuple(args.cors_origin),
         )
-        if not args.api_key and not _is_loopback(args.host):
-            print(
-                f"outlier: warning: serving on {args.host} without --api-key: anyone who can reach "
-                "this port can use the model. Pass --api-key KEY (or set OUTLIER_API_KEY).",
-                file=sys.stderr,
-                flush=True,
+        if args.api_key:
+            _warn(
+                "the key given with --api-key is visible to every local user (ps, /proc/PID/cmdline); "
+                "pass it with --api-key-file PATH or $OUTLIER_API_KEY."
+            )
+        if not keys and not _is_loopback(args.host):
+            _warn(
+                f"serving on {args.host} without a key: anyone who can reach this port can use the model. "
+                "Pass --api-key-file PATH (or set OUTLIER_API_KEY)."
             )
         print(
             f"outlier: serving {config.model_name} at http://{_url_host(args.host)}:{args.port}/v1 (Ctrl-C stops)",
             file=sys.stderr,
             flush=True,
         )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                build_app(engine, config), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3
-            )
-        )
+        uv_config = server_config(build_app(engine, config), args.host, args.port, max_connections, args.client_timeout)
+        log_limit.install()  # after uvicorn configured its loggers
+        server = uvicorn.Server(uv_config)
         server.run()
         return 0 if server.started else _fail(f"could not listen on {args.host}:{args.port} (see above).")
     except OutlierError as exc:
@@ -196,6 +260,18 @@ def _read_reply(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise OutlierError(f"--fake-reply {path}: cannot read it ({reason}).") from None
+
+
+def _api_keys(args: argparse.Namespace, read_key_file) -> list[str]:
+    """The keys to accept: --api-key-file, else --api-key, else $OUTLIER_API_KEY (none: open)."""
+    if args.api_key_file:
+        return read_key_file(args.api_key_file)
+    key = args.api_key or os.environ.get("OUTLIER_API_KEY") or ""
+    return [key.strip()] if key.strip() else []
+
+
+def _warn(message: str) -> None:
+    print(f"outlier: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

@@ -12,12 +12,11 @@ ping) and errors as {"type": "error", "error": {"type", "message"}}.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -27,7 +26,8 @@ from engine.api import GenerationParams, Message
 from outlier_tui.server import sse
 from outlier_tui.server.completion import Finish, Piece, Thinking, answer
 from outlier_tui.server.errors import ApiError
-from outlier_tui.server.requests import DEFAULT_MAX_TOKENS, MAX_STOP_SEQUENCES, parse_json
+from outlier_tui.server.requests import DEFAULT_MAX_TOKENS, parse_json
+from outlier_tui.server.stops import MAX_STOP_CHARS, MAX_STOPS
 from outlier_tui.server.tools import MAX_TOOLS, ToolCall, function_spec, template_call
 
 if TYPE_CHECKING:
@@ -111,11 +111,12 @@ class AnthropicRoutes:
     async def _messages(self, request: Request) -> Response:
         from outlier_tui.server.routes import ClientGone, _unless_gone
 
-        self._authorize(request)
+        namespace = self._authorize(request)
         req = messages_request(parse_json(await self.routes._body(request)))
         routes = self.routes
         routes.tool_calls.check(req.params.tools)
-        job = routes.queue.submit(req.messages, req.params)
+        routes.check_size(req.messages)
+        job = routes.queue.submit(req.messages, replace(req.params, cache_scope=namespace or ""))
         fmt = MessageFormat(routes.config.model_name)
         pieces = routes.tool_calls.pieces(answer(job, req.stop, routes.context), req.params.tools)
         try:
@@ -129,21 +130,12 @@ class AnthropicRoutes:
             raise
         return sse.EventStreamResponse(_stream(job, first, pieces, fmt))
 
-    def _authorize(self, request: Request) -> None:
-        """`x-api-key: KEY` (Anthropic's clients) or `Authorization: Bearer KEY`."""
-        key = self.routes.config.api_key
-        if key is None:
-            return
+    def _authorize(self, request: Request) -> str | None:
+        """`x-api-key: KEY` (Anthropic's clients) or `Authorization: Bearer KEY`; returns the key's
+        prompt-cache namespace (None: shared)."""
         given = request.headers.get("x-api-key")
-        if given is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            given = token.strip() if scheme.lower() == "bearer" else ""
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise ApiError(
-                401,
-                "Incorrect or missing API key: send 'x-api-key: <key>' with the key the server "
-                "was started with (--api-key).",
-            )
+        authorization = f"Bearer {given}" if given is not None else request.headers.get("authorization", "")
+        return self.routes.authorize(authorization, "'x-api-key: <key>'")
 
 
 # ---- requests ------------------------------------------------------------------
@@ -328,8 +320,10 @@ def _stops(stops: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise _bad("'stop_sequences' must be a list of non-empty strings.")
-    if len(stops) > MAX_STOP_SEQUENCES:
-        raise _bad(f"'stop_sequences' takes at most {MAX_STOP_SEQUENCES} sequences.")
+    if len(stops) > MAX_STOPS:
+        raise _bad(f"'stop_sequences' takes at most {MAX_STOPS} sequences (got {len(stops)}).")
+    if (longest := max(len(s) for s in stops)) > MAX_STOP_CHARS:
+        raise _bad(f"A stop sequence may be at most {MAX_STOP_CHARS} characters long (got {longest}).")
     return tuple(stops)
 
 

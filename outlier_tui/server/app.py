@@ -1,4 +1,4 @@
-"""The Starlette app: routes, and every failure as an OpenAI-style JSON error."""
+"""The Starlette app: routes, cross-site guards, and every failure as an OpenAI-style JSON error."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,6 +15,7 @@ from starlette.routing import Route
 from engine.api import EngineClient
 from outlier_tui.server import anthropic
 from outlier_tui.server.errors import ApiError
+from outlier_tui.server.guard import HostRule, RequestGuard
 from outlier_tui.server.routes import Routes, ServerConfig
 
 log = logging.getLogger("outlier.serve")
@@ -22,7 +25,19 @@ def build_app(engine: EngineClient, config: ServerConfig) -> Starlette:
     """An ASGI app serving `engine` (already loaded) under config.model_name."""
     routes = Routes(engine, config)
     messages = anthropic.AnthropicRoutes(routes)
+    middleware = [Middleware(RequestGuard, hosts=HostRule(config.bind_host, config.allowed_hosts))]
+    if config.cors_origins:  # off by default: no page of another origin may read answers
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
+                max_age=600,
+            )
+        )
     app = Starlette(
+        middleware=middleware,
         routes=[
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
             Route("/v1/completions", routes.completions, methods=["POST"]),

@@ -8,6 +8,7 @@ stream chunks. Thinking goes to `reasoning_content`, never into `content`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -18,36 +19,10 @@ from engine.api import GenerationDone, GenerationFailed, GenerationStats, TextDe
 from engine.reasoning import THINKING
 from outlier_tui.server.errors import engine_error
 from outlier_tui.server.queue import Job
+from outlier_tui.server.stops import StopFilter
 
 if TYPE_CHECKING:
     from outlier_tui.server.tools import ToolCall
-
-
-class StopFilter:
-    """Cuts the text at the first stop sequence, holding back what may be the start of one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = stops
-        self._held = ""
-        self.matched: str | None = None  # the stop sequence that ended the answer
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """(text safe to send now, whether a stop sequence was reached)."""
-        if not self._stops:
-            return text, False
-        buffer = self._held + text
-        found = [(i, s) for s in self._stops if (i := buffer.find(s)) >= 0]
-        if found:
-            self._held = ""
-            at, self.matched = min(found, key=lambda hit: hit[0])
-            return buffer[:at], True
-        keep = max((k for s in self._stops for k in range(1, len(s)) if buffer.endswith(s[:k])), default=0)
-        self._held = buffer[len(buffer) - keep :] if keep else ""
-        return buffer[: len(buffer) - keep], False
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
 
 
 @dataclass(frozen=True)
@@ -79,7 +54,10 @@ async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncGen
                 if event.text:
                     yield Thinking(event.text)
                 continue
-            text, stopped = cut.feed(event.text)
+            if cut.active:  # off the event loop: other clients (and /health) stay answered
+                text, stopped = await asyncio.to_thread(cut.feed, event.text)
+            else:
+                text = event.text
             if text:
                 yield text
             if stopped:

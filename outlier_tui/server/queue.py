@@ -6,6 +6,10 @@ refuses new ones when the line is full, and cancels exactly the running
 request. A request holds its turn until the engine's stream has ended, so the
 next one starts on an engine that is really free. Events reach the event loop
 straight from the engine's thread (EventStream.listen): no thread in between.
+
+Whose prompt caches a job may reuse travels in its params (cache_scope: the
+server's key identity, keys.KeyRing.namespace): the engine keeps each scope's
+prefixes apart, so one client never reuses, or learns the length of, another's.
 """
 
 from __future__ import annotations

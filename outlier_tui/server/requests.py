@@ -7,16 +7,19 @@ are refused rather than silently ignored.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.api import GenerationParams, Message
 from outlier_tui.server.errors import ApiError
+from outlier_tui.server.fields import refuse_unsupported, refuse_unsupported_message_keys
+from outlier_tui.server.stops import MAX_STOP_CHARS, MAX_STOPS
 from outlier_tui.server.tools import assistant_tool_calls, openai_tools
+from outlier_tui.server.wellformed import parse_json
+
+__all__ = ["CompletionRequest", "chat_request", "parse_json", "text_request"]
 
 DEFAULT_MAX_TOKENS = 2048  # when the request names none
-MAX_STOP_SEQUENCES = 16
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
@@ -32,17 +35,8 @@ class CompletionRequest:
     model: str | None
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"The request body is not valid JSON ({exc}).", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    return data
-
-
 def chat_request(data: dict[str, Any]) -> CompletionRequest:
+    refuse_unsupported(data, "chat")
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages", "'messages' must be a non-empty list of {role, content} objects.")
@@ -52,6 +46,7 @@ def chat_request(data: dict[str, Any]) -> CompletionRequest:
 
 
 def text_request(data: dict[str, Any]) -> CompletionRequest:
+    refuse_unsupported(data, "text")
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -66,6 +61,7 @@ def _message(index: int, message: Any) -> Message:
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise _bad(where, f"{where} must be an object with 'role' and 'content'.")
+    refuse_unsupported_message_keys(where, message)
     role = message.get("role")
     if role not in _ROLES:
         raise _bad(
@@ -152,8 +148,10 @@ def _stop(stop: Any) -> tuple[str, ...]:
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise _bad("stop", "'stop' must be a non-empty string or a list of them.")
-    if len(stop) > MAX_STOP_SEQUENCES:
-        raise _bad("stop", f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences.")
+    if len(stop) > MAX_STOPS:
+        raise _bad("stop", f"'stop' takes at most {MAX_STOPS} sequences (got {len(stop)}).")
+    if (longest := max(len(s) for s in stop)) > MAX_STOP_CHARS:
+        raise _bad("stop", f"A stop sequence may be at most {MAX_STOP_CHARS} characters long (got {longest}).")
     return tuple(stop)
 
 

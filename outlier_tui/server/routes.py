@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import dataclasses
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from engine.api import EngineClient, TelemetrySnapshot
+from engine.api import EngineClient, Message, TelemetrySnapshot
 from engine.wire import snapshot_to_json
 from outlier_tui.server import sse
 from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat, Thinking, answer
 from outlier_tui.server.errors import ApiError
+from outlier_tui.server.keys import KeyRing
 from outlier_tui.server.queue import EngineQueue, Job
 from outlier_tui.server.requests import CompletionRequest, chat_request, parse_json, text_request
 from outlier_tui.server.tools import ToolCall, ToolCalls
@@ -25,14 +26,20 @@ from outlier_tui.server.tools import ToolCall, ToolCalls
 T = TypeVar("T")
 TELEMETRY_MIN_INTERVAL = 0.1  # seconds: at most 10 snapshots a second per client
 TELEMETRY_HEARTBEAT = 1.0  # send an unchanged snapshot this often (memory still moves)
+MIN_BODY_RATE = 16 * 1024  # bytes/s a body must average once the first client_timeout seconds are over
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     model_name: str
-    api_key: str | None = None
+    api_keys: tuple[str, ...] = ()  # none: open; several: each key gets its own prompt cache
     max_waiting: int = 8  # requests waiting behind the running one before 429
     max_body_bytes: int = 4 * 1024 * 1024
+    prompt_chars: int | None = None  # a prompt longer than this cannot fit the context (prompt_bound)
+    client_timeout: float = 10.0  # seconds a request body may stall (see _body)
+    bind_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()  # more names the Host header may carry ("*": any)
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API (none: CORS off)
 
 
 class ClientGone(Exception):
@@ -44,6 +51,7 @@ class Routes:
         self.engine = engine
         self.config = config
         self.queue = EngineQueue(engine, config.max_waiting)
+        self.keys = KeyRing(list(config.api_keys)) if config.api_keys else None
         self.created = int(time.time())
         model = engine.snapshot().model
         self.context = model.context_length if model is not None else 0
@@ -84,10 +92,11 @@ class Routes:
     async def _complete(
         self, request: Request, parse: Callable[[dict], CompletionRequest], format_class: type[ChatFormat]
     ) -> Response:
-        self._authorize(request)
+        namespace = self._authorize(request)
         req = parse(parse_json(await self._body(request)))
         self.tool_calls.check(req.params.tools)
-        job = self.queue.submit(req.messages, req.params)
+        self.check_size(req.messages)
+        job = self.queue.submit(req.messages, replace(req.params, cache_scope=namespace or ""))
         fmt = format_class(self.config.model_name)
         pieces = self.tool_calls.pieces(answer(job, req.stop, self.context), req.params.tools)
         try:
@@ -103,6 +112,9 @@ class Routes:
         return sse.EventStreamResponse(_stream(job, first, pieces, fmt, req.include_usage))
 
     async def _body(self, request: Request) -> bytes:
+        """The body, at most max_body_bytes (413), arriving in time (408): after a grace of
+        client_timeout seconds it must average MIN_BODY_RATE, so a client trickling bytes
+        cannot hold a connection and a request slot for long."""
         limit = self.config.max_body_bytes
         length = request.headers.get("content-length", "")
         too_big = ApiError(
@@ -112,26 +124,67 @@ class Routes:
         )
         if length.isdigit() and int(length) > limit:
             raise too_big
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         body = bytearray()
-        async for chunk in request.stream():
+        chunks = request.stream()
+        while True:
+            allowed = start + self.config.client_timeout + len(body) / MIN_BODY_RATE - loop.time()
+            try:
+                chunk = await asyncio.wait_for(anext(chunks, None), max(allowed, 0.0))
+            except ClientDisconnect:  # nobody will read the answer; not a server error either
+                raise ApiError(400, "The client disconnected while sending the request.") from None
+            except TimeoutError:
+                raise ApiError(
+                    408,
+                    f"The request body came too slowly ({len(body)} bytes in {loop.time() - start:.0f} s).",
+                    code="request_timeout",
+                ) from None
+            if chunk is None:
+                return bytes(body)
             body += chunk
             if len(body) > limit:
                 raise too_big
-        return bytes(body)
 
-    def _authorize(self, request: Request) -> None:
-        key = self.config.api_key
-        if key is None:
+    def check_size(self, messages: Sequence[Message]) -> None:
+        """Refuse, before any tokenizing, a prompt that cannot fit the context (prompt_bound)."""
+        if self.context and len(messages) > self.context:
+            raise ApiError(
+                400,
+                f"{len(messages)} messages cannot fit the model's context of {self.context} tokens.",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        limit = self.config.prompt_chars
+        if limit is None:
             return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        chars = sum(len(m["content"]) + len(m.get("reasoning_content", "")) for m in messages)
+        if chars > limit:
+            raise ApiError(
+                400,
+                f"The prompt is {chars} characters; the model's context holds {self.context} tokens, "
+                f"which is at most {limit} characters with this tokenizer: shorten it or start a new chat.",
+                code="context_length_exceeded",
+            )
+
+    def _authorize(self, request: Request) -> str | None:
+        """Check the bearer key; returns its prompt-cache namespace (None: shared)."""
+        return self.authorize(request.headers.get("authorization", ""), "'Authorization: Bearer <key>'")
+
+    def authorize(self, authorization: str, how: str) -> str | None:
+        """The prompt-cache namespace of the key in an `Authorization` value (None: shared), or 401
+        saying `how` to send one."""
+        if self.keys is None:
+            return None
+        index = self.keys.identify(authorization)
+        if index is None:
             raise ApiError(
                 401,
-                "Incorrect or missing API key: send 'Authorization: Bearer <key>' "
-                "with the key the server was started with (--api-key).",
+                f"Incorrect or missing API key: send {how} "
+                "with a key the server was started with (--api-key-file or $OUTLIER_API_KEY).",
                 code="invalid_api_key",
             )
+        return self.keys.namespace(index)
 
     # ---- telemetry -----------------------------------------------------------
 
@@ -151,13 +204,16 @@ class Routes:
             key = (snapshot.state, snapshot.step, snapshot.error, snapshot.cache_bytes, snapshot.bytes_read)
             now = time.monotonic()
             if key != last_key or now - last_sent >= TELEMETRY_HEARTBEAT:
-                data = await asyncio.to_thread(_telemetry_json, snapshot)
+                data = await asyncio.to_thread(_telemetry_json, snapshot, self.config.model_name)
                 yield b"data: " + data.encode() + b"\n\n"
                 last_key, last_sent = key, now
             await asyncio.sleep(interval)
 
 
-def _telemetry_json(snapshot: TelemetrySnapshot) -> str:
+def _telemetry_json(snapshot: TelemetrySnapshot, model_name: str) -> str:
+    """The snapshot as JSON, naming the model as the API does: its folder's path stays private."""
+    if snapshot.model is not None:
+        snapshot = dataclasses.replace(snapshot, model=dataclasses.replace(snapshot.model, path=model_name))
     return json.dumps(snapshot_to_json(snapshot))
 
 

@@ -19,9 +19,8 @@ def start_fake_serve(tmp: Path, *replies: str, parser: str = "json_tools", extra
         path.write_text(reply)
         args += ["--fake-reply", str(path)]
     port = free_port()
-    args += ["--port", str(port), "--api-key", API_KEY, *extra]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("OUTLIER_API_KEY", None)
+    args += ["--port", str(port), *extra]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OUTLIER_API_KEY": API_KEY}
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -70,7 +70,7 @@ def wait_until_up(url: str, process: subprocess.Popen, log, path: str = "/health
 
 
 def start_outlier_serve(
-    checkpoint: Path, *extra: str, api_key: str | None = API_KEY, host: str = "127.0.0.1"
+    checkpoint: Path, *extra: str, api_key: str | None = API_KEY, host: str = "127.0.0.1", preexec_fn=None
 ) -> Served:
     port = free_port()
     args = [
@@ -86,12 +86,12 @@ def start_outlier_serve(
         str(port),
         *extra,
     ]
-    if api_key:
-        args += ["--api-key", api_key]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("OUTLIER_API_KEY", None)
+    if api_key:
+        env["OUTLIER_API_KEY"] = api_key  # not on the command line, where other users can read it
     log = tempfile.TemporaryFile("w+")
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env, preexec_fn=preexec_fn)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url, process, log)
     return Served(url, process, checkpoint.name, checkpoint, api_key, log)

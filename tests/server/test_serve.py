@@ -153,7 +153,8 @@ def _assert_openai_error(response: httpx.Response, status: int) -> dict:
 def test_bad_requests_get_openai_errors(served):
     url = served.base_url + "/chat/completions"
     headers = served.headers()
-    _assert_openai_error(httpx.post(url, content=b"{not json", headers=headers), 400)
+    json_headers = {**headers, "Content-Type": "application/json"}
+    _assert_openai_error(httpx.post(url, content=b"{not json", headers=json_headers), 400)
     _assert_openai_error(httpx.post(url, json=["a list"], headers=headers), 400)
     error = _assert_openai_error(httpx.post(url, json={"messages": []}, headers=headers), 400)
     assert error["param"] == "messages"
