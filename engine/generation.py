@@ -15,6 +15,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
@@ -24,7 +25,7 @@ from engine.api import GenerationParams, GenerationStats, Message
 from engine.errors import PromptTooLongError, RequestError
 from engine.harmony import answer_splitter
 from engine.loader import LoadedModel
-from engine.prefill import CHUNK_BY_CHUNK_ONLY, PREFILL_STEP, activation_bytes, prefill
+from engine.prefill import CHUNK_BY_CHUNK_ONLY, PREFILL_STEP, PrefillResult, activation_bytes, prefill
 from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes, quantize_kv
 from engine.telemetry import peak_rss_bytes
 
@@ -127,7 +128,7 @@ def generate(
     split into thinking and answer (engine.reasoning). The request works on its own copy of
     a cached prefix and puts its cache back when it ends (also when cancelled while decoding);
     on an exception it puts nothing back, so a half-run forward is never reused."""
-    model, tok, telemetry = loaded.model, loaded.tokenizer, loaded.telemetry
+    model, tok, telemetry, streamer = loaded.model, loaded.tokenizer, loaded.telemetry, loaded.streamer
     check_params(params)
     if loaded.reader is not None:
         loaded.reader.check_files()
@@ -137,7 +138,6 @@ def generate(
     max_tokens = answer_room(len(tokens), params, loaded.info.context_length)
     info = loaded.info
     splitter = answer_splitter(info.think_start, info.think_end, info.harmony, text, params.chat_template)
-    scope = params.cache_scope
 
     def emit_parts(parts: list[tuple[str, str]], token_id: int) -> None:
         for kind, part in parts:
@@ -148,51 +148,14 @@ def generate(
     sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
 
     start = time.perf_counter()
-    cache, skip, cache_source = store.take(scope, tokens)
-    if cache is None:
-        cache, skip = make_prompt_cache(model), 0
-    # a cache that cannot be trimmed back keeps a copy at the message boundary for the next turn
-    boundary = 0 if loaded.trimmable_cache else message_boundary(loaded, messages, params, tokens)
-    snapshot_at = boundary if skip < boundary < len(tokens) else None
-    # this request's copy and the hidden states a layer-major prefill holds share the budget
-    held = min(activation_bytes(len(tokens) - skip, loaded.hidden_size), store.max_bytes // 2)
-    store.active_bytes = cache_nbytes(cache) + held
-    store.memory.make_room(store.active_bytes)
-    streamer = loaded.streamer
-    if streamer is not None:  # a long prompt stops at its next MoE layer, not minutes later
-        streamer.stop_prefill = cancel.is_set
-    reads_before = telemetry.totals()["bytes_read"]
-    try:
-        result = prefill(
-            model,
-            streamer,
-            cache,
-            tokens,
-            skip,
-            cancel=cancel,
-            begin_step=telemetry.begin_step,
-            snapshot_at=snapshot_at,
-            moe_layers=loaded.info.moe_layers,
-            hidden_size=loaded.hidden_size,
-            max_activation_bytes=store.max_bytes // 2,
-            layer_major=loaded.info.model_type not in CHUNK_BY_CHUNK_ONLY,
-        )
-    finally:
-        if streamer is not None:
-            streamer.stop_prefill = None
+    prompt = _prefill(loaded, store, messages, params, tokens, cancel)
+    cache, skip, result = prompt.cache, prompt.skip, prompt.result
     prompt_time = time.perf_counter() - start
     prompt_tps = (len(tokens) - skip) / prompt_time if prompt_time > 0 else 0.0
     telemetry.record_speed(prompt_tps=prompt_tps)
-    prompt_bytes_read = telemetry.totals()["bytes_read"] - reads_before
     prompt_expert_bytes = loaded.expert_disk_bytes(result.experts)
     logits = result.logits
     cancelled = logits is None
-    if logits is not None and store.kv_bits:  # mlx-lm's quantized KV cache from here on
-        quantize_kv(cache, store.kv_bits)
-    store.active_bytes = cache_nbytes(cache)
-    store.memory.make_room(store.active_bytes)
-    if result.snapshot is not None and snapshot_at is not None:
-        store.put(scope, tokens[:snapshot_at], result.snapshot, AT_MESSAGE_BOUNDARY)
     cache_tokens = list(tokens)
 
     detok = tok.detokenizer
@@ -228,7 +191,7 @@ def generate(
         if elapsed > 0:
             telemetry.record_speed(generation_tps=(len(generated)) / elapsed)
     if logits is not None:  # a prefill cut short leaves a half-filled cache: never kept
-        store.put(scope, cache_tokens, cache, AFTER_ANSWER)
+        store.put(params.cache_scope, cache_tokens, cache, AFTER_ANSWER)
     store.active_bytes = 0
     detok.finalize()
     last_token = generated[-1] if generated else -1
@@ -255,11 +218,74 @@ def generate(
         prefetch_issued=after["prefetch_issued"] - before["prefetch_issued"],
         prefetch_used=after["prefetch_used"] - before["prefetch_used"],
         cached_tokens=skip,
-        cache_source=cache_source if skip else "",
-        prompt_bytes_read=prompt_bytes_read,
+        cache_source=prompt.source,
+        prompt_bytes_read=prompt.bytes_read,
         prompt_expert_bytes=prompt_expert_bytes,
-        prompt_read_ratio=prompt_bytes_read / prompt_expert_bytes if prompt_expert_bytes else None,
+        prompt_read_ratio=prompt.bytes_read / prompt_expert_bytes if prompt_expert_bytes else None,
         layer_major=result.layer_major,
         kv_cache_bytes=store.nbytes,
     )
     return stats, cancelled
+
+
+@dataclass
+class _Prompt:
+    """A prompt's prefill: the request's cache, how many tokens came from a prompt cache, from
+    where, what the prefill gave, and the expert bytes it read."""
+
+    cache: list
+    skip: int
+    source: str
+    result: PrefillResult
+    bytes_read: int
+
+
+def _prefill(
+    loaded: LoadedModel,
+    store: PromptCacheStore,
+    messages: Sequence[Message],
+    params: GenerationParams,
+    tokens: list[int],
+    cancel: threading.Event,
+) -> _Prompt:
+    """Take the longest cached prefix, prefill the rest (layer by layer), keep a message-boundary
+    copy where the cache cannot be trimmed back, and count it all in the KV budget."""
+    scope, streamer, telemetry = params.cache_scope, loaded.streamer, loaded.telemetry
+    cache, skip, source = store.take(scope, tokens)
+    if cache is None:
+        cache, skip = make_prompt_cache(loaded.model), 0
+    boundary = 0 if loaded.trimmable_cache else message_boundary(loaded, messages, params, tokens)
+    snapshot_at = boundary if skip < boundary < len(tokens) else None
+    # this request's copy and the hidden states a layer-major prefill holds share the budget
+    held = min(activation_bytes(len(tokens) - skip, loaded.hidden_size), store.max_bytes // 2)
+    store.active_bytes = cache_nbytes(cache) + held
+    store.memory.make_room(store.active_bytes)
+    if streamer is not None:  # a long prompt stops at its next MoE layer, not minutes later
+        streamer.stop_prefill = cancel.is_set
+    reads_before = telemetry.totals()["bytes_read"]
+    try:
+        result = prefill(
+            loaded.model,
+            streamer,
+            cache,
+            tokens,
+            skip,
+            cancel=cancel,
+            begin_step=telemetry.begin_step,
+            snapshot_at=snapshot_at,
+            moe_layers=loaded.info.moe_layers,
+            hidden_size=loaded.hidden_size,
+            max_activation_bytes=store.max_bytes // 2,
+            layer_major=loaded.info.model_type not in CHUNK_BY_CHUNK_ONLY,
+        )
+    finally:
+        if streamer is not None:
+            streamer.stop_prefill = None
+    bytes_read = telemetry.totals()["bytes_read"] - reads_before
+    if result.logits is not None and store.kv_bits:  # mlx-lm's quantized KV cache from here on
+        quantize_kv(cache, store.kv_bits)
+    store.active_bytes = cache_nbytes(cache)
+    store.memory.make_room(store.active_bytes)
+    if result.snapshot is not None and snapshot_at is not None:
+        store.put(scope, tokens[:snapshot_at], result.snapshot, AT_MESSAGE_BOUNDARY)
+    return _Prompt(cache, skip, source if skip else "", result, bytes_read)
