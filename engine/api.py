@@ -107,6 +107,7 @@ class GenerationStats:
     prompt_expert_bytes: int = 0
     layer_major: bool = False  # the prompt ran layer by layer over several chunks (engine.prefill)
     kv_cache_bytes: int = 0  # every prompt cache held after this request
+    notice: str = ""  # one line for the user (e.g. a saved prompt cache that could not be used), or ""
 
 
 # ---- events streamed back for one generate request -------------------------

@@ -224,6 +224,7 @@ def generate(
         prompt_read_ratio=prompt.bytes_read / prompt_expert_bytes if prompt_expert_bytes else None,
         layer_major=result.layer_major,
         kv_cache_bytes=store.nbytes,
+        notice=store.take_notices(),
     )
     return stats, cancelled
 

@@ -361,3 +361,10 @@ class PromptCacheStore:
     def clear(self) -> None:
         self.memory.clear()
         self.active_bytes = 0
+
+    def take_notices(self) -> str:
+        """What the files skipped since the last call, as one line ("" when nothing was)."""
+        if self.files is None or not self.files.notices:
+            return ""
+        notices, self.files.notices = self.files.notices, []
+        return notices[0] if len(notices) == 1 else f"{notices[0]} (and {len(notices) - 1} more)"

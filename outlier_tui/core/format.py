@@ -50,9 +50,13 @@ def stats_line(stats: GenerationStats, rss_bytes: int | None = None) -> str:
         f"first token {stats.time_to_first_token:.2f}s",
         f"prompt {stats.prompt_tokens} tok @ {stats.prompt_tps:.0f} tok/s",
     ]
+    if stats.cached_tokens:
+        parts[-1] += f" ({stats.cached_tokens} cached{' on disk' if stats.cache_source == 'disk' else ''})"
     # A remote server other than Outlier reports neither (engine.remote): say nothing, not zeros.
     if stats.expert_hits + stats.expert_misses:
         parts.append(f"experts {hit_rate(stats.expert_hits, stats.expert_misses)} hit")
     if rss := rss_bytes or stats.peak_rss_bytes:
         parts.append(f"RSS {human_bytes(rss)}")
+    if stats.notice:  # e.g. a prompt-cache file that was ignored
+        parts.append(stats.notice)
     return " · ".join(parts)
