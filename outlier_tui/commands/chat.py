@@ -10,7 +10,7 @@ from outlier_tui import arg_types
 from outlier_tui.chat_params import CHAT_MAX_TOKENS
 from outlier_tui.kv_args import add_kv_arguments
 
-HELP = "chat with a model (full-screen app; --plain or piped input for line mode)"
+HELP = "chat with a model (the default: a bare `outlier` runs it): full-screen app; --plain or piped input for line mode"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
