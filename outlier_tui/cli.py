@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outlier",
         description="Chat with Mixture-of-Experts models whose experts stream from the SSD.",
-        epilog="A bare `outlier` (or `outlier --model DIR`, any chat option) opens the full-screen chat app, "
+        epilog="A bare `outlier` (or `outlier --model DIR`, any chat option) opens the chat app, "
         "the same as `outlier chat`. `outlier COMMAND --help` shows a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

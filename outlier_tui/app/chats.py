@@ -16,9 +16,9 @@ from outlier_tui.app.panes import Panes
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import ChatListScreen, ConfirmDialog, InputDialog, SearchScreen, TextDialog
 from outlier_tui.app.text_tools import export_path
-from outlier_tui.core.chat import ChatError
+from outlier_tui.core.chat import ChatError, chat_from_option
 from outlier_tui.core.format import one_line
-from outlier_tui.store import Chat, StoredMessage
+from outlier_tui.store import StoredMessage
 
 
 class ChatActions(Answering, Panes):
@@ -26,18 +26,12 @@ class ChatActions(Answering, Panes):
 
     async def open_initial_chat(self) -> None:
         """The chat the app starts on: --chat's, else reuse the newest if empty, else a new one."""
-        chats = self.store.list_chats()
         requested = self._requested_chat
-        chat: Chat | None = None
-        if requested not in (None, "", "new", "last"):
-            try:
-                chat = self.store.get_chat(int(requested))  # type: ignore[arg-type]
-            except (KeyError, ValueError):
-                self.notify(f"No chat with id {requested}: opened a new one.", severity="warning")
-        elif requested == "last" and chats:
-            chat = chats[0]
-        elif requested is None and chats and not self.store.messages(chats[0].id):
-            chat = chats[0]  # reuse an empty chat instead of piling up new ones
+        chat = chat_from_option(self.store, requested)  # ChatError: run_app refuses it before the screen
+        if chat is None and requested is None:
+            chats = self.store.list_chats()
+            if chats and not self.store.messages(chats[0].id):
+                chat = chats[0]  # reuse an empty chat instead of piling up new ones
         if chat is None:
             chat = self.session.new_saved_chat()
         await self.open_chat(chat.id, first=True)
@@ -116,9 +110,14 @@ class ChatActions(Answering, Panes):
         chat = self.store.get_chat(chat_id)
 
         def done(title: str | None) -> None:
-            if title:
-                self.store.rename_chat(chat_id, title)
-                self.update_top_bar()
+            if title is None:
+                return
+            try:
+                self.session.rename(title, chat_id)
+            except ChatError as exc:
+                self.notify(str(exc), severity="warning")
+                return
+            self.update_top_bar()
 
         self.push_screen(InputDialog("Rename chat", chat.title), done)
 
@@ -168,19 +167,18 @@ class ChatActions(Answering, Panes):
 
         def done(path: str | None) -> None:
             if path:
-                self.export_chat(chat.id, Path(path).expanduser())
+                self.export_chat(chat.id, Path(path))
 
         self.push_screen(InputDialog("Export chat to Markdown file", str(default)), done)
 
     def export_chat(self, chat_id: int, path: Path) -> None:
         """Write a chat as Markdown to `path`, telling the user where (or why not)."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.store.export_markdown(chat_id), encoding="utf-8")
-        except OSError as exc:
-            self.notify(f"Cannot write {path}: {exc.strerror or exc}", severity="error")
+            written = self.session.export(path, chat_id)
+        except ChatError as exc:
+            self.notify(str(exc), severity="error")
             return
-        self.notify(f"Exported to {path}")
+        self.notify(f"Exported to {written}")
 
     def action_system_prompt(self) -> None:
         if self.chat is None:
@@ -188,11 +186,11 @@ class ChatActions(Answering, Panes):
         chat_id = self.chat.id
 
         def done(text: str | None) -> None:
-            if text is not None:
-                self.store.set_system_prompt(chat_id, text.strip())
+            if text is not None and self.session.chat_id == chat_id:
+                self.session.set_system_prompt(text)
                 self.notify("System prompt saved: it applies from the next message.")
 
-        self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”", self.chat.system_prompt), done)
+        self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”", self.session.system_prompt), done)
 
     def action_search(self) -> None:
         def done(picked: tuple[int, int] | None) -> None:

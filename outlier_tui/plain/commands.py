@@ -53,15 +53,14 @@ def _new(session: PlainSession, arg: str) -> bool:
 
 def _system(session: PlainSession, arg: str) -> bool:
     if not arg:
-        prompt = session.store.get_chat(session.chat_id).system_prompt if session.chat_id else ""
+        prompt = session.chat.system_prompt
         session.note(f"System prompt: {prompt}" if prompt else "No system prompt (set one with /system TEXT).")
         return True
-    chat_id = session.ensure_chat()
     if arg == "clear":
-        session.store.set_system_prompt(chat_id, "")
+        session.chat.set_system_prompt("")
         session.note("System prompt cleared.")
     else:
-        session.store.set_system_prompt(chat_id, arg)
+        session.chat.set_system_prompt(arg)
         session.note("System prompt set; it applies from the next message.")
     return True
 
@@ -115,14 +114,10 @@ def _save(session: PlainSession, arg: str) -> bool:
     if not arg:
         session.error("usage: /save FILE (writes this chat as Markdown)")
         return True
-    if session.chat_id is None:
-        session.error("nothing to save yet: send a message first")
-        return True
-    path = Path(arg).expanduser()
     try:
-        path.write_text(session.store.export_markdown(session.chat_id), encoding="utf-8")
-    except OSError as exc:
-        session.error(f"cannot write {path}: {exc.strerror or one_line(exc)}")
+        path = session.chat.export(Path(arg))
+    except ChatError as exc:
+        session.error(str(exc))
         return True
     session.note(f"Saved chat #{session.chat_id} to {path}.")
     return True
