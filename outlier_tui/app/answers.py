@@ -15,7 +15,7 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from engine.reasoning import THINKING
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
-from outlier_tui.app.core import AppCore
+from outlier_tui.app.base import AppBase
 from outlier_tui.app.model_state import ModelState
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.core.attachments import AttachmentError, expand_attachments
@@ -23,7 +23,7 @@ from outlier_tui.core.chat import ChatError, Turn
 from outlier_tui.core.format import one_line
 
 
-class Answering(AppCore):
+class Answering(AppBase):
     """Owns the answer worker; `generating` is true while it streams."""
 
     _answer_worker: Worker | None = None

@@ -1,6 +1,6 @@
 """The Outlier chat app: layout and start-up; the actions live in one module per concern.
 
-    core.py           constructor, shared state (engine, chat session, model state), top bar
+    base.py           constructor, shared state (engine, chat session, model state), top bar
     answers.py        sending, the answer worker, retry, edit, stop
     chats.py          open, new, list, rename, delete, export, system prompt, search
     model_loading.py  the load worker, its progress, the model state's watcher

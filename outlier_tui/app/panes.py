@@ -11,13 +11,13 @@ from textual.reactive import var
 
 from engine.api import TelemetrySnapshot
 from outlier_tui.app.chat_view import ChatLog
-from outlier_tui.app.core import AppCore
+from outlier_tui.app.base import AppBase
 from outlier_tui.app.heatmap import ExpertHeatmap
 from outlier_tui.app.memory_pane import MemoryPane
 from outlier_tui.app.prompt_input import PromptInput
 
 
-class Panes(AppCore):
+class Panes(AppBase):
     """Pane visibility as reactive state; F2/F3 flip it, the watchers show or hide."""
 
     show_heatmap = var(True, init=False)

@@ -1,7 +1,7 @@
 """What every part of the app shares: the constructor, the engine and chat session, the
 main screen, the user's keymap and the state the top bar shows.
 
-OutlierApp (main.py) is assembled from one mixin per concern; each subclasses AppCore and
+OutlierApp (main.py) is assembled from one mixin per concern; each subclasses AppBase and
 names the other mixins it uses as its bases, so what a module may call is what it inherits.
 """
 
@@ -29,7 +29,7 @@ from outlier_tui.store import Chat, ConversationStore
 ResolveModel = Callable[[str | None, ProgressFn], Path | str]  # str: a name the server knows
 
 
-class AppCore(App):
+class AppBase(App):
     """The app's shared state; the mixins add the actions."""
 
     # Watched in model_loading.py (status line, top bar; again on a second error) and
