@@ -14,8 +14,8 @@ from textual import work
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from engine.reasoning import THINKING
-from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.base import AppBase
+from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.model_state import ModelState
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.core.attachments import AttachmentError, expand_attachments

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from outlier_tui.app.chat_view import ChatLog
 from outlier_tui.app.base import AppBase
+from outlier_tui.app.chat_view import ChatLog
 from outlier_tui.core.code_blocks import code_blocks
 
 

@@ -10,8 +10,8 @@ from textual.css.query import NoMatches
 from textual.reactive import var
 
 from engine.api import TelemetrySnapshot
-from outlier_tui.app.chat_view import ChatLog
 from outlier_tui.app.base import AppBase
+from outlier_tui.app.chat_view import ChatLog
 from outlier_tui.app.heatmap import ExpertHeatmap
 from outlier_tui.app.memory_pane import MemoryPane
 from outlier_tui.app.prompt_input import PromptInput
