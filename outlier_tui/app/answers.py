@@ -39,10 +39,11 @@ class Answering(AppBase):
             self.notify(f"Still answering: {self.key_for('cancel')} stops it.", severity="warning")
             return False
         if self.model_state is not ModelState.READY:
-            loading = self.model_state is ModelState.LOADING
-            why = "is still loading" if loading else "is loaded"
-            hint = "" if loading else f": {self.key_for('load_model')} loads a model folder"
-            self.notify(f"No model {why}{hint}. Your message is kept in the box.", severity="warning")
+            if self.model_state is ModelState.LOADING:
+                why = "The model is still loading: send again once the bar says ready."
+            else:
+                why = f"No model is loaded: {self.key_for('load_model')} loads a model folder."
+            self.notify(f"{why} Your message is kept in the box.", severity="warning")
             return False
         return True
 

@@ -57,6 +57,7 @@ class AppBase(App):
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
         startup_notes: tuple[str, ...] = (),
+        demo_model: bool = False,
     ) -> None:
         """engine/store are injected (tests pass a FakeEngine and a temp store).
 
@@ -64,10 +65,12 @@ class AppBase(App):
         start one). resolve_model(model_dir, on_progress) -> folder, e.g. the
         demo-model builder; without it model_dir is loaded as is.
         telemetry_interval None stops the timer (tests call refresh_telemetry).
+        demo_model: model_dir None means the built-in demo (an empty chat says what it is).
         """
         super().__init__()
         self.engine = engine
         self.model_dir = model_dir
+        self.demo_model = demo_model  # until the user loads another folder
         self.cache_bytes = cache_bytes
         self.session = ChatSession(
             engine,

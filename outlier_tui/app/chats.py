@@ -10,7 +10,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from textual.content import Content
+
 from outlier_tui.app.answers import Answering
+from outlier_tui.app.bindings import key_label
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.panes import Panes
 from outlier_tui.app.prompt_input import PromptInput
@@ -43,10 +46,42 @@ class ChatActions(Answering, Panes):
         self.main_screen.query_one(PromptInput).editing = False
         widgets = [self._message_widget(m) for m in self.store.messages(chat_id)]
         log = self.main_screen.query_one(ChatLog)
-        await log.show(widgets)
+        await log.show(widgets, welcome=self.welcome())
         if at_message is not None:
             log.show_message(at_message)
         self.update_top_bar()
+
+    def welcome(self) -> Content:
+        """What an empty chat says: the keys to start with, and on the demo model what it is
+        and how to load a real one."""
+
+        def key(binding_id: str) -> str:
+            return key_label(self.key_for(binding_id))
+
+        parts: list[str | tuple[str, str]] = [("Welcome to Outlier.\n\n", "bold")]
+        if self.demo_model:
+            parts += [
+                "This is the demo model: SmolLM2-135M upcycled into a toy MoE, built on the first run. "
+                "It shows the engine streaming experts from the disk; do not expect good answers.\n\n",
+                "For a real model: ",
+                (key("load_model"), "bold"),
+                " loads an mlx-community MoE folder, or start with ",
+                ("outlier --model DIR", "bold"),
+                ".\n\n",
+            ]
+        parts += [
+            (key("send"), "bold"),
+            " sends, ",
+            (key("newline"), "bold"),
+            " starts a new line, ",
+            ("@path", "bold"),
+            " attaches a file. ",
+            ("Ctrl+P", "bold"),
+            " lists every action; ",
+            (key("help"), "bold"),
+            " shows the keys.",
+        ]
+        return Content.assemble(*parts)
 
     @staticmethod
     def _message_widget(message: StoredMessage) -> UserMessage | AssistantMessage:

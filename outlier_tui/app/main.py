@@ -50,7 +50,7 @@ class OutlierApp(ChatActions, ModelLoading, Answering, Panes, PaletteCommands, C
         with Horizontal(id="main"):
             with Vertical(id="chat-pane"):
                 yield ChatLog(id="chat-log")
-                yield ModelStatus(id="model-status")
+                yield ModelStatus(id="model-status", clock=self._clock)
                 yield PromptInput(id="prompt")
             with Vertical(id="side"):
                 heatmap = ExpertHeatmap(id="heatmap")

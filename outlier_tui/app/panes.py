@@ -29,9 +29,16 @@ class Panes(AppBase):
 
     def watch_show_heatmap(self, show: bool) -> None:
         self._show_pane(self.main_screen.query_one(ExpertHeatmap), show)
+        self._arrange()
 
     def watch_show_memory(self, show: bool) -> None:
         self._show_pane(self.main_screen.query_one(MemoryPane), show)
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """The memory pane alone is a few rows: it goes under the chat, which takes the width
+        and the rest of the height, instead of a side column of empty rows."""
+        self.main_screen.query_one("#main").set_class(self.show_memory and not self.show_heatmap, "-memory-only")
 
     def watch_show_side(self, show: bool) -> None:
         self.main_screen.query_one("#side").display = show

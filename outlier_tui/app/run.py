@@ -58,6 +58,7 @@ def run_app(args: argparse.Namespace) -> int:
             params=params_from_args(args),
             attach_limit=attach_limit_from_args(args),
             startup_notes=(notice,) if notice else (),
+            demo_model=not (fake or server or model),
         )
         app.run()
         return int(app.return_code or 0)

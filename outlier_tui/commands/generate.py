@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from engine import Engine, GenerationParams, OutlierError
     from outlier_tui.core.chat import one_off_turn
     from outlier_tui.kv_args import kv_engine_options
-    from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.model_choice import DEMO_BUILD_LABEL, resolve_model_dir
     from outlier_tui.one_shot import answer_once
     from outlier_tui.progress import progress_bar
     from outlier_tui.std_streams import read_all, silence_stdout
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     engine = None
     try:
         prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
-        with progress_bar("building demo model") as on_progress:
+        with progress_bar(DEMO_BUILD_LABEL) as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
         engine = Engine(
             prefetch={"auto": None, "on": True, "off": False}[args.prefetch],

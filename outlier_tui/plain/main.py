@@ -67,7 +67,7 @@ def run_plain(
 
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     from outlier_tui.engine_adapter import engine_from_args
-    from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.model_choice import DEMO_BUILD_LABEL, resolve_model_dir
 
     interactive = _isatty(stdin)
     question = ""
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             if server:  # --model names the server's model ('' : its first)
                 model_dir = getattr(args, "model", None) or ""
             else:
-                with progress_bar("building demo model", stderr, transient=True) as on_progress:
+                with progress_bar(DEMO_BUILD_LABEL, stderr, transient=True) as on_progress:
                     model_dir = (
                         Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), on_progress)
                     )
