@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from engine.api import LoadProgress, ProgressFn
 
@@ -28,6 +28,7 @@ def progress_bar(label: str, stream: TextIO | None = None, *, transient: bool = 
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
+        TimeElapsedColumn(),
         TextColumn("{task.fields[message]}"),
         console=console,
         transient=transient and console.is_terminal,

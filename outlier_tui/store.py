@@ -57,13 +57,31 @@ class StoredMessage:
     thinking: str = ""  # a reasoning model's thinking before this answer, kept apart
 
 
+# Around each matched word in SearchHit.marked: control characters no message text uses
+# as markup, unlike brackets (code is full of them).
+MATCH_START, MATCH_END = "\x02", "\x03"
+
+
 @dataclass(frozen=True)
 class SearchHit:
     chat_id: int
     chat_title: str
     message_id: int
     role: str
-    snippet: str  # the matching words in [brackets], with a little context
+    marked: str  # the matching words between MATCH_START and MATCH_END, with a little context
+
+    @property
+    def snippet(self) -> str:
+        """The hit as plain text, the matching words in [brackets] (the REPL's /search)."""
+        return self.marked.replace(MATCH_START, "[").replace(MATCH_END, "]")
+
+    def parts(self) -> list[tuple[str, bool]]:
+        """The hit as (text, is a match) runs, for a UI that highlights the matches."""
+        runs: list[tuple[str, bool]] = []
+        for i, chunk in enumerate(self.marked.split(MATCH_START)):
+            matched, _, rest = chunk.partition(MATCH_END) if i else ("", "", chunk)
+            runs += [(text, hit) for text, hit in ((matched, True), (rest, False)) if text]
+        return runs
 
 
 # ---- schema ----------------------------------------------------------------
@@ -373,11 +391,11 @@ class ConversationStore:
         query = " ".join(f'"{t}"' for t in terms[:-1]) + (" " if len(terms) > 1 else "") + f'"{terms[-1]}"*'
         rows = self._read(
             "SELECT m.chat_id, c.title, m.id, m.role, "
-            "snippet(messages_fts, 0, '[', ']', '…', 12) "
+            "snippet(messages_fts, 0, ?, ?, '…', 12) "
             "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
             "JOIN chats c ON c.id = m.chat_id "
             "WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts), m.id DESC LIMIT ?",
-            (query, limit),
+            (MATCH_START, MATCH_END, query, limit),
         )
         return [SearchHit(r[0], r[1], r[2], r[3], " ".join(r[4].split())) for r in rows]
 

@@ -26,6 +26,16 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
+def stop_line(signum: int) -> str:
+    """What a stopped command says on stderr: 'interrupted' for Ctrl-C, else the signal's name."""
+    if signum == signal.SIGINT:
+        return "interrupted"
+    try:
+        return f"stopped by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"stopped by signal {signum}"
+
+
 def _raise(signum: int, frame: object) -> None:
     raise Terminated(signum)
 

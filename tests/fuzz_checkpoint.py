@@ -3,11 +3,13 @@
 Each case damages one file of a copy of a valid two-shard checkpoint (random
 byte flips, truncations, insertions and deletions, or JSON-level mutations:
 values swapped for awkward ones, keys dropped, duplicated or renamed) and
-then opens it as a user would. A case passes when it ends in one of the
-project's own errors (engine.errors.OutlierError) or loads and generates
-exactly what mlx-lm generates from the same damaged folder fully resident.
-Anything else (another exception, a hang past the per-case timeout, a wrong
-answer) is a bug and is reported with the seed that reproduces it.
+then opens it as a user would. A case passes when the load refuses it with one
+of the project's own errors (engine.errors.OutlierError), as the README promises
+(checked before any tensor is read), or when it loads and generates exactly
+what mlx-lm generates from the same damaged folder fully resident. Anything
+else is a bug, reported with the seed that reproduces it: another exception, a
+hang past the per-case timeout, a wrong answer, or a folder that loads and then
+fails mid-answer (even with our own error: the checks at load missed it).
 
 The test suite runs a bounded number of cases; long runs:
     PYTHONPATH=. python tests/fuzz_checkpoint.py --cases 100000
@@ -68,12 +70,16 @@ class CaseTimeout(Exception):
     """A case ran past its time limit (raised from SIGALRM)."""
 
 
+class LateRejection(Exception):
+    """A damaged folder loaded, then failed while answering: the load's checks let it through."""
+
+
 @dataclass
 class Outcome:
     seed: int
     target: str
     mutation: str
-    result: str  # "rejected:<ErrorClass>" | "ok" | "bug:<what>"
+    result: str  # "rejected:<ErrorClass>" | "ok" | "bug:<what>" (bug:LateRejection: failed after loading)
     detail: str = ""
 
     @property
@@ -212,7 +218,7 @@ def check_folder(folder: Path, full: bool = True) -> str:
             lambda text, token, kind: None,
         )
     except OutlierError as exc:
-        return f"rejected-at-generate:{type(exc).__name__}"
+        raise LateRejection(f"loaded, then {type(exc).__name__} mid-answer: {exc}") from None
     finally:
         loaded.close()
     expected = oracle_answer(folder, lambda tok: tok.encode(PROMPT), ANSWER_TOKENS)

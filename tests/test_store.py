@@ -318,3 +318,17 @@ def test_search_follows_edits_and_deletes(store):
     assert store.messages(a.id) == [] and [h.chat_id for h in store.search("experts")] == [b.id]
     store.delete_chat(b.id)
     assert store.search("experts") == [] and store.search("   ") == []
+
+
+def test_search_marks_matches_apart_from_brackets_in_the_text(store):
+    chat = store.create_chat("Code")
+    store.add_message(chat.id, "user", "is_palindrome(xs[0]) and palindrome again")
+    (hit,) = store.search("palindrome")
+    assert hit.parts() == [
+        ("is_", False),
+        ("palindrome", True),
+        ("(xs[0]) and ", False),
+        ("palindrome", True),
+        (" again", False),
+    ]
+    assert hit.snippet == "is_[palindrome](xs[0]) and [palindrome] again"  # the REPL's plain text

@@ -91,8 +91,19 @@ def test_locked_database_is_left_alone_and_chats_kept_in_memory(locked_database)
         assert "locked by another process" in notice
         chat = store.create_chat("this session")
         store.add_message(chat.id, "user", "hello")
-        assert [m.content for m in store.messages(chat.id)] == ["hello"]
+        (kept,) = store.list_chats()  # read back: the chat lives in this session's store
+        assert kept.title == "this session" and [m.content for m in store.messages(kept.id)] == ["hello"]
     assert sorted(p.name for p in locked_database.parent.iterdir() if "corrupt" in p.name) == []
+
+
+def test_the_locked_database_is_not_written(locked_database, tmp_path):
+    store, _ = open_store(locked_database)
+    with store:
+        store.create_chat("this session")
+    copy = tmp_path / "copy.sqlite3"  # read what is on disk without waiting for the lock
+    copy.write_bytes(locked_database.read_bytes())
+    with sqlite3.connect(copy) as db:
+        assert db.execute("SELECT title FROM chats").fetchall() == [("kept",)]
 
 
 def test_unwritable_data_folder_keeps_chats_in_memory(tmp_path):
@@ -101,7 +112,15 @@ def test_unwritable_data_folder_keeps_chats_in_memory(tmp_path):
     store, notice = open_store(blocker / "data" / DB_FILENAME)
     with store:
         assert "cannot be written" in notice
-        store.create_chat("still works")
+        chat = store.create_chat("still works")
+        store.add_message(chat.id, "user", "a question")
+        store.add_message(chat.id, "assistant", "an answer")
+        assert [c.title for c in store.list_chats()] == ["still works"]
+        assert [(m.role, m.content) for m in store.messages(chat.id)] == [
+            ("user", "a question"),
+            ("assistant", "an answer"),
+        ]
+    assert blocker.read_text() == "a file where the data folder should be"  # nothing written there
 
 
 def _pipe(data_dir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -14,8 +14,8 @@ from textual import work
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from engine.reasoning import THINKING
+from outlier_tui.app.base import AppBase
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
-from outlier_tui.app.core import AppCore
 from outlier_tui.app.model_state import ModelState
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.core.attachments import AttachmentError, expand_attachments
@@ -23,7 +23,7 @@ from outlier_tui.core.chat import ChatError, Turn
 from outlier_tui.core.format import one_line
 
 
-class Answering(AppCore):
+class Answering(AppBase):
     """Owns the answer worker; `generating` is true while it streams."""
 
     _answer_worker: Worker | None = None
@@ -39,10 +39,11 @@ class Answering(AppCore):
             self.notify(f"Still answering: {self.key_for('cancel')} stops it.", severity="warning")
             return False
         if self.model_state is not ModelState.READY:
-            loading = self.model_state is ModelState.LOADING
-            why = "is still loading" if loading else "is loaded"
-            hint = "" if loading else f": {self.key_for('load_model')} loads a model folder"
-            self.notify(f"No model {why}{hint}. Your message is kept in the box.", severity="warning")
+            if self.model_state is ModelState.LOADING:
+                why = "The model is still loading: send again once the bar says ready."
+            else:
+                why = f"No model is loaded: {self.key_for('load_model')} loads a model folder."
+            self.notify(f"{why} Your message is kept in the box.", severity="warning")
             return False
         return True
 

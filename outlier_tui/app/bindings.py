@@ -11,14 +11,15 @@ from __future__ import annotations
 from textual.binding import Binding, BindingType
 
 from outlier_tui.app.prompt_input import PromptInput
-from outlier_tui.app.screens import ChatListScreen, ConfirmDialog, InputDialog, TextDialog
+from outlier_tui.app.screens import ChatListScreen, ConfirmDialog, InputDialog, KeysScreen, TextDialog
 
-DIALOGS = (ChatListScreen, InputDialog, TextDialog, ConfirmDialog)  # their keys are remappable too
+DIALOGS = (ChatListScreen, InputDialog, TextDialog, ConfirmDialog, KeysScreen)  # their keys are remappable too
 COPY_KEYS = 9  # alt+1 … alt+9 copy code block 1 … 9 of the last answer
 
 # One binding per command; the palette lists each of them.
 COMMAND_BINDINGS = [
     Binding("ctrl+q", "quit", "Quit", id="quit", priority=True, tooltip="Leave Outlier (chats are saved)"),
+    Binding("f1", "show_keys", "Keys", id="help", tooltip="Every key and what it does (Esc closes)"),
     Binding("escape", "cancel_answer", "Stop", id="cancel", tooltip="Stop the answer: what was generated is kept"),
     Binding("ctrl+n", "new_chat", "New chat", id="new_chat", tooltip="Start an empty conversation"),
     Binding("ctrl+o", "chats", "Chats", id="chats", tooltip="List, open, rename or delete saved chats"),
@@ -27,6 +28,7 @@ COMMAND_BINDINGS = [
         "copy_answer",
         "Copy",
         id="copy_answer",
+        show=False,  # the footer's 80 columns go to F1 (Keys), which lists this one
         tooltip="Copy the last answer (OSC 52, works over SSH)",
     ),
     Binding(
@@ -158,6 +160,12 @@ def binding_ids() -> set[str]:
     """Every binding id a keymap may remap: the app's, the message box's and the dialogs'."""
     lists: list[list[BindingType]] = [APP_BINDINGS, PromptInput.BINDINGS, *(s.BINDINGS for s in DIALOGS)]
     return {b.id for bindings in lists for b in bindings if isinstance(b, Binding) and b.id}
+
+
+def key_label(key: str) -> str:
+    """A Textual key name as the README writes keys: "ctrl+l" -> "Ctrl+L", "f1" -> "F1"."""
+    names = {"pageup": "PgUp", "pagedown": "PgDn", "escape": "Esc"}
+    return "+".join(names.get(part, part.capitalize() if len(part) > 1 else part.upper()) for part in key.split("+"))
 
 
 def default_key(binding_id: str) -> str:

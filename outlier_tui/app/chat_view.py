@@ -240,16 +240,20 @@ class ChatLog(VerticalScroll):
     def on_mount(self) -> None:
         self.anchor()
 
-    async def show(self, widgets: list[UserMessage | AssistantMessage]) -> None:
-        """Replace the log with a whole conversation (switching chats)."""
+    async def show(self, widgets: list[UserMessage | AssistantMessage], welcome: Content | str = "") -> None:
+        """Replace the log with a whole conversation (switching chats); an empty one shows
+        `welcome` (what a newcomer needs to know) until the first message."""
         await self.remove_children()
         if widgets:
             await self.mount_all(widgets)
+        elif welcome:
+            await self.mount(Static(welcome, classes="welcome"))
         self.scroll_end(animate=False, immediate=True)
         self.anchor()
 
     async def add(self, widget: UserMessage | AssistantMessage) -> None:
         """Append one turn and follow it (re-anchors: sending means looking at the answer)."""
+        await self.query(".welcome").remove()
         await self.mount(widget)
         self.anchor()
 

@@ -10,15 +10,18 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from textual.content import Content
+
 from outlier_tui.app.answers import Answering
+from outlier_tui.app.bindings import key_label
 from outlier_tui.app.chat_view import AssistantMessage, ChatLog, UserMessage
 from outlier_tui.app.panes import Panes
 from outlier_tui.app.prompt_input import PromptInput
 from outlier_tui.app.screens import ChatListScreen, ConfirmDialog, InputDialog, SearchScreen, TextDialog
 from outlier_tui.app.text_tools import export_path
-from outlier_tui.core.chat import ChatError
+from outlier_tui.core.chat import ChatError, chat_from_option
 from outlier_tui.core.format import one_line
-from outlier_tui.store import Chat, StoredMessage
+from outlier_tui.store import StoredMessage
 
 
 class ChatActions(Answering, Panes):
@@ -26,18 +29,12 @@ class ChatActions(Answering, Panes):
 
     async def open_initial_chat(self) -> None:
         """The chat the app starts on: --chat's, else reuse the newest if empty, else a new one."""
-        chats = self.store.list_chats()
         requested = self._requested_chat
-        chat: Chat | None = None
-        if requested not in (None, "", "new", "last"):
-            try:
-                chat = self.store.get_chat(int(requested))  # type: ignore[arg-type]
-            except (KeyError, ValueError):
-                self.notify(f"No chat with id {requested}: opened a new one.", severity="warning")
-        elif requested == "last" and chats:
-            chat = chats[0]
-        elif requested is None and chats and not self.store.messages(chats[0].id):
-            chat = chats[0]  # reuse an empty chat instead of piling up new ones
+        chat = chat_from_option(self.store, requested)  # ChatError: run_app refuses it before the screen
+        if chat is None and requested is None:
+            chats = self.store.list_chats()
+            if chats and not self.store.messages(chats[0].id):
+                chat = chats[0]  # reuse an empty chat instead of piling up new ones
         if chat is None:
             chat = self.session.new_saved_chat()
         await self.open_chat(chat.id, first=True)
@@ -49,10 +46,42 @@ class ChatActions(Answering, Panes):
         self.main_screen.query_one(PromptInput).editing = False
         widgets = [self._message_widget(m) for m in self.store.messages(chat_id)]
         log = self.main_screen.query_one(ChatLog)
-        await log.show(widgets)
+        await log.show(widgets, welcome=self.welcome())
         if at_message is not None:
             log.show_message(at_message)
         self.update_top_bar()
+
+    def welcome(self) -> Content:
+        """What an empty chat says: the keys to start with, and on the demo model what it is
+        and how to load a real one."""
+
+        def key(binding_id: str) -> str:
+            return key_label(self.key_for(binding_id))
+
+        parts: list[str | tuple[str, str]] = [("Welcome to Outlier.\n\n", "bold")]
+        if self.demo_model:
+            parts += [
+                "This is the demo model: SmolLM2-135M upcycled into a toy MoE, built on the first run. "
+                "It shows the engine streaming experts from the disk; do not expect good answers.\n\n",
+                "For a real model: ",
+                (key("load_model"), "bold"),
+                " loads an mlx-community MoE folder, or start with ",
+                ("outlier --model DIR", "bold"),
+                ".\n\n",
+            ]
+        parts += [
+            (key("send"), "bold"),
+            " sends, ",
+            (key("newline"), "bold"),
+            " starts a new line, ",
+            ("@path", "bold"),
+            " attaches a file. ",
+            ("Ctrl+P", "bold"),
+            " lists every action; ",
+            (key("help"), "bold"),
+            " shows the keys.",
+        ]
+        return Content.assemble(*parts)
 
     @staticmethod
     def _message_widget(message: StoredMessage) -> UserMessage | AssistantMessage:
@@ -116,9 +145,14 @@ class ChatActions(Answering, Panes):
         chat = self.store.get_chat(chat_id)
 
         def done(title: str | None) -> None:
-            if title:
-                self.store.rename_chat(chat_id, title)
-                self.update_top_bar()
+            if title is None:
+                return
+            try:
+                self.session.rename(title, chat_id)
+            except ChatError as exc:
+                self.notify(str(exc), severity="warning")
+                return
+            self.update_top_bar()
 
         self.push_screen(InputDialog("Rename chat", chat.title), done)
 
@@ -168,19 +202,18 @@ class ChatActions(Answering, Panes):
 
         def done(path: str | None) -> None:
             if path:
-                self.export_chat(chat.id, Path(path).expanduser())
+                self.export_chat(chat.id, Path(path))
 
         self.push_screen(InputDialog("Export chat to Markdown file", str(default)), done)
 
     def export_chat(self, chat_id: int, path: Path) -> None:
         """Write a chat as Markdown to `path`, telling the user where (or why not)."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.store.export_markdown(chat_id), encoding="utf-8")
-        except OSError as exc:
-            self.notify(f"Cannot write {path}: {exc.strerror or exc}", severity="error")
+            written = self.session.export(path, chat_id)
+        except ChatError as exc:
+            self.notify(str(exc), severity="error")
             return
-        self.notify(f"Exported to {path}")
+        self.notify(f"Exported to {written}")
 
     def action_system_prompt(self) -> None:
         if self.chat is None:
@@ -188,11 +221,11 @@ class ChatActions(Answering, Panes):
         chat_id = self.chat.id
 
         def done(text: str | None) -> None:
-            if text is not None:
-                self.store.set_system_prompt(chat_id, text.strip())
+            if text is not None and self.session.chat_id == chat_id:
+                self.session.set_system_prompt(text)
                 self.notify("System prompt saved: it applies from the next message.")
 
-        self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”", self.chat.system_prompt), done)
+        self.push_screen(TextDialog(f"System prompt for “{self.chat.title}”", self.session.system_prompt), done)
 
     def action_search(self) -> None:
         def done(picked: tuple[int, int] | None) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from outlier_tui.app.base import AppBase
 from outlier_tui.app.chat_view import ChatLog
-from outlier_tui.app.core import AppCore
 from outlier_tui.core.code_blocks import code_blocks
 
 
-class ClipboardActions(AppCore):
+class ClipboardActions(AppBase):
     """Copy actions; the last answer is the one streaming now, else the newest saved one."""
 
     def last_answer_text(self) -> str | None:

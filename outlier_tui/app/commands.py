@@ -11,10 +11,13 @@ from collections.abc import Iterable
 from functools import partial
 
 from textual.app import SystemCommand
+from textual.binding import Binding
 from textual.screen import Screen
 
-from outlier_tui.app.bindings import COMMAND_BINDINGS, UNBOUND_COMMANDS
+from outlier_tui.app.bindings import COMMAND_BINDINGS, UNBOUND_COMMANDS, key_label
 from outlier_tui.app.clipboard import ClipboardActions
+from outlier_tui.app.prompt_input import PromptInput
+from outlier_tui.app.screens import KeysScreen
 from outlier_tui.core.code_blocks import code_blocks
 
 MAX_LISTED = 50  # code blocks and chats listed at most
@@ -56,6 +59,21 @@ class PaletteCommands(ClipboardActions):
         for chat in self.store.list_chats()[:MAX_LISTED]:
             entries.append((f"Open chat: {chat.title}", f"Chat #{chat.id}", f"open_chat({chat.id})"))
         return entries
+
+    def key_rows(self) -> list[tuple[str, str]]:
+        """(keys, action) for the keys screen: the message box's, then the app's (keymap applied)."""
+        rows = []
+        for binding in [*PromptInput.BINDINGS, *COMMAND_BINDINGS]:
+            if isinstance(binding, Binding) and binding.id:
+                keys = self.keymap.get(binding.id, binding.key).split(",")
+                rows.append((" / ".join(key_label(k.strip()) for k in keys), binding.description))
+        rows.append(("Alt+1 … Alt+9", "Copy code block N of the last answer"))
+        rows.append(("Ctrl+P", "Command palette: every action, theme and chat by name"))
+        return rows
+
+    def action_show_keys(self) -> None:
+        if not isinstance(self.screen, KeysScreen):
+            self.push_screen(KeysScreen(self.key_rows()))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -1,6 +1,6 @@
 """The Outlier chat app: layout and start-up; the actions live in one module per concern.
 
-    core.py           constructor, shared state (engine, chat session, model state), top bar
+    base.py           constructor, shared state (engine, chat session, model state), top bar
     answers.py        sending, the answer worker, retry, edit, stop
     chats.py          open, new, list, rename, delete, export, system prompt, search
     model_loading.py  the load worker, its progress, the model state's watcher
@@ -50,7 +50,7 @@ class OutlierApp(ChatActions, ModelLoading, Answering, Panes, PaletteCommands, C
         with Horizontal(id="main"):
             with Vertical(id="chat-pane"):
                 yield ChatLog(id="chat-log")
-                yield ModelStatus(id="model-status")
+                yield ModelStatus(id="model-status", clock=self._clock)
                 yield PromptInput(id="prompt")
             with Vertical(id="side"):
                 heatmap = ExpertHeatmap(id="heatmap")

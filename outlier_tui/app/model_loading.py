@@ -23,11 +23,13 @@ from outlier_tui.core.format import one_line
 
 
 class LoadProgressed(Message):
-    """A LoadProgress event, posted from the engine or resolver thread."""
+    """A LoadProgress event, posted from the engine or resolver thread. building_demo:
+    it comes from resolving the model, which only reports when it builds the demo model."""
 
-    def __init__(self, progress: LoadProgress) -> None:
+    def __init__(self, progress: LoadProgress, building_demo: bool = False) -> None:
         super().__init__()
         self.progress = progress
+        self.building_demo = building_demo
 
 
 class ModelLoading(Answering, Panes):
@@ -62,12 +64,16 @@ class ModelLoading(Answering, Panes):
         return self._load(model_dir)
 
     def _progress_from_thread(self, progress: LoadProgress) -> None:
-        """on_progress for the engine and the demo build (called on their threads)."""
+        """on_progress for the engine's load (called on its thread)."""
         self.post_message(LoadProgressed(progress))
+
+    def _build_progress_from_thread(self, progress: LoadProgress) -> None:
+        """on_progress for the model resolver: the demo build, on the first run."""
+        self.post_message(LoadProgressed(progress, building_demo=True))
 
     def on_load_progressed(self, message: LoadProgressed) -> None:
         if self.model_state is ModelState.LOADING:
-            self.main_screen.query_one(ModelStatus).show_progress(message.progress)
+            self.main_screen.query_one(ModelStatus).show_progress(message.progress, message.building_demo)
 
     @work(exclusive=True, group="load")
     async def _load(self, model_dir: str | None) -> None:
@@ -77,7 +83,7 @@ class ModelLoading(Answering, Panes):
         self.model_state = ModelState.LOADING
         try:
             if self._resolve_model is not None:
-                path = await asyncio.to_thread(self._resolve_model, model_dir, self._progress_from_thread)
+                path = await asyncio.to_thread(self._resolve_model, model_dir, self._build_progress_from_thread)
             elif model_dir:
                 path = Path(model_dir)
             else:
@@ -91,6 +97,7 @@ class ModelLoading(Answering, Panes):
             self.notify(reason, title="Model not loaded", severity="error", timeout=10)
             return
         self.model_info = info
+        self.demo_model = self.demo_model and model_dir is None
         self.model_dir = str(path)
         self.last_load_error = None
         self.model_state = ModelState.READY

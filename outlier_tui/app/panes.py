@@ -10,14 +10,14 @@ from textual.css.query import NoMatches
 from textual.reactive import var
 
 from engine.api import TelemetrySnapshot
+from outlier_tui.app.base import AppBase
 from outlier_tui.app.chat_view import ChatLog
-from outlier_tui.app.core import AppCore
 from outlier_tui.app.heatmap import ExpertHeatmap
 from outlier_tui.app.memory_pane import MemoryPane
 from outlier_tui.app.prompt_input import PromptInput
 
 
-class Panes(AppCore):
+class Panes(AppBase):
     """Pane visibility as reactive state; F2/F3 flip it, the watchers show or hide."""
 
     show_heatmap = var(True, init=False)
@@ -29,9 +29,16 @@ class Panes(AppCore):
 
     def watch_show_heatmap(self, show: bool) -> None:
         self._show_pane(self.main_screen.query_one(ExpertHeatmap), show)
+        self._arrange()
 
     def watch_show_memory(self, show: bool) -> None:
         self._show_pane(self.main_screen.query_one(MemoryPane), show)
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """The memory pane alone is a few rows: it goes under the chat, which takes the width
+        and the rest of the height, instead of a side column of empty rows."""
+        self.main_screen.query_one("#main").set_class(self.show_memory and not self.show_heatmap, "-memory-only")
 
     def watch_show_side(self, show: bool) -> None:
         self.main_screen.query_one("#side").display = show

@@ -23,7 +23,9 @@ class PromptInput(TextArea):
 
     BINDINGS = [
         Binding("enter", "submit", "Send", id="send", priority=True),
-        Binding("shift+enter,ctrl+j", "newline", "Newline", id="newline", priority=True),
+        # Ctrl+J first: the footer shows the first key, and it works in every terminal;
+        # most terminals (and tmux) send Shift+Enter as plain Enter.
+        Binding("ctrl+j,shift+enter", "newline", "Newline", id="newline", priority=True),
         Binding("tab", "complete", "Complete @file", id="complete", show=False, priority=True),
         Binding("pageup", "app.scroll_chat(-1)", "Scroll up", id="scroll_up", show=False, priority=True),
         Binding("pagedown", "app.scroll_chat(1)", "Scroll down", id="scroll_down", show=False, priority=True),

@@ -14,6 +14,7 @@ def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app until the user quits; returns the exit status."""
     from engine.errors import OutlierError
     from outlier_tui.app.main import OutlierApp
+    from outlier_tui.core.chat import ChatError, chat_from_option
     from outlier_tui.engine_adapter import engine_from_args
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.store import StoreError
@@ -26,6 +27,12 @@ def run_app(args: argparse.Namespace) -> int:
         return 1
     if notice:  # also in the terminal after the full screen is gone
         print(f"outlier: {notice}", file=sys.stderr)
+    try:  # an unknown --chat ID is refused before the screen starts, as plain mode does
+        chat_from_option(store, getattr(args, "chat", None))
+    except ChatError as exc:
+        store.close()
+        print(f"outlier: {exc}", file=sys.stderr)
+        return 1
     fake = bool(getattr(args, "fake_engine", False))
     server = getattr(args, "server", None)
     try:
@@ -51,6 +58,7 @@ def run_app(args: argparse.Namespace) -> int:
             params=params_from_args(args),
             attach_limit=attach_limit_from_args(args),
             startup_notes=(notice,) if notice else (),
+            demo_model=not (fake or server or model),
         )
         app.run()
         return int(app.return_code or 0)

@@ -1,5 +1,6 @@
 """Modal dialogs: chat list, one-line input (rename, model path, export path),
-multi-line text (system prompt), yes/no confirmation and search over all chats."""
+multi-line text (system prompt), yes/no confirmation, search over all chats and
+the keys (F1)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from outlier_tui.store import Chat, SearchHit
@@ -217,7 +218,11 @@ class SearchScreen(ModalScreen[tuple[int, int] | None]):
             who = "You" if hit.role == "user" else "Assistant"
             hits.add_option(
                 Option(
-                    Content.assemble((hit.chat_title, "bold"), (f"  {who}: ", "$text-muted"), hit.snippet),
+                    Content.assemble(
+                        (hit.chat_title, "bold"),
+                        (f"  {who}: ", "$text-muted"),
+                        *((text, "bold reverse $accent") if matched else text for text, matched in hit.parts()),
+                    ),
                     id=f"{hit.chat_id}:{hit.message_id}",
                 )
             )
@@ -234,6 +239,32 @@ class SearchScreen(ModalScreen[tuple[int, int] | None]):
     def _open(self, option_id: str | None) -> None:
         chat_id, message_id = (int(part) for part in (option_id or "0:0").split(":"))
         self.dismiss((chat_id, message_id))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class KeysScreen(ModalScreen[None]):
+    """Every key of the app and what it does (F1), as the user's keymap has them.
+    `rows` is (keys, action) from the bindings, so it cannot drift from them."""
+
+    BINDINGS = [Binding("escape,f1,q", "close", "Close", id="keys_close")]
+
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self._rows = rows
+
+    def compose(self) -> ComposeResult:
+        width = max((len(key) for key, _ in self._rows), default=0) + 2
+        lines = [Content.assemble((key.ljust(width), "bold $accent"), action) for key, action in self._rows]
+        with Vertical(classes="dialog tall"):
+            yield Label("Keys", classes="dialog-title")
+            with VerticalScroll(id="keys-list"):
+                yield Static(Content("\n").join(lines))
+            yield Label("Ctrl+P: every action by name · keymap.toml remaps keys · Esc", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -1,12 +1,11 @@
-"""Subcommands of `outlier`. Each module exposes HELP, add_arguments(parser) and run(args) -> int."""
+"""Subcommands of `outlier`. Each module exposes HELP, add_arguments(parser) and run(args) -> int.
+
+Every module is imported eagerly: a missing or broken one (a bad install) fails
+here with its ImportError instead of hiding a command from `outlier --help`.
+"""
 
 from importlib import import_module
+from types import ModuleType
 
-_NAMES = ["chat", "generate", "demo", "bench", "inspect", "serve"]
-COMMANDS = {}
-for _name in _NAMES:
-    try:
-        COMMANDS[_name] = import_module(f"outlier_tui.commands.{_name}")
-    except ModuleNotFoundError as exc:  # a subcommand not written yet
-        if exc.name != f"outlier_tui.commands.{_name}":
-            raise
+NAMES = ("chat", "generate", "demo", "bench", "inspect", "serve")
+COMMANDS: dict[str, ModuleType] = {name: import_module(f"outlier_tui.commands.{name}") for name in NAMES}

@@ -10,7 +10,9 @@ from outlier_tui import arg_types
 from outlier_tui.chat_params import CHAT_MAX_TOKENS
 from outlier_tui.kv_args import add_kv_arguments
 
-HELP = "chat with a model (full-screen app; --plain or piped input for line mode)"
+HELP = (
+    "chat with a model (the default: a bare `outlier` runs it): full-screen app; --plain or piped input for line mode"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"longest answer in tokens (default {CHAT_MAX_TOKENS})",
     )
     parser.add_argument(
-        "--temperature", metavar="T", type=arg_types.temperature, help="sampling temperature (default 0: greedy)"
+        "--temperature",
+        "--temp",
+        metavar="T",
+        type=arg_types.temperature,
+        help="sampling temperature (default 0: greedy)",
     )
     parser.add_argument(
         "--think",

@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest answer in tokens (stops earlier at the model's context limit)",
     )
     parser.add_argument(
-        "--temp", type=arg_types.temperature, default=0.0, metavar="T", help="sampling temperature (0: greedy)"
+        "--temp",
+        "--temperature",
+        type=arg_types.temperature,
+        default=0.0,
+        metavar="T",
+        help="sampling temperature (0: greedy)",
     )
     parser.add_argument(
         "--top-p",
@@ -79,10 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine import Engine, GenerationParams, OutlierError
-    from engine.reasoning import THINKING
     from outlier_tui.core.chat import one_off_turn
     from outlier_tui.kv_args import kv_engine_options
-    from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.model_choice import DEMO_BUILD_LABEL, resolve_model_dir
+    from outlier_tui.one_shot import answer_once
     from outlier_tui.progress import progress_bar
     from outlier_tui.std_streams import read_all, silence_stdout
 
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     engine = None
     try:
         prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
-        with progress_bar("building demo model") as on_progress:
+        with progress_bar(DEMO_BUILD_LABEL) as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
         engine = Engine(
             prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
@@ -117,28 +122,21 @@ def run(args: argparse.Namespace) -> int:
             enable_thinking=args.think,
         )
 
-        def show(kind: str, text: str) -> None:
-            stream = sys.stdout if kind != THINKING else sys.stderr if args.show_thinking else None
-            if stream is not None:
-                stream.write(text)
-                stream.flush()
-
-        result = one_off_turn(engine, prompt, params, show).run()
-        if result.thinking and args.show_thinking:
-            sys.stderr.write("\n")
-        if result.text or result.status != "error":
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        if result.status == "error":
-            return _fail(result.error or "the answer failed")
-        if result.status == "cancelled":
-            return _fail("interrupted", status=130)
+        answered = answer_once(
+            lambda on_part: one_off_turn(engine, prompt, params, on_part),
+            sys.stdout,
+            sys.stderr,
+            show_thinking=args.show_thinking,
+        )
+        result = answered.result
+        if answered.status != 0 or result is None:
+            return answered.status
         if args.stats_json and result.stats is not None:
             stats = asdict(result.stats)
             stats["tokens"] = list(stats["tokens"])
             Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
         return 0
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other tools
+    except BrokenPipeError:  # stdout closed before the answer began (the notice line)
         silence_stdout(sys.stdout)
         return 141
     except OutlierError as exc:

@@ -1,5 +1,6 @@
-"""One chat with the engine: sending, streaming, saving as the answer grows,
-cancelling, retrying and editing, titles and the thinking switch.
+"""One chat with the engine: which chat (--chat), sending, streaming, saving as the
+answer grows, cancelling, retrying and editing, titles, the system prompt, export
+and the thinking switch.
 
 Every front-end (the Textual app, the REPL, pipe mode) drives a ChatSession;
 each answer is a Turn. A front-end only shows the (kind, text) parts a Turn
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.api import (
     EngineClient,
@@ -56,6 +59,25 @@ def title_from(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
+def chat_from_option(store: ConversationStore, value: str | int | None) -> Chat | None:
+    """The saved chat `--chat` names: an id or 'last' (the newest). None for no value or
+    'new' (the front-end starts a chat). ChatError (one line) for an id that names no
+    chat, or 'last' with none saved: both front-ends refuse them before loading anything."""
+    if value is None or value == "new":
+        return None
+    if value == "last":
+        chats = store.list_chats()
+        if not chats:
+            raise ChatError("--chat last: there are no saved chats yet (start one without --chat).")
+        return chats[0]
+    try:
+        return store.get_chat(int(value))
+    except (ValueError, KeyError):
+        raise ChatError(
+            f"--chat {value}: no such chat (an id from the chat list or /chats, 'last' or 'new')."
+        ) from None
+
+
 @dataclass
 class TurnResult:
     text: str
@@ -64,6 +86,7 @@ class TurnResult:
     stats: GenerationStats | None = None
     error: str | None = None
     save_error: str | None = None  # the store could not keep the answer (disk full, ...)
+    stopped_by: int | None = None  # the signal that stopped it (SIGINT: Ctrl-C), when one did
 
     def note(self, rss_bytes: int | None = None) -> str:
         """The line a front-end shows under the answer: stats, the error, or what the status means."""
@@ -178,13 +201,17 @@ class Turn:
 
     def run(self) -> TurnResult:
         """Stream the answer on this thread. Ctrl-C (KeyboardInterrupt) stops it and keeps
-        the text; a closed stdout (BrokenPipeError) stops it, saves, and is re-raised."""
+        the text; so do SIGTERM and SIGHUP (termination.Terminated, a KeyboardInterrupt),
+        and result.stopped_by says which. A closed stdout (BrokenPipeError) stops it,
+        saves, and is re-raised."""
+        stopped_by = None
         try:
             for event in self.engine.generate(self.messages, self.params):
                 self.handle(event)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             self.engine.cancel()
             self.cancel()
+            stopped_by = int(getattr(exc, "signum", signal.SIGINT))
         except BrokenPipeError:
             self.engine.cancel()
             self.cancel()
@@ -192,7 +219,10 @@ class Turn:
             raise
         except Exception as exc:  # an engine that refuses the request or breaks mid-way
             self.fail(one_line(exc))
-        return self.finish()
+        result = self.finish()
+        if stopped_by is not None and result.status == "cancelled":
+            result.stopped_by = stopped_by
+        return result
 
     async def run_async(self) -> TurnResult:
         """Stream the answer in the event loop. If the task is cancelled (the app
@@ -300,6 +330,35 @@ class ChatSession:
 
     def messages(self) -> list[StoredMessage]:
         return self.store.messages(self.chat_id) if self.chat_id is not None else []
+
+    def rename(self, title: str, chat_id: int | None = None) -> None:
+        """Retitle `chat_id` (default: this chat); a blank title is refused."""
+        if not title.strip():
+            raise ChatError("A chat needs a title: the name was not changed.")
+        target = chat_id if chat_id is not None else self.ensure_chat()
+        self.store.rename_chat(target, title.strip())
+
+    @property
+    def system_prompt(self) -> str:
+        chat = self.chat
+        return chat.system_prompt if chat is not None else ""
+
+    def set_system_prompt(self, text: str) -> None:
+        """This chat's system prompt ("" clears it); it applies from the next message."""
+        self.store.set_system_prompt(self.ensure_chat(), text.strip())
+
+    def export(self, path: Path, chat_id: int | None = None) -> Path:
+        """Write `chat_id` (default: this chat) to `path` as Markdown; ChatError says why not."""
+        target = chat_id if chat_id is not None else self.chat_id
+        if target is None:
+            raise ChatError("Nothing to export yet: send a message first.")
+        path = path.expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.store.export_markdown(target), encoding="utf-8")
+        except OSError as exc:
+            raise ChatError(f"Cannot write {path}: {exc.strerror or one_line(exc)}") from None
+        return path
 
     def _keep_cli_thinking(self) -> None:
         if self.params.enable_thinking is not None and self.chat_id is not None:

@@ -1,6 +1,6 @@
 """Slash commands of the plain REPL (/new, /system, /history, /save, /stats, /help, /exit …).
 
-Each handler takes the session and the text after the command name and
+Each handler takes the REPL (see Repl) and the text after the command name and
 returns False to end the session. A line starting with // is sent to the
 model as a message starting with /.
 """
@@ -11,17 +11,55 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, TextIO
 
-from outlier_tui.core.attachments import AttachmentError, read_attachment
-from outlier_tui.core.chat import ChatError
+from engine.api import EngineClient, GenerationStats
+from outlier_tui.core.attachments import Attachment, AttachmentError, read_attachment
+from outlier_tui.core.chat import ChatError, ChatSession, PartFn, Turn
 from outlier_tui.core.code_blocks import code_blocks
 from outlier_tui.core.format import STATUS_LABELS, one_line
 from outlier_tui.plain.clipboard import copy_osc52
 from outlier_tui.plain.stats import snapshot_table
+from outlier_tui.store import ConversationStore, SearchHit
 
-if TYPE_CHECKING:
-    from outlier_tui.plain.session import PlainSession
+
+class Repl(Protocol):
+    """What a slash command may use of the REPL. Repl (session.py) is one;
+    the commands name only this, so the two modules do not import each other."""
+
+    engine: EngineClient
+    store: ConversationStore
+    chat: ChatSession
+    out: TextIO
+    show_stats: bool
+    show_thinking: bool
+    attach_limit: int
+    attachments: list[Attachment]
+    editing: bool  # the next message replaces the last one (/edit)
+    search_hits: list[SearchHit]  # of the last /search, for /open to show the match
+    # An answer a command asks for (/retry): the REPL streams it once the command returns.
+    pending_turn: Callable[[PartFn], Turn] | None
+
+    @property
+    def chat_id(self) -> int | None: ...
+
+    @property
+    def last_stats(self) -> GenerationStats | None: ...
+
+    def write(self, text: str) -> None: ...
+
+    def dim(self, text: str) -> str: ...
+
+    def note(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+    def new_chat(self) -> None: ...
+
+    def open_chat(self, chat_id: int) -> None: ...
+
+    def prefill_next_prompt(self, text: str) -> None: ...
+
 
 KEYS_HELP = """\
 Keys:
@@ -42,31 +80,30 @@ class Command:
     name: str
     usage: str
     summary: str
-    handler: Callable[[PlainSession, str], bool]
+    handler: Callable[[Repl, str], bool]
 
 
-def _new(session: PlainSession, arg: str) -> bool:
+def _new(session: Repl, arg: str) -> bool:
     session.new_chat()
     session.note("New chat: the next message starts it.")
     return True
 
 
-def _system(session: PlainSession, arg: str) -> bool:
+def _system(session: Repl, arg: str) -> bool:
     if not arg:
-        prompt = session.store.get_chat(session.chat_id).system_prompt if session.chat_id else ""
+        prompt = session.chat.system_prompt
         session.note(f"System prompt: {prompt}" if prompt else "No system prompt (set one with /system TEXT).")
         return True
-    chat_id = session.ensure_chat()
     if arg == "clear":
-        session.store.set_system_prompt(chat_id, "")
+        session.chat.set_system_prompt("")
         session.note("System prompt cleared.")
     else:
-        session.store.set_system_prompt(chat_id, arg)
+        session.chat.set_system_prompt(arg)
         session.note("System prompt set; it applies from the next message.")
     return True
 
 
-def _history(session: PlainSession, arg: str) -> bool:
+def _history(session: Repl, arg: str) -> bool:
     if session.chat_id is None:
         session.note("No messages yet in this chat.")
         return True
@@ -83,7 +120,7 @@ def _history(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _chats(session: PlainSession, arg: str) -> bool:
+def _chats(session: Repl, arg: str) -> bool:
     chats = session.store.list_chats()[:20]
     if not chats:
         session.note("No saved chats yet.")
@@ -94,7 +131,7 @@ def _chats(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _open(session: PlainSession, arg: str) -> bool:
+def _open(session: Repl, arg: str) -> bool:
     try:
         session.open_chat(int(arg.lstrip("#")))
     except (ValueError, KeyError):
@@ -111,24 +148,20 @@ def _open(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _save(session: PlainSession, arg: str) -> bool:
+def _save(session: Repl, arg: str) -> bool:
     if not arg:
         session.error("usage: /save FILE (writes this chat as Markdown)")
         return True
-    if session.chat_id is None:
-        session.error("nothing to save yet: send a message first")
-        return True
-    path = Path(arg).expanduser()
     try:
-        path.write_text(session.store.export_markdown(session.chat_id), encoding="utf-8")
-    except OSError as exc:
-        session.error(f"cannot write {path}: {exc.strerror or one_line(exc)}")
+        path = session.chat.export(Path(arg))
+    except ChatError as exc:
+        session.error(str(exc))
         return True
     session.note(f"Saved chat #{session.chat_id} to {path}.")
     return True
 
 
-def _stats(session: PlainSession, arg: str) -> bool:
+def _stats(session: Repl, arg: str) -> bool:
     if arg in ("on", "off"):
         session.show_stats = arg == "on"
         session.note(f"Per-answer stats line {arg}.")
@@ -145,7 +178,7 @@ def _stats(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _think(session: PlainSession, arg: str) -> bool:
+def _think(session: Repl, arg: str) -> bool:
     if arg in ("show", "hide"):
         session.show_thinking = arg == "show"
         session.note(f"Thinking is {'shown dimmed' if session.show_thinking else 'hidden'}.")
@@ -172,7 +205,7 @@ def _think(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _file(session: PlainSession, arg: str) -> bool:
+def _file(session: Repl, arg: str) -> bool:
     if not arg:
         names = ", ".join(a.shown_path for a in session.attachments) or "none"
         session.note(f"Files for the next message: {names}. Usage: /file PATH")
@@ -187,7 +220,7 @@ def _file(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _edit(session: PlainSession, arg: str) -> bool:
+def _edit(session: Repl, arg: str) -> bool:
     last = session.chat.last_user_draft()
     if last is None:
         session.error("nothing to edit yet: send a message first")
@@ -198,7 +231,7 @@ def _edit(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _trim(session: PlainSession, arg: str) -> bool:
+def _trim(session: Repl, arg: str) -> bool:
     try:
         gone = session.chat.trim_oldest()
     except ChatError as exc:
@@ -208,12 +241,12 @@ def _trim(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _retry(session: PlainSession, arg: str) -> bool:
-    session.pending_action = lambda: session.answer(session.chat.retry)
+def _retry(session: Repl, arg: str) -> bool:
+    session.pending_turn = session.chat.retry
     return True
 
 
-def _search(session: PlainSession, arg: str) -> bool:
+def _search(session: Repl, arg: str) -> bool:
     if not arg:
         session.error("usage: /search WORDS (all chats; then /open ID)")
         return True
@@ -230,7 +263,7 @@ def _search(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _copy(session: PlainSession, arg: str) -> bool:
+def _copy(session: Repl, arg: str) -> bool:
     answer = session.chat.last_answer()
     blocks = code_blocks(answer.content) if answer is not None else []
     if not blocks:
@@ -251,7 +284,7 @@ def _copy(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _help(session: PlainSession, arg: str) -> bool:
+def _help(session: Repl, arg: str) -> bool:
     width = max(len(c.usage) for c in COMMANDS.values())
     lines = ["Commands:"]
     seen = set()
@@ -264,7 +297,7 @@ def _help(session: PlainSession, arg: str) -> bool:
     return True
 
 
-def _exit(session: PlainSession, arg: str) -> bool:
+def _exit(session: Repl, arg: str) -> bool:
     return False
 
 
@@ -297,7 +330,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in _LIST}
 COMMANDS["quit"] = COMMANDS["exit"]
 
 
-def dispatch(session: PlainSession, line: str) -> bool:
+def dispatch(session: Repl, line: str) -> bool:
     """Run the slash command on `line`; returns False when the session should end."""
     name, arg = (line[1:].strip().split(maxsplit=1) + ["", ""])[:2]
     command = COMMANDS.get(name.lower())

@@ -15,13 +15,14 @@ from typing import TextIO
 
 from engine.errors import OutlierError
 from outlier_tui.chat_params import attach_limit_from_args, params_from_args
+from outlier_tui.core.chat import chat_from_option, title_from
 from outlier_tui.core.format import one_line
 from outlier_tui.progress import progress_bar
 from outlier_tui.store import ConversationStore
 
 
 class UsageError(OutlierError):
-    """A bad command-line value (e.g. --chat naming no chat)."""
+    """Nothing to answer (empty standard input)."""
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -32,24 +33,12 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def choose_chat(store: ConversationStore, value: str | None, interactive: bool, question: str = "") -> int | None:
-    """--chat ID|last|new → the chat to continue (None: a new chat in the REPL, nothing saved in a pipe)."""
-    if value is None:
-        return None
-    if value == "new":
-        if interactive:
-            return None
-        from outlier_tui.core.chat import title_from
-
-        return store.create_chat(title_from(question)).id
-    if value == "last":
-        chats = store.list_chats()
-        if not chats:
-            raise UsageError("--chat last: there are no saved chats yet.")
-        return chats[0].id
-    try:
-        return store.get_chat(int(value)).id
-    except (ValueError, KeyError):
-        raise UsageError(f"--chat {value}: no such chat (use an id from /chats, 'last' or 'new').") from None
+    """--chat ID|last|new → the chat to continue (None: a new chat in the REPL, nothing saved in a pipe).
+    An unknown ID is core.chat's ChatError, the same refusal as the app's."""
+    chat = chat_from_option(store, value)
+    if chat is None and value == "new" and not interactive:  # a pipe saves into a chat made now
+        chat = store.create_chat(title_from(question))
+    return chat.id if chat is not None else None
 
 
 def run_plain(
@@ -78,7 +67,7 @@ def run_plain(
 
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     from outlier_tui.engine_adapter import engine_from_args
-    from outlier_tui.model_choice import resolve_model_dir
+    from outlier_tui.model_choice import DEMO_BUILD_LABEL, resolve_model_dir
 
     interactive = _isatty(stdin)
     question = ""
@@ -105,7 +94,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             if server:  # --model names the server's model ('' : its first)
                 model_dir = getattr(args, "model", None) or ""
             else:
-                with progress_bar("building demo model", stderr, transient=True) as on_progress:
+                with progress_bar(DEMO_BUILD_LABEL, stderr, transient=True) as on_progress:
                     model_dir = (
                         Path("fake-model") if fake else resolve_model_dir(getattr(args, "model", None), on_progress)
                     )

@@ -12,14 +12,30 @@ from pathlib import Path
 from typing import TextIO
 
 from engine.api import EngineClient, GenerationParams, ModelInfo
-from engine.reasoning import THINKING
 from outlier_tui.core.attachments import DEFAULT_LIMIT_BYTES, AttachmentError, expand_attachments
-from outlier_tui.core.chat import ChatSession, TurnResult, one_off_turn
-from outlier_tui.core.format import stats_line
-from outlier_tui.plain.render import StreamRenderer, wants_color
+from outlier_tui.core.chat import ChatSession, PartFn, Turn, TurnResult, one_off_turn
+from outlier_tui.one_shot import StartFn, answer_once, stream_turn
 from outlier_tui.store import ConversationStore
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
+
+def _starter(
+    engine: EngineClient,
+    question: str,
+    store: ConversationStore | None,
+    chat_id: int | None,
+    params: GenerationParams,
+    model_info: ModelInfo | None,
+) -> StartFn:
+    """How the answer starts: appended to chat_id's history (the question committed
+    before generation, the answer saved as it streams), or a one-off stored nowhere."""
+    if store is None or chat_id is None:
+        return lambda on_part: one_off_turn(engine, question, params, on_part)
+    session = ChatSession(engine, store, chat_id=chat_id, params=params, model_info=model_info)
+
+    def start(on_part: PartFn) -> Turn:
+        return session.send(question, on_part)
+
+    return start
 
 
 def ask_once(
@@ -34,40 +50,10 @@ def ask_once(
     thinking_out: TextIO | None = None,
     model_info: ModelInfo | None = None,
 ) -> TurnResult:
-    """Send `question` (appended to chat_id's history if given) and stream the answer to `out`.
-
-    With a chat the question is committed before generation and the answer
-    saved as it streams; without one nothing is stored. Thinking goes to
-    `thinking_out` when given, else nowhere.
-    """
-
-    def write(text: str) -> None:
-        out.write(text)
-        out.flush()
-
-    renderer = StreamRenderer(write, color=color)
-    thinking_started = []
-
-    def on_part(kind: str, text: str) -> None:
-        if kind != THINKING:
-            renderer.feed(text)
-        elif thinking_out is not None:
-            thinking_started.append(True)
-            thinking_out.write(text)
-            thinking_out.flush()
-
-    if store is not None and chat_id is not None:
-        session = ChatSession(engine, store, chat_id=chat_id, params=params, model_info=model_info)
-        turn = session.send(question, on_part)
-    else:
-        turn = one_off_turn(engine, question, params, on_part)
-    result = turn.run()
-    if thinking_started and thinking_out is not None:
-        thinking_out.write("\n")
-    renderer.finish()
-    if result.text and not renderer.ends_with_newline:
-        write("\n")
-    return result
+    """Send `question` (appended to chat_id's history if given) and stream the answer to `out`;
+    thinking goes to `thinking_out` when given, else nowhere."""
+    start = _starter(engine, question, store, chat_id, params, model_info)
+    return stream_turn(start, out, color=color, thinking_out=thinking_out)
 
 
 def piped_message(text: str, attach_limit: int = DEFAULT_LIMIT_BYTES, cwd: Path | None = None) -> str:
@@ -92,40 +78,7 @@ def run_pipe(
     show_thinking: bool = False,
     model_info: ModelInfo | None = None,
 ) -> int:
-    """Answer one piped question (see piped_message); returns 0, 1 (failed),
-    130 (interrupted) or 141 (stdout closed)."""
-    try:
-        result = ask_once(
-            engine,
-            question,
-            out,
-            store=store,
-            chat_id=chat_id,
-            params=params,
-            color=wants_color(out),
-            thinking_out=err if show_thinking else None,
-            model_info=model_info,
-        )
-    except BrokenPipeError:
-        _silence(out)
-        return EXIT_BROKEN_PIPE
-    if result.stats is not None and show_stats:
-        err.write(stats_line(result.stats) + "\n")
-    if chat_id is not None and not result.save_error:
-        err.write(f"Saved in chat #{chat_id} (continue it with --chat {chat_id}).\n")
-    if result.save_error:
-        err.write(f"outlier: {result.save_error}\n")
-        return EXIT_FAILED
-    if result.status == "error":
-        err.write(f"outlier: {result.error}\n")
-        return EXIT_FAILED
-    if result.status == "cancelled":
-        err.write("outlier: interrupted\n")
-        return EXIT_INTERRUPTED
-    return EXIT_OK
-
-
-def _silence(out: TextIO) -> None:
-    from outlier_tui.std_streams import silence_stdout
-
-    silence_stdout(out)
+    """Answer one piped question (see piped_message); the exit status of
+    one_shot.answer_once: 0, 1 (failed), 128 + the signal (stopped), 141 (stdout closed)."""
+    start = _starter(engine, question, store, chat_id, params, model_info)
+    return answer_once(start, out, err, show_thinking=show_thinking, show_stats=show_stats, saved_in=chat_id).status

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TextIO
 
 from prompt_toolkit import PromptSession
@@ -129,8 +129,8 @@ class PlainSession:
         self.model_name = model_name
         self.attachments: list[Attachment] = []  # from /file, sent with the next message
         self.editing = False  # the next message replaces the last one (/edit)
-        # An answer a command asked for (/retry), awaited once the command returns.
-        self.pending_action: Callable[[], Awaitable[TurnResult | None]] | None = None
+        # An answer a command asked for (/retry), streamed once the command returns.
+        self.pending_turn: Callable[[PartFn], Turn] | None = None
         self.search_hits: list[SearchHit] = []  # of the last /search, for /open to show the match
         self._next_default = ""
         self._ctrl_c_armed = False
@@ -247,9 +247,9 @@ class PlainSession:
             if text.startswith("/") and not text.startswith("//"):
                 if not commands.dispatch(self, text):
                     return 0
-                action, self.pending_action = self.pending_action, None
-                if action is not None:
-                    await action()
+                start, self.pending_turn = self.pending_turn, None
+                if start is not None:
+                    await self.answer(start)
                 continue
             if text.startswith("//"):
                 text = text[1:]

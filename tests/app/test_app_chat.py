@@ -358,3 +358,21 @@ async def test_enter_in_a_burst_of_keys_sends_the_whole_text(make_app, store):
         await wait_until(lambda: engine.requests)
         assert engine.requests[0][0][-1]["content"] == "burst of keys"
         await app.workers.wait_for_complete()
+
+
+def test_unknown_chat_id_is_refused_like_plain_mode(tmp_path, capsys):
+    """`outlier --chat 999` names no chat: the app refuses it with plain mode's line and
+    status, before its screen starts, instead of silently opening a new chat."""
+    import argparse
+    import io
+
+    from outlier_tui.app.run import run_app
+    from outlier_tui.plain.main import run_plain
+
+    args = argparse.Namespace(chat="999", fake_engine=True, model=None, server=None)
+    assert run_app(args) == 1
+    app_err = capsys.readouterr().err
+    plain_err = io.StringIO()
+    assert run_plain(args, stdin=io.StringIO("q"), stdout=io.StringIO(), stderr=plain_err) == 1
+    assert app_err == plain_err.getvalue() and app_err.startswith("outlier: --chat 999: no such chat")
+    assert app_err.count("\n") == 1

@@ -136,7 +136,9 @@ async def test_search_opens_the_chat_at_the_match(make_app, store):
         await pilot.press(*"mac min")
         hits = app.screen.query_one(OptionList)
         await wait_until(lambda: hits.option_count == 1)
-        assert "[Mac] [mini]" in str(hits.get_option_at_index(0).prompt)
+        prompt = hits.get_option_at_index(0).prompt
+        assert "on a Mac mini." in prompt.plain  # matches highlighted, not bracketed
+        assert [prompt.plain[s.start : s.end] for s in prompt.spans if "reverse" in str(s.style)] == ["Mac", "mini"]
         await pilot.press("enter")
         await wait_until(lambda: app.chat.id == old.id)
         await app.workers.wait_for_complete()

@@ -221,3 +221,44 @@ def test_cli_switch_does_not_override_choices_made_later(store):
     assert store.get_chat(first).enable_thinking is True
     session.send("c", Parts()).run()
     assert engine.requests[-1][1].enable_thinking is True
+
+
+# ---- which chat (--chat) and managing it: one rule for the app and plain mode ----
+
+
+def test_chat_option_names_a_saved_chat_or_is_refused(store):
+    from outlier_tui.core.chat import chat_from_option
+
+    assert chat_from_option(store, None) is None and chat_from_option(store, "new") is None
+    with pytest.raises(ChatError, match="--chat last: there are no saved chats"):
+        chat_from_option(store, "last")
+    old, new = store.create_chat("old"), store.create_chat("new one")
+    assert chat_from_option(store, "last").id == new.id
+    assert chat_from_option(store, str(old.id)).id == old.id
+    for bad in ("999", "abc", "-1"):
+        with pytest.raises(ChatError, match=f"--chat {bad}: no such chat"):
+            chat_from_option(store, bad)
+
+
+def test_rename_system_prompt_and_export_go_through_the_session(store, tmp_path):
+    session = ChatSession(_engine(["Arr."]), store)
+    assert session.system_prompt == ""
+    session.set_system_prompt("  You are a pirate. ")
+    chat_id = session.chat_id
+    assert store.get_chat(chat_id).system_prompt == "You are a pirate." == session.system_prompt
+    session.rename("Pirate talk")
+    assert store.get_chat(chat_id).title == "Pirate talk"
+    with pytest.raises(ChatError, match="needs a title"):
+        session.rename("   ")
+    assert store.get_chat(chat_id).title == "Pirate talk"
+    session.send("ahoy", Parts()).run()
+    written = session.export(tmp_path / "out" / "chat.md")
+    assert written.read_text(encoding="utf-8") == store.export_markdown(chat_id)
+    with pytest.raises(ChatError, match="Cannot write"):
+        session.export(written / "x.md")  # a file is not a folder
+    session.new_chat()
+    with pytest.raises(ChatError, match="Nothing to export"):
+        session.export(tmp_path / "empty.md")
+    other = store.create_chat("other")
+    session.rename("Renamed from the list", other.id)
+    assert store.get_chat(other.id).title == "Renamed from the list"

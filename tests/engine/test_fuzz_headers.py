@@ -1,8 +1,9 @@
 """A bounded run of the checkpoint fuzzer (tests/fuzz_checkpoint.py; long runs: its --cases).
 
-Every damaged folder must end in one of the project's own errors or load and
-generate exactly what mlx-lm generates from it; a per-case timeout turns a hang
-into a failure instead of a stuck suite.
+Every damaged folder must be refused at load with one of the project's own errors,
+or load and generate exactly what mlx-lm generates from it; one that loads and then
+fails mid-answer is a failure (the README promises the checks come before any tensor
+is read). A per-case timeout turns a hang into a failure instead of a stuck suite.
 """
 
 from collections import Counter
@@ -31,3 +32,17 @@ def test_fuzzer_leaves_the_checkpoint_untouched(checkpoint_factory, tmp_path):
     before = {p.name: p.read_bytes() for p in base.iterdir()}
     run_cases(base, 20, seed=7)
     assert {p.name: p.read_bytes() for p in base.iterdir()} == before
+
+
+def test_a_folder_that_loads_then_fails_mid_answer_counts_as_a_bug(checkpoint_factory, monkeypatch):
+    """Our own error after a good load is still a failure of the load's checks, not a pass."""
+    import engine.generation
+    from engine.errors import OutlierError
+
+    def fails_mid_answer(*args, **kwargs):
+        raise OutlierError("a tensor turned out unreadable")
+
+    monkeypatch.setattr(engine.generation, "generate", fails_mid_answer)
+    outcomes = run_cases(checkpoint_factory("mixtral", shards=2), 40, seed=0)
+    loaded = [o for o in outcomes if not o.result.startswith("rejected:")]
+    assert loaded and all(o.is_bug and o.result == "bug:LateRejection" for o in loaded)

@@ -44,14 +44,15 @@ def test_history_shows_this_chat(driver, engine, store):
 def test_save_writes_markdown(driver, engine, store, tmp_path):
     target = tmp_path / "chat.md"
     d = driver()
-    out = d.run(f"/save {target}\rsave me\r/save {target}\r/save\r/save {tmp_path}/no/such/dir/x.md\r")
-    assert "nothing to save yet" in d.err.getvalue()
+    out = d.run(f"/save {target}\rsave me\r/save {target}\r/save\r/save {tmp_path}/new/dir/x.md\r/save {target}/x.md\r")
+    assert "Nothing to export yet" in d.err.getvalue()
+    assert (tmp_path / "new" / "dir" / "x.md").read_text() == target.read_text()  # folders made, as in the app
     text = target.read_text()
     assert text.startswith("# save me") and "## You\n\nsave me" in text and "```python" in text
     assert "Saved chat #" in out
     errors = d.err.getvalue().splitlines()
     assert any("usage: /save FILE" in e for e in errors)
-    assert any(e.startswith("outlier: cannot write") for e in errors)
+    assert any(e.startswith(f"outlier: Cannot write {target}/x.md") for e in errors)  # a file is no folder
 
 
 def test_stats_report_and_toggle(driver, engine, store):

@@ -55,12 +55,31 @@ def test_pipe_mode_saves_the_partial_answer(long_answers, tmp_path, sig):
     proc.send_signal(sig)
     shown += proc.stdout.read()
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 130, err  # the Ctrl-C path: cancelled and saved
-    assert "Traceback" not in err
+    assert proc.wait(timeout=60) == 128 + sig, err  # the Ctrl-C path: cancelled and saved
+    assert f"outlier: stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
     user, answer = _saved_answer(tmp_path / "data")
     assert user.content == "tell me everything"
     assert answer.status == "cancelled" and len(answer.content.encode()) >= 64
     assert shown.decode("utf-8", "replace").strip().startswith(answer.content.strip()[:32])
+
+
+def test_generate_stops_with_the_same_status(long_answers):
+    """`outlier generate` answers through the same function as pipe mode: SIGTERM is 143 there too."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outlier_tui.cli", "generate", "--model", long_answers, "--prompt", "go"]
+        + ["--max-tokens", "4000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    shown = proc.stdout.read(64)  # the answer is streaming
+    proc.send_signal(signal.SIGTERM)
+    shown += proc.stdout.read()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, err
+    assert err.strip().endswith("outlier: stopped by SIGTERM") and "Traceback" not in err
+    assert len(shown) >= 64
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])

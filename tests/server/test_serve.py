@@ -117,8 +117,8 @@ def test_stop_sequence_cuts_the_answer(served, tmp_path):
         assert got == expected and finish == ["stop"]
 
 
-def test_seeded_sampling_is_repeatable(served):
-    def ask():
+def test_seeded_sampling_is_repeatable_and_the_seed_is_used(served):
+    def ask(seed):
         return (
             served.client()
             .chat.completions.create(
@@ -127,13 +127,18 @@ def test_seeded_sampling_is_repeatable(served):
                 max_tokens=12,
                 temperature=0.9,
                 top_p=0.9,
-                seed=7,
+                seed=seed,
             )
             .choices[0]
             .message.content
         )
 
-    assert ask() == ask()
+    first = ask(7)
+    assert ask(7) == first
+    # A server that ignored the seed would pass the line above; the same request with other
+    # seeds must sample another answer (12 tokens of a random tiny model at T=0.9: all three
+    # matching by chance is out of reach).
+    assert {ask(8), ask(9), ask(10)} - {first}
 
 
 def test_models_and_health(served):

@@ -1,7 +1,7 @@
 """What every part of the app shares: the constructor, the engine and chat session, the
 main screen, the user's keymap and the state the top bar shows.
 
-OutlierApp (main.py) is assembled from one mixin per concern; each subclasses AppCore and
+OutlierApp (main.py) is assembled from one mixin per concern; each subclasses AppBase and
 names the other mixins it uses as its bases, so what a module may call is what it inherits.
 """
 
@@ -29,7 +29,7 @@ from outlier_tui.store import Chat, ConversationStore
 ResolveModel = Callable[[str | None, ProgressFn], Path | str]  # str: a name the server knows
 
 
-class AppCore(App):
+class AppBase(App):
     """The app's shared state; the mixins add the actions."""
 
     # Watched in model_loading.py (status line, top bar; again on a second error) and
@@ -57,6 +57,7 @@ class AppCore(App):
         keymap_file: Path | None = None,
         export_dir: Path | None = None,
         startup_notes: tuple[str, ...] = (),
+        demo_model: bool = False,
     ) -> None:
         """engine/store are injected (tests pass a FakeEngine and a temp store).
 
@@ -64,10 +65,12 @@ class AppCore(App):
         start one). resolve_model(model_dir, on_progress) -> folder, e.g. the
         demo-model builder; without it model_dir is loaded as is.
         telemetry_interval None stops the timer (tests call refresh_telemetry).
+        demo_model: model_dir None means the built-in demo (an empty chat says what it is).
         """
         super().__init__()
         self.engine = engine
         self.model_dir = model_dir
+        self.demo_model = demo_model  # until the user loads another folder
         self.cache_bytes = cache_bytes
         self.session = ChatSession(
             engine,
