@@ -224,9 +224,20 @@ def generate(
         prompt_read_ratio=prompt.bytes_read / prompt_expert_bytes if prompt_expert_bytes else None,
         layer_major=result.layer_major,
         kv_cache_bytes=store.nbytes,
-        notice=store.take_notices(),
+        notice=store.take_notices() or _too_big(cache, store),
     )
     return stats, cancelled
+
+
+def _too_big(cache: list, store: PromptCacheStore) -> str:
+    """A chat whose KV cache alone exceeds the budget is prefilled whole every turn: say so."""
+    size = cache_nbytes(cache)
+    if size <= store.max_bytes:
+        return ""
+    return (
+        f"This chat's KV cache ({size / 2**20:.0f} MiB) is larger than the KV budget "
+        f"({store.max_bytes / 2**20:.0f} MiB), so it is not kept: raise --kv-cache-mb or use --kv-bits 8."
+    )
 
 
 @dataclass

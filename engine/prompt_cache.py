@@ -44,6 +44,10 @@ AT_MESSAGE_BOUNDARY = "user"  # a snapshot at the end of the last user message
 AFTER_ANSWER = "assistant"  # the prompt and the answer
 
 DEFAULT_DISK_CAP_BYTES = 4 << 30
+# the cache classes a file may name (load_prompt_cache builds whatever class the file says)
+_CACHE_CLASSES = frozenset(
+    {"KVCache", "QuantizedKVCache", "RotatingKVCache", "ArraysCache", "ChunkedKVCache", "CacheList"}
+)
 MIN_KV_BUDGET_BYTES = 512 << 20
 
 
@@ -194,6 +198,13 @@ class PromptCacheFiles:
     def load(self, file: CacheFile) -> list | None:
         """The file's cache, checked against its header; None (and a notice) when it cannot be used."""
         try:
+            classes = _header_classes(file.path)
+        except (OSError, ValueError):
+            classes = {"?"}
+        if not classes or not classes <= _CACHE_CLASSES:
+            self._forget(file, f"Ignored a prompt cache file of unknown cache types: {file.path.name}.")
+            return None
+        try:
             cache, meta = load_prompt_cache(str(file.path), return_metadata=True)
         except Exception as exc:  # a truncated or corrupt file: never trusted
             self._forget(file, f"Ignored a damaged prompt cache file {file.path.name} ({type(exc).__name__}).")
@@ -277,6 +288,16 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 def _header_metadata(path: Path) -> dict[str, str]:
     """The `metadata` part of a save_prompt_cache file, from its safetensors header alone."""
+    return {k[2:]: v for k, v in _raw_metadata(path).items() if k.startswith("0.") and isinstance(v, str)}
+
+
+def _header_classes(path: Path) -> set[str]:
+    """The cache class of every layer the file holds (save_prompt_cache's "1.<layer>" entries)."""
+    return {v if isinstance(v, str) else "?" for k, v in _raw_metadata(path).items() if k.startswith("1.")}
+
+
+def _raw_metadata(path: Path) -> dict:
+    """The safetensors header's __metadata__ of a save_prompt_cache file."""
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -288,8 +309,8 @@ def _header_metadata(path: Path) -> dict[str, str]:
     raw = header.get("__metadata__", {})
     if not isinstance(raw, dict):
         raise ValueError("no metadata")
-    # save_prompt_cache flattens [metadata, classes, scalars]: the metadata keys are "0.<name>"
-    return {k[2:]: v for k, v in raw.items() if k.startswith("0.") and isinstance(v, str)}
+    # save_prompt_cache flattens [metadata, classes, scalars]: "0.<name>", "1.<layer>", "2.<i>"
+    return raw
 
 
 def model_identity(path: Path, *parts: object) -> str:

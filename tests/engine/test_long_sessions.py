@@ -191,6 +191,9 @@ def test_the_kv_budget_evicts_the_least_recently_used_chat(checkpoint_factory):
         assert store.memory.nbytes <= room_for_one and len(store.memory) == 1
         assert _run(loaded, store, a, params).cached_tokens == 0
         assert _run(loaded, store, a, params).cached_tokens > 0
+        tiny = PromptCacheStore(max_bytes=1024)  # less than one chat's cache: said, not silent
+        assert "larger than the KV budget" in _run(loaded, tiny, a, params).notice
+        assert _run(loaded, tiny, a, params).cached_tokens == 0
     finally:
         loaded.close()
 
@@ -226,6 +229,14 @@ def test_caches_saved_on_disk_serve_the_next_run_and_bad_files_are_ignored(check
         damaged = store_for(loaded)
         stats = _run(loaded, damaged, chat, params)
         assert stats.cached_tokens == 0 and "Ignored a damaged prompt cache file" in stats.notice
+        # a file naming a cache class the engine does not know is never loaded
+        saved = store_for(loaded)
+        _run(loaded, saved, chat, params)
+        assert saved.persist() >= 1
+        for file in folder.glob("*.safetensors"):  # same length: the header stays well formed
+            file.write_bytes(file.read_bytes().replace(b'"KVCache"', b'"Evil00C"'))
+        odd = _run(loaded, store_for(loaded), chat, params)
+        assert odd.cached_tokens == 0 and "unknown cache types" in odd.notice
         foreign = Store("model-y", 1 << 30, PromptCacheFiles(folder, "model-y"))
         assert foreign.files is not None and foreign.files.files == []  # another model's: never used
     finally:
