@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map, tree_reduce
+from mlx.utils import tree_flatten, tree_reduce
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
+from engine import compute_dtype as compute_dtypes
 from engine import pool_plan
 from engine.api import LoadProgress, ModelInfo, ProgressFn
 from engine.cache_policy import DEFAULT_POLICY, EvictionPolicy, LRUPolicy, RouterScorePolicy, make_policy
@@ -40,7 +41,6 @@ from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Project
 from engine.telemetry import Telemetry
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
-_HALF = (mx.float16, mx.bfloat16)
 MB = 1024 * 1024
 
 
@@ -80,7 +80,7 @@ class LoadedModel:
 
 def default_compute_dtype() -> mx.Dtype | None:
     """float32 on the CPU backend; None (keep the checkpoint's dtypes) on GPUs."""
-    return mx.float32 if mx.default_device() == mx.cpu else None
+    return compute_dtypes.resolve("auto")
 
 
 def load_streamed_model(
@@ -102,8 +102,7 @@ def load_streamed_model(
             on_progress(LoadProgress(fraction, message))
 
     telemetry = telemetry or Telemetry()
-    if isinstance(compute_dtype, str):  # "auto"
-        compute_dtype = default_compute_dtype()
+    compute_dtype = compute_dtypes.resolve(compute_dtype)  # "auto", "float16", ... -> a dtype or None
 
     progress(0.05, "reading checkpoint index")
     index = CheckpointIndex.open(path)
@@ -123,8 +122,7 @@ def load_streamed_model(
         )
     if notice:
         progress(0.2, notice)
-    if compute_dtype is not None:
-        _cast_floats(model, compute_dtype)
+    compute_dtypes.cast_half_floats(model, compute_dtype)
 
     streamer = reader = None
     moe_layers = tuple(layer for layer, _, _ in rows)
@@ -332,15 +330,11 @@ def _resident_notice(kept: list[tuple[str, str]], total: int) -> str:
     return f"{len(kept)} of {total} MoE layers keep their experts fully resident: {kept[0][1]} ({kept[0][0]})."
 
 
-def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
-    model.update(tree_map(lambda a: a.astype(dtype) if a.dtype in _HALF else a, model.parameters()))
-
-
 def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     specs = {}
     for name, tensor in files.tensors.items():
         dtype = tensor.dtype
-        if compute_dtype is not None and dtype in ("F16", "BF16", "F32"):
+        if compute_dtype is not None and dtype in ("F16", "BF16"):  # as cast_half_floats does
             dtype = tag_of_mx(compute_dtype) or dtype
         specs[name] = TensorSpec(tensor.expert_shape, dtype)
     return specs
