@@ -62,6 +62,7 @@ class ModelInfo:
     template_takes_enable_thinking: bool = False  # thinking can be switched off and on
     template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
     context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
+    compute_dtype: str = ""  # the float dtype most weights compute in: float32, bfloat16, float16
 
 
 @dataclass(frozen=True)

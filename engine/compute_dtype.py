@@ -38,6 +38,18 @@ def name_of(dtype: mx.Dtype | None) -> str:
     return str(dtype).removeprefix("mlx.core.")
 
 
+def dominant_float(model: nn.Module) -> str:
+    """The float dtype holding most of the model's float parameter bytes ('' if none): what
+    it computes in when the checkpoint's dtypes are kept."""
+    from mlx.utils import tree_flatten
+
+    bytes_of: dict[str, int] = {}
+    for _, a in tree_flatten(model.parameters()):
+        if mx.issubdtype(a.dtype, mx.floating):
+            bytes_of[name_of(a.dtype)] = bytes_of.get(name_of(a.dtype), 0) + a.nbytes
+    return max(bytes_of, key=lambda k: bytes_of[k], default="")
+
+
 def cast_half_floats(model: nn.Module, dtype: mx.Dtype | None) -> None:
     """Cast the model's float16/bfloat16 parameters to dtype (None: leave them)."""
     if dtype is not None:

@@ -223,6 +223,7 @@ def load_streamed_model(
         expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
         notice=notice,
         context_length=context_limit(config, tokenizer),
+        compute_dtype=compute_dtypes.name_of(compute_dtype) if compute_dtype else compute_dtypes.dominant_float(model),
         **reasoning_fields(tokenizer),
     )
     telemetry.set_model(info, reader.stats if reader else None)

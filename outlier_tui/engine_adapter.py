@@ -23,7 +23,7 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
     fake = bool(getattr(args, "fake_engine", False))
     reply_path = getattr(args, "fake_reply", None)
     if reply_path is None:
-        return make_engine(fake=fake)
+        return make_engine(fake=fake, compute_dtype=getattr(args, "compute_dtype", "auto"))
     if not fake:
         raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
     try:
@@ -35,7 +35,11 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
 
 
 def make_engine(
-    fake: bool = False, fake_reply: str | None = None, server: str | None = None, api_key: str | None = None
+    fake: bool = False,
+    fake_reply: str | None = None,
+    server: str | None = None,
+    api_key: str | None = None,
+    compute_dtype: str = "auto",
 ) -> EngineClient:
     """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
     model needed), answering `fake_reply` (a file's text) to everything when given;
@@ -53,4 +57,4 @@ def make_engine(
         return FakeEngine(script=lambda messages: fake_reply, token_delay=FAKE_REPLY_DELAY)
     from engine import Engine
 
-    return Engine()
+    return Engine(compute_dtype=compute_dtype)

@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the engine measures reads costing more than the prediction)",
     )
     arg_types.add_reader_threads(parser)
+    arg_types.add_compute_dtype(parser)
     parser.add_argument(
         "--think",
         action=argparse.BooleanOptionalAction,
@@ -91,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
         engine = Engine(
-            prefetch={"auto": None, "on": True, "off": False}[args.prefetch], reader_threads=args.reader_threads
+            prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
+            reader_threads=args.reader_threads,
+            compute_dtype=args.compute_dtype,
         )
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()
