@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from engine.api import EngineClient, TelemetrySnapshot
-from engine.wire import snapshot_to_json
+from engine.wire import TelemetryEncoder
 from outlier_tui.server import sse
 from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat, Thinking, answer
 from outlier_tui.server.errors import ApiError
@@ -143,19 +143,20 @@ class Routes:
 
     async def _snapshots(self, interval: float) -> AsyncGenerator[bytes, None]:
         last_key, last_sent = None, 0.0
+        encoder = TelemetryEncoder()  # a key frame, then deltas (engine/wire.py)
         while True:
             snapshot = self.engine.snapshot()
             key = (snapshot.state, snapshot.step, snapshot.error, snapshot.cache_bytes, snapshot.bytes_read)
             now = time.monotonic()
             if key != last_key or now - last_sent >= TELEMETRY_HEARTBEAT:
-                data = await asyncio.to_thread(_telemetry_json, snapshot)
+                data = await asyncio.to_thread(_telemetry_json, encoder, snapshot)
                 yield b"data: " + data.encode() + b"\n\n"
                 last_key, last_sent = key, now
             await asyncio.sleep(interval)
 
 
-def _telemetry_json(snapshot: TelemetrySnapshot) -> str:
-    return json.dumps(snapshot_to_json(snapshot))
+def _telemetry_json(encoder: TelemetryEncoder, snapshot: TelemetrySnapshot) -> str:
+    return json.dumps(encoder.encode(snapshot), separators=(",", ":"))
 
 
 async def _whole(pieces: AsyncIterator[Piece], fmt: ChatFormat) -> dict:
