@@ -11,6 +11,8 @@ way, as mlx-lm keeps them.
 
 from __future__ import annotations
 
+import typing
+
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map
@@ -44,7 +46,7 @@ def dominant_float(model: nn.Module) -> str:
     from mlx.utils import tree_flatten
 
     bytes_of: dict[str, int] = {}
-    for _, a in tree_flatten(model.parameters()):
+    for _, a in typing.cast("list[tuple[str, mx.array]]", tree_flatten(model.parameters())):
         if mx.issubdtype(a.dtype, mx.floating):
             bytes_of[name_of(a.dtype)] = bytes_of.get(name_of(a.dtype), 0) + a.nbytes
     return max(bytes_of, key=lambda k: bytes_of[k], default="")

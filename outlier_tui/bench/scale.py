@@ -98,7 +98,8 @@ def _write_tokenizer(path: Path) -> None:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tok.save(str(path / "tokenizer.json"))
-    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "bos_token": None}
+    settings: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>"}
+    settings["bos_token"] = None
     settings |= {"pad_token": "<|endoftext|>", "chat_template": CHAT_TEMPLATE, "model_max_length": 4096}
     (path / "tokenizer_config.json").write_text(json.dumps(settings))
 
@@ -354,7 +355,7 @@ async def _app_frames(path: Path, size: tuple[int, int], tokens: int) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, help="where the checkpoint is (built there if missing; default: a temp dir)")
+    parser.add_argument("--dir", type=Path, help="checkpoint folder (built if missing; default: a temp dir)")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", default="160x50", help="terminal size for the app run")
