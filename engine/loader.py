@@ -20,11 +20,12 @@ from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
+import psutil
 from mlx.utils import tree_flatten, tree_reduce
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from engine import compute_dtype as compute_dtypes
-from engine import pool_plan
+from engine import metal_memory, pool_plan
 from engine.api import LoadProgress, ModelInfo, ProgressFn
 from engine.cache_policy import DEFAULT_POLICY, EvictionPolicy, LRUPolicy, RouterScorePolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
@@ -72,10 +73,13 @@ class LoadedModel:
     streamer: ExpertStreamer | None
     reader: ExpertReader | None
     telemetry: Telemetry
+    wired: metal_memory.WiredLimit | None = None  # Metal: the wired limit held while loaded
 
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        if self.wired is not None:
+            self.wired.close()
 
 
 def default_compute_dtype() -> mx.Dtype | None:
@@ -145,9 +149,11 @@ def load_streamed_model(
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"Reading resident weights failed ({exc}); the checkpoint may be corrupt.") from None
 
+    device = metal_memory.device_memory()
     if rows:
         if cache_bytes is None:
-            budget = default_cache_budget(total_expert_bytes, minimum, resident_bytes)
+            free = metal_memory.budget_memory(device, psutil.virtual_memory().available)
+            budget = default_cache_budget(total_expert_bytes, minimum, resident_bytes, free)
         else:
             budget = cache_bytes
         if budget < minimum:
@@ -207,6 +213,10 @@ def load_streamed_model(
             reader.close()  # its threads and file descriptors belong to no one else
             raise
 
+    wired = metal_memory.WiredLimit(resident_bytes + budget, device)
+    if wired.notice:
+        progress(0.9, wired.notice)
+        notice = f"{notice} {wired.notice}".strip()
     info = ModelInfo(
         path=str(index.path),
         model_type=index.model_type,
@@ -228,7 +238,7 @@ def load_streamed_model(
     )
     telemetry.set_model(info, reader.stats if reader else None)
     progress(1.0, "ready")
-    return LoadedModel(model, tokenizer, config, info, index, streamer, reader, telemetry)
+    return LoadedModel(model, tokenizer, config, info, index, streamer, reader, telemetry, wired)
 
 
 class _Placeholder(nn.Module):
