@@ -63,6 +63,7 @@ class ModelInfo:
     template_keeps_thinking: bool = False  # earlier answers' thinking goes back in the prompt
     context_length: int = 0  # tokens the model can attend to (0: the checkpoint does not say)
     compute_dtype: str = ""  # the float dtype most weights compute in: float32, bfloat16, float16
+    page_cache: str = ""  # whether expert reads go through the OS page cache, and why (engine.page_cache)
 
 
 @dataclass(frozen=True)

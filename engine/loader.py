@@ -26,6 +26,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from engine import compute_dtype as compute_dtypes
 from engine import metal_memory, pool_plan
+from engine import page_cache as page_cache_choice
 from engine.api import LoadProgress, ModelInfo, ProgressFn
 from engine.cache_policy import DEFAULT_POLICY, EvictionPolicy, LRUPolicy, RouterScorePolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
@@ -94,6 +95,7 @@ def load_streamed_model(
     compute_dtype: mx.Dtype | None | str = "auto",
     reader_threads: int = 4,
     uncached_reads: bool = False,
+    page_cache: bool | None = None,
     policy: str | EvictionPolicy = DEFAULT_POLICY,
     prefetch: bool | PrefetchMode | None = None,
     prompt_favourites: bool = True,
@@ -129,6 +131,7 @@ def load_streamed_model(
     compute_dtypes.cast_half_floats(model, compute_dtype)
 
     streamer = reader = None
+    cache_reads = None
     moe_layers = tuple(layer for layer, _, _ in rows)
     top_k = experts_per_token(config) if rows else 0
     specs_of_group, groups = _shape_groups(rows, compute_dtype)
@@ -172,7 +175,10 @@ def load_streamed_model(
             pool_groups.append(
                 PoolGroup(SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace), group.rows)
             )
-        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached_reads)
+        cache_reads = page_cache_choice.decide([files for _, _, files in rows], page_cache)
+        progress(0.75, cache_reads.describe())
+        uncached = uncached_reads or not cache_reads.on
+        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached)
         try:
             streamer = ExpertStreamer(
                 [files for _, _, files in rows], pool_groups, reader, telemetry, prefetch=PrefetchMode.of(prefetch)
@@ -234,6 +240,7 @@ def load_streamed_model(
         notice=notice,
         context_length=context_limit(config, tokenizer),
         compute_dtype=compute_dtypes.name_of(compute_dtype) if compute_dtype else compute_dtypes.dominant_float(model),
+        page_cache=cache_reads.describe() if cache_reads is not None else "",
         **reasoning_fields(tokenizer),
     )
     telemetry.set_model(info, reader.stats if reader else None)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine import page_cache
 from engine.errors import ExpertReadError
 
 
@@ -160,8 +161,10 @@ class ExpertReader:
         self._ident: dict[Path, tuple[int, int]] = {}
         for f in files:
             fd = os.open(f, os.O_RDONLY)
-            if uncached:  # no readahead either: a neighbour's bytes must not arrive for free
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            if uncached and hasattr(os, "posix_fadvise"):  # no readahead either: a neighbour's bytes
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # must not arrive for free
+            elif uncached:  # macOS: F_NOCACHE, reads skip the page cache altogether
+                page_cache.bypass(fd)
             st = os.fstat(fd)
             self._fds[f] = fd
             self._ident[f] = (st.st_dev, st.st_ino)
@@ -279,7 +282,7 @@ class ExpertReader:
                     "disk since the model was loaded; restore it or reload the model."
                 )
             done += n
-        if self.uncached:
+        if self.uncached and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, job.offset, job.nbytes, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:

@@ -89,12 +89,14 @@ class Engine:
         policy: str = DEFAULT_POLICY,
         compute_dtype: Any = "auto",
         record_trace: bool = False,
+        page_cache: bool | None = None,
     ) -> None:
         self._options = dict(
             reader_threads=reader_threads,
             prefetch=prefetch,
             policy=policy,
             compute_dtype=compute_dtype,
+            page_cache=page_cache,
             record_trace=record_trace,
         )
         self.telemetry = Telemetry()

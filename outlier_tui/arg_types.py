@@ -77,6 +77,20 @@ def add_compute_dtype(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PAGE_CACHE = {"auto": None, "on": True, "off": False}
+
+
+def add_page_cache(parser: argparse.ArgumentParser) -> None:
+    """--page-cache, the same flag wherever a command loads a model (engine/page_cache.py)."""
+    parser.add_argument(
+        "--page-cache",
+        choices=list(PAGE_CACHE),
+        default="auto",
+        help="expert reads through the OS page cache (on) or past it (off); default auto: "
+        "decided at load from a short measurement, and reported",
+    )
+
+
 def add_reader_threads(parser: argparse.ArgumentParser) -> None:
     """--reader-threads, the same flag wherever a command reads experts."""
     parser.add_argument(

@@ -23,7 +23,11 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
     fake = bool(getattr(args, "fake_engine", False))
     reply_path = getattr(args, "fake_reply", None)
     if reply_path is None:
-        return make_engine(fake=fake, compute_dtype=getattr(args, "compute_dtype", "auto"))
+        return make_engine(
+            fake=fake,
+            compute_dtype=getattr(args, "compute_dtype", "auto"),
+            page_cache={"on": True, "off": False}.get(getattr(args, "page_cache", "auto")),
+        )
     if not fake:
         raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
     try:
@@ -40,6 +44,7 @@ def make_engine(
     server: str | None = None,
     api_key: str | None = None,
     compute_dtype: str = "auto",
+    page_cache: bool | None = None,
 ) -> EngineClient:
     """A new engine: the real MLX one, or with fake=True the scripted FakeEngine (no
     model needed), answering `fake_reply` (a file's text) to everything when given;
@@ -57,4 +62,4 @@ def make_engine(
         return FakeEngine(script=lambda messages: fake_reply, token_delay=FAKE_REPLY_DELAY)
     from engine import Engine
 
-    return Engine(compute_dtype=compute_dtype)
+    return Engine(compute_dtype=compute_dtype, page_cache=page_cache)

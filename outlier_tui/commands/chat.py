@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest file @path may attach, in KiB (default 256)",
     )
     arg_types.add_compute_dtype(parser)
+    arg_types.add_page_cache(parser)
     parser.add_argument(
         "--fake-engine", action="store_true", help="use the scripted fake engine, no model (UI demos and tests)"
     )

@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     arg_types.add_reader_threads(parser)
     arg_types.add_compute_dtype(parser)
+    arg_types.add_page_cache(parser)
     parser.add_argument(
         "--think",
         action=argparse.BooleanOptionalAction,
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
             reader_threads=args.reader_threads,
             compute_dtype=args.compute_dtype,
+            page_cache=arg_types.PAGE_CACHE[args.page_cache],
         )
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()

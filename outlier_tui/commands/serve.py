@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="expert-cache budget in MiB (default: chosen from free memory)",
     )
     arg_types.add_compute_dtype(parser)
+    arg_types.add_page_cache(parser)
     parser.add_argument(
         "--api-key",
         metavar="KEY",
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-        engine = Engine(compute_dtype=args.compute_dtype)
+        engine = Engine(compute_dtype=args.compute_dtype, page_cache=arg_types.PAGE_CACHE[args.page_cache])
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         with progress_bar("loading model") as on_progress:
             engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()

@@ -50,6 +50,7 @@ BAD_FLAGS = [
     ("bench", "--reader-threads", "0", "at least 1"),
     ("bench", "--tokens", "0", "more than 0"),
     *[(command, "--compute-dtype", "int8", "invalid choice") for command in ("generate", "chat", "serve", "bench")],
+    *[(command, "--page-cache", "maybe", "invalid choice") for command in ("generate", "chat", "serve")],
 ]
 
 
@@ -86,6 +87,9 @@ def test_compute_dtype_choices(command):
     assert build_parser().parse_args([command, *extra]).compute_dtype == "auto"
     for choice in ("auto", "float32", "bfloat16", "float16"):
         assert build_parser().parse_args([command, *extra, "--compute-dtype", choice]).compute_dtype == choice
+    if command != "bench":
+        assert build_parser().parse_args([command, *extra]).page_cache == "auto"
+        assert build_parser().parse_args([command, *extra, "--page-cache", "off"]).page_cache == "off"
 
 
 def test_read_all_refuses_invalid_utf8_with_the_offset():
