@@ -85,6 +85,11 @@ class MemoryPane(Vertical):
             _row("MLX", human_bytes(view.mlx_active_bytes), "active"),
             cache,
             _row("Weights", human_bytes(view.resident_weight_bytes), "resident"),
+            *(
+                [_row("Compute", view.compute_dtype, f"page cache {view.page_cache}" if view.page_cache else "")]
+                if view.compute_dtype
+                else []
+            ),
             _row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
             _row("Decode", f"{view.generation_tps:.1f}", "tok/s"),
             _row("SSD", f"{view.read_bytes_per_s / 2**20:.1f} MB/s", f"wait {view.io_wait_seconds:.2f}s"),
