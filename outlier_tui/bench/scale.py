@@ -164,14 +164,22 @@ def decode_race(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
     same = True
     r = None
     for _ in range(rounds):
+        cpu = time.process_time()
         s = run_pass(streamed, telemetry, tokens)
+        s_cpu, cpu = time.process_time() - cpu, time.process_time()
         r = run_pass(resident, resident_telemetry, tokens)
+        r_cpu = time.process_time() - cpu
         same = same and s.tokens == r.tokens
         per_round.append(
             {
                 "streamed_tps": s.figures["decode_tokens_per_s"],
                 "resident_tps": r.figures["decode_tokens_per_s"],
                 "ratio": s.figures["decode_tokens_per_s"] / r.figures["decode_tokens_per_s"],
+                # process CPU seconds of each whole request (prefill + decode, same tokens): what
+                # each side costs, less sensitive than wall time to other processes on the cores
+                "streamed_cpu_s": s_cpu,
+                "resident_cpu_s": r_cpu,
+                "cpu_ratio": r_cpu / s_cpu,
             }
         )
     info = streamed.info
@@ -191,6 +199,7 @@ def decode_race(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
         "tokens_equal_mlx_lm": same,
         "rounds": per_round,
         "ratio_median": statistics.median(x["ratio"] for x in per_round),
+        "cpu_ratio_median": statistics.median(x["cpu_ratio"] for x in per_round),
         "resident_tokens": r.tokens if r is not None else [],
     }
 
