@@ -313,12 +313,14 @@ async def _app_frames(path: Path, size: tuple[int, int], tokens: int) -> dict[st
     from outlier_tui.store import ConversationStore
 
     frames: list[float] = []
+    cpu: list[float] = []  # the UI thread's own CPU time per frame (wall time also holds GIL waits)
     original = ExpertHeatmap._build
 
     def timed(self, width: int, height: int):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         lines = original(self, width, height)
         frames.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.thread_time() - start_cpu) * 1000)
         return lines
 
     ExpertHeatmap._build = timed  # type: ignore[method-assign]
@@ -340,6 +342,7 @@ async def _app_frames(path: Path, size: tuple[int, int], tokens: int) -> dict[st
                     await pilot.pause(0.2)
                 await pilot.pause(0.5)
                 frames.clear()  # the frames of the answer only
+                cpu.clear()
                 prompt = app.query_one(PromptInput)
                 prompt.insert("Write a Python function that reverses a string.")
                 prompt.action_submit()
@@ -360,6 +363,9 @@ async def _app_frames(path: Path, size: tuple[int, int], tokens: int) -> dict[st
         "frames": len(frames),
         "ms_per_frame_median": statistics.median(frames) if frames else None,
         "ms_per_frame_max": max(frames) if frames else None,
+        "ms_per_frame_p90": sorted(frames)[int(0.9 * (len(frames) - 1))] if frames else None,
+        "cpu_ms_per_frame_median": statistics.median(cpu) if cpu else None,
+        "cpu_ms_per_frame_max": max(cpu) if cpu else None,
     }
 
 
