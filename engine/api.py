@@ -79,6 +79,8 @@ class ModelInfo:
     # The model writes gpt-oss harmony channels (engine.harmony): analysis is thinking,
     # final the answer, commentary to a recipient a tool call (streamed in json_tools form).
     harmony: bool = False
+    compute_dtype: str = ""  # the float dtype most weights compute in: float32, bfloat16, float16
+    page_cache: str = ""  # whether expert reads go through the OS page cache, and why (engine.page_cache)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,16 @@ class ExpertCache:
             self.trace.extend(keys)
         # locals: this runs once per MoE layer per token (hot path)
         slot_of, loading, on_access, slots = self._slot_of, self._loading, self.policy.on_access, plan.slots
+        hold = getattr(self.policy, "hold", None)  # keep this call's keys out of the victim search
+        if hold is not None:
+            hold(keys)
+            try:
+                return self._plan_keys(keys, bulk, plan, slot_of, loading, on_access, slots)
+            finally:
+                self.policy.release()  # type: ignore[attr-defined]
+        return self._plan_keys(keys, bulk, plan, slot_of, loading, on_access, slots)
+
+    def _plan_keys(self, keys, bulk, plan, slot_of, loading, on_access, slots) -> Plan:
         for key in keys:
             slot = slot_of.get(key)
             if slot is None:

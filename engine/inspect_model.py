@@ -104,12 +104,16 @@ def inspect_model(
     minimum = pool_plan.minimum_budget(groups, top_k)
 
     if memory_bytes is None:
+        from engine import metal_memory
+
         vm = psutil.virtual_memory()
+        # as the loader: on Metal the default budget comes from at most the recommended working set
+        budget_from = metal_memory.budget_memory(metal_memory.device_memory(), vm.available)
         total, available, source = vm.total, vm.available, "this machine"
     else:
-        total = available = memory_bytes
+        total = available = budget_from = memory_bytes
         source = "--memory"
-    budget = pool_plan.default_cache_budget(expert_memory, minimum, backbone_memory, available) if layers else 0
+    budget = pool_plan.default_cache_budget(expert_memory, minimum, backbone_memory, budget_from) if layers else 0
     peak = backbone_memory + budget + RUNTIME_ALLOWANCE
     read_per_token = sum(top_k * f.disk_bytes_per_expert for f in layers)
     kv_per_token = kv_bytes_per_token(index.tensors, 4 if float32_compute else 2)

@@ -20,11 +20,14 @@ from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map, tree_reduce
+import psutil
+from mlx.utils import tree_flatten, tree_reduce
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from engine import pool_plan
+from engine import compute_dtype as compute_dtypes
+from engine import metal_memory, pool_plan
+from engine import page_cache as page_cache_choice
 from engine.api import LoadProgress, ModelInfo, ProgressFn
 from engine.cache_policy import DEFAULT_POLICY, EvictionPolicy, LRUPolicy, RouterScorePolicy, make_policy
 from engine.checkpoint import CheckpointIndex, MoELayerFiles, expected_num_experts, experts_per_token
@@ -43,7 +46,6 @@ from engine.telemetry import Telemetry
 from engine.tool_parsers import tool_fields
 
 _LAYER = re.compile(r"(?:^|\.)(\d+)\.")  # the first numeric path component: the decoder layer
-_HALF = (mx.float16, mx.bfloat16)
 MB = 1024 * 1024
 
 
@@ -75,6 +77,7 @@ class LoadedModel:
     streamer: ExpertStreamer | None
     reader: ExpertReader | None
     telemetry: Telemetry
+    wired: metal_memory.WiredLimit | None = None  # Metal: the wired limit held while loaded
     hidden_size: int = 0  # width of the hidden state at the MoE layers (0: no streamed layer)
     trimmable_cache: bool = True  # False: hybrid (linear-attention state), restored from snapshots
 
@@ -88,11 +91,13 @@ class LoadedModel:
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        if self.wired is not None:
+            self.wired.close()
 
 
 def default_compute_dtype() -> mx.Dtype | None:
     """float32 on the CPU backend; None (keep the checkpoint's dtypes) on GPUs."""
-    return mx.float32 if mx.default_device() == mx.cpu else None
+    return compute_dtypes.resolve("auto")
 
 
 def load_streamed_model(
@@ -102,6 +107,7 @@ def load_streamed_model(
     compute_dtype: mx.Dtype | None | str = "auto",
     reader_threads: int = 4,
     uncached_reads: bool = False,
+    page_cache: bool | None = None,
     policy: str | EvictionPolicy = DEFAULT_POLICY,
     prefetch: bool | PrefetchMode | None = None,
     prompt_favourites: bool = True,
@@ -114,8 +120,7 @@ def load_streamed_model(
             on_progress(LoadProgress(fraction, message))
 
     telemetry = telemetry or Telemetry()
-    if isinstance(compute_dtype, str):  # "auto"
-        compute_dtype = default_compute_dtype()
+    compute_dtype = compute_dtypes.resolve(compute_dtype)  # "auto", "float16", ... -> a dtype or None
 
     progress(0.05, "reading checkpoint index")
     index = CheckpointIndex.open(path)
@@ -137,10 +142,10 @@ def load_streamed_model(
         notice = " ".join(n for n in (notice, FALLBACK_NOTICE) if n)
     if notice:
         progress(0.2, notice)
-    if compute_dtype is not None:
-        _cast_floats(model, compute_dtype)
+    compute_dtypes.cast_half_floats(model, compute_dtype)
 
     streamer = reader = None
+    cache_reads = None
     moe_layers = tuple(layer for layer, _, _ in rows)
     top_k = experts_per_token(config) if rows else 0
     specs_of_group, groups = _shape_groups(rows, compute_dtype)
@@ -161,9 +166,11 @@ def load_streamed_model(
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"Reading resident weights failed ({exc}); the checkpoint may be corrupt.") from None
 
+    device = metal_memory.device_memory()
     if rows:
         if cache_bytes is None:
-            budget = default_cache_budget(total_expert_bytes, minimum, resident_bytes)
+            free = metal_memory.budget_memory(device, psutil.virtual_memory().available)
+            budget = default_cache_budget(total_expert_bytes, minimum, resident_bytes, free)
         else:
             budget = cache_bytes
         if budget < minimum:
@@ -182,7 +189,10 @@ def load_streamed_model(
             pool_groups.append(
                 PoolGroup(SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace), group.rows)
             )
-        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached_reads)
+        cache_reads = page_cache_choice.decide([files for _, _, files in rows], page_cache)
+        progress(0.75, cache_reads.describe())
+        uncached = uncached_reads or not cache_reads.on
+        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached)
         try:
             streamer = ExpertStreamer(
                 [files for _, _, files in rows], pool_groups, reader, telemetry, prefetch=PrefetchMode.of(prefetch)
@@ -223,6 +233,10 @@ def load_streamed_model(
             reader.close()  # its threads and file descriptors belong to no one else
             raise
 
+    wired = metal_memory.WiredLimit(resident_bytes + budget, device)
+    if wired.notice:
+        progress(0.9, wired.notice)
+        notice = f"{notice} {wired.notice}".strip()
     info = ModelInfo(
         path=str(index.path),
         model_type=index.model_type,
@@ -239,6 +253,8 @@ def load_streamed_model(
         expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
         notice=notice,
         context_length=context_limit(config, tokenizer),
+        compute_dtype=compute_dtypes.name_of(compute_dtype) if compute_dtype else compute_dtypes.dominant_float(model),
+        page_cache=cache_reads.describe() if cache_reads is not None else "",
         **reasoning_fields(tokenizer),
         **tool_fields(tokenizer),
     )
@@ -253,6 +269,7 @@ def load_streamed_model(
         streamer,
         reader,
         telemetry,
+        wired,
         hidden_size=_input_size(rows[0].switch[2]) if rows else 0,
         trimmable_cache=can_trim_prompt_cache(make_prompt_cache(model)),
     )
@@ -358,15 +375,11 @@ def _resident_notice(kept: list[tuple[str, str]], total: int) -> str:
     return f"{len(kept)} of {total} MoE layers keep their experts fully resident: {kept[0][1]} ({kept[0][0]})."
 
 
-def _cast_floats(model: nn.Module, dtype: mx.Dtype) -> None:
-    model.update(tree_map(lambda a: a.astype(dtype) if a.dtype in _HALF else a, model.parameters()))
-
-
 def _pool_specs(files: MoELayerFiles, compute_dtype) -> dict[str, TensorSpec]:
     specs = {}
     for name, tensor in files.tensors.items():
         dtype = tensor.dtype
-        if compute_dtype is not None and dtype in ("F16", "BF16", "F32"):
+        if compute_dtype is not None and dtype in ("F16", "BF16"):  # as cast_half_floats does
             dtype = tag_of_mx(compute_dtype) or dtype
         specs[name] = TensorSpec(tensor.expert_shape, dtype)
     return specs

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine import page_cache
 from engine.errors import ExpertReadError
 
 
@@ -33,7 +34,7 @@ class ReadJob(NamedTuple):
     offset: int
     nbytes: int
     dest: np.ndarray  # the slot's view, C-contiguous
-    convert: str | None = None  # None: raw bytes; else a key of _CONVERTERS
+    convert: str | None = None  # None: raw bytes; else the on-disk float tag (convert_into)
 
 
 DEMAND, PREFETCH = 0, 1  # read priorities: lower starts first
@@ -123,11 +124,33 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-# on-disk dtype -> float32 compute dtype (the CPU backend's fast path)
-_CONVERTERS = {
+def _f32_to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns, rounded to nearest even with NaN kept quiet: what
+    MLX's own float -> bfloat16 cast does (mlx/types/bf16.h), so a slot holds the very bits
+    the resident model's astype(bfloat16) would."""
+    bits = values.astype(np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
+
+
+# on-disk float dtype -> its values as float32 (exact: every half-precision value is a float32)
+_TO_FLOAT32 = {
     "BF16": _bf16_to_f32,
-    "F16": lambda raw: raw.view(np.float16),
+    "F16": lambda raw: raw.view(np.float16).astype(np.float32),
+    "F32": lambda raw: raw.view(np.float32),
 }
+
+
+def convert_into(dest: np.ndarray, raw: np.ndarray, tag: str) -> None:
+    """Write the float tensor `raw` (on-disk bytes of dtype `tag`) into a slot's view in the
+    slot's dtype: float32 or float16 views take numpy's round-to-nearest-even cast (MLX's),
+    a uint16 view holds bfloat16 bits (SlotPool stores bfloat16 as uint16)."""
+    values = _TO_FLOAT32[tag](raw)
+    flat = dest.reshape(-1)
+    if flat.dtype == np.uint16:
+        flat[...] = _f32_to_bf16_bits(values)
+    else:
+        flat[...] = values
 
 
 class ExpertReader:
@@ -138,8 +161,10 @@ class ExpertReader:
         self._ident: dict[Path, tuple[int, int]] = {}
         for f in files:
             fd = os.open(f, os.O_RDONLY)
-            if uncached:  # no readahead either: a neighbour's bytes must not arrive for free
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            if uncached and hasattr(os, "posix_fadvise"):  # no readahead either: a neighbour's bytes
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # must not arrive for free
+            elif uncached:  # macOS: F_NOCACHE, reads skip the page cache altogether
+                page_cache.bypass(fd)
             st = os.fstat(fd)
             self._fds[f] = fd
             self._ident[f] = (st.st_dev, st.st_ino)
@@ -235,7 +260,7 @@ class ExpertReader:
             else:
                 staging = np.empty(job.nbytes, np.uint8)
                 self._pread_into(job, staging.data)
-                job.dest.reshape(-1)[...] = _CONVERTERS[job.convert](staging)
+                convert_into(job.dest, staging, job.convert)
             nbytes = job.nbytes
         finally:
             self.stats.add(nbytes, time.perf_counter() - start)
@@ -257,7 +282,7 @@ class ExpertReader:
                     "disk since the model was loaded; restore it or reload the model."
                 )
             done += n
-        if self.uncached:
+        if self.uncached and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, job.offset, job.nbytes, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from engine.api import (
 from engine.errors import OutlierError
 from engine.events import EventStream
 from engine.reasoning import THINKING
-from engine.wire import snapshot_from_json
+from engine.wire import TelemetryDecoder
 
 NO_TELEMETRY = "The server sends no expert telemetry (it is not an Outlier server)."
 TELEMETRY_WAIT_S = 5.0  # how long load() waits for the first telemetry event
@@ -219,8 +219,9 @@ class RemoteEngine:
                         # not an Outlier server (or too old): nothing to follow
                         self._telemetry_event.set()
                         return
+                    decoder = TelemetryDecoder()  # one per connection: a key frame, then deltas
                     for data in _sse_data(response.iter_lines()):
-                        snapshot = snapshot_from_json(json.loads(data))
+                        snapshot = decoder.decode(json.loads(data))
                         with self._fresh:
                             self._latest = snapshot
                             self._has_telemetry = True

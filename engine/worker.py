@@ -104,6 +104,7 @@ class Engine:
         kv_bits: int | None = None,
         prompt_cache_dir: str | None = None,
         prompt_cache_disk_bytes: int | None = None,
+        page_cache: bool | None = None,
     ) -> None:
         """kv_cache_bytes: the prompt caches' budget (None: a quarter of the expert cache's,
         at least 512 MiB); kv_bits: 4 or 8 to quantize KV caches (changes outputs);
@@ -114,6 +115,7 @@ class Engine:
             prefetch=prefetch,
             policy=policy,
             compute_dtype=compute_dtype,
+            page_cache=page_cache,
             record_trace=record_trace,
         )
         self.telemetry = Telemetry()
@@ -248,7 +250,7 @@ class Engine:
         )
 
         kv = self._kv
-        model_id = model_identity(Path(loaded.info.path), str(self._options["compute_dtype"]), kv.bits)
+        model_id = model_identity(Path(loaded.info.path), loaded.info.compute_dtype, kv.bits)
         files = None
         if kv.folder is not None:
             files = PromptCacheFiles(Path(kv.folder), model_id, kv.disk_cap or DEFAULT_DISK_CAP_BYTES)

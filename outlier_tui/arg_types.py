@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 MAX_READER_THREADS = 64
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # engine.compute_dtype.CHOICES, without MLX
 MAX_SEED = 2**64 - 1  # what mx.random.seed accepts
 
 
@@ -63,6 +64,31 @@ seed = number(int, "a whole number", low=0, high=MAX_SEED)
 temperature = number(float, "a temperature", low=0)
 top_p = number(float, "a probability", low=0, high=1, low_inclusive=False)
 model_dir = non_empty("a model folder")
+
+
+def add_compute_dtype(parser: argparse.ArgumentParser) -> None:
+    """--compute-dtype, the same flag wherever a command runs a model (engine/compute_dtype.py)."""
+    parser.add_argument(
+        "--compute-dtype",
+        choices=COMPUTE_DTYPES,
+        default="auto",
+        help="dtype the model computes in (default auto: the checkpoint's on Metal and CUDA, "
+        "float32 on the CPU, whose half-precision kernels are 10-40x slower)",
+    )
+
+
+PAGE_CACHE = {"auto": None, "on": True, "off": False}
+
+
+def add_page_cache(parser: argparse.ArgumentParser) -> None:
+    """--page-cache, the same flag wherever a command loads a model (engine/page_cache.py)."""
+    parser.add_argument(
+        "--page-cache",
+        choices=list(PAGE_CACHE),
+        default="auto",
+        help="expert reads through the OS page cache (on) or past it (off); default auto: "
+        "decided at load from a short measurement, and reported",
+    )
 
 
 def add_reader_threads(parser: argparse.ArgumentParser) -> None:

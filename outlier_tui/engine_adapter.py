@@ -29,7 +29,10 @@ def engine_from_args(args: argparse.Namespace) -> EngineClient:
         from outlier_tui.kv_args import kv_engine_options
         from outlier_tui.store import data_dir
 
-        return make_engine(engine_options=kv_engine_options(args, str(data_dir() / PROMPT_CACHE_FOLDER)))
+        options = kv_engine_options(args, str(data_dir() / PROMPT_CACHE_FOLDER))
+        options["compute_dtype"] = getattr(args, "compute_dtype", "auto")
+        options["page_cache"] = {"on": True, "off": False}.get(getattr(args, "page_cache", "auto"))
+        return make_engine(engine_options=options)
     if not fake:
         raise OutlierError("--fake-reply only works with --fake-engine: add --fake-engine.")
     try:

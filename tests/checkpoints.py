@@ -1209,15 +1209,16 @@ def write_tokenizer(path: Path) -> None:
     )
 
 
-def resident_oracle(path: Path):
-    """mlx-lm's own load of the checkpoint, fully in memory, floats cast to float32
-    (what the engine computes in on the CPU)."""
+def resident_oracle(path: Path, dtype: mx.Dtype = mx.float32):
+    """mlx-lm's own load of the checkpoint, fully in memory, half-precision floats cast to
+    `dtype` (default float32: what the engine computes in on the CPU), as the engine's
+    --compute-dtype casts them."""
     from mlx_lm.utils import load
 
+    from engine.compute_dtype import cast_half_floats
+
     model, tokenizer = load(str(path))
-    model.update(
-        tree_map(lambda a: a.astype(mx.float32) if a.dtype in (mx.float16, mx.bfloat16) else a, model.parameters())
-    )
+    cast_half_floats(model, dtype)
     mx.eval(model.parameters())
     return model, tokenizer
 

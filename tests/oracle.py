@@ -28,12 +28,13 @@ def greedy_run(model, tokenizer, steps: int = 30, prompt: str = PROMPT, after_st
     return tokens, out
 
 
-def oracle_answer(path, prompt_ids_of, max_tokens: int, step: int | None = None) -> list[int]:
-    """mlx-lm's greedy answer, fully resident, stopping at EOS like the engine.
-    prompt_ids_of(tokenizer) -> the prompt's token ids; step: prefill in chunks of this many."""
+def oracle_answer(path, prompt_ids_of, max_tokens: int, dtype=mx.float32, step: int | None = None) -> list[int]:
+    """mlx-lm's greedy answer, fully resident (half floats cast to dtype), stopping at EOS
+    like the engine. prompt_ids_of(tokenizer) -> the prompt's token ids; step: prefill in
+    chunks of this many."""
     from checkpoints import resident_oracle
 
-    model, tok = resident_oracle(path)
+    model, tok = resident_oracle(path, dtype)
     cache = make_prompt_cache(model)
     ids = prompt_ids_of(tok)
     step = step or len(ids)

@@ -90,6 +90,11 @@ class MemoryPane(Vertical):
                 f"{human_bytes(view.kv_cache_bytes)}/{human_bytes(view.kv_budget_bytes)}",
                 f"{view.kv_entries} cached" if view.kv_budget_bytes else "",
             ),
+            *(
+                [_row("Compute", view.compute_dtype, f"page cache {view.page_cache}" if view.page_cache else "")]
+                if view.compute_dtype
+                else []
+            ),
             _row("Prefill", f"{view.prompt_tps:.1f}", "tok/s"),
             _row("Decode", f"{view.generation_tps:.1f}", "tok/s"),
             _row("SSD", f"{view.read_bytes_per_s / 2**20:.1f} MB/s", f"wait {view.io_wait_seconds:.2f}s"),

@@ -34,6 +34,8 @@ class MemoryView:
     kv_budget_bytes: int = 0
     kv_entries: int = 0
     note: str | None = None  # why there is no memory telemetry (a server that sends none)
+    compute_dtype: str = ""  # what the model computes in (ModelInfo.compute_dtype)
+    page_cache: str = ""  # "on", "off" or "" (unknown): expert reads through the OS page cache
 
 
 class MemoryHistory:
@@ -70,4 +72,12 @@ class MemoryHistory:
             kv_budget_bytes=snap.kv_budget_bytes,
             kv_entries=snap.kv_entries,
             note=snap.telemetry_note,
+            compute_dtype=snap.model.compute_dtype if snap.model else "",
+            page_cache=_on_off(snap.model.page_cache) if snap.model else "",
         )
+
+
+def _on_off(page_cache: str) -> str:
+    """'on' / 'off' from ModelInfo.page_cache ("page cache on: ..."), '' when not said."""
+    words = page_cache.replace(":", " ").split()
+    return words[2] if len(words) > 2 and words[:2] == ["page", "cache"] else ""

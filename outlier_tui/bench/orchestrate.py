@@ -44,6 +44,7 @@ class Options:
     rounds: int = 3
     prefetch_budgets: list[float] | None = None  # None: prefetch on at every budget
     reader_threads: int = 4
+    compute_dtype: str = "auto"  # --compute-dtype of every run, streamed and resident alike
     raw_read_bytes: int | None = 1024 * MB  # None: every expert
     memcap_bytes: int | None = 1024 * MB  # None: skip the memory-cap runs
     timeout_s: float = 1800.0
@@ -55,7 +56,9 @@ def run(opts: Options) -> Figures:
     """Every figure of one benchmark run; the five ratios are top-level keys."""
     budgets = sorted(set(opts.budgets) | {100.0, 25.0}, reverse=True)
     with tempfile.TemporaryDirectory(prefix="outlier-bench-") as tmp:
-        work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
+        work = ConfigRunner(
+            Path(tmp), opts.model_dir, opts.timeout_s, opts.progress, ["--compute-dtype", opts.compute_dtype]
+        )
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
         rounds = []
@@ -79,6 +82,7 @@ def run(opts: Options) -> Figures:
             "memcap_tokens": opts.memcap_tokens,
             "rounds": opts.rounds,
             "reader_threads": opts.reader_threads,
+            "compute_dtype": opts.compute_dtype,
             "prefetch_budgets_percent": opts.prefetch_budgets or budgets,
         },
         "resident": _combine([r["resident"] for r in rounds]),
@@ -98,8 +102,16 @@ def run(opts: Options) -> Figures:
 class ConfigRunner:
     """Runs outlier_tui.bench.run_config in fresh processes and reads back their JSON."""
 
-    def __init__(self, tmp: Path, model_dir: Path, timeout_s: float, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        model_dir: Path,
+        timeout_s: float,
+        progress: Callable[[str], None],
+        common: list[str] | None = None,
+    ) -> None:
         self.tmp, self.model_dir, self.timeout_s, self.progress = tmp, model_dir, timeout_s, progress
+        self.common = common or []  # flags every run gets (--compute-dtype)
         self.count = 0
 
     def argv(self, mode: str, extra: list[str]) -> tuple[list[str], Path]:
@@ -114,6 +126,7 @@ class ConfigRunner:
             str(self.model_dir),
             "--json",
             str(out),
+            *self.common,
             *extra,
         ], out
 

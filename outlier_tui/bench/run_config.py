@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from engine.cache_policy import DEFAULT_POLICY, POLICIES
+from outlier_tui.arg_types import COMPUTE_DTYPES
 from outlier_tui.bench import measure, pagecache
 from outlier_tui.bench.variants import PREFETCH_VARIANTS
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--long-prompt", action="store_true", help="the ~500-token prompt (TTFT study)")
     p.add_argument("--reader-threads", type=int, default=4)
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="auto", help="streamed and resident alike")
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--passes", type=int, default=2, help="pass 1 cold, later passes warm cache")
     p.add_argument("--no-drop", action="store_true", help="leave the page cache alone between passes")
@@ -110,6 +112,7 @@ def _streamed(args) -> dict:
         record_trace=True,
         uncached_reads=args.uncached_reads,
         reader_threads=args.reader_threads,
+        compute_dtype=args.compute_dtype,
         telemetry=telemetry,
     )
     load_s = time.perf_counter() - start
@@ -140,6 +143,7 @@ def _streamed(args) -> dict:
             "policy": args.policy,
             "prompt_favourites": not args.no_prompt_favourites,
             "reader_threads": args.reader_threads,
+            "compute_dtype": args.compute_dtype,
             "prefill_distinct_experts": len(set(prefill_keys)),
             "load_s": load_s,
             "passes": passes,
@@ -154,17 +158,17 @@ def _streamed(args) -> dict:
 
 def _resident(args) -> dict:
     import mlx.core as mx
-    from mlx.utils import tree_map, tree_reduce
+    from mlx.utils import tree_reduce
     from mlx_lm.utils import load
 
+    from engine import compute_dtype
     from engine.api import ModelInfo
     from engine.checkpoint import CheckpointIndex
     from engine.loader import LoadedModel
 
     start = time.perf_counter()
     model, tokenizer = load(args.model)[:2]
-    half = (mx.float16, mx.bfloat16)
-    model.update(tree_map(lambda a: a.astype(mx.float32) if a.dtype in half else a, model.parameters()))
+    compute_dtype.cast_half_floats(model, compute_dtype.resolve(args.compute_dtype))  # as the engine casts
     mx.eval(model.parameters())
     load_s = time.perf_counter() - start
     index = CheckpointIndex.open(args.model)

@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {orchestrate.Options.rounds}, --quick {QUICK['rounds']})",
     )
     arg_types.add_reader_threads(parser)
+    arg_types.add_compute_dtype(parser)
     parser.add_argument(
         "--memcap-mb",
         type=arg_types.non_negative_mb,
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds or (QUICK["rounds"] if args.quick else orchestrate.Options.rounds),
         prefetch_budgets=QUICK["prefetch_budgets"] if args.quick else None,
         reader_threads=args.reader_threads,
+        compute_dtype=args.compute_dtype,
         raw_read_bytes=(QUICK["raw_mb"] if args.quick else 1024) * 1024 * 1024,
         memcap_bytes=int(args.memcap_mb * 1024 * 1024) if args.memcap_mb > 0 else None,
         command=_command(),

@@ -76,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=256,
         help="largest file @path may attach, in KiB (default 256)",
     )
+    arg_types.add_compute_dtype(parser)
+    arg_types.add_page_cache(parser)
     parser.add_argument(
         "--fake-engine", action="store_true", help="use the scripted fake engine, no model (UI demos and tests)"
     )

@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the engine measures reads costing more than the prediction)",
     )
     arg_types.add_reader_threads(parser)
+    arg_types.add_compute_dtype(parser)
+    arg_types.add_page_cache(parser)
     parser.add_argument(
         "--think",
         action=argparse.BooleanOptionalAction,
@@ -101,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine(
             prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
             reader_threads=args.reader_threads,
+            compute_dtype=args.compute_dtype,
+            page_cache=arg_types.PAGE_CACHE[args.page_cache],
             **kv_engine_options(args),
         )
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)

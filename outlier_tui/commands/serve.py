@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=arg_types.positive_mb,
         help="expert-cache budget in MiB (default: chosen from free memory)",
     )
+    arg_types.add_compute_dtype(parser)
+    arg_types.add_page_cache(parser)
     add_kv_arguments(parser, on_disk=False)
     parser.add_argument(
         "--api-key-file",
@@ -172,7 +174,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             with progress_bar("building demo model") as on_progress:
                 model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-            engine, name = Engine(**kv_engine_options(args)), model_dir.name
+            engine = Engine(
+                compute_dtype=args.compute_dtype,
+                page_cache=arg_types.PAGE_CACHE[args.page_cache],
+                **kv_engine_options(args),
+            )
+            name = model_dir.name
             cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
             with progress_bar("loading model") as on_progress:
                 info = engine.load(str(model_dir), cache_bytes, on_progress=on_progress).result()

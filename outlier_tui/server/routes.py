@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from engine.api import EngineClient, Message, TelemetrySnapshot
-from engine.wire import snapshot_to_json
+from engine.wire import TelemetryEncoder
 from outlier_tui.server import sse
 from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat, Thinking, answer
 from outlier_tui.server.errors import ApiError
@@ -199,22 +199,23 @@ class Routes:
 
     async def _snapshots(self, interval: float) -> AsyncGenerator[bytes, None]:
         last_key, last_sent = None, 0.0
+        encoder = TelemetryEncoder()  # a key frame, then deltas (engine/wire.py)
         while True:
             snapshot = self.engine.snapshot()
             key = (snapshot.state, snapshot.step, snapshot.error, snapshot.cache_bytes, snapshot.bytes_read)
             now = time.monotonic()
             if key != last_key or now - last_sent >= TELEMETRY_HEARTBEAT:
-                data = await asyncio.to_thread(_telemetry_json, snapshot, self.config.model_name)
+                data = await asyncio.to_thread(_telemetry_json, encoder, snapshot, self.config.model_name)
                 yield b"data: " + data.encode() + b"\n\n"
                 last_key, last_sent = key, now
             await asyncio.sleep(interval)
 
 
-def _telemetry_json(snapshot: TelemetrySnapshot, model_name: str) -> str:
-    """The snapshot as JSON, naming the model as the API does: its folder's path stays private."""
+def _telemetry_json(encoder: TelemetryEncoder, snapshot: TelemetrySnapshot, model_name: str) -> str:
+    """The snapshot, compactly encoded, naming the model as the API does: its folder's path stays private."""
     if snapshot.model is not None:
         snapshot = dataclasses.replace(snapshot, model=dataclasses.replace(snapshot.model, path=model_name))
-    return json.dumps(snapshot_to_json(snapshot))
+    return json.dumps(encoder.encode(snapshot), separators=(",", ":"))
 
 
 async def _whole(pieces: AsyncIterator[Piece | ToolCall], fmt: ChatFormat) -> dict:

@@ -32,3 +32,17 @@ def test_rss_history_is_bounded():
     for i in range(5):
         view = history.update(snap(0, rss=i), now=float(i))
     assert view.rss_history == (2.0, 3.0, 4.0)
+
+
+def test_compute_dtype_and_page_cache_come_from_the_model():
+    from dataclasses import replace
+
+    from engine.api import ModelInfo
+
+    info = ModelInfo("m", "mixtral", 2, (0, 1), 8, 2, 1, 16, 1, 4, 4, compute_dtype="bfloat16")
+    with_cache = replace(info, page_cache="page cache off: a cached re-read of 8.0 MB of experts was 1.2x")
+    view = MemoryHistory().update(replace(snap(0), model=with_cache), now=0.0)
+    assert (view.compute_dtype, view.page_cache) == ("bfloat16", "off")
+    view = MemoryHistory().update(replace(snap(0), model=info), now=0.0)
+    assert (view.compute_dtype, view.page_cache) == ("bfloat16", "")
+    assert MemoryHistory().update(snap(0), now=0.0).compute_dtype == ""

@@ -49,6 +49,8 @@ BAD_FLAGS = [
     ("bench", "--memcap-mb", "-1", "at least 0"),
     ("bench", "--reader-threads", "0", "at least 1"),
     ("bench", "--tokens", "0", "more than 0"),
+    *[(command, "--compute-dtype", "int8", "invalid choice") for command in ("generate", "chat", "serve", "bench")],
+    *[(command, "--page-cache", "maybe", "invalid choice") for command in ("generate", "chat", "serve")],
 ]
 
 
@@ -74,8 +76,20 @@ def test_bad_flag_is_a_one_line_usage_error(command, flag, value, expected, caps
     ],
 )
 def test_edge_values_are_accepted(flag, value, parsed):
+    """(and every --compute-dtype choice on each command that runs a model, default auto)"""
     args = build_parser().parse_args(["generate", "--prompt", "hi", flag, value])
     assert getattr(args, flag[2:].replace("-", "_")) == parsed
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "serve", "bench"])
+def test_compute_dtype_choices(command):
+    extra = ["--prompt", "hi"] if command == "generate" else []
+    assert build_parser().parse_args([command, *extra]).compute_dtype == "auto"
+    for choice in ("auto", "float32", "bfloat16", "float16"):
+        assert build_parser().parse_args([command, *extra, "--compute-dtype", choice]).compute_dtype == choice
+    if command != "bench":
+        assert build_parser().parse_args([command, *extra]).page_cache == "auto"
+        assert build_parser().parse_args([command, *extra, "--page-cache", "off"]).page_cache == "off"
 
 
 def test_read_all_refuses_invalid_utf8_with_the_offset():

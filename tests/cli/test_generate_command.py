@@ -61,6 +61,23 @@ def test_generate_streams_answer_and_writes_stats(checkpoint_factory, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_generate_computes_in_the_dtype_asked_for(checkpoint_factory, tmp_path):
+    """--compute-dtype bfloat16: the answer is mlx-lm's, resident, in bfloat16 (greedy; the
+    float32 answer of these random weights differs from the 6th token, so the flag really
+    reaches the engine)."""
+    import mlx.core as mx
+
+    path = checkpoint_factory("mixtral")
+    stats_path = tmp_path / "stats.json"
+    args = ["generate", "--model", str(path), "--prompt", "Hello, world", "--max-tokens", "12"]
+    args += ["--no-chat-template", "--cache-mb", "0.05", "--prefetch", "on", "--stats-json", str(stats_path)]
+    result = outlier(*args, "--compute-dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    tokens = json.loads(stats_path.read_text())["tokens"]
+    assert tokens == oracle_answer(path, lambda tok: tok.encode("Hello, world"), 12, dtype=mx.bfloat16)
+    assert tokens != oracle_answer(path, lambda tok: tok.encode("Hello, world"), 12)
+
+
 def test_generate_with_chat_template(checkpoint_factory, tmp_path):
     """Without --no-chat-template the prompt goes through the model's chat template: the
     answer is mlx-lm's greedy answer to the templated prompt, not to the raw text."""

@@ -1,0 +1,113 @@
+"""Whether expert reads go through the OS page cache (`--page-cache on|off`, default auto).
+
+Through it (on), an expert evicted from the engine's cache may come back from RAM
+instead of the SSD, for free while memory is spare; past it (off: `F_NOCACHE` on
+macOS, each range dropped after the read elsewhere) the page cache neither
+competes with the expert cache and the backbone for memory nor double-buffers what
+the engine already holds. Other engines read with `F_NOCACHE`; one measured the page
+cache to be faster. So auto measures, once at load, on a few of the model's own
+experts: a re-read that the page cache serves must beat a read from the disk by
+`MARGIN`, else reads bypass it. The decision and its figures are reported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.checkpoint import MoELayerFiles
+
+SAMPLE_BYTES = 8 * 1024 * 1024  # a short measurement: a few experts of the last layers
+MARGIN = 2.0  # a page-cache hit must be this much faster than a disk read to be worth memory
+
+
+@dataclass(frozen=True)
+class PageCacheDecision:
+    on: bool
+    disk_s: float  # reading the sample with its pages dropped first
+    cached_s: float  # reading it again through the page cache
+    nbytes: int
+    forced: bool = False
+
+    def describe(self) -> str:
+        if self.forced:
+            return f"page cache {'on' if self.on else 'off'} (--page-cache)"
+        speed = self.disk_s / self.cached_s if self.cached_s > 0 else float("inf")
+        return (
+            f"page cache {'on' if self.on else 'off'}: a cached re-read of {self.nbytes / 2**20:.1f} MB "
+            f"of experts was {speed:.1f}x a read from disk (on above {MARGIN:.0f}x)"
+        )
+
+
+def expert_ranges(layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES) -> list[tuple[Path, int, int]]:
+    """(file, offset, size) of every tensor of experts taken from the last layers, about nbytes."""
+    ranges: list[tuple[Path, int, int]] = []
+    total = 0
+    for files in reversed(layers):
+        for expert in range(files.num_experts):
+            for tensor in files.tensors.values():
+                if tensor.stacked:
+                    offset, size = tensor.location.offset + expert * tensor.expert_nbytes, tensor.expert_nbytes
+                    ranges.append((tensor.location.file, offset, size))
+                else:
+                    offset, size = tensor.expert_range(expert)
+                    ranges.append((tensor.expert_file(expert), offset, size))
+                total += size
+            if total >= nbytes:
+                return ranges
+    return ranges
+
+
+def decide(layers: list[MoELayerFiles], forced: bool | None = None) -> PageCacheDecision:
+    """forced True/False: that, unmeasured; None: measure (see the module doc)."""
+    if forced is not None:
+        return PageCacheDecision(forced, 0.0, 0.0, 0, forced=True)
+    ranges = expert_ranges(layers)
+    if not ranges or not hasattr(os, "posix_fadvise") and not _can_nocache():
+        return PageCacheDecision(True, 0.0, 0.0, 0)  # nothing to measure, or no way to bypass it
+    fds = {f: os.open(f, os.O_RDONLY) for f in {r[0] for r in ranges}}
+    try:
+        for f, offset, size in ranges:
+            _drop(fds[f], offset, size)
+        disk = _read_all(fds, ranges)
+        cached = _read_all(fds, ranges)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    nbytes = sum(r[2] for r in ranges)
+    return PageCacheDecision(cached * MARGIN < disk, disk, cached, nbytes)
+
+
+def bypass(fd: int) -> None:
+    """Reads of fd skip the page cache where the system can say so for a whole file (macOS
+    F_NOCACHE); elsewhere the reader drops each range after reading it."""
+    if _can_nocache():
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_NOCACHE, 1)  # type: ignore[attr-defined]
+
+
+def _can_nocache() -> bool:
+    import fcntl
+
+    return hasattr(fcntl, "F_NOCACHE")
+
+
+def _drop(fd: int, offset: int, size: int) -> None:
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, size, os.POSIX_FADV_DONTNEED)
+    else:  # macOS: read once with F_NOCACHE set, which also evicts the pages it touches
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_NOCACHE, 1)  # type: ignore[attr-defined]
+        os.pread(fd, size, offset)
+        fcntl.fcntl(fd, fcntl.F_NOCACHE, 0)  # type: ignore[attr-defined]
+
+
+def _read_all(fds: dict[Path, int], ranges: list[tuple[Path, int, int]]) -> float:
+    start = time.perf_counter()
+    for f, offset, size in ranges:
+        os.pread(fds[f], size, offset)
+    return time.perf_counter() - start
