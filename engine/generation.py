@@ -26,7 +26,14 @@ from engine.errors import PromptTooLongError, RequestError
 from engine.harmony import answer_splitter
 from engine.loader import LoadedModel
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, PREFILL_STEP, PrefillResult, activation_bytes, prefill
-from engine.prompt_cache import AFTER_ANSWER, AT_MESSAGE_BOUNDARY, PromptCacheStore, cache_nbytes, quantize_kv
+from engine.prompt_cache import (
+    AFTER_ANSWER,
+    AT_MESSAGE_BOUNDARY,
+    PromptCacheStore,
+    cache_nbytes,
+    common_prefix,
+    quantize_kv,
+)
 from engine.telemetry import peak_rss_bytes
 
 __all__ = ["PREFILL_STEP", "PromptCacheStore", "generate"]
@@ -107,13 +114,7 @@ def message_boundary(loaded: LoadedModel, messages: Sequence[Message], params: G
         text = tok.apply_chat_template(list(messages), add_generation_prompt=False, tokenize=False, **switches)
     except Exception:  # a template that insists on a generation prompt: no boundary copy
         return 0
-    head = encode_prompt(loaded, text)
-    common = 0
-    for a, b in zip(head, tokens):
-        if a != b:
-            break
-        common += 1
-    return common
+    return common_prefix(encode_prompt(loaded, text), tokens)
 
 
 def generate(

@@ -189,7 +189,7 @@ class PromptCacheFiles:
         head = tuple(tokens[:-1])
         best, best_len = None, 0
         for file in self._files:
-            common = _common_prefix(file.tokens, head)
+            common = common_prefix(file.tokens, head)
             usable = common if common == len(file.tokens) else (min(common, len(head)) if file.trimmable else 0)
             if usable > best_len:
                 best, best_len = file, usable
@@ -277,7 +277,8 @@ class PromptCacheFiles:
         self._files = [f for f in self._files if f.path != file.path]
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two token lists share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -37,6 +37,20 @@ def _run(loaded, store, messages, params=RAW, cancel=None):
     return stats
 
 
+def _prefill(loaded, ids: list[int], streamer="engine's", **options) -> prefill_module.PrefillResult:
+    """engine.prefill of `ids` into a fresh cache, by the loaded model's streamer by default."""
+    return prefill_module.prefill(
+        loaded.model,
+        loaded.streamer if streamer == "engine's" else streamer,
+        make_prompt_cache(loaded.model),
+        ids,
+        0,
+        cancel=threading.Event(),
+        begin_step=lambda: None,
+        **options,
+    )
+
+
 def _resident_logits(path: Path, ids: list[int], step: int) -> mx.array:
     model, _ = resident_oracle(path)
     cache = make_prompt_cache(model)
@@ -58,30 +72,13 @@ def test_a_long_prompt_reads_each_expert_once_with_the_resident_logits(checkpoin
         assert stats.layer_major and stats.prompt_read_ratio is not None
         assert stats.prompt_read_ratio <= 1.05
 
-        def logits_of(streamer) -> mx.array:
-            cache = make_prompt_cache(loaded.model)
-            result = prefill_module.prefill(
-                loaded.model, streamer, cache, ids, 0, cancel=threading.Event(), begin_step=lambda: None
-            )
-            assert result.logits is not None
-            return result.logits
-
-        waves = prefill_module.prefill(
-            loaded.model,
-            loaded.streamer,
-            make_prompt_cache(loaded.model),
-            ids,
-            0,
-            cancel=threading.Event(),
-            begin_step=lambda: None,
-            hidden_size=loaded.hidden_size,
-            max_activation_bytes=prefill_module.activation_bytes(2 * STEP, loaded.hidden_size),
-        )
+        two_chunks = prefill_module.activation_bytes(2 * STEP, loaded.hidden_size)
+        waves = _prefill(loaded, ids, hidden_size=loaded.hidden_size, max_activation_bytes=two_chunks)
         assert waves.waves == 3 and waves.logits is not None  # six chunks, two at a time
         before = loaded.telemetry.totals()["bytes_read"]
-        layered = logits_of(loaded.streamer)
+        layered = _prefill(loaded, ids).logits
         between = loaded.telemetry.totals()["bytes_read"]
-        chunked = logits_of(None)  # None: the old order, each chunk through every layer
+        chunked = _prefill(loaded, ids, streamer=None).logits  # no streamer: each chunk through every layer
         after = loaded.telemetry.totals()["bytes_read"]
         expected = _resident_logits(path, ids, STEP)
         assert mx.array_equal(layered, expected) and mx.array_equal(chunked, expected)
@@ -101,15 +98,7 @@ def test_a_layer_over_budget_serves_its_experts_in_groups_over_the_whole_prompt(
     loaded = load_streamed_model(path, cache_bytes=minimum, prefetch=True)
     try:
         ids = loaded.tokenizer.encode(PROMPT)
-        result = prefill_module.prefill(
-            loaded.model,
-            loaded.streamer,
-            make_prompt_cache(loaded.model),
-            ids,
-            0,
-            cancel=threading.Event(),
-            begin_step=lambda: None,
-        )
+        result = _prefill(loaded, ids)
         assert result.layer_major and result.logits is not None
         assert mx.array_equal(result.logits, _resident_logits(path, ids, STEP))
     finally:
