@@ -288,11 +288,18 @@ class NextUsePolicy:
         p = self.MIX * self._fast[row] * self.FAST**gap + (1 - self.MIX) * self._slow[row] * self.SLOW**gap
         return self._last_call[row] / max(len(self._rows_seen), 1) + 1.0 / np.maximum(p, 1e-12)
 
-    def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
+    def victim_scores(self) -> np.ndarray:
+        """[row, expert]: the expected next use of every resident expert not in use by the
+        current call (-inf elsewhere); the largest goes first. The policy's own table: read it,
+        do not keep it."""
         victims = self._victims
         for row in self._stale:  # only the rows called or changed since the last choice moved
             victims[row] = np.where(self._resident[row], self.expected_next_use(row), -np.inf)
         self._stale = set()
+        return victims
+
+    def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
+        victims = self.victim_scores()
         if victims.size == 0:
             return None
         passed: list[tuple[int, int, float]] = []  # in use by this call: masked while we look

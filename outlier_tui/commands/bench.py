@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budgets",
-        default="100,50,25,10",
+        nargs="+",
+        default=None,
         metavar="LIST",
-        help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)",
+        help="expert-cache budgets, percent of all expert bytes, comma- or space-separated "
+        "(default 100,50,25,10, where 100 and 25 are always run; --replay: 5 10 25 50)",
     )
     parser.add_argument(
         "--tokens",
@@ -106,6 +108,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "today+cancel-stale, today+cold-admit, all)",
     )
     parser.add_argument(
+        "--replay",
+        metavar="TRACE",
+        help="instead: replay every cache policy on a routing trace (.npz, see "
+        "outlier_tui/bench/replay.py; e.g. ../shared/traces/deepseek-v2-lite-chat-routing.npz), "
+        "no model, no reads",
+    )
+    parser.add_argument(
+        "--replay-tokens",
+        type=arg_types.positive_int,
+        default=None,
+        metavar="N",
+        help="--replay only the first whole prompts up to N tokens (default: the whole trace)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=arg_types.positive_int,
+        default=1,
+        metavar="N",
+        help="--replay: policies replayed in N processes at once (default 1)",
+    )
+    parser.add_argument(
         "--served",
         action="store_true",
         help="only the served figure: decode tok/s through `outlier serve` (one streamed "
@@ -122,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
             return _fail(why)
     if args.replot:
         return _replot(args.replot, args.plot)
+    budget_text = ",".join(args.budgets) if args.budgets else None
+    if args.replay:
+        return _replay(args, budget_text)
     if args.served:
         from outlier_tui.bench import served
 
@@ -141,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from outlier_tui.progress import progress_bar
 
     try:
-        budgets = parse_budgets(args.budgets)
+        budgets = parse_budgets(budget_text or "100,50,25,10")
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
     try:
@@ -271,6 +297,35 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         from outlier_tui.bench.plot import write_iobound_plot
 
         return _draw(write_iobound_plot, result, args.plot)
+    return 0
+
+
+def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
+    """`--replay TRACE`: every cache policy on a recorded routing (outlier_tui.bench.replay)."""
+    import json
+
+    from outlier_tui.bench import replay
+    from outlier_tui.bench.workload import parse_budgets
+    from outlier_tui.commands.failure import os_error_line
+
+    try:
+        budgets = parse_budgets(budget_text) if budget_text else replay.DEFAULT_BUDGETS
+    except ValueError as exc:
+        return _fail(f"--budgets: {exc}")
+    try:
+        routing = replay.load_routing(args.replay)
+    except replay.TraceError as exc:
+        return _fail(f"--replay: {exc}")
+    if args.replay_tokens:
+        routing = routing.head(args.replay_tokens)
+    result = replay.run(routing, budgets, jobs=args.jobs, progress=_say)
+    result["command"] = _command()
+    sys.stdout.write(replay.markdown(result))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as exc:
+            return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
     return 0
 
 
