@@ -321,6 +321,11 @@ def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
     result = replay.run(routing, budgets, jobs=args.jobs, progress=_say)
     result["command"] = _command()
     sys.stdout.write(replay.markdown(result))
+    if routing.layers > 1:
+        from outlier_tui.bench import prefetch_replay
+
+        result["prefetch"] = prefetch_replay.run(routing, progress=_say)
+        sys.stdout.write("\n" + prefetch_replay.markdown(result["prefetch"]))
     if args.json:
         try:
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

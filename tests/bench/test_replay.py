@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.cache_policy import LRUPolicy
-from outlier_tui.bench import optimal, replay
+from outlier_tui.bench import optimal, prefetch_replay, replay
 from outlier_tui.cli import main
 
 
@@ -81,6 +81,28 @@ def test_cli_replay_writes_every_policy_per_budget(tmp_path, capsys):
         best = min(p["misses_per_token"] for p in b["policies"].values())
         assert b["policies"]["belady"]["misses_per_token"] == best
     assert "| default |" in capsys.readouterr().out
+    prefetch = result["prefetch"]
+    assert set(prefetch["predictors"]) == set(prefetch_replay.PREDICTORS)
+    for p in prefetch["predictors"].values():
+        assert 0 <= p["precision"] <= 1 and 0 <= p["recall"] <= 1
+        assert p["prefetch_used_per_token"] <= p["prefetch_issued_per_token"]
+
+
+def test_prefetch_predictors_against_a_counted_reference():
+    """Layer 1 always follows layer 0's expert e with expert e + 1: co-activation learns it on
+    the first half and guesses layer 1 exactly on the second; previous-token is right only
+    where the token repeats its predecessor."""
+    rng = np.random.default_rng(2)
+    first = rng.integers(0, 7, size=200)
+    experts = np.stack([first, first + 1], axis=1)[:, :, None]  # top-1, 2 layers
+    routing = replay.Routing(experts, np.array([0, 100, 200]))
+    result = prefetch_replay.run(routing, budget=50.0, guess_count=1)
+    co = result["predictors"]["co-activation"]
+    assert co["precision"] == co["recall"] == 1.0
+    assert co["misses_per_token"] <= result["no_prefetch"]["misses_per_token"]
+    prev = result["predictors"]["previous-token"]
+    repeats = float(np.mean(first[100:] == first[99:-1]))
+    assert prev["recall"] == pytest.approx(repeats)
 
 
 @pytest.mark.parametrize(
