@@ -87,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "skips with a message where reads cannot be throttled)",
     )
     parser.add_argument(
+        "--trace",
+        metavar="TRACE",
+        help="--io-bound on real routing: a random checkpoint of this routing trace's shape, "
+        "routed by the trace (outlier_tui/bench/iobound_trace.py)",
+    )
+    parser.add_argument(
         "--host-overhead",
         action="store_true",
         help="only --io-bound's host_overhead_ms_per_token (default settings at 25%%, unthrottled, "
@@ -174,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         variants = _variants(args.prefetch_variants)
     except ValueError as exc:
         return _fail(str(exc))
+    if args.io_bound and args.trace:
+        return _io_bound_trace(args, budget_text)
     try:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
@@ -297,6 +305,44 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
         from outlier_tui.bench.plot import write_iobound_plot
 
         return _draw(write_iobound_plot, result, args.plot)
+    return 0
+
+
+def _io_bound_trace(args: argparse.Namespace, budget_text: str | None) -> int:
+    """`--io-bound --trace TRACE`: the I/O-bound study on a trained model's routing."""
+    from outlier_tui.bench import iobound_trace
+    from outlier_tui.bench.replay import TraceError, load_routing
+    from outlier_tui.bench.workload import parse_budgets
+    from outlier_tui.commands.failure import os_error_line
+
+    try:
+        budgets = parse_budgets(budget_text) if budget_text else [25.0, 10.0]
+        load_routing(args.trace)  # a bad trace is one line now, not after building a model
+    except ValueError as exc:  # TraceError included
+        return _fail(f"--trace: {exc}" if isinstance(exc, TraceError) else f"--budgets: {exc}")
+    opts = iobound_trace.Options(
+        trace=Path(args.trace),
+        disk_bytes_per_s=int(args.disk_mbps * 1e6),
+        budgets=budgets,
+        tokens=args.tokens or 32,
+        reader_threads=args.reader_threads,
+        command=_command(),
+        progress=_say,
+    )
+    try:
+        result = iobound_trace.run(opts)
+    except (RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(iobound_trace.markdown(result))
+    if "skipped" in result:
+        print(f"outlier: {result['skipped']}", file=sys.stderr)
+    if args.json:
+        import json
+
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as exc:
+            return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
     return 0
 
 
