@@ -31,8 +31,6 @@ class EvictionPolicy(Protocol):
     # optional: begin_call(keys, bulk), told by ExpertCache.plan before a call's accesses
 
 
-
-
 class LRUPolicy:
     """Evict the expert unused for longest. Default: routing has strong recency.
 

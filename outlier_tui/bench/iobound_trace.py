@@ -130,9 +130,7 @@ def bandwidth(
 def _run(work: ConfigRunner, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:
     common = _common(opts)
     opts.progress("measuring the throttled read bandwidth")
-    measured = bandwidth(
-        throttle, files, 8.0, opts.disk_bytes_per_s, probe["disk_expert_bytes"], opts.reader_threads
-    )
+    measured = bandwidth(throttle, files, 8.0, opts.disk_bytes_per_s, probe["disk_expert_bytes"], opts.reader_threads)
     rate = measured or opts.disk_bytes_per_s
     opts.progress("compute only: every expert resident, no reads while decoding (unthrottled)")
     compute = _figures(

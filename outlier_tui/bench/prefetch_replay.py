@@ -53,13 +53,14 @@ def scores(name: str, experts: np.ndarray, start: int, stop: int, cond: np.ndarr
         for layer in range(experts.shape[1] - 1):
             out[:, layer] = cond[layer][rows[:, layer]].sum(axis=1)
     if name in ("previous-token", "combined"):
-        prev = experts[max(start - 1, 0) : stop - 1]
+        prev: np.ndarray = experts[max(start - 1, 0) : stop - 1]
         if start == 0:  # the first token has no previous one
             prev = np.concatenate([np.full((1, *experts.shape[1:]), -1), prev])
         weight = 1.0 if name == "previous-token" else bonus
-        t_idx, l_idx, _ = np.indices(prev[:, 1:].shape)
-        valid = prev[:, 1:] >= 0
-        np.add.at(out, (t_idx[valid], l_idx[valid], prev[:, 1:][valid]), weight)
+        nxt = prev[:, 1:]  # the previous token's experts of each layer L+1
+        t_idx, l_idx = np.nonzero((nxt >= 0).all(axis=-1))
+        for j in range(nxt.shape[-1]):
+            np.add.at(out, (t_idx, l_idx, nxt[t_idx, l_idx, j]), weight)
     return out
 
 

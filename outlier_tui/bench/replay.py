@@ -208,7 +208,7 @@ def replay(routing: Routing, slots: int, name: str, cold: bool) -> Counts:
         flat = [call for tok in calls_of for call in tok]
         policy = _policy(name, flat, routing.layers, shape)
         cache = ExpertCache(slots, policy)
-        scorer = policy if name == IDS_AS_SCORES else None
+        scorer = policy if isinstance(policy, RouterScorePolicy) else None
         onehot = np.zeros(shape[1])
         for t, tok in enumerate(calls_of, start):
             half = int(t >= middle)
@@ -258,9 +258,13 @@ def run(
     for p in budgets:
         policies = {}
         for name in names:
-            session, cold = results[p, name, False], results.get((p, name, True))
+            session, started_cold = results[p, name, False], results.get((p, name, True))
             policies[name] = session.figures() | {"halves": [session.figures(0), session.figures(1)]}
-            policies[name]["cold"] = cold.figures() | {"halves": [cold.figures(0), cold.figures(1)]} if cold else None
+            policies[name]["cold"] = (
+                started_cold.figures() | {"halves": [started_cold.figures(0), started_cold.figures(1)]}
+                if started_cold
+                else None
+            )
         out_budgets.append({"percent": p, "slots": budget_slots(routing, p), "policies": policies})
     return {
         "default_policy": DEFAULT_POLICY,
@@ -281,7 +285,8 @@ def targets(result: dict) -> dict:
     misses at 10% and 25%."""
     out: dict = {}
     for half in (0, 1):
-        checks = {"never_worse_than_lru": True, "hit_rate_at_5": None, "within_1pct_of_best": {}}
+        within: dict[str, float | None] = {}
+        checks: dict = {"never_worse_than_lru": True, "hit_rate_at_5": None, "within_1pct_of_best": within}
         for b in result["budgets"]:
             pol = b["policies"]
             mine = pol["default"]["halves"][half]["misses_per_token"]
@@ -291,7 +296,7 @@ def targets(result: dict) -> dict:
                 checks["hit_rate_at_5"] = pol["default"]["halves"][half]["hit_rate"]
             if b["percent"] in (10.0, 25.0):
                 best = min(pol[n]["halves"][half]["misses_per_token"] for n in pol if n in ONLINE)
-                checks["within_1pct_of_best"][f"{b['percent']:g}"] = mine / best if best else None
+                within[f"{b['percent']:g}"] = mine / best if best else None
         out[("first_half", "second_half")[half]] = checks
     return out
 

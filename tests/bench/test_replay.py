@@ -23,8 +23,10 @@ def _random_routing(tokens=60, layers=4, experts=16, k=2, prompts=3, seed=0):
     for t in range(tokens):
         for layer in range(layers):
             pool = hot[layer] if rng.random() < 0.6 else np.arange(experts)
-            rows[t, layer] = rng.choice(np.unique(pool), size=k, replace=False) if len(np.unique(pool)) >= k else (
-                rng.choice(experts, size=k, replace=False)
+            rows[t, layer] = (
+                rng.choice(np.unique(pool), size=k, replace=False)
+                if len(np.unique(pool)) >= k
+                else (rng.choice(experts, size=k, replace=False))
             )
     cuts = np.linspace(0, tokens, prompts + 1).astype(np.int64)
     return replay.Routing(rows, cuts)
