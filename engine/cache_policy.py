@@ -197,9 +197,9 @@ class NextUsePolicy:
     a call of r: half a fast and half a slow moving average of whether it was (weights 0.5
     and 0.95 per call of r), so both recency and frequency count. Ids only: no router scores.
 
-    Replayed on DeepSeek-V2-Lite-Chat's real routing (`outlier bench --replay`,
-    bench/RESULTS.md): fewest misses of every online policy tried at 5-50% budgets on both
-    halves of the trace. Call boundaries come from ExpertCache (begin_call); an access
+    Replayed on DeepSeek-V2-Lite-Chat's real routing (`outlier bench --replay`, its first 7.7k
+    tokens, bench/RESULTS.md): fewest misses of every online policy tried at 5-50% budgets on
+    both halves, 3-17% fewer than LRU. Call boundaries come from ExpertCache (begin_call); an access
     repeated within one call (keep_hot's promote) counts once. Rows are learned as seen, so
     one policy serves any layout, and a cache that holds only some rows (mixed expert shapes)
     counts only its own rows' calls.
@@ -396,8 +396,8 @@ class BeladyPolicy:
 class LFUDAPolicy:
     """LFU with dynamic aging (LFUDA): a key's priority is its use count plus the priority of
     the last key evicted, so old favourites age out. Replayed on DeepSeek-V2-Lite's routing
-    it misses 7-20% more than LRU (bench/RESULTS.md): kept as a named candidate, not the
-    default."""
+    as one session it misses 15-31% more than LRU at 10-50% budgets (bench/RESULTS.md): kept
+    as a named candidate, not the default."""
 
     def __init__(self) -> None:
         self._age = 0.0
@@ -442,7 +442,7 @@ class LFUDAPolicy:
 
 
 # the default: fewest misses of every online policy replayed on a trained model's routing, both
-# halves of the trace, every budget from 5% to 50% (`outlier bench --replay`, bench/RESULTS.md)
+# halves of the replayed span, every budget from 5% to 50% (`outlier bench --replay`, RESULTS.md)
 DEFAULT_POLICY = "next-use"
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
     "next-use": NextUsePolicy,
