@@ -37,7 +37,7 @@ class ExpertCache:
         if num_slots < 1:
             raise BudgetError("the expert cache needs at least one slot")
         self.num_slots = num_slots
-        self.policy = policy or LRUPolicy()
+        self.policy = policy or LRUPolicy()  # the setter also finds its begin_call
         self.on_evict: Callable[[Key], None] = lambda key: None  # telemetry's hook; the streamer sets it
         self._slot_of: dict[Key, int] = {}
         self._key_of: list[Key | None] = [None] * num_slots
@@ -58,6 +58,16 @@ class ExpertCache:
         self.trace: list[Key] | None = [] if record_trace else None
         # with the trace: (number of keys, bulk) of every plan() call, to replay it exactly
         self.trace_calls: list[tuple[int, bool]] | None = [] if record_trace else None
+
+    @property
+    def policy(self) -> EvictionPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: EvictionPolicy) -> None:
+        self._policy = policy
+        # a policy that counts calls (the layer order) is told where each one starts
+        self._begin_call: Callable[[list[Key], bool], None] | None = getattr(policy, "begin_call", None)
 
     # ---- queries -----------------------------------------------------------
 
@@ -91,6 +101,8 @@ class ExpertCache:
             self.shadow_wasted += len(self._shadow - self._protected)
             self._shadow = set()
         plan = Plan(slots=[])
+        if self._begin_call is not None:
+            self._begin_call(keys, bulk)
         if self.trace is not None:
             self.trace.extend(keys)
         # locals: this runs once per MoE layer per token (hot path)

@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         help="drop what the engine reads from the page cache: every miss is a disk read",
     )
     p.add_argument("--long-prompt", action="store_true", help="the ~500-token prompt (TTFT study)")
+    p.add_argument(
+        "--trace",
+        help="route every MoE layer by this routing trace instead of its router "
+        "(a checkpoint of the trace's shape: outlier_tui/bench/trace_model.py)",
+    )
     p.add_argument("--reader-threads", type=int, default=4)
     p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="auto", help="streamed and resident alike")
     p.add_argument("--tokens", type=int, default=64)
@@ -116,7 +121,12 @@ def _streamed(args) -> dict:
         telemetry=telemetry,
     )
     load_s = time.perf_counter() - start
+    trace_start = None
     try:
+        if args.trace:
+            from outlier_tui.bench import trace_model
+
+            trace_start = trace_model.install(loaded.model, args.trace)
         streamer = loaded.streamer
         if streamer is None or streamer.cache.trace is None or streamer.cache.trace_calls is None:
             raise SystemExit(f"{args.model}: no routed experts stream in this model, so there is nothing to measure")
@@ -145,6 +155,8 @@ def _streamed(args) -> dict:
             "reader_threads": args.reader_threads,
             "compute_dtype": args.compute_dtype,
             "prefill_distinct_experts": len(set(prefill_keys)),
+            "trace": args.trace,
+            "trace_start": trace_start,
             "load_s": load_s,
             "passes": passes,
             "tokens": tokens,

@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budgets",
-        default="100,50,25,10",
+        nargs="+",
+        default=None,
         metavar="LIST",
-        help="expert-cache budgets, percent of all expert bytes (100 and 25 are always run)",
+        help="expert-cache budgets, percent of all expert bytes, comma- or space-separated "
+        "(default 100,50,25,10, where 100 and 25 are always run; --replay: 5 10 25 50)",
     )
     parser.add_argument(
         "--tokens",
@@ -86,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "skips with a message where reads cannot be throttled)",
     )
     parser.add_argument(
+        "--trace",
+        metavar="TRACE",
+        help="--io-bound on real routing: a random checkpoint of this routing trace's shape, "
+        "routed by the trace (outlier_tui/bench/iobound_trace.py)",
+    )
+    parser.add_argument(
         "--host-overhead",
         action="store_true",
         help="only --io-bound's host_overhead_ms_per_token (default settings at 25%%, unthrottled, "
@@ -122,6 +130,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "runs in minutes on a CPU; the engine's own is 2048)",
     )
     parser.add_argument(
+        "--replay",
+        metavar="TRACE",
+        help="instead: replay every cache policy on a routing trace (.npz, see "
+        "outlier_tui/bench/replay.py; e.g. ../shared/traces/deepseek-v2-lite-chat-routing.npz), "
+        "no model, no reads",
+    )
+    parser.add_argument(
+        "--replay-tokens",
+        type=arg_types.positive_int,
+        default=None,
+        metavar="N",
+        help="--replay only the first whole prompts up to N tokens (default: the whole trace)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=arg_types.positive_int,
+        default=1,
+        metavar="N",
+        help="--replay: policies replayed in N processes at once (default 1)",
+    )
+    parser.add_argument(
         "--served",
         action="store_true",
         help="only the served figure: decode tok/s through `outlier serve` (one streamed "
@@ -138,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
             return _fail(why)
     if args.replot:
         return _replot(args.replot, args.plot)
+    budget_text = ",".join(args.budgets) if args.budgets else None
+    if args.replay:
+        return _replay(args, budget_text)
     if args.served:
         from outlier_tui.bench import served
 
@@ -157,13 +189,15 @@ def run(args: argparse.Namespace) -> int:
     from outlier_tui.progress import progress_bar
 
     try:
-        budgets = parse_budgets(args.budgets)
+        budgets = parse_budgets(budget_text or "100,50,25,10")
     except ValueError as exc:
         return _fail(f"--budgets: {exc}")
     try:
         variants = _variants(args.prefetch_variants)
     except ValueError as exc:
         return _fail(str(exc))
+    if args.io_bound and args.trace:
+        return _io_bound_trace(args, budget_text)
     try:
         with progress_bar("building demo model") as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
@@ -317,6 +351,78 @@ def _sessions(args: argparse.Namespace, model_dir: Path) -> int:
         print(f"outlier: {result['skipped']}", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _io_bound_trace(args: argparse.Namespace, budget_text: str | None) -> int:
+    """`--io-bound --trace TRACE`: the I/O-bound study on a trained model's routing."""
+    from outlier_tui.bench import iobound_trace
+    from outlier_tui.bench.replay import TraceError, load_routing
+    from outlier_tui.bench.workload import parse_budgets
+    from outlier_tui.commands.failure import os_error_line
+
+    try:
+        budgets = parse_budgets(budget_text) if budget_text else [25.0, 10.0]
+        load_routing(args.trace)  # a bad trace is one line now, not after building a model
+    except ValueError as exc:  # TraceError included
+        return _fail(f"--trace: {exc}" if isinstance(exc, TraceError) else f"--budgets: {exc}")
+    opts = iobound_trace.Options(
+        trace=Path(args.trace),
+        disk_bytes_per_s=int(args.disk_mbps * 1e6),
+        budgets=budgets,
+        tokens=args.tokens or 32,
+        reader_threads=args.reader_threads,
+        command=_command(),
+        progress=_say,
+    )
+    try:
+        result = iobound_trace.run(opts)
+    except (RuntimeError, OSError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(iobound_trace.markdown(result))
+    if "skipped" in result:
+        print(f"outlier: {result['skipped']}", file=sys.stderr)
+    if args.json:
+        import json
+
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as exc:
+            return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
+    return 0
+
+
+def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
+    """`--replay TRACE`: every cache policy on a recorded routing (outlier_tui.bench.replay)."""
+    import json
+
+    from outlier_tui.bench import replay
+    from outlier_tui.bench.workload import parse_budgets
+    from outlier_tui.commands.failure import os_error_line
+
+    try:
+        budgets = parse_budgets(budget_text) if budget_text else replay.DEFAULT_BUDGETS
+    except ValueError as exc:
+        return _fail(f"--budgets: {exc}")
+    try:
+        routing = replay.load_routing(args.replay)
+    except replay.TraceError as exc:
+        return _fail(f"--replay: {exc}")
+    if args.replay_tokens:
+        routing = routing.head(args.replay_tokens)
+    result = replay.run(routing, budgets, jobs=args.jobs, progress=_say)
+    result["command"] = _command()
+    sys.stdout.write(replay.markdown(result))
+    if routing.layers > 1:
+        from outlier_tui.bench import prefetch_replay
+
+        result["prefetch"] = prefetch_replay.run(routing, progress=_say)
+        sys.stdout.write("\n" + prefetch_replay.markdown(result["prefetch"]))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as exc:
+            return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
     return 0
 
 

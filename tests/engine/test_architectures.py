@@ -15,7 +15,7 @@ from checkpoints import resident_oracle, write_checkpoint
 from oracle import greedy_run
 from support_matrix import RESIDENT, STREAMED, all_cases, architecture_cases
 
-from engine.cache_policy import RouterScorePolicy
+from engine.cache_policy import NextUsePolicy
 from engine.loader import load_streamed_model
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 
@@ -81,8 +81,8 @@ def test_streamed_matches_mlx_lm(reference, case, budget):
         assert loaded.telemetry.totals()["misses"] > 0
         if budget == "half":
             found = not case.arch.startswith(NO_ROUTER_GUESS)
-            # every layer's router found by shape: the default policy reads its scores (else LRU)
-            assert all(isinstance(g.cache.policy, RouterScorePolicy) == found for g in streamer.groups)
+            # the default policy needs no router: ids only (cache_policy.NextUsePolicy)
+            assert all(isinstance(g.cache.policy, NextUsePolicy) for g in streamer.groups)
             if found:  # the guesses were made (the next layer's router found by shape) and read
                 assert sum(g.cache.prefetch_issued for g in streamer.groups) > 0
         if budget == "min":

@@ -5,7 +5,17 @@ import random
 import numpy as np
 import pytest
 
-from engine.cache_policy import BeladyPolicy, LFUPolicy, LRUPolicy, RouterScorePolicy, make_policy, prompt_scores
+from engine.cache_policy import (
+    DEFAULT_POLICY,
+    BeladyPolicy,
+    LFUDAPolicy,
+    LFUPolicy,
+    LRUPolicy,
+    NextUsePolicy,
+    RouterScorePolicy,
+    make_policy,
+    prompt_scores,
+)
 from engine.errors import BudgetError
 from engine.expert_cache import ExpertCache
 from engine.streamed_moe import prompt_favourites
@@ -326,11 +336,11 @@ def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_fact
     path = checkpoint_factory("mixtral")
     info = loader.load_streamed_model(path, prefetch=False).info
     budget = info.expert_bytes * (info.top_k + 2)
-    found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False)
+    found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
     assert isinstance(found.streamer.cache.policy, RouterScorePolicy)
     found.close()
     monkeypatch.setattr(loader.RouterGuess, "find", classmethod(lambda cls, *args: None))
-    fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False)
+    fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
     assert isinstance(fallback.streamer.cache.policy, LRUPolicy)
     fallback.close()
 
@@ -389,3 +399,82 @@ def test_a_guess_not_read_is_judged_like_one_read():
         cache.plan(["d"])  # judged once
     assert shadow.shadow_wasted == 1 == real.prefetch_issued - real.prefetch_used
     assert real.shadow_wasted == 0
+
+
+def test_the_default_is_next_use_and_every_named_policy_is_made():
+    assert isinstance(make_policy(DEFAULT_POLICY), NextUsePolicy)
+    for name in ("lru", "lfu", "lfuda", "router-score", "next-use"):
+        make_policy(name)
+
+
+@pytest.mark.parametrize("policy, evicted_layer", [(NextUsePolicy, 2), (LRUPolicy, 1)])
+def test_next_use_evicts_the_layer_just_computed_first(policy, evicted_layer):
+    """Three layers, equally used, then layer 0's call needs a third expert: layer 1 is called
+    next, layer 2 (just computed) not for a whole token, so its expert is the one to evict;
+    LRU evicts layer 1's, the oldest."""
+    cache = ExpertCache(6, policy())
+    for _ in range(3):
+        for layer in range(3):
+            keys = [(layer, 0), (layer, 1)]
+            cache.plan(keys)
+            cache.loaded(keys)
+    cache.plan([(0, 0), (0, 1), (0, 2)])
+    (gone,) = {(layer, e) for layer in range(3) for e in range(2)} - set(cache.resident_keys())
+    assert gone[0] == evicted_layer
+
+
+def test_next_use_keeps_the_often_used_expert_of_a_layer():
+    cache = ExpertCache(3, NextUsePolicy())
+    for t in range(8):  # expert 0 of layer 0 every token, experts 1 and 2 once each, long ago
+        keys = [(0, 0), (0, 1 + t % 2)] if t < 2 else [(0, 0)]
+        cache.plan(keys)
+        cache.loaded(keys)
+    cache.plan([(0, 3)])
+    cache.loaded([(0, 3)])
+    cache.plan([(0, 4)])
+    assert (0, 0) in cache.resident_keys()
+
+
+def _reference_next_use(history, rows_seen, last_call, key):
+    """From scratch: the policy's expected next use of `key`, from every call of its row."""
+    row, expert = key
+    fast = slow = NextUsePolicy.PRIOR
+    for used in history[row]:  # one entry per call of the row: was the expert in it
+        fast = fast * NextUsePolicy.FAST + (1 - NextUsePolicy.FAST) * (expert in used)
+        slow = slow * NextUsePolicy.SLOW + (1 - NextUsePolicy.SLOW) * (expert in used)
+    p = NextUsePolicy.MIX * fast + (1 - NextUsePolicy.MIX) * slow
+    return last_call[row] / len(rows_seen) + 1 / p
+
+
+def test_next_use_victim_is_the_furthest_expected_next_use_among_evictable_residents():
+    """The policy keeps its scores incrementally (only rows that moved are rescored, a call's
+    uses folded in at once); the oracle recomputes every score from the whole history."""
+    rng = np.random.default_rng(5)
+    rows, experts, slots = 3, 6, 7
+    cache = ExpertCache(slots, NextUsePolicy())
+    history = {r: [] for r in range(rows)}
+    last_call, seen, checked = {}, set(), 0
+    for step in range(400):
+        row = step % rows if rng.random() < 0.8 else int(rng.integers(rows))
+        keys = [(row, int(e)) for e in sorted(rng.choice(experts, size=int(rng.integers(1, 4)), replace=False))]
+        resident = set(cache.resident_keys())
+        history[row].append({e for _, e in keys})
+        last_call[row], seen = step + 1, seen | {row}
+        need = [k for k in keys if k not in resident]
+        plan = cache.plan(keys)
+        cache.loaded(keys)
+        assert plan.hits == len(keys) - len(need)
+        if len(need) == 1 and len(resident) == slots:  # one eviction: the furthest must go
+            scores = {k: _reference_next_use(history, seen, last_call, k) for k in resident - set(keys)}
+            (gone,) = resident - set(cache.resident_keys())
+            assert scores[gone] == pytest.approx(max(scores.values())), step
+            checked += 1
+    assert checked > 50
+
+
+def test_lfuda_ages_out_old_favourites():
+    cache = ExpertCache(2, LFUDAPolicy())
+    for key in ["a"] * 5 + ["b", "c"]:  # b goes for c (a is used more)
+        cache.plan([key])
+        cache.loaded([key])
+    assert set(cache.resident_keys()) == {"a", "c"}
