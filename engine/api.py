@@ -91,13 +91,14 @@ class GenerationStats:
     prompt_tps: float
     generation_tps: float
     time_to_first_token: float
-    peak_rss_bytes: int
-    cache_budget_bytes: int
-    cache_peak_bytes: int
-    expert_hits: int
-    expert_misses: int
-    bytes_read: int
-    io_wait_seconds: float
+    # None: unknown (a remote server that does not report them, engine.remote); never 0 for unknown
+    peak_rss_bytes: int | None
+    cache_budget_bytes: int | None
+    cache_peak_bytes: int | None
+    expert_hits: int | None
+    expert_misses: int | None
+    bytes_read: int | None
+    io_wait_seconds: float | None
     prefetch_issued: int = 0
     prefetch_used: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the KV cache (not prefilled again)

@@ -3,16 +3,20 @@
 `outlier --server URL` and `outlier chat --plain --server URL` use it: answers
 stream from /v1/chat/completions (vLLM, SGLang, mlx_lm.server, llama.cpp's
 server, `outlier serve`, ...). Against `outlier serve` the heatmap and memory
-data come from its /v1/outlier/telemetry stream; other servers send none and
-the snapshot says so. Every failure (server unreachable, wrong key, server
-gone mid-answer) ends the answer with a one-line GenerationFailed; what
-already arrived was streamed and stays.
+data come from its /v1/outlier/telemetry stream, and an answer's expert and
+memory figures from the `outlier` object beside its `usage` (counted by the
+server's engine over that answer alone, whoever else it serves); other servers
+send neither: the snapshot says so and the answer's figures are None (unknown).
+Every failure (server unreachable, wrong key, server gone mid-answer) ends the
+answer with a one-line GenerationFailed; what already arrived was streamed and
+stays.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +45,6 @@ NO_TELEMETRY = "The server sends no expert telemetry (it is not an Outlier serve
 TELEMETRY_WAIT_S = 5.0  # how long load() waits for the first telemetry event
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
-FRESH_WAIT_S = 0.5  # a queued request on a busy server may wait long for its first token
 
 
 class RemoteError(OutlierError):
@@ -67,8 +70,6 @@ class RemoteEngine:
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         )
         self._lock = threading.Lock()
-        self._fresh = threading.Condition(self._lock)  # notified on every telemetry event
-        self._received = 0  # telemetry events so far
         self._info: ModelInfo | None = None
         self._state = EngineState.EMPTY
         self._latest: TelemetrySnapshot | None = None  # from the server's telemetry stream
@@ -222,11 +223,9 @@ class RemoteEngine:
                     decoder = TelemetryDecoder()  # one per connection: a key frame, then deltas
                     for data in _sse_data(response.iter_lines()):
                         snapshot = decoder.decode(json.loads(data))
-                        with self._fresh:
+                        with self._lock:
                             self._latest = snapshot
                             self._has_telemetry = True
-                            self._received += 1
-                            self._fresh.notify_all()
                         self._telemetry_event.set()
                         if self._closed.is_set():
                             return
@@ -248,10 +247,9 @@ class RemoteEngine:
     def _generate(self, messages: list[Message], params: GenerationParams, request: _Request) -> None:
         with self._lock:
             self._state = EngineState.GENERATING
-            before = self._latest if self._has_telemetry else None
         try:
             stats = self._stream_answer(messages, params, request)
-            request.stream.put(GenerationDone(self._with_telemetry(stats, before), cancelled=request.cancelled))
+            request.stream.put(GenerationDone(stats, cancelled=request.cancelled))
         except RemoteError as exc:
             request.stream.put(GenerationFailed(str(exc), error_type="RemoteError"))
         except Exception as exc:  # every request ends with an event, or the UI would wait forever
@@ -290,6 +288,7 @@ class RemoteEngine:
         first = last = None
         pieces = 0
         usage: dict = {}
+        figures: object = {}  # the "outlier" object of `outlier serve`'s usage chunk
         finished = connected = False
         try:
             with self._http.stream("POST", path, json=body) as response:
@@ -306,6 +305,7 @@ class RemoteEngine:
                     if "error" in chunk:
                         raise RemoteError(f"The server failed mid-answer: {_message(chunk)}")
                     usage = chunk.get("usage") or usage
+                    figures = chunk.get("outlier") or figures
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         # Reasoning models: `reasoning_content` (vLLM, SGLang, outlier serve) or
@@ -343,10 +343,10 @@ class RemoteEngine:
                 raise
         if not finished and not request.cancelled:
             raise RemoteError(_gone(self.base_url, None, started=first is not None))
-        return self._stats(usage, pieces, start, first, last)
+        return self._stats(usage, figures, pieces, start, first, last)
 
     def _stats(
-        self, usage: dict, pieces: int, start: float, first: float | None, last: float | None
+        self, usage: dict, figures: object, pieces: int, start: float, first: float | None, last: float | None
     ) -> GenerationStats:
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         prompt = max(0, (usage.get("prompt_tokens") or 0) - cached)
@@ -364,37 +364,14 @@ class RemoteEngine:
             prompt_tps=prompt_tps,
             generation_tps=generation_tps,
             time_to_first_token=ttft,
-            peak_rss_bytes=0,
-            cache_budget_bytes=0,
-            cache_peak_bytes=0,
-            expert_hits=0,
-            expert_misses=0,
-            bytes_read=0,
-            io_wait_seconds=0.0,
+            peak_rss_bytes=_count(figures, "peak_rss_bytes"),
+            cache_budget_bytes=_count(figures, "cache_budget_bytes"),
+            cache_peak_bytes=_count(figures, "cache_peak_bytes"),
+            expert_hits=_count(figures, "expert_hits"),
+            expert_misses=_count(figures, "expert_misses"),
+            bytes_read=_count(figures, "bytes_read"),
+            io_wait_seconds=_seconds(figures, "io_wait_seconds"),
             cached_tokens=cached,
-        )
-
-    def _with_telemetry(self, stats: GenerationStats, before: TelemetrySnapshot | None) -> GenerationStats:
-        """Against an Outlier server: the answer's expert and memory figures from its telemetry
-        (the difference of two snapshots: the first one sent after the answer ended, if it comes
-        within FRESH_WAIT_S, else the latest)."""
-        if before is None:
-            return stats
-        with self._fresh:
-            seen = self._received
-            self._fresh.wait_for(lambda: self._received > seen, timeout=FRESH_WAIT_S)
-            after = self._latest
-        if before is None or after is None or before.hits.shape != after.hits.shape:
-            return stats
-        return dataclasses.replace(
-            stats,
-            peak_rss_bytes=after.peak_rss_bytes,
-            cache_budget_bytes=after.cache_budget_bytes,
-            cache_peak_bytes=after.cache_peak_bytes,
-            expert_hits=int(after.hits.sum() - before.hits.sum()),
-            expert_misses=int(after.misses.sum() - before.misses.sum()),
-            bytes_read=after.bytes_read - before.bytes_read,
-            io_wait_seconds=after.io_wait_seconds - before.io_wait_seconds,
         )
 
 
@@ -421,6 +398,20 @@ class _Request:
             response = self._response
         if response is not None:
             response.close()
+
+
+def _count(figures: object, name: str) -> int | None:
+    """One of the answer's figures from the usage chunk's "outlier" object (sent by `outlier
+    serve` only): a whole non-negative number, else None (unknown)."""
+    value = figures.get(name) if isinstance(figures, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _seconds(figures: object, name: str) -> float | None:
+    value = figures.get(name) if isinstance(figures, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
+        return float(value)
+    return None
 
 
 def _sse_data(lines: Iterator[str]) -> Iterator[str]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.generation import PREFILL_STEP, PromptCacheStore, generate
 from engine.telemetry import Telemetry, peak_rss_bytes
@@ -62,7 +63,7 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     end = telemetry.totals()
     prefill_steps = math.ceil(stats.prompt_tokens / PREFILL_STEP)
     decode_tokens = max(stats.generation_tokens - 1, 0)  # forward passes after the first token
-    fig = {
+    fig: dict[str, Any] = {  # in-process stats: every figure is known (never None)
         "prompt_tokens": stats.prompt_tokens,
         "generated_tokens": stats.generation_tokens,
         "decode_tokens_per_s": stats.generation_tps,

@@ -134,31 +134,8 @@ def measure(
             if r % 2:  # alternate which side goes first, so drift in machine load cancels out
                 sides.reverse()
             got = {name: _with_cpu(process, answer) for name, process, answer in sides}
-            (local, local_tokens, local_cpu), (remote, remote_tokens, served_cpu) = got["local"], got["served"]
-            rows.append(
-                {
-                    "in_process_tps": local,
-                    "served_tps": remote,
-                    "tokens": local_tokens,
-                    "served_tokens": remote_tokens,
-                    "ratio": remote / local if local else 0.0,
-                    "in_process_cpu_s": local_cpu,
-                    "served_cpu_s": served_cpu,
-                    "cpu_ratio": local_cpu / served_cpu if served_cpu else 0.0,
-                }
-            )
-        return {
-            "model": str(model_dir),
-            "tokens": tokens,
-            "rounds": rows,
-            "cache_budget_bytes": budget,
-            "in_process_tps": statistics.median(r["in_process_tps"] for r in rows),
-            "served_tps": statistics.median(r["served_tps"] for r in rows),
-            "served_ratio": statistics.median(r["ratio"] for r in rows),
-            "in_process_cpu_s": statistics.median(r["in_process_cpu_s"] for r in rows),
-            "served_cpu_s": statistics.median(r["served_cpu_s"] for r in rows),
-            "served_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rows),
-        }
+            rows.append(round_row(got["local"], got["served"]))
+        return {"model": str(model_dir), "tokens": tokens, "cache_budget_bytes": budget, **summarize(rows)}
     finally:
         if server is not None:
             server.send_signal(signal.SIGINT)
@@ -167,6 +144,36 @@ def measure(
             except subprocess.TimeoutExpired:
                 server.kill()
         engine.close()
+
+
+def round_row(local: tuple[float, int, float], served: tuple[float, int, float]) -> dict:
+    """One round from each side's (decode tok/s, tokens, CPU seconds): served / in-process
+    for speed, in-process / served for CPU (both 1.0 when serving costs nothing)."""
+    (local_tps, local_tokens, local_cpu), (served_tps, served_tokens, served_cpu) = local, served
+    return {
+        "in_process_tps": local_tps,
+        "served_tps": served_tps,
+        "tokens": local_tokens,
+        "served_tokens": served_tokens,
+        "ratio": served_tps / local_tps if local_tps else 0.0,
+        "in_process_cpu_s": local_cpu,
+        "served_cpu_s": served_cpu,
+        "cpu_ratio": local_cpu / served_cpu if served_cpu else 0.0,
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    """The rounds and their medians. The ratios are medians of each round's ratio (both sides
+    ran back to back there, under the same machine load), not ratios of the medians."""
+    return {
+        "rounds": rows,
+        "in_process_tps": statistics.median(r["in_process_tps"] for r in rows),
+        "served_tps": statistics.median(r["served_tps"] for r in rows),
+        "served_ratio": statistics.median(r["ratio"] for r in rows),
+        "in_process_cpu_s": statistics.median(r["in_process_cpu_s"] for r in rows),
+        "served_cpu_s": statistics.median(r["served_cpu_s"] for r in rows),
+        "served_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rows),
+    }
 
 
 def markdown(result: dict) -> str:

@@ -85,8 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import Engine, GenerationParams, OutlierError
+    from engine import GenerationParams, OutlierError
     from outlier_tui.core.chat import one_off_turn
+    from outlier_tui.engine_adapter import make_engine
     from outlier_tui.kv_args import kv_engine_options
     from outlier_tui.model_choice import DEMO_BUILD_LABEL, resolve_model_dir
     from outlier_tui.one_shot import answer_once
@@ -100,12 +101,14 @@ def run(args: argparse.Namespace) -> int:
         prompt = read_all(sys.stdin) if args.prompt == "-" else args.prompt
         with progress_bar(DEMO_BUILD_LABEL) as on_progress:
             model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-        engine = Engine(
-            prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
-            reader_threads=args.reader_threads,
-            compute_dtype=args.compute_dtype,
-            page_cache=arg_types.PAGE_CACHE[args.page_cache],
-            **kv_engine_options(args),
+        engine = make_engine(
+            engine_options=dict(
+                prefetch={"auto": None, "on": True, "off": False}[args.prefetch],
+                reader_threads=args.reader_threads,
+                compute_dtype=args.compute_dtype,
+                page_cache=arg_types.PAGE_CACHE[args.page_cache],
+                **kv_engine_options(args),
+            )
         )
         cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)
         info = engine.load(str(model_dir), cache_bytes).result()

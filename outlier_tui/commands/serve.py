@@ -130,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import Engine, OutlierError
+    from engine import OutlierError
+    from outlier_tui.engine_adapter import make_engine
     from outlier_tui.kv_args import kv_engine_options
     from outlier_tui.model_choice import resolve_model_dir
     from outlier_tui.progress import progress_bar
@@ -174,10 +175,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             with progress_bar("building demo model") as on_progress:
                 model_dir = resolve_model_dir(args.model, on_progress=on_progress)
-            engine = Engine(
-                compute_dtype=args.compute_dtype,
-                page_cache=arg_types.PAGE_CACHE[args.page_cache],
-                **kv_engine_options(args),
+            engine = make_engine(
+                engine_options=dict(
+                    compute_dtype=args.compute_dtype,
+                    page_cache=arg_types.PAGE_CACHE[args.page_cache],
+                    **kv_engine_options(args),
+                )
             )
             name = model_dir.name
             cache_bytes = None if args.cache_mb is None else int(args.cache_mb * 1024 * 1024)

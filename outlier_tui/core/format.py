@@ -52,9 +52,10 @@ def stats_line(stats: GenerationStats, rss_bytes: int | None = None) -> str:
     ]
     if stats.cached_tokens:
         parts[-1] += f" ({stats.cached_tokens} cached{' on disk' if stats.cache_source == 'disk' else ''})"
-    # A remote server other than Outlier reports neither (engine.remote): say nothing, not zeros.
-    if stats.expert_hits + stats.expert_misses:
-        parts.append(f"experts {hit_rate(stats.expert_hits, stats.expert_misses)} hit")
+    # A remote server other than Outlier reports neither (None, engine.remote): say nothing, not zeros.
+    hits, misses = stats.expert_hits, stats.expert_misses
+    if hits is not None and misses is not None and hits + misses:
+        parts.append(f"experts {hit_rate(hits, misses)} hit")
     if rss := rss_bytes or stats.peak_rss_bytes:
         parts.append(f"RSS {human_bytes(rss)}")
     if stats.notice:  # e.g. a prompt-cache file that was ignored

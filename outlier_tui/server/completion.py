@@ -85,6 +85,25 @@ def usage(stats: GenerationStats) -> dict:
     }
 
 
+# This answer's own engine figures, next to `usage` (an extension OpenAI clients ignore): the
+# engine runs one answer at a time and counts them over exactly that answer, so a remote
+# client (engine.remote) need not guess them from telemetry that covers every client.
+ANSWER_FIGURES = (
+    "expert_hits",
+    "expert_misses",
+    "bytes_read",
+    "io_wait_seconds",
+    "peak_rss_bytes",
+    "cache_budget_bytes",
+    "cache_peak_bytes",
+)
+
+
+def answer_figures(stats: GenerationStats) -> dict:
+    """The "outlier" object of a usage chunk; figures the engine does not know are left out."""
+    return {name: value for name in ANSWER_FIGURES if (value := getattr(stats, name)) is not None}
+
+
 def openai_call(call: ToolCall) -> dict:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
@@ -131,7 +150,12 @@ class ChatFormat:
         return self.chunk({}, finish.reason)
 
     def usage_chunk(self, finish: Finish) -> dict:
-        return {**self._head("chat.completion.chunk"), "choices": [], "usage": usage(finish.stats)}
+        return {
+            **self._head("chat.completion.chunk"),
+            "choices": [],
+            "usage": usage(finish.stats),
+            "outlier": answer_figures(finish.stats),
+        }
 
 
 class TextFormat(ChatFormat):
@@ -167,4 +191,9 @@ class TextFormat(ChatFormat):
         return self._text_chunk("", finish.reason)
 
     def usage_chunk(self, finish: Finish) -> dict:
-        return {**self._head("text_completion"), "choices": [], "usage": usage(finish.stats)}
+        return {
+            **self._head("text_completion"),
+            "choices": [],
+            "usage": usage(finish.stats),
+            "outlier": answer_figures(finish.stats),
+        }

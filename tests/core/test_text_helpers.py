@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.api import EngineState, GenerationStats, ModelInfo, TelemetrySnapshot
 from engine.errors import OutlierError
 from outlier_tui.app.text_tools import export_path
 from outlier_tui.core.code_blocks import code_block, code_blocks
-from outlier_tui.core.format import human_bytes, one_line
+from outlier_tui.core.format import human_bytes, one_line, stats_line
+from outlier_tui.plain.stats import snapshot_table
 
 ANSWER = "Try:\n\n```python\ndef f():\n    return 1\n```\n\nor\n\n~~~sh\nls -l\n~~~\n"
 
@@ -42,3 +44,33 @@ def test_one_line():
     assert one_line(OutlierError("Do this.\nmore")) == "Do this."
     assert one_line(ValueError("bad\nvalue")) == "ValueError: bad"
     assert one_line(KeyError()) == "KeyError"
+
+
+def _stats(**figures) -> GenerationStats:
+    unknown = dict.fromkeys(
+        (
+            "peak_rss_bytes",
+            "cache_budget_bytes",
+            "cache_peak_bytes",
+            "expert_hits",
+            "expert_misses",
+            "bytes_read",
+            "io_wait_seconds",
+        )
+    )
+    return GenerationStats((), 7, 12, 40.0, 9.5, 0.25, **{**unknown, **figures})
+
+
+def test_stats_line_leaves_out_unknown_figures_and_shows_known_ones():
+    unknown = stats_line(_stats())  # a remote server that reports no expert or memory figures
+    assert unknown == "12 tok · 9.5 tok/s · first token 0.25s · prompt 7 tok @ 40 tok/s"
+    known = stats_line(_stats(expert_hits=3, expert_misses=1, peak_rss_bytes=3 << 20))
+    assert known == unknown + " · experts 75% hit · RSS 3.00 MiB"
+
+
+def test_stats_table_of_a_server_without_telemetry_shows_no_zeros():
+    info = ModelInfo("remote-model", "remote", 0, (), 0, 0, 0, 0, 0, 0, 0)
+    snap = TelemetrySnapshot(EngineState.IDLE, 0, model=info, generation_tps=9.5, telemetry_note="no telemetry here")
+    table = snapshot_table(snap, _stats())
+    assert "no telemetry here" in table and "9.5 tok/s" in table and "12 tok" in table
+    assert " 0 B" not in table and "0 hits" not in table and "None" not in table and "0 experts" not in table

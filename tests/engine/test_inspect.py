@@ -122,12 +122,15 @@ def test_qwen35_397b_numbers_follow_from_the_shapes(qwen35_397b):
     assert r.expert_shapes[0].quantization == "affine 4-bit, group 64"
     assert r.expert_disk_bytes == r.expert_memory_bytes == expert_total == 217_432_719_360
     assert r.backbone_disk_bytes == r.backbone_memory_bytes == backbone
-    assert 5 * GB < backbone < 7 * GB
+    assert backbone == 5_579_059_712  # the fabricated non-expert tensors, summed above
     assert r.read_per_token_bytes == 60 * 10 * EXPERT_BYTES
     assert r.min_cache_bytes == 10 * EXPERT_BYTES
-    # the loader's rule: a quarter of what memory has left after the backbone
-    assert r.default_cache_bytes == (64 * GB - backbone) // 4
-    assert r.predicted_peak_bytes == backbone + r.default_cache_bytes + (1 << 30)
+    # Worked by hand: memory left after the backbone is 64,000,000,000 - 5,579,059,712 =
+    # 58,420,940,288 bytes; a quarter of it, 14,605,235,072, is under a quarter of the experts
+    # (54,358,179,840), so it is the budget (the loader agrees: test_prediction_matches_...).
+    assert r.default_cache_bytes == 14_605_235_072
+    # backbone + budget + the 1 GiB (1,073,741,824) runtime allowance the report names
+    assert r.predicted_peak_bytes == 21_258_036_608
     assert r.fits and r.verdict.startswith("runs")
 
     small = inspect_model(folder, memory_bytes=4 * GB, float32_compute=False)
@@ -161,17 +164,30 @@ def test_cli_bad_folder_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "not found" in err
 
 
-def test_prediction_matches_what_the_loader_does(checkpoint_factory, tmp_path):
-    """Mixed precision: same pools, expert bytes, minimum and backbone as a real load."""
+def test_prediction_matches_what_the_loader_does(checkpoint_factory, tmp_path, monkeypatch):
+    """Mixed precision: same pools, expert bytes, minimum, backbone and default budget as a
+    real load; the budget with as much free memory as `--memory` names (the backbone and four
+    times a budget halfway between the minimum and a quarter of the experts)."""
+    from types import SimpleNamespace
+
     from checkpoints import write_checkpoint
 
+    import engine.loader
+
     path = write_checkpoint(tmp_path / "mixed", "qwen3_moe_wide", fmt="mixed-8bit-layer0-4bit-rest")
-    info = load_streamed_model(path).info
-    r = inspect_model(path, memory_bytes=64 * GB)
+    full = load_streamed_model(path).info
+    halfway = (full.min_cache_bytes + full.total_expert_bytes // 4) // 2
+    memory = full.resident_bytes + 4 * halfway
+    monkeypatch.setattr(engine.loader.psutil, "virtual_memory", lambda: SimpleNamespace(available=memory))
+    loaded = load_streamed_model(path)
+    info = loaded.info
+    loaded.close()
+    r = inspect_model(path, memory_bytes=memory)
     assert sorted(s.memory_bytes for s in r.expert_shapes) == sorted(info.expert_bytes_by_shape)
     assert r.expert_memory_bytes == info.total_expert_bytes
     assert r.min_cache_bytes == info.min_cache_bytes
     assert r.backbone_memory_bytes == info.resident_bytes
+    assert r.default_cache_bytes == info.cache_budget_bytes == halfway
     assert math.isclose(r.read_per_token_bytes, sum(info.top_k * s.disk_bytes * s.layers for s in r.expert_shapes))
     assert "\n" not in format_report(r).splitlines()[0]
 

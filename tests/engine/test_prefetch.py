@@ -2,6 +2,8 @@
 identical to mlx-lm fully resident at every budget, with every part of the
 prefetch pipeline on or off; and the load-time decision is recorded."""
 
+import time
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -92,7 +94,6 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
     try:
         decision = loaded.streamer.prefetch_decision
         assert decision["read_s_per_expert"] > 0 and decision["predict_s_per_layer"] > 0
-        assert decision["enabled"] == (decision["read_s_per_expert"] > 2 * decision["predict_s_per_layer"])
         assert loaded.streamer.prefetch_enabled == decision["enabled"]
         # decoding starts with prefetch off; a judge turns it on where prefetch is on at all
         judge = loaded.streamer.decode_judge
@@ -108,6 +109,41 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
         loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=fixed)
         assert loaded.streamer.prefetch_decision is None and loaded.streamer.prefetch_enabled == fixed
         assert loaded.streamer.decode_judge is None
+        loaded.close()
+
+
+@pytest.mark.parametrize(
+    ("read_s", "predict_s", "on"),
+    [
+        (0.3, 0.1, True),  # a read costs three guesses: guessing ahead saves time
+        (0.1, 0.1, False),  # a read costs one guess: half the guesses wrong, it would not pay
+        (0.0, 0.1, False),  # reads from a fast disk (microseconds) against a slow predictor
+    ],
+)
+def test_prefetch_decision_follows_the_measured_read_and_guess_times(checkpoint_factory, read_s, predict_s, on):
+    """Reads and guesses slowed by known amounts (sleeps around the real ones): prefetch is on
+    where a read takes clearly over twice a guess, off where it does not."""
+    path = checkpoint_factory("mixtral")
+    loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=False)
+    try:
+        streamer = loaded.streamer
+        submit = streamer.reader.submit_units
+
+        def slow_submit(units, *args):
+            time.sleep(read_s)
+            return submit(units, *args)
+
+        def slow_guess(x):
+            time.sleep(predict_s)
+            return mx.zeros((1, 2), mx.int32)
+
+        streamer.reader.submit_units = slow_submit
+        streamer.decide_prefetch(slow_guess, 8)
+        decision = streamer.prefetch_decision
+        assert decision["read_s_per_expert"] >= read_s and decision["predict_s_per_layer"] >= predict_s
+        assert decision["enabled"] is on and streamer.prefetch_enabled is on
+        assert (streamer.decode_judge is not None) is on
+    finally:
         loaded.close()
 
 

@@ -18,7 +18,8 @@ import pytest
 from serve_helpers import API_KEY, CANCELLED_WITHIN, LONG_ANSWER, free_port, start_outlier_serve, telemetry, wait_idle
 
 from engine.api import GenerationDone, GenerationFailed, GenerationParams, TextDelta
-from engine.remote import NO_TELEMETRY, RemoteEngine, RemoteError, api_base
+from engine.remote import NO_TELEMETRY, RemoteEngine, RemoteError, _count, _seconds, api_base
+from engine.wire import snapshot_from_json
 from outlier_tui.plain.pipe import ask_once
 
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0)
@@ -55,7 +56,9 @@ def test_remote_engine_against_outlier_serve_has_remote_telemetry(served):
         done = evs[-1]
         assert isinstance(done, GenerationDone) and not done.cancelled
         assert done.stats.generation_tokens == 12
-        assert done.stats.expert_hits + done.stats.expert_misses > 0  # from the server's telemetry
+        # the server's engine counted them over this answer (the `outlier` object beside `usage`)
+        assert done.stats.expert_hits is not None and done.stats.expert_misses is not None
+        assert done.stats.expert_hits + done.stats.expert_misses > 0
         deadline = time.monotonic() + 30
         while engine.snapshot().step <= before and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -63,6 +66,47 @@ def test_remote_engine_against_outlier_serve_has_remote_telemetry(served):
         assert snap.step > before and snap.hits.shape == (3, 8) and snap.telemetry_note is None
     finally:
         engine.close()
+
+
+def test_answer_figures_are_each_answers_own_when_the_server_serves_two_clients(served):
+    """Two clients ask at once (the second waits its turn): each answer's expert figures are
+    its own, so together they add up to the server's whole change, not to twice that."""
+    engines = [RemoteEngine(served.url, api_key=API_KEY) for _ in range(2)]
+    try:
+        for engine in engines:
+            engine.load("").result(timeout=60)
+        wait_idle(served)
+        before = snapshot_from_json(telemetry(served))
+        streams = [
+            engine.generate([{"role": "user", "content": f"client {i} asks"}], GREEDY)
+            for i, engine in enumerate(engines)
+        ]
+        done = [events(stream)[-1] for stream in streams]
+        wait_idle(served)
+        after = snapshot_from_json(telemetry(served))
+    finally:
+        for engine in engines:
+            engine.close()
+    assert all(isinstance(d, GenerationDone) and not d.cancelled for d in done), done
+    stats = [d.stats for d in done]
+    assert all(s.expert_hits is not None and s.expert_misses is not None and s.bytes_read is not None for s in stats)
+    assert all(s.expert_hits + s.expert_misses > 0 for s in stats)
+    assert sum(s.expert_hits for s in stats) == int(after.hits.sum() - before.hits.sum())
+    assert sum(s.expert_misses for s in stats) == int(after.misses.sum() - before.misses.sum())
+    assert sum(s.bytes_read for s in stats) <= after.bytes_read - before.bytes_read
+
+
+def test_answer_figures_a_server_sends_are_numbers_or_unknown():
+    sent = {"expert_hits": 5, "expert_misses": -1, "bytes_read": 2.5, "peak_rss_bytes": True, "io_wait_seconds": 0.25}
+    assert _count(sent, "expert_hits") == 5
+    assert _count(sent, "expert_misses") is None  # negative
+    assert _count(sent, "bytes_read") is None  # not a whole number
+    assert _count(sent, "peak_rss_bytes") is None  # a bool is not a count
+    assert _count(sent, "cache_peak_bytes") is None  # not sent
+    assert _count("not an object", "expert_hits") is None
+    assert _seconds(sent, "io_wait_seconds") == 0.25
+    assert _seconds({"io_wait_seconds": float("nan")}, "io_wait_seconds") is None
+    assert _seconds({"io_wait_seconds": "1"}, "io_wait_seconds") is None
 
 
 def test_cancel_stops_the_remote_generation(served_long):
@@ -159,6 +203,9 @@ def test_remote_engine_against_mlx_lm_server_says_no_telemetry(mlx_lm_server):
         assert info.num_experts == 0 and info.model_type == "remote"
         evs = events(engine.generate([{"role": "user", "content": "Hello"}], GREEDY))
         assert isinstance(evs[-1], GenerationDone) and evs[-1].stats.generation_tokens == 12
+        stats = evs[-1].stats  # mlx_lm.server reports no expert or memory figures: unknown, not 0
+        assert stats.expert_hits is None and stats.expert_misses is None and stats.bytes_read is None
+        assert stats.peak_rss_bytes is None and stats.cache_peak_bytes is None and stats.io_wait_seconds is None
         snap = engine.snapshot()
         assert snap.telemetry_note == NO_TELEMETRY and snap.hits.size == 0
     finally:
