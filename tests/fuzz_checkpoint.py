@@ -33,8 +33,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 AWKWARD = [
     0,
     -1,

@@ -14,8 +14,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 from checkpoints import FORMATS, MOE_CONFIGS  # noqa: E402
 
 STREAMED = "streamed"

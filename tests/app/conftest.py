@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # app_helpers, shared by the test modules
-
 from app_helpers import BUNDLED_THEMES
 
 from engine.fake import FakeEngine

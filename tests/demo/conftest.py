@@ -6,12 +6,9 @@ it, and a fully resident float32 mlx-lm oracle."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # demo_helpers, shared by the test modules
 
 REPO = Path(__file__).resolve().parents[2]
 from demo_helpers import TEST_EXPERTS, TEST_TOP_K  # noqa: E402 (after the sys.path entry above)

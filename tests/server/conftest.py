@@ -5,12 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # serve_helpers, shared by the test modules
-
 from serve_helpers import free_port, start_outlier_serve, stop, wait_until_up  # noqa: E402
 
 

@@ -3,10 +3,7 @@ expert cache; against mlx_lm.server the panes say there is no expert telemetry."
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "app"))  # the app tests' helpers
 
 from app_helpers import BUNDLED_THEMES, ready, send, wait_until  # noqa: E402
 from serve_helpers import API_KEY  # noqa: E402
