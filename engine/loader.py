@@ -36,12 +36,13 @@ from engine.context import context_limit
 from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
+from engine.expert_streamer import ExpertStreamer, PoolGroup, PrefetchMode
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 from engine.reader import ExpertReader
 from engine.reasoning import reasoning_fields
 from engine.slot_pool import SlotPool
-from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Projection, StreamedExperts
+from engine.streamed_experts import Projection, StreamedExperts
 from engine.telemetry import Telemetry
 from engine.tool_parsers import tool_fields
 

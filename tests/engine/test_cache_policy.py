@@ -14,11 +14,11 @@ from engine.cache_policy import (
     NextUsePolicy,
     RouterScorePolicy,
     make_policy,
+    prompt_favourites,
     prompt_scores,
 )
 from engine.errors import BudgetError
 from engine.expert_cache import ExpertCache
-from engine.streamed_moe import prompt_favourites
 
 
 def simulate(trace, slots, policy):

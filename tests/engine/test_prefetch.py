@@ -10,8 +10,8 @@ import pytest
 from checkpoints import resident_oracle
 from oracle import PROMPT, greedy_run
 
+from engine.expert_streamer import PrefetchMode
 from engine.loader import load_streamed_model
-from engine.streamed_moe import PrefetchMode
 
 FULL = PrefetchMode(enabled=True)
 MODES = {
