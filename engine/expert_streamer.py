@@ -165,15 +165,21 @@ class ExpertStreamer:
         # bytes of one expert on disk (the first row's): the decode judge prices a read by them
         self._expert_bytes = layers[0].disk_bytes_per_expert
 
-    @property
-    def cache(self) -> ExpertCache:
-        """The first shape group's cache (the only one unless expert shapes are mixed)."""
-        return self.groups[0].cache
+    def sole_group(self) -> PoolGroup:
+        """The one pool and cache of a model whose experts share one shape. A routing trace or
+        a replay against one budget covers one pool, so a mixed-shape model (one pool per
+        shape) is refused here rather than reported from its first pool without saying so."""
+        if len(self.groups) != 1:
+            raise ValueError(
+                f"this model's experts come in {len(self.groups)} shapes, each with its own pool and cache: "
+                "a figure of one cache would cover only part of the model"
+            )
+        return self.groups[0]
 
-    @property
-    def pool(self) -> SlotPool:
-        """The first shape group's pool (the only one unless expert shapes are mixed)."""
-        return self.groups[0].pool
+    def prefetch_totals(self) -> tuple[int, int, int]:
+        """(issued, used, cancelled) speculative reads, summed over every pool."""
+        issued, used = self._prefetch_counts()
+        return issued, used, sum(g.cache.prefetch_cancelled for g in self.groups)
 
     def pool_of(self, row: int) -> SlotPool:
         return self._group_of[row].pool
@@ -342,8 +348,7 @@ class ExpertStreamer:
         judge = self.decode_judge
         if judge is None:
             return
-        issued, used = self._prefetch_counts()
-        cancelled = sum(g.cache.prefetch_cancelled for g in self.groups)
+        issued, used, cancelled = self.prefetch_totals()
         # guesses read and never used, or (decode prefetch off) that would have been
         wasted = issued - used - cancelled + sum(g.cache.shadow_wasted for g in self.groups)
         busy, nbytes = self.reader.stats.busy_and_bytes()

@@ -337,11 +337,11 @@ def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_fact
     info = loader.load_streamed_model(path, prefetch=False).info
     budget = info.expert_bytes * (info.top_k + 2)
     found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
-    assert isinstance(found.streamer.cache.policy, RouterScorePolicy)
+    assert isinstance(found.streamer.sole_group().cache.policy, RouterScorePolicy)
     found.close()
     monkeypatch.setattr(loader.RouterGuess, "find", classmethod(lambda cls, *args: None))
     fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
-    assert isinstance(fallback.streamer.cache.policy, LRUPolicy)
+    assert isinstance(fallback.streamer.sole_group().cache.policy, LRUPolicy)
     fallback.close()
 
 
