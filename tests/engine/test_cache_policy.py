@@ -332,6 +332,7 @@ def test_router_score_policy_passes_over_experts_in_use():
 
 def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_factory, monkeypatch):
     from engine import loader
+    from engine.router_guess import RouterGuess
 
     path = checkpoint_factory("mixtral")
     info = loader.load_streamed_model(path, prefetch=False).info
@@ -339,7 +340,7 @@ def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_fact
     found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
     assert isinstance(found.streamer.sole_group().cache.policy, RouterScorePolicy)
     found.close()
-    monkeypatch.setattr(loader.RouterGuess, "find", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(RouterGuess, "find", classmethod(lambda cls, *args: None))
     fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
     assert isinstance(fallback.streamer.sole_group().cache.policy, LRUPolicy)
     fallback.close()
