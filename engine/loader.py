@@ -37,6 +37,7 @@ from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.expert_streamer import ExpertStreamer, PoolGroup, PrefetchMode
+from engine.model_classes import model_classes
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 from engine.reader import ExpertReader
@@ -282,10 +283,10 @@ class _Placeholder(nn.Module):
 
 
 def _build_lazy(index: CheckpointIndex) -> tuple[nn.Module, dict]:
-    from mlx_lm.utils import _get_classes, load_model
+    from mlx_lm.utils import load_model
 
     try:
-        _get_classes(dict(index.config))
+        model_classes(index.config)
     except ValueError:
         raise UnsupportedModelError(
             f"Architecture '{index.model_type}' is not supported by mlx-lm "
