@@ -110,6 +110,13 @@ def prompt_scores(inds: np.ndarray, decay: float = 0.9) -> np.ndarray:
     return np.bincount(per_token.reshape(-1), weights=weights)
 
 
+def prompt_favourites(inds: np.ndarray, keep: int) -> np.ndarray:
+    """The `keep` experts a prompt used most (prompt_scores), least favoured first."""
+    score = prompt_scores(inds)
+    used = np.flatnonzero(score)
+    return used[np.argsort(score[used], kind="stable")][-keep:]
+
+
 class RouterScorePolicy:
     """Evict the expert its router has favoured least lately. Each decode step a layer's
     router probabilities over all its experts (not only the top-k it picked) update a running

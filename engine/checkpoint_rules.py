@@ -21,6 +21,7 @@ from pathlib import Path
 
 from engine.dtypes import ITEMSIZE, MLX_CANNOT_LOAD
 from engine.errors import CheckpointError, UnsupportedModelError
+from engine.model_classes import model_classes
 
 MAX_HEADER = 512 * 1024 * 1024
 
@@ -359,9 +360,7 @@ def _check_quantization(config: dict, file: str) -> None:
 def _check_against_model_args(config: dict, file: str) -> None:
     """Each key the architecture's ModelArgs declares must have the declared type."""
     try:
-        from mlx_lm.utils import _get_classes
-
-        model_class, args_class = _get_classes(dict(config))
+        model_class, args_class = model_classes(config)
     except (ValueError, ImportError):
         return  # an unknown architecture is reported by the loader, with its name
     _check_fields(config, args_class, file, "")
@@ -499,9 +498,7 @@ def check_quantized_shapes(config: dict, tensors: dict) -> None:
     if not isinstance(config.get("quantization"), dict):
         return
     try:
-        from mlx_lm.utils import _get_classes
-
-        model_class, args_class = _get_classes(dict(config))
+        model_class, args_class = model_classes(config)
     except (ValueError, ImportError):
         return  # an unknown architecture is reported by the loader, with its name
     try:

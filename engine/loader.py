@@ -36,12 +36,15 @@ from engine.context import context_limit
 from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
+from engine.expert_streamer import ExpertStreamer, PoolGroup, PrefetchMode
+from engine.model_classes import model_classes
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 from engine.reader import ExpertReader
 from engine.reasoning import reasoning_fields
+from engine.router_guess import RouterGuess
 from engine.slot_pool import SlotPool
-from engine.streamed_moe import ExpertStreamer, PoolGroup, PrefetchMode, Projection, StreamedExperts
+from engine.streamed_experts import Projection, StreamedExperts
 from engine.telemetry import Telemetry
 from engine.tool_parsers import tool_fields
 
@@ -280,10 +283,10 @@ class _Placeholder(nn.Module):
 
 
 def _build_lazy(index: CheckpointIndex) -> tuple[nn.Module, dict]:
-    from mlx_lm.utils import _get_classes, load_model
+    from mlx_lm.utils import load_model
 
     try:
-        _get_classes(dict(index.config))
+        model_classes(index.config)
     except ValueError:
         raise UnsupportedModelError(
             f"Architecture '{index.model_type}' is not supported by mlx-lm "
@@ -416,45 +419,6 @@ def _projections(switch: nn.Module) -> dict[str, Projection]:
             "bias" in proj,
         )
     return out
-
-
-class RouterGuess:
-    """An MoE block's router. On the previous layer's input it guesses this block's experts
-    (prefetch); on its own input its softmax scores every expert (RouterScorePolicy).
-    The router is found by shape, not by name (gate, router, ...: every architecture names
-    it its own way): the block's first [num_experts, hidden] weight. Its raw logits' top-k
-    is the guess (score functions and bias corrections are monotone or small)."""
-
-    def __init__(self, router: nn.Module, top_k: int) -> None:
-        self._router = router
-        self._plain = not isinstance(router, (nn.Linear, nn.QuantizedLinear))
-        self._top_k = top_k
-        width = router.weight.shape[1]  # quantized: uint32 words of `bits`-bit values
-        self.input_size = width * 32 // router.bits if isinstance(router, nn.QuantizedLinear) else width
-
-    @classmethod
-    def find(cls, scopes: list[nn.Module], num_experts: int, input_size: int, top_k: int) -> RouterGuess | None:
-        """The first router in the nearest scope (the experts' parent, then its parents up
-        to the decoder layer) that maps the experts' input to one logit per expert."""
-        for scope in scopes:
-            for _, module in scope.named_modules():
-                weight = module.get("weight")
-                if isinstance(weight, mx.array) and weight.ndim == 2 and weight.shape[0] == num_experts:
-                    guess = cls(module, top_k)
-                    if guess.input_size == input_size:
-                        return guess
-        return None
-
-    def logits(self, x: mx.array) -> mx.array:
-        return x @ self._router.weight.T if self._plain else self._router(x)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return mx.argpartition(-self.logits(x), kth=self._top_k - 1, axis=-1)[..., : self._top_k]
-
-    def probs(self, x: mx.array) -> mx.array:
-        """Softmax of the raw logits over every expert: a score for the cache policy, whatever
-        the model's own scoring function (softmax, sigmoid, bias-corrected)."""
-        return mx.softmax(self.logits(x).astype(mx.float32), axis=-1)
 
 
 def _scope_finder(model: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:

@@ -30,7 +30,7 @@ import mlx.core as mx
 import numpy as np
 from greenlet import greenlet
 
-from engine.streamed_moe import ExpertStreamer, PrefillCancelled
+from engine.expert_streamer import ExpertStreamer, PrefillCancelled
 
 # mlx-lm's own prefill_step_size: attention runs over chunks of this many tokens.
 PREFILL_STEP = 2048

@@ -1038,10 +1038,10 @@ CHAT_TEMPLATE = (
 
 
 def build_model(arch: str, seed: int = 0):
-    from mlx_lm.utils import _get_classes
+    from engine.model_classes import model_classes
 
     config = json.loads(json.dumps(CONFIGS.get(arch) or MOE_CONFIGS[arch]))
-    model_class, args_class = _get_classes(config)
+    model_class, args_class = model_classes(config)
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))
     # Random uniform init gives near-uniform routers; widen them so routing varies.

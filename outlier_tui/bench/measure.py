@@ -47,10 +47,8 @@ class PassResult:
 def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = False) -> PassResult:
     """One request with no cached prefix; figures for prefill and decode apart."""
     telemetry.steps.clear()
-    cache = loaded.streamer.cache if loaded.streamer is not None else None
-    issued0, used0, cancelled0 = (
-        (cache.prefetch_issued, cache.prefetch_used, cache.prefetch_cancelled) if cache else (0, 0, 0)
-    )
+    streamer = loaded.streamer
+    issued0, used0, cancelled0 = streamer.prefetch_totals() if streamer is not None else (0, 0, 0)
     stats, _ = generate(
         loaded,
         PromptCacheStore(),
@@ -73,10 +71,7 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
         "misses": stats.expert_misses,
         "bytes_read": stats.bytes_read,
         "io_wait_s": stats.io_wait_seconds,
-        # exact, from the cache itself (telemetry refreshes these only when a prefetch is issued)
-        "prefetch_issued": cache.prefetch_issued - issued0 if cache else 0,
-        "prefetch_used": cache.prefetch_used - used0 if cache else 0,
-        "prefetch_cancelled": cache.prefetch_cancelled - cancelled0 if cache else 0,
+        **_prefetch_delta(streamer, issued0, used0, cancelled0),
     }
     if len(telemetry.steps) > prefill_steps and decode_tokens:
         start_time, start = telemetry.steps[prefill_steps]
@@ -107,6 +102,17 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     return PassResult(fig, list(stats.tokens))
 
 
+def _prefetch_delta(streamer, issued0: int, used0: int, cancelled0: int) -> dict[str, int]:
+    """Speculative reads since the marks, over every pool: exact, from the caches themselves
+    (telemetry refreshes these only when a prefetch is issued)."""
+    issued, used, cancelled = streamer.prefetch_totals() if streamer is not None else (0, 0, 0)
+    return {
+        "prefetch_issued": issued - issued0,
+        "prefetch_used": used - used0,
+        "prefetch_cancelled": cancelled - cancelled0,
+    }
+
+
 def run_passes(
     loaded,
     telemetry: StepTelemetry,
@@ -117,7 +123,7 @@ def run_passes(
 ) -> tuple[list[dict], list[int], list[int]]:
     """All passes; returns (figures per pass, trace offset where each pass starts, last tokens)."""
     figures, offsets, last_tokens = [], [], []
-    trace = loaded.streamer.cache.trace if loaded.streamer is not None else None
+    trace = loaded.streamer.sole_group().cache.trace if loaded.streamer is not None else None
     for i in range(passes):
         cold = before_pass(i)
         offsets.append(len(trace) if trace is not None else 0)

@@ -350,7 +350,13 @@ def record(model: str, tokens: int, out: str | Path, long_prompt: bool = False) 
     loaded = load_streamed_model(model, cache_bytes=None, prefetch=False, record_trace=True)
     try:
         streamer = loaded.streamer
-        if streamer is None or streamer.cache.trace is None or streamer.cache.trace_calls is None:
+        if streamer is None:
+            raise SystemExit(f"{model}: no routed experts stream in this model, so there is no routing to record")
+        try:
+            cache = streamer.sole_group().cache
+        except ValueError as e:
+            raise SystemExit(f"{model}: {e}; recording its routing is not supported") from None
+        if cache.trace is None or cache.trace_calls is None:
             raise SystemExit(f"{model}: no routed experts stream in this model, so there is no routing to record")
         generate(
             loaded,
@@ -361,9 +367,7 @@ def record(model: str, tokens: int, out: str | Path, long_prompt: bool = False) 
             lambda *args: None,
         )
         streamer.flush_routing()
-        routing = from_cache_record(
-            streamer.cache.trace, streamer.cache.trace_calls, len(streamer.layers), loaded.info.top_k
-        )
+        routing = from_cache_record(cache.trace, cache.trace_calls, len(streamer.layers), loaded.info.top_k)
     finally:
         loaded.close()
     np.savez_compressed(out, experts=routing.experts.astype(np.int16), offsets=routing.offsets)

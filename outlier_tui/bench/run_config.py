@@ -128,9 +128,15 @@ def _streamed(args) -> dict:
 
             trace_start = trace_model.install(loaded.model, args.trace)
         streamer = loaded.streamer
-        if streamer is None or streamer.cache.trace is None or streamer.cache.trace_calls is None:
+        if streamer is None:
             raise SystemExit(f"{args.model}: no routed experts stream in this model, so there is nothing to measure")
-        trace, record = streamer.cache.trace, streamer.cache.trace_calls  # filled in as the passes run
+        try:  # the offline-optimum replay takes one trace against one budget
+            cache = streamer.sole_group().cache
+        except ValueError as e:
+            raise SystemExit(f"{args.model}: {e}; the benchmark's replay is not supported") from None
+        if cache.trace is None or cache.trace_calls is None:
+            raise SystemExit(f"{args.model}: no routed experts stream in this model, so there is nothing to measure")
+        trace, record = cache.trace, cache.trace_calls  # filled in as the passes run
         telemetry.trace = trace
         before = (lambda i: None) if args.no_drop else (lambda i: pagecache.drop(files))
         profiler = cProfile.Profile() if args.profile else None

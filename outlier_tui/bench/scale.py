@@ -72,11 +72,13 @@ def build_checkpoint(path: Path, seed: int = 0, **shape: int) -> Path:
     ships Qwen3.5, saved as mlx_lm.convert saves, with a byte-level tokenizer."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_map
-    from mlx_lm.utils import _get_classes, quantize_model, save_config
+    from mlx_lm.utils import quantize_model, save_config
+
+    from engine.model_classes import model_classes
 
     path.mkdir(parents=True, exist_ok=True)
     config = qwen35_config(**shape)
-    model_class, args_class = _get_classes(config)
+    model_class, args_class = model_classes(config)
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))
     model.update(tree_map(lambda a: a * 4 if a.ndim == 2 else a, model.parameters()))

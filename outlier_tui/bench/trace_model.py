@@ -70,11 +70,13 @@ def write_checkpoint(path: Path, routing: Routing, hidden: int = 256, expert_hid
     tokenizer and a chat template. The end-of-turn token's output row is zero, so greedy
     decoding of random weights runs the whole token budget instead of stopping early."""
     from mlx.utils import tree_flatten, tree_map
-    from mlx_lm.utils import _get_classes, quantize_model, save_config
+    from mlx_lm.utils import quantize_model, save_config
+
+    from engine.model_classes import model_classes
 
     path.mkdir(parents=True, exist_ok=True)
     cfg = config(routing, hidden, expert_hidden)
-    model_class, args_class = _get_classes(cfg)
+    model_class, args_class = model_classes(cfg)
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(cfg))
     model.update(tree_map(lambda a: a * 4 if a.ndim == 2 else a, model.parameters()))

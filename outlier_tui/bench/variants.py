@@ -4,7 +4,7 @@ guesses kept at the hot end), each mechanism added to it alone, and all of them.
 
 from __future__ import annotations
 
-from engine.streamed_moe import PrefetchMode
+from engine.expert_streamer import PrefetchMode
 
 _TODAY = dict(enabled=True, prefill=False, early=False, demand_first=False, cancel_stale=False, cold_admit=False)
 MECHANISMS = {  # name -> the PrefetchMode field it turns on

@@ -70,7 +70,7 @@ def test_lru_replay_reproduces_the_engines_live_lru_hits(checkpoint_factory):
     )
     try:
         greedy_run(loaded.model, loaded.tokenizer, steps=12)
-        cache = loaded.streamer.cache
+        cache = loaded.streamer.sole_group().cache
         live = loaded.telemetry.totals()
         replayed = optimal.compare(cache.trace, cache.num_slots, record=cache.trace_calls)
     finally:

@@ -36,7 +36,7 @@ def test_the_engine_is_routed_by_the_trace(tiny_trace, tmp_path):
         stats, _ = generate(
             loaded, PromptCacheStore(), workload.messages(), workload.params(5), threading.Event(), lambda *a: None
         )
-        cache = loaded.streamer.cache
+        cache = loaded.streamer.sole_group().cache
         prompt = stats.prompt_tokens
         assert stats.generation_tokens == 5  # the end-of-turn row is zeroed: no early stop
         # decode calls: one per layer per token, the trace's rows after the prompt's

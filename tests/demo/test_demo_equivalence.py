@@ -39,7 +39,7 @@ def test_streamed_demo_moe_matches_dense_oracle(dense_dir, demo_moe):
             np.testing.assert_allclose(got_logits, want_logits, rtol=0, atol=1e-3)
         totals = loaded.telemetry.totals()
         assert totals["misses"] > 0  # experts really came from the disk
-        assert loaded.streamer.cache.peak_used * info.expert_bytes <= info.cache_budget_bytes
+        assert loaded.streamer.sole_group().cache.peak_used * info.expert_bytes <= info.cache_budget_bytes
     finally:
         loaded.close()
     answer = tokenizer.decode(want[0][0])

@@ -173,6 +173,13 @@ def test_mixed_precision_gets_one_pool_per_expert_shape(reference):
             share = g.slot_bytes * g.cache.num_slots / held
             whole = g.slot_bytes * len(g.rows) * info.num_experts / info.total_expert_bytes
             assert abs(share - whole) < 0.2
+        # figures of one cache would cover one pool: asking for the sole one is refused
+        with pytest.raises(ValueError, match="2 shapes"):
+            loaded.streamer.sole_group()
+        issued, used, cancelled = loaded.streamer.prefetch_totals()
+        assert issued == sum(g.cache.prefetch_issued for g in groups)
+        assert used == sum(g.cache.prefetch_used for g in groups)
+        assert cancelled == sum(g.cache.prefetch_cancelled for g in groups)
     finally:
         loaded.close()
 

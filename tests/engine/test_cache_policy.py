@@ -14,11 +14,11 @@ from engine.cache_policy import (
     NextUsePolicy,
     RouterScorePolicy,
     make_policy,
+    prompt_favourites,
     prompt_scores,
 )
 from engine.errors import BudgetError
 from engine.expert_cache import ExpertCache
-from engine.streamed_moe import prompt_favourites
 
 
 def simulate(trace, slots, policy):
@@ -332,16 +332,17 @@ def test_router_score_policy_passes_over_experts_in_use():
 
 def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_factory, monkeypatch):
     from engine import loader
+    from engine.router_guess import RouterGuess
 
     path = checkpoint_factory("mixtral")
     info = loader.load_streamed_model(path, prefetch=False).info
     budget = info.expert_bytes * (info.top_k + 2)
     found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
-    assert isinstance(found.streamer.cache.policy, RouterScorePolicy)
+    assert isinstance(found.streamer.sole_group().cache.policy, RouterScorePolicy)
     found.close()
-    monkeypatch.setattr(loader.RouterGuess, "find", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(RouterGuess, "find", classmethod(lambda cls, *args: None))
     fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
-    assert isinstance(fallback.streamer.cache.policy, LRUPolicy)
+    assert isinstance(fallback.streamer.sole_group().cache.policy, LRUPolicy)
     fallback.close()
 
 

@@ -89,7 +89,8 @@ def test_switching_decode_prefetch_per_token_keeps_logits_identical(checkpoint_f
 
     try:
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=16, after_step=after_step)
-        issued, shadowed = streamer.cache.prefetch_issued, streamer.cache.shadow_wasted
+        cache = streamer.sole_group().cache
+        issued, shadowed = cache.prefetch_issued, cache.shadow_wasted
     finally:
         loaded.close()
     assert got_tokens == want_tokens

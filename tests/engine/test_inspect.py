@@ -53,9 +53,11 @@ def _write_sparse_checkpoint(folder, config, shard_bytes=5 * GB):
     become safetensors headers; the data regions are holes (sparse files)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_map
-    from mlx_lm.utils import _get_classes, quantize_model
+    from mlx_lm.utils import quantize_model
 
-    model_class, args_class = _get_classes(config)
+    from engine.model_classes import model_classes
+
+    model_class, args_class = model_classes(config)
     model = model_class(args_class.from_dict(config))
     model.update(tree_map(lambda a: a.astype(mx.bfloat16) if a.dtype == mx.float32 else a, model.parameters()))
     model, config = quantize_model(model, config, 64, 4)

@@ -10,8 +10,8 @@ import pytest
 from checkpoints import resident_oracle
 from oracle import PROMPT, greedy_run
 
+from engine.expert_streamer import PrefetchMode
 from engine.loader import load_streamed_model
-from engine.streamed_moe import PrefetchMode
 
 FULL = PrefetchMode(enabled=True)
 MODES = {
@@ -53,7 +53,7 @@ def test_full_prefetch_matches_resident_at_every_budget(oracle, arch, extra_slot
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=24)
         assert got_tokens == want_tokens
         np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
-        cache = loaded.streamer.cache
+        cache = loaded.streamer.sole_group().cache
         assert cache.peak_used <= cache.num_slots
         if extra_slots:
             assert cache.prefetch_issued > 0
@@ -83,7 +83,7 @@ def test_prefill_reads_the_next_layer_ahead(checkpoint_factory):
         try:
             ids = mx.array([loaded.tokenizer.encode(PROMPT)])
             mx.eval(loaded.model(ids))
-            assert (loaded.streamer.cache.prefetch_issued > 0) == expect
+            assert (loaded.streamer.sole_group().cache.prefetch_issued > 0) == expect
         finally:
             loaded.close()
 
@@ -102,7 +102,7 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
             assert judge.read_s == decision["read_s_per_expert"] and decision["decode_windows"] is judge.history
         per_expert = sum(t.expert_nbytes for t in loaded.streamer.layers[0].tensors.values())
         assert loaded.telemetry.totals()["bytes_read"] <= 4 * per_expert  # a sample, not tensors
-        assert loaded.streamer.cache.used == 0  # the sample reads hold no slot
+        assert loaded.streamer.sole_group().cache.used == 0  # the sample reads hold no slot
     finally:
         loaded.close()
     for fixed in (True, False):  # an explicit choice is not second-guessed

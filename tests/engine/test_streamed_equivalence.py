@@ -54,7 +54,7 @@ def test_prefetch_keeps_output_and_counts_accuracy(checkpoint_factory, extra_slo
     got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=40)
     assert got_tokens == want_tokens
     np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
-    cache = loaded.streamer.cache
+    cache = loaded.streamer.sole_group().cache
     assert cache.prefetch_issued > 0
     assert 0 <= cache.prefetch_used <= cache.prefetch_issued
 
@@ -69,7 +69,7 @@ def test_checkpoint_dtypes_path_matches_resident(checkpoint_factory):
     want_tokens, want_logits = greedy_run(oracle_model, tokenizer, steps=8)
     info = load_streamed_model(path, compute_dtype=None).info
     loaded = load_streamed_model(path, cache_bytes=info.expert_bytes * info.top_k, compute_dtype=None)
-    assert loaded.streamer.pool.arrays["gate_proj.scales"].dtype == mx.bfloat16
+    assert loaded.streamer.sole_group().pool.arrays["gate_proj.scales"].dtype == mx.bfloat16
     got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=8)
     assert got_tokens == want_tokens
     np.testing.assert_array_equal(np.array(got_logits.astype(mx.float32)), np.array(want_logits.astype(mx.float32)))

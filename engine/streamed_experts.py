@@ -1,0 +1,279 @@
+"""The streamed replacement for mlx-lm's SwitchGLU and SwitchMLP.
+
+At each MoE layer the router's choice is pulled to the host (the one sync
+per layer the design allows), the chosen experts are made resident in cache
+slots by the ExpertStreamer (hits in place, misses read by the SSD reader),
+and the same gather_qmm / gather_mm maths as SwitchGLU runs over the slot
+buffers with expert ids remapped to slot ids.
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from engine.cache_policy import RouterScorePolicy
+from engine.expert_streamer import ExpertStreamer, unique_sorted
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How one projection multiplies: quantized (group_size, bits, mode) or dense."""
+
+    name: str
+    quantized: bool
+    group_size: int = 0
+    bits: int = 0
+    mode: str = "affine"
+    has_bias: bool = False
+
+
+class _PoolLinear:
+    """SwitchLinear / QuantizedSwitchLinear.__call__ over one projection's pool arrays, with
+    everything but the input and the slot ids bound once (hot path: once per layer per token)."""
+
+    def __init__(self, proj: Projection, arrays: dict[str, mx.array]) -> None:
+        name = proj.name
+        self.quantized = proj.quantized
+        self.weight = arrays[f"{name}.weight"]
+        self.scales = arrays.get(f"{name}.scales")
+        self.biases = arrays.get(f"{name}.biases")
+        self.global_scale = arrays.get(f"{name}.global_scale")
+        self.bias = arrays[f"{name}.bias"] if proj.has_bias else None
+        self.group_size, self.bits, self.mode = proj.group_size, proj.bits, proj.mode
+
+    def __call__(self, x: mx.array, idx: mx.array, sorted_indices: bool) -> mx.array:
+        if self.quantized:
+            assert self.scales is not None
+            y = mx.gather_qmm(
+                x,
+                self.weight,
+                self.scales,
+                self.biases,
+                None,
+                idx,
+                True,
+                self.group_size,
+                self.bits,
+                self.mode,
+                self.global_scale,
+                sorted_indices=sorted_indices,
+            )
+        else:
+            y = mx.gather_mm(x, self.weight.swapaxes(-1, -2), rhs_indices=idx, sorted_indices=sorted_indices)
+        if self.bias is not None:
+            y = y + mx.expand_dims(self.bias[idx], -2)
+        return y
+
+
+class StreamedExperts(nn.Module):
+    """Drop-in for mlx-lm's SwitchGLU or SwitchMLP whose expert weights live in the
+    slot pool of this layer's expert shape."""
+
+    def __init__(
+        self,
+        row: int,
+        streamer: ExpertStreamer,
+        projections: dict[str, Projection],
+        activation: Callable,
+        predict_next: Callable[[mx.array], mx.array] | None = None,
+        next_row: int | None = None,
+        router_probs: Callable[[mx.array], mx.array] | None = None,
+    ) -> None:
+        super().__init__()
+        self._row = row
+        self._streamer = streamer
+        self._pool = streamer.pool_of(row)
+        self._cache = streamer.cache_of(row)
+        linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in projections.items()}
+        # a plain attribute: nn.Module keeps dicts as children, found through its slow __getattr__
+        object.__setattr__(self, "_linears", linears)
+        self._glu_form = "gate_proj" in projections  # SwitchGLU; else SwitchMLP (fc1, fc2)
+        self._act = activation
+        self._predict_next = predict_next
+        self._next_row = next_row
+        # this layer's router scores, for a RouterScorePolicy
+        policy = self._cache.policy
+        self._scorer = policy if router_probs is not None and isinstance(policy, RouterScorePolicy) else None
+        self._router_probs = router_probs if self._scorer is not None else None
+        self._num_scores = streamer.layers[row].num_experts if self._router_probs is not None else 0
+        # one decoded token's host needs, one array each way (with and without the next layer's
+        # guess), compiled: the fewer ops built between compute and sync, the less host time
+        self._probes = {guess: mx.compile(self._probe_graph(guess)) for guess in (False, True)}
+
+    def _probe_graph(self, guess: bool) -> Callable[[mx.array, mx.array], mx.array]:
+        """One token's routing (ids), the policy's scores (every expert's router probability)
+        and the next layer's predicted ids, as one flat float32 array: one host sync."""
+        router_probs, predict = self._router_probs, self._predict_next if guess else None
+
+        def probe(x: mx.array, indices: mx.array) -> mx.array:
+            parts = [indices.reshape(-1).astype(mx.float32)]
+            if router_probs is not None:
+                parts.append(router_probs(x).reshape(-1))
+            if predict is not None:
+                parts.append(predict(x).reshape(-1).astype(mx.float32))
+            return mx.concatenate(parts) if len(parts) > 1 else parts[0]
+
+        return probe
+
+    @property
+    def row(self) -> int:
+        return self._row
+
+    def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        streamer = self._streamer
+        if streamer.all_resident:  # nothing can miss: no host sync needed
+            streamer.note_routing(self._row, indices)
+            base = streamer.resident_slot_base(self._row)
+            return self._experts(x, indices.astype(mx.uint32) + base)
+        if streamer.layer_major is not None:  # a prompt's chunks meet here (engine.prefill)
+            return streamer.layer_major.park(self, x, indices)
+        # host work is counted in this thread's CPU time: on a shared machine wall time also
+        # counts the time other processes hold the core
+        start = time.thread_time()
+        if indices.size == indices.shape[-1]:
+            y, waited = self._one_token(x, indices)
+        else:
+            y, waited = self._prompt_chunk(x, indices)
+        if waited is not None:
+            streamer.telemetry.add_host_time(time.thread_time() - start - waited)
+        return y
+
+    def _one_token(self, x: mx.array, indices: mx.array) -> tuple[mx.array, float | None]:
+        """A decode step: the output, and this thread's CPU time spent in MLX evaluation or
+        waiting on reads (None: not counted). Plain lists, no numpy: a few experts per layer."""
+        streamer = self._streamer
+        mode = streamer.mode
+        # the judge weighs the guesses while decode prefetch is off too (not read then)
+        guess = mode.enabled and self._predict_next is not None and (mode.decode or streamer.decode_judge is not None)
+        probe = self._probes[guess](x, indices)
+        sync = time.thread_time()  # building the graph above is host work
+        # host sync: the bytes to fetch depend on it; one flat array, read once
+        values = typing.cast("list[float]", probe.tolist())
+        waited = time.thread_time() - sync
+        k = indices.shape[-1]
+        ids = [int(v) for v in values[:k]]
+        unique = sorted(set(ids))
+        if len(unique) > self._cache.num_slots:
+            return self._chunked([(x, np.array(indices))], unique)[0], None
+        scores = k + self._num_scores  # values: ids, scores, the next layer's guess
+        ahead = None
+        if guess:
+            assert self._next_row is not None
+            ahead = (self._next_row, sorted({int(v) for v in values[scores:]}))
+        slot_of = streamer.fetch(self._row, unique, False, ahead)
+        waited += streamer.last_wait_cpu
+        slots: Any = [slot_of[unique.index(e)] for e in ids]
+        for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
+            slots = [slots]
+        y = self._experts(x, mx.array(slots, dtype=mx.uint32))
+        # start computing this layer now: what follows (bookkeeping, the next layer's graph)
+        # overlaps it. Scheduling it is MLX's work, like a sync's, not host overhead.
+        sync = time.thread_time()
+        mx.async_eval(y)
+        waited += time.thread_time() - sync
+        if self._scorer is not None:
+            self._scorer.observe(self._row, np.array(values[k:scores]))
+        return y, waited
+
+    def _prompt_chunk(self, x: mx.array, indices: mx.array) -> tuple[mx.array, float | None]:
+        """A prefill chunk (many tokens): as _one_token, with numpy over the chunk's ids."""
+        sync = time.thread_time()
+        inds = np.array(indices)  # host sync
+        out, waited = self._serve([(x, inds)], time.thread_time() - sync)
+        return out[0], waited
+
+    def serve_prompt(self, parts: list[tuple[mx.array, np.ndarray]]) -> list[mx.array]:
+        """This layer over every chunk of a prompt (x, router ids of each): each expert they
+        route to is read once, whatever the number of chunks (engine.prefill)."""
+        return self._serve(parts, 0.0)[0]
+
+    def _serve(self, parts: list[tuple[mx.array, np.ndarray]], waited: float) -> tuple[list[mx.array], float | None]:
+        streamer = self._streamer
+        k = parts[0][1].shape[-1]
+        inds = parts[0][1].reshape(-1, k) if len(parts) == 1 else np.concatenate([i.reshape(-1, k) for _, i in parts])
+        unique = unique_sorted(inds)
+        if streamer.prompt_experts is not None:
+            streamer.prompt_experts.update((self._row, e) for e in unique)
+        if len(unique) > self._cache.num_slots:
+            return self._chunked(parts, unique), None
+        slot_of, waited = self._fetch_prompt([x for x, _ in parts], unique, waited)
+        if streamer.prompt_favourites:
+            streamer.keep_hot(self._row, inds)
+        slots = np.asarray(slot_of, dtype=np.uint32)
+        return [self._experts(x, mx.array(slots[np.searchsorted(unique, i)])) for x, i in parts], waited
+
+    def _fetch_prompt(self, xs: list[mx.array], unique: list[int], waited: float) -> tuple[list[int], float]:
+        """A prompt's experts resident (their slots), and the next layer's predicted ones
+        queued when prefetch is on; returns the slots and the CPU time spent waiting so far."""
+        streamer = self._streamer
+        mode = streamer.mode
+        ahead = None
+        if mode.enabled and mode.prefill and self._predict_next is not None and self._next_row is not None:
+            guesses = [self._predict_next(x) for x in xs]  # building their graphs is host work, syncs not
+            sync = time.thread_time()
+            many = np.concatenate([np.array(g).reshape(-1) for g in guesses])
+            waited += time.thread_time() - sync
+            ahead = (self._next_row, unique_sorted(many))
+        slot_of = streamer.fetch(self._row, unique, True, ahead)
+        waited += streamer.last_wait_cpu
+        return slot_of, waited
+
+    def _chunked(self, parts: list[tuple[mx.array, np.ndarray]], unique: list[int]) -> list[mx.array]:
+        """More distinct experts than slots (a long prefill): run them a slot-pool at a time,
+        each group over every token of every chunk routed to it."""
+        k, dim = parts[0][1].shape[-1], parts[0][0].shape[-1]
+        rows = [x.reshape(-1, dim) for x, _ in parts]
+        flats = [inds.reshape(-1) for _, inds in parts]
+        pieces: list[list[mx.array]] = [[] for _ in parts]
+        orders: list[list[np.ndarray]] = [[] for _ in parts]
+        size = self._cache.num_slots
+        for start in range(0, len(unique), size):
+            group = unique[start : start + size]
+            slot_of = np.asarray(self._streamer.fetch(self._row, group, bulk=True), dtype=np.uint32)
+            computed = []
+            for i, flat in enumerate(flats):
+                pos = np.nonzero(np.isin(flat, group))[0]
+                if not len(pos):
+                    continue
+                idx = slot_of[np.searchsorted(group, flat[pos])]
+                y = self._experts(rows[i][mx.array(pos // k)], mx.array(idx[:, None]))[:, 0, :]
+                pieces[i].append(y)
+                orders[i].append(pos)
+                computed.append(y)
+            mx.eval(computed)  # the next group may overwrite these slots
+        outs = []
+        for (_, inds), piece, order in zip(parts, pieces, orders):
+            inverse = np.argsort(np.concatenate(order))
+            outs.append((mx.concatenate(piece)[mx.array(inverse)]).reshape(*inds.shape, dim))
+        return outs
+
+    def _experts(self, x: mx.array, idx: mx.array) -> mx.array:
+        """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule)."""
+        x = mx.expand_dims(x, (-2, -3))
+        do_sort = idx.size >= 64
+        inv_order = None
+        shape = idx.shape
+        if do_sort:
+            flat = idx.flatten()
+            order = mx.argsort(flat)
+            inv_order = mx.argsort(order)
+            x = x.flatten(0, -3)[order // shape[-1]]
+            idx = flat[order]
+        linear = self._linears
+        if self._glu_form:
+            up = linear["up_proj"](x, idx, do_sort)
+            gate = linear["gate_proj"](x, idx, do_sort)
+            y = linear["down_proj"](self._act(up, gate), idx, do_sort)
+        else:
+            y = linear["fc2"](self._act(linear["fc1"](x, idx, do_sort)), idx, do_sort)
+        if do_sort:
+            y = mx.unflatten(y[inv_order], 0, shape)
+        return y.squeeze(-2)
