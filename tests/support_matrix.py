@@ -5,7 +5,7 @@ tests/engine/test_architectures.py runs each case against mlx-lm fully resident
 support table is rendered from this list:
 
     python tests/support_matrix.py          # print the table
-    python tests/support_matrix.py --write  # rewrite it in README.md
+    python tests/support_matrix.py --write  # rewrite it in docs/models.md
 """
 
 from __future__ import annotations
@@ -166,6 +166,6 @@ def write_readme(path: Path) -> None:
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+        write_readme(Path(__file__).resolve().parents[1] / "docs" / "models.md")
     else:
         print(render_table())

@@ -139,9 +139,9 @@ def outlier_tui_importing_mlx(graph: dict[str, set[str]]) -> set[str]:
 
 def readme_list() -> list[str]:
     """The modules and folders the README's layout section names as importing MLX."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "how-it-works.md").read_text(encoding="utf-8")
     found = re.search(r"MLX is imported only by\s+(.*?)\.\s", readme, re.S)
-    assert found, "README: the layout section's sentence 'MLX is imported only by ...' is missing"
+    assert found, "docs/how-it-works.md: the layout section's sentence 'MLX is imported only by ...' is missing"
     return [name for name in re.findall(r"`([^`]+)`", found.group(1)) if name.startswith("outlier_tui/")]
 
 
