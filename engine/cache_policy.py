@@ -87,19 +87,27 @@ class LFUPolicy:
         self._last.pop(key, None)
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
-        heap, held, victim = self._heap, [], None
-        while heap:
-            _, last, key = heap[0]
-            if self._last.get(key) != last:  # stale: evicted, or used again since
-                heapq.heappop(heap)
-                continue
-            if can_evict(key):
-                victim = key
-                break
-            held.append(heapq.heappop(heap))
-        for entry in held:
-            heapq.heappush(heap, entry)
-        return victim
+        last = self._last
+        return _heap_victim(self._heap, lambda entry: last.get(entry[2]) == entry[1], can_evict)
+
+
+def _heap_victim(heap: list, current: Callable[[tuple], bool], can_evict: Callable[[Key], bool]) -> Key | None:
+    """The first key of a lazy-deletion heap (entries end with their key) whose entry is
+    `current` and that may be evicted: stale entries (evicted, or used again since) are dropped,
+    current ones that may not be evicted now are put back."""
+    held, victim = [], None
+    while heap:
+        entry = heap[0]
+        if not current(entry):
+            heapq.heappop(heap)
+            continue
+        if can_evict(entry[-1]):
+            victim = entry[-1]
+            break
+        held.append(heapq.heappop(heap))
+    for entry in held:
+        heapq.heappush(heap, entry)
+    return victim
 
 
 def prompt_scores(inds: np.ndarray, decay: float = 0.9) -> np.ndarray:
@@ -410,19 +418,8 @@ class BeladyPolicy:
         self._next.pop(key, None)
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
-        heap, held, victim = self._heap, [], None
-        while heap:
-            when, key = heap[0]
-            if self._next.get(key) != -when:  # stale: evicted, or used again since
-                heapq.heappop(heap)
-                continue
-            if can_evict(key):
-                victim = key
-                break
-            held.append(heapq.heappop(heap))
-        for entry in held:
-            heapq.heappush(heap, entry)
-        return victim
+        upcoming = self._next
+        return _heap_victim(self._heap, lambda entry: upcoming.get(entry[1]) == -entry[0], can_evict)
 
 
 class LFUDAPolicy:

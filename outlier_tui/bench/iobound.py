@@ -29,7 +29,7 @@ from pathlib import Path
 
 from outlier_tui.bench import pagecache
 from outlier_tui.bench.orchestrate import ConfigRunner, budget_bytes, machine
-from outlier_tui.bench.throttle import ReadThrottle
+from outlier_tui.bench.throttle import ReadThrottle, run_throttled
 
 MB = 1024 * 1024
 KEYS = ("io_bound_limit_s", "io_bound_vs_limit", "io_bound_speedup", "ttft_vs_limit", "host_overhead_ms_per_token")
@@ -56,13 +56,9 @@ def run(opts: Options) -> dict:
         work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
-        throttle, why = ReadThrottle.create(files, opts.disk_bytes_per_s)
-        if throttle is None:
-            return {"skipped": f"reads cannot be throttled here: {why}", "command": opts.command}
-        try:
-            return _run(work, opts, probe, files, throttle)
-        finally:
-            throttle.remove()
+        return run_throttled(
+            files, opts.disk_bytes_per_s, opts.command, lambda throttle: _run(work, opts, probe, files, throttle)
+        )
 
 
 def host_overhead(opts: Options) -> dict:

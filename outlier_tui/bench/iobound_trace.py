@@ -34,7 +34,7 @@ from outlier_tui.bench import pagecache
 from outlier_tui.bench.iobound import _div, _figures
 from outlier_tui.bench.orchestrate import ConfigRunner, budget_bytes, machine
 from outlier_tui.bench.replay import load_routing
-from outlier_tui.bench.throttle import ReadThrottle
+from outlier_tui.bench.throttle import ReadThrottle, run_throttled
 
 MB = 1024 * 1024
 
@@ -71,13 +71,9 @@ def run(opts: Options) -> dict:
         work = ConfigRunner(Path(tmp), model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
-        throttle, why = ReadThrottle.create(files, opts.disk_bytes_per_s)
-        if throttle is None:
-            return {"skipped": f"reads cannot be throttled here: {why}", "command": opts.command}
-        try:
-            return _run(work, opts, probe, files, throttle)
-        finally:
-            throttle.remove()
+        return run_throttled(
+            files, opts.disk_bytes_per_s, opts.command, lambda throttle: _run(work, opts, probe, files, throttle)
+        )
 
 
 def _common(opts: Options) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from outlier_tui.bench import pagecache
 from outlier_tui.bench.orchestrate import ConfigRunner, budget_bytes, machine
-from outlier_tui.bench.throttle import ReadThrottle
+from outlier_tui.bench.throttle import ReadThrottle, run_throttled
 from outlier_tui.bench.workload import LONG_PROMPT
 
 FOLLOW_UP = "Now add type hints to merge_sorted and say what changed, briefly."
@@ -65,13 +65,9 @@ def run(opts: Options) -> dict:
         work = ConfigRunner(Path(tmp), opts.model_dir, opts.timeout_s, opts.progress)
         probe = work.config("probe", [])
         files = [Path(f) for f in probe["files"]]
-        throttle, why = ReadThrottle.create(files, opts.disk_bytes_per_s)
-        if throttle is None:
-            return {"skipped": f"reads cannot be throttled here: {why}", "command": opts.command}
-        try:
-            return _run(Path(tmp), opts, probe, files, throttle)
-        finally:
-            throttle.remove()
+        return run_throttled(
+            files, opts.disk_bytes_per_s, opts.command, lambda throttle: _run(Path(tmp), opts, probe, files, throttle)
+        )
 
 
 def _run(tmp: Path, opts: Options, probe: dict, files: list[Path], throttle: ReadThrottle) -> dict:

@@ -7,7 +7,7 @@ and model files on a real block device; `create` says why when it cannot."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +95,15 @@ class ReadThrottle(ChildGroup):
                 fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
                 return int(fields.get("rbytes", 0))
         return 0
+
+
+def run_throttled(files: Sequence[Path], bytes_per_s: int, command: str, study: Callable[[ReadThrottle], dict]) -> dict:
+    """study(throttle) with reads of `files`' disk capped, the group removed after; where reads
+    cannot be throttled, {"skipped": why, "command": command} instead."""
+    throttle, why = ReadThrottle.create(files, bytes_per_s)
+    if throttle is None:
+        return {"skipped": f"reads cannot be throttled here: {why}", "command": command}
+    try:
+        return study(throttle)
+    finally:
+        throttle.remove()

@@ -327,10 +327,25 @@ def _io_bound(args: argparse.Namespace, model_dir: Path, variants: list[str]) ->
     return 0
 
 
-def _sessions(args: argparse.Namespace, model_dir: Path) -> int:
-    """Long prompts and long chats where reads dominate (outlier_tui.bench.sessions)."""
+def _report(table: str, result: dict, json_path: str | None) -> int:
+    """A study's table on stdout, why it skipped on stderr, its figures as JSON where asked."""
     import json
 
+    from outlier_tui.commands.failure import os_error_line
+
+    sys.stdout.write(table)
+    if "skipped" in result:
+        print(f"outlier: {result['skipped']}", file=sys.stderr)
+    if json_path:
+        try:
+            Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as exc:
+            return _fail(f"--json: cannot write {json_path}: {os_error_line(exc)}")
+    return 0
+
+
+def _sessions(args: argparse.Namespace, model_dir: Path) -> int:
+    """Long prompts and long chats where reads dominate (outlier_tui.bench.sessions)."""
     from outlier_tui.bench import sessions
 
     opts = sessions.Options(
@@ -346,12 +361,7 @@ def _sessions(args: argparse.Namespace, model_dir: Path) -> int:
         result = sessions.run(opts)
     except (RuntimeError, OSError) as exc:
         return _fail(str(exc))
-    sys.stdout.write(sessions.markdown(result))
-    if "skipped" in result:
-        print(f"outlier: {result['skipped']}", file=sys.stderr)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return _report(sessions.markdown(result), result, args.json)
 
 
 def _io_bound_trace(args: argparse.Namespace, budget_text: str | None) -> int:
@@ -359,7 +369,6 @@ def _io_bound_trace(args: argparse.Namespace, budget_text: str | None) -> int:
     from outlier_tui.bench import iobound_trace
     from outlier_tui.bench.replay import TraceError, load_routing
     from outlier_tui.bench.workload import parse_budgets
-    from outlier_tui.commands.failure import os_error_line
 
     try:
         budgets = parse_budgets(budget_text) if budget_text else [25.0, 10.0]
@@ -379,17 +388,7 @@ def _io_bound_trace(args: argparse.Namespace, budget_text: str | None) -> int:
         result = iobound_trace.run(opts)
     except (RuntimeError, OSError) as exc:
         return _fail(str(exc))
-    sys.stdout.write(iobound_trace.markdown(result))
-    if "skipped" in result:
-        print(f"outlier: {result['skipped']}", file=sys.stderr)
-    if args.json:
-        import json
-
-        try:
-            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-        except OSError as exc:
-            return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
-    return 0
+    return _report(iobound_trace.markdown(result), result, args.json)
 
 
 def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
