@@ -96,6 +96,9 @@ class ModelLoading(Answering, Panes):
             self.model_state = ModelState.ERROR
             self.notify(reason, title="Model not loaded", severity="error", timeout=10)
             return
+        # The engine's last "ready" event may still be queued behind this worker; the bar
+        # must not hide at whatever fraction came before it.
+        self.main_screen.query_one(ModelStatus).show_progress(LoadProgress(1.0, "ready"))
         self.model_info = info
         self.demo_model = self.demo_model and model_dir is None
         self.model_dir = str(path)
