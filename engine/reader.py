@@ -161,9 +161,8 @@ class ExpertReader:
         self._ident: dict[Path, tuple[int, int]] = {}
         for f in files:
             fd = os.open(f, os.O_RDONLY)
-            if uncached and hasattr(os, "posix_fadvise"):  # no readahead either: a neighbour's bytes
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # must not arrive for free
-            elif uncached:  # macOS: F_NOCACHE, reads skip the page cache altogether
+            page_cache.no_readahead(fd)
+            if uncached and not hasattr(os, "posix_fadvise"):  # macOS: F_NOCACHE, reads skip the page cache
                 page_cache.bypass(fd)
             st = os.fstat(fd)
             self._fds[f] = fd

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import sys
 import threading
 
 import numpy as np
@@ -179,3 +180,57 @@ def test_a_failed_read_still_ends_its_busy_interval(data_file, monkeypatch):
     busy, nbytes = reader.stats.busy_and_bytes()
     assert nbytes == 0 and busy == reader.stats.busy_and_bytes()[0]  # closed: no longer grows
     reader.close()
+
+
+def _resident_pages(path, size: int) -> list[bool]:
+    """Which of the file's pages are in the page cache (Linux mincore)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = ctypes.create_string_buffer(pages)
+    with open(path, "rb") as f:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+        try:
+            assert libc.mincore(addr, size, vec) == 0
+        finally:
+            libc.munmap(addr, size)
+    return [b & 1 == 1 for b in vec.raw]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and fadvise: Linux")
+def test_reads_bring_no_neighbours_bytes_through_the_page_cache(tmp_path):
+    """With the page cache on, a read still fetches only its own range: the OS's readahead
+    would read the next experts' bytes, which the router picks by chance, at the disk's cost."""
+    import mmap
+
+    path = tmp_path / "experts.bin"
+    size = 16 * 2**20
+    path.write_bytes(os.urandom(size))
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    if any(_resident_pages(path, size)):
+        pytest.skip("this filesystem keeps the file's pages cached")
+    reader = ExpertReader([path], threads=1, uncached=False)
+    try:
+        offset, nbytes = 4 * 2**20, 256 * 1024  # two neighbouring experts: a sequential read to the OS
+        dest = np.zeros(nbytes, np.uint8)
+        half = nbytes // 2
+        reader.submit(
+            [ReadJob(path, offset, half, dest[:half]), ReadJob(path, offset + half, half, dest[half:])]
+        ).wait()
+    finally:
+        reader.close()
+    resident = _resident_pages(path, size)
+    first, last = offset // mmap.PAGESIZE, (offset + nbytes) // mmap.PAGESIZE
+    assert all(resident[first:last])  # the page cache still holds what was read
+    assert sum(resident) - (last - first) <= 2  # and nothing else (a boundary page at most)
+    assert dest.tobytes() == path.read_bytes()[offset : offset + nbytes]
