@@ -22,11 +22,12 @@ must hold on the second.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -240,20 +241,34 @@ def run(
     names: Sequence[str] = NAMES,
     jobs: int = 1,
     progress: Callable[[str], None] = lambda message: None,
+    done_file: Path | None = None,
 ) -> dict:
-    """Every policy at every budget, session and cold: the `--replay` JSON."""
+    """Every policy at every budget, session and cold: the `--replay` JSON. done_file: each
+    finished replay is appended there as it ends, and replays already there are not run
+    again (the whole trace takes hours: a stopped run resumes)."""
     tasks = [(p, name, cold) for cold in (False, True) for name in names for p in budgets if not cold or name in COLD]
-    argv = [(routing, budget_slots(routing, p), name, cold) for p, name, cold in tasks]
-    results: dict[tuple[float, str, bool], Counts] = {}
+    results = _finished(done_file, routing) if done_file is not None else {}
+    todo = [t for t in tasks if t not in results]
+    if len(todo) < len(tasks):
+        progress(f"{len(tasks) - len(todo)} of {len(tasks)} replays already in {done_file}")
+    argv = [(routing, budget_slots(routing, p), name, cold) for p, name, cold in todo]
+
+    def finished(task: tuple[float, str, bool], counts: Counts) -> None:
+        p, name, cold = task
+        progress(f"{p:g}% {name} {'cold prompts' if cold else 'session'}: done")
+        results[task] = counts
+        if done_file is not None:
+            line = {"task": list(task), "tokens": routing.tokens, "counts": asdict(counts)}
+            with done_file.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
-            for (p, name, cold), counts in zip(tasks, pool.map(_job, argv)):
-                progress(f"{p:g}% {name} {'cold prompts' if cold else 'session'}: done")
-                results[p, name, cold] = counts
+            for task, counts in zip(todo, pool.map(_job, argv)):
+                finished(task, counts)
     else:
-        for (p, name, cold), args in zip(tasks, argv):
-            progress(f"{p:g}% {name} {'cold prompts' if cold else 'session'}")
-            results[p, name, cold] = _job(args)
+        for task, args in zip(todo, argv):
+            finished(task, _job(args))
     out_budgets = []
     for p in budgets:
         policies = {}
@@ -277,6 +292,22 @@ def run(
         "budgets": out_budgets,
         "targets": targets({"budgets": out_budgets}),
     }
+
+
+def _finished(done_file: Path, routing: Routing) -> dict[tuple[float, str, bool], Counts]:
+    """The replays a stopped run finished on this same routing (a torn last line is skipped)."""
+    out: dict[tuple[float, str, bool], Counts] = {}
+    if not done_file.exists():
+        return out
+    for line in done_file.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            p, name, cold = entry["task"]
+            if entry["tokens"] == routing.tokens:
+                out[float(p), str(name), bool(cold)] = Counts(**entry["counts"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def targets(result: dict) -> dict:

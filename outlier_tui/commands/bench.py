@@ -409,7 +409,9 @@ def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
         return _fail(f"--replay: {exc}")
     if args.replay_tokens:
         routing = routing.head(args.replay_tokens)
-    result = replay.run(routing, budgets, jobs=args.jobs, progress=_say)
+    # finished replays go here as they end, and a rerun of the same command resumes from it
+    done_file = Path(f"{args.json}.partial") if args.json else None
+    result = replay.run(routing, budgets, jobs=args.jobs, progress=_say, done_file=done_file)
     result["command"] = _command()
     sys.stdout.write(replay.markdown(result))
     if routing.layers > 1:
@@ -422,6 +424,8 @@ def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         except OSError as exc:
             return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
+        if done_file is not None:
+            done_file.unlink(missing_ok=True)
     return 0
 
 

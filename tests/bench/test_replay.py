@@ -90,6 +90,38 @@ def test_cli_replay_writes_every_policy_per_budget(tmp_path, capsys):
         assert p["prefetch_used_per_token"] <= p["prefetch_issued_per_token"]
 
 
+def test_a_stopped_replay_resumes_from_its_finished_replays(tmp_path, monkeypatch):
+    """The whole trace takes hours: each finished replay is kept as it ends, and a rerun runs
+    only the rest, with the same figures as one uninterrupted run."""
+    routing = _random_routing(tokens=40)
+    done = tmp_path / "r.json.partial"
+    whole = replay.run(routing, [10.0, 50.0])
+    real_job, ran = replay._job, []
+
+    def stop_after_three(args):
+        if len(ran) == 3:
+            raise KeyboardInterrupt
+        ran.append(args[1:])
+        return real_job(args)
+
+    monkeypatch.setattr(replay, "_job", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        replay.run(routing, [10.0, 50.0], done_file=done)
+    assert len(done.read_text().splitlines()) == 3
+    with done.open("a") as f:
+        f.write('{"task": [10.0, "lru"')  # torn by the stop: skipped
+    ran.clear()
+    monkeypatch.setattr(replay, "_job", lambda args: ran.append(args[1:]) or real_job(args))
+    resumed = replay.run(routing, [10.0, 50.0], done_file=done)
+    tasks = sum(1 + (name in replay.COLD) for name in replay.NAMES) * 2
+    assert len(ran) == tasks - 3
+    assert resumed == whole
+    other = _random_routing(tokens=60)  # a different trace does not take these
+    ran.clear()
+    replay.run(other, [10.0], names=["default", "lru"], done_file=done)
+    assert len(ran) == 4  # each a session and cold prompts
+
+
 def test_prefetch_predictors_against_a_counted_reference():
     """Layer 1 always follows layer 0's expert e with expert e + 1: co-activation learns it on
     the first half and guesses layer 1 exactly on the second; previous-token is right only
