@@ -73,13 +73,8 @@ def test_the_checker_sees_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-# Known and not yet undone: completion names tools.ToolCall under TYPE_CHECKING while tools
-# builds on completion's Finish/Piece. Remove it here when it is undone (this test then fails).
-KNOWN = [["outlier_tui.server.completion", "outlier_tui.server.tools"]]
-
-
-def test_outlier_tui_has_no_import_cycle_but_the_known_one():
+def test_outlier_tui_has_no_import_cycle():
     graph = import_graph()
     assert "outlier_tui.plain.session" in graph["outlier_tui.plain.main"]  # the graph sees imports in functions
     assert "outlier_tui.plain.commands" in graph["outlier_tui.plain.session"]
-    assert cycles(graph) == KNOWN
+    assert cycles(graph) == []

@@ -24,11 +24,12 @@ from starlette.responses import JSONResponse, Response
 
 from engine.api import GenerationParams, Message
 from outlier_tui.server import sse
-from outlier_tui.server.completion import Finish, Piece, Thinking, answer
+from outlier_tui.server.completion import answer
 from outlier_tui.server.errors import ApiError
+from outlier_tui.server.pieces import Finish, Piece, Thinking, ToolCall
 from outlier_tui.server.requests import DEFAULT_MAX_TOKENS, parse_json
 from outlier_tui.server.stops import MAX_STOP_CHARS, MAX_STOPS
-from outlier_tui.server.tools import MAX_TOOLS, ToolCall, function_spec, template_call
+from outlier_tui.server.tools import MAX_TOOLS, function_spec, template_call
 
 if TYPE_CHECKING:
     from outlier_tui.server.queue import Job

@@ -12,32 +12,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine.api import GenerationDone, GenerationFailed, GenerationStats, TextDelta
 from engine.reasoning import THINKING
 from outlier_tui.server.errors import engine_error
+from outlier_tui.server.pieces import Finish, Piece, Thinking, ToolCall
 from outlier_tui.server.queue import Job
 from outlier_tui.server.stops import StopFilter
-
-if TYPE_CHECKING:
-    from outlier_tui.server.tools import ToolCall
-
-
-@dataclass(frozen=True)
-class Thinking:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finish:
-    reason: str  # "stop" | "length" | "tool_calls"
-    stats: GenerationStats
-    stop_sequence: str | None = None  # the one that ended the answer (Anthropic reports it)
-
-
-Piece = str | Thinking | Finish
 
 
 async def answer(job: Job, stops: tuple[str, ...], context: int = 0) -> AsyncGenerator[Piece, None]:

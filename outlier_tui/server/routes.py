@@ -16,12 +16,13 @@ from starlette.responses import JSONResponse, Response
 from engine.api import EngineClient, Message, TelemetrySnapshot
 from engine.wire import TelemetryEncoder
 from outlier_tui.server import sse
-from outlier_tui.server.completion import ChatFormat, Finish, Piece, TextFormat, Thinking, answer
+from outlier_tui.server.completion import ChatFormat, TextFormat, answer
 from outlier_tui.server.errors import ApiError
 from outlier_tui.server.keys import KeyRing
+from outlier_tui.server.pieces import Finish, Piece, Thinking, ToolCall
 from outlier_tui.server.queue import EngineQueue, Job
 from outlier_tui.server.requests import CompletionRequest, chat_request, parse_json, text_request
-from outlier_tui.server.tools import ToolCall, ToolCalls
+from outlier_tui.server.tools import ToolCalls
 
 T = TypeVar("T")
 TELEMETRY_MIN_INTERVAL = 0.1  # seconds: at most 10 snapshots a second per client

@@ -14,33 +14,16 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from engine.api import ModelInfo
 from engine.tool_parsers import ToolParser, load_parser
-from outlier_tui.server.completion import Finish, Piece
 from outlier_tui.server.errors import ApiError
+from outlier_tui.server.pieces import Finish, Piece, ToolCall
 
 log = logging.getLogger("outlier.serve")
 
 MAX_TOOLS = 512  # a generous bound: agents send tens
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One parsed call: `arguments` is a JSON text (OpenAI's form; Anthropic's `input` is its value)."""
-
-    id: str
-    name: str
-    arguments: str
-
-    @property
-    def input(self) -> Any:
-        try:
-            return json.loads(self.arguments)
-        except json.JSONDecodeError:
-            return {}
 
 
 # ---- requests ------------------------------------------------------------------
