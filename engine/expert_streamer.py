@@ -98,6 +98,7 @@ class ExpertStreamer:
         reader: ExpertReader,
         telemetry: Telemetry,
         prefetch: bool | PrefetchMode = False,
+        prompt_favourites: bool = True,
     ) -> None:
         self.layers = layers
         self.groups = groups
@@ -126,7 +127,7 @@ class ExpertStreamer:
         # so layers skip the host sync and routing is recorded after the fact.
         self.all_resident = False
         # after a prompt's call, keep its favourite experts hot (keep_hot); off: plain LRU order
-        self.prompt_favourites = True
+        self.prompt_favourites = prompt_favourites
         # Set by generation for one request: a prefill stops at the next MoE layer once it is true.
         self.stop_prefill: Callable[[], bool] | None = None
         # Set by engine.prefill while a prompt runs layer by layer: MoE layers park there.

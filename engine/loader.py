@@ -103,27 +103,52 @@ def default_compute_dtype() -> mx.Dtype | None:
     return compute_dtypes.resolve("auto")
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model's experts are computed, read, kept and prefetched: every front end's flags
+    end up here (engine.Engine holds one)."""
+
+    compute_dtype: mx.Dtype | None | str = "auto"  # "auto": float32 on the CPU, the checkpoint's on GPUs
+    reader_threads: int = 4
+    uncached_reads: bool = False  # force reads past the page cache (else page_cache decides)
+    page_cache: bool | None = None  # None: measured at load (engine.page_cache)
+    policy: str | EvictionPolicy = DEFAULT_POLICY
+    prefetch: bool | PrefetchMode | None = None  # None: decided at load from a measurement
+    prompt_favourites: bool = True  # keep a prompt's most used experts hot for decoding
+    record_trace: bool = False  # the caches record every access (bench: Belady replays)
+
+
+class _ExpertPlan(NamedTuple):
+    """The streamed layers' experts, grouped by shape into slot pools (nothing allocated yet)."""
+
+    rows: list[MoERow]
+    specs: list[dict[str, TensorSpec]]  # per group: its slot's tensors
+    groups: list[ShapeGroup]
+    top_k: int
+    num_experts: int
+    total_bytes: int
+    minimum_bytes: int  # one layer's top-k experts in every pool
+
+
 def load_streamed_model(
     path: str | Path,
     cache_bytes: int | None = None,
+    options: LoadOptions = LoadOptions(),
     *,
-    compute_dtype: mx.Dtype | None | str = "auto",
-    reader_threads: int = 4,
-    uncached_reads: bool = False,
-    page_cache: bool | None = None,
-    policy: str | EvictionPolicy = DEFAULT_POLICY,
-    prefetch: bool | PrefetchMode | None = None,
-    prompt_favourites: bool = True,
-    record_trace: bool = False,
     telemetry: Telemetry | None = None,
     on_progress: ProgressFn | None = None,
 ) -> LoadedModel:
+    """The checkpoint at `path`, its backbone resident and its experts streamed through a
+    cache of `cache_bytes` (None: sized from free memory). Stages: read and check the
+    checkpoint, build the model lazily, find the layers that stream, load the rest, then
+    size the pools and swap each expert layer for a StreamedExperts."""
+
     def progress(fraction: float, message: str) -> None:
         if on_progress is not None:
             on_progress(LoadProgress(fraction, message))
 
     telemetry = telemetry or Telemetry()
-    compute_dtype = compute_dtypes.resolve(compute_dtype)  # "auto", "float16", ... -> a dtype or None
+    compute_dtype = compute_dtypes.resolve(options.compute_dtype)  # "auto", "float16", ... -> a dtype or None
 
     progress(0.05, "reading checkpoint index")
     index = CheckpointIndex.open(path)
@@ -133,105 +158,44 @@ def load_streamed_model(
     tokenizer = _load_tokenizer(index.path, config)
     check_chat_template(index.path, tokenizer)
 
-    switches = _find_switches(model)
-    rows, kept = _match_layers(switches, index)
-    notice = _resident_notice(kept, len(switches))
-    if not switches and (index.unstacked_experts or expected_num_experts(index.config)):
-        notice = (
-            "This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
-            "stream: the whole model loads fully resident."
-        )
-    if rows and index.model_type in CHUNK_BY_CHUNK_ONLY:
-        notice = " ".join(n for n in (notice, FALLBACK_NOTICE) if n)
+    rows, notice = _streamed_rows(model, index)
     if notice:
         progress(0.2, notice)
     compute_dtypes.cast_half_floats(model, compute_dtype)
-
-    streamer = reader = None
-    cache_reads = None
-    moe_layers = tuple(layer for layer, _, _ in rows)
-    top_k = experts_per_token(config) if rows else 0
-    specs_of_group, groups = _shape_groups(rows, compute_dtype)
-    num_experts = max((files.num_experts for _, _, files in rows), default=0)
-    total_expert_bytes = pool_plan.total_bytes(groups)
-    minimum = pool_plan.minimum_budget(groups, top_k)
-    slots_per_group = [0] * len(groups)
-    budget = 0
-
-    telemetry.reset_layout(moe_layers, num_experts)
-    # Resident part: everything the model still holds once the experts are swapped out.
-    for _, (parent, attr, _switch), _ in rows:
-        setattr(parent, attr, _Placeholder())
-    resident_bytes = tree_reduce(lambda total, v: total + v.nbytes, model.parameters(), 0)
-    progress(0.25, f"loading {resident_bytes / MB:.0f} MB of resident weights")
-    try:
-        mx.eval(model.parameters())
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"Reading resident weights failed ({exc}); the checkpoint may be corrupt.") from None
+    plan = _plan_experts(rows, config, compute_dtype)
+    telemetry.reset_layout(tuple(row.layer for row in rows), plan.num_experts)
+    resident_bytes = _load_resident(model, rows, progress)
 
     device = metal_memory.device_memory()
+    streamer = reader = cache_reads = None
+    slots_per_group = [0] * len(plan.groups)
+    budget = 0
     if rows:
-        if cache_bytes is None:
-            free = metal_memory.budget_memory(device, psutil.virtual_memory().available)
-            budget = default_cache_budget(total_expert_bytes, minimum, resident_bytes, free)
-        else:
-            budget = cache_bytes
-        if budget < minimum:
-            raise BudgetError(
-                f"A cache of {budget / MB:.1f} MB cannot hold one layer's {top_k} experts; "
-                f"use at least {math.ceil(minimum / MB)} MB (--cache-mb {math.ceil(minimum / MB)})."
-            )
-        slots_per_group = pool_plan.split_budget(groups, budget, top_k)
-        held = sum(n * g.slot_bytes for n, g in zip(slots_per_group, groups))
+        budget = _budget(plan, cache_bytes, resident_bytes, device)
+        slots_per_group = pool_plan.split_budget(plan.groups, budget, plan.top_k)
+        held = sum(n * g.slot_bytes for n, g in zip(slots_per_group, plan.groups))
         progress(0.7, f"allocating {sum(slots_per_group)} expert slots ({held / MB:.0f} MB)")
-        pool_groups = []
-        for i, (specs, group, slots) in enumerate(zip(specs_of_group, groups, slots_per_group)):
-            own_policy = (
-                make_policy(policy) if isinstance(policy, str) else (policy if i == 0 else copy.deepcopy(policy))
-            )
-            pool_groups.append(
-                PoolGroup(SlotPool(specs, slots), ExpertCache(slots, own_policy, record_trace=record_trace), group.rows)
-            )
-        cache_reads = page_cache_choice.decide([files for _, _, files in rows], page_cache)
+        routers = _router_guesses(model, plan)
+        pool_groups = _pool_groups(plan, slots_per_group, options, router_scores=None not in routers)
+        cache_reads = page_cache_choice.decide([row.files for row in rows], options.page_cache)
         progress(0.75, cache_reads.describe())
-        uncached = uncached_reads or not cache_reads.on
-        reader = ExpertReader(sorted(index.file_sizes), threads=reader_threads, uncached=uncached)
+        uncached = options.uncached_reads or not cache_reads.on
+        reader = ExpertReader(sorted(index.file_sizes), threads=options.reader_threads, uncached=uncached)
         try:
             streamer = ExpertStreamer(
-                [files for _, _, files in rows], pool_groups, reader, telemetry, prefetch=PrefetchMode.of(prefetch)
+                [row.files for row in rows],
+                pool_groups,
+                reader,
+                telemetry,
+                prefetch=PrefetchMode.of(options.prefetch),
+                prompt_favourites=options.prompt_favourites,
             )
-            streamer.prompt_favourites = prompt_favourites
-            scopes_of = _scope_finder(model)
-            routers = [
-                RouterGuess.find(scopes_of(parent), files.num_experts, _input_size(switch), top_k)
-                for _, (parent, _, switch), files in rows
-            ]
-            if None in routers:  # a policy that reads the router's scores needs every layer's router
-                for pool_group in pool_groups:
-                    if isinstance(pool_group.cache.policy, RouterScorePolicy):
-                        pool_group.cache.policy = LRUPolicy()
-            predictors = [r for r in routers[1:] if r is not None]
-            for row, (_, (parent, attr, switch), _) in enumerate(rows):
-                predict = routers[row + 1] if row + 1 < len(rows) else None
-                own = routers[row]
-                setattr(
-                    parent,
-                    attr,
-                    StreamedExperts(
-                        row,
-                        streamer,
-                        _projections(switch),
-                        switch.activation,
-                        predict,
-                        row + 1 if predict is not None else None,
-                        router_probs=own.probs if own is not None else None,
-                    ),
-                )
-            if all(n == g.capacity for n, g in zip(slots_per_group, groups)):
+            _swap_in_streamed_experts(rows, streamer, routers)
+            if all(n == g.capacity for n, g in zip(slots_per_group, plan.groups)):
                 progress(0.8, f"the budget holds every expert: reading all {sum(slots_per_group)} of them")
                 streamer.preload_all()
-            elif prefetch is None and predictors:  # auto: on where reads cost more than guessing
-                streamer.decide_prefetch(predictors[0], predictors[0].input_size)
+            elif options.prefetch is None and (predictors := [r for r in routers[1:] if r is not None]):
+                streamer.decide_prefetch(predictors[0], predictors[0].input_size)  # auto: measured
         except BaseException:
             reader.close()  # its threads and file descriptors belong to no one else
             raise
@@ -244,16 +208,16 @@ def load_streamed_model(
         path=str(index.path),
         model_type=index.model_type,
         num_layers=_num_layers(config),
-        moe_layers=moe_layers,
-        num_experts=num_experts,
-        top_k=top_k,
-        expert_bytes=max((g.slot_bytes for g in groups), default=0),
-        total_expert_bytes=total_expert_bytes,
+        moe_layers=tuple(row.layer for row in rows),
+        num_experts=plan.num_experts,
+        top_k=plan.top_k,
+        expert_bytes=max((g.slot_bytes for g in plan.groups), default=0),
+        total_expert_bytes=plan.total_bytes,
         resident_bytes=resident_bytes,
         cache_budget_bytes=budget,
         cache_slots=sum(slots_per_group),
-        min_cache_bytes=minimum,
-        expert_bytes_by_shape=tuple(g.slot_bytes for g in groups),
+        min_cache_bytes=plan.minimum_bytes,
+        expert_bytes_by_shape=tuple(g.slot_bytes for g in plan.groups),
         notice=notice,
         context_length=context_limit(config, tokenizer),
         compute_dtype=compute_dtypes.name_of(compute_dtype) if compute_dtype else compute_dtypes.dominant_float(model),
@@ -276,6 +240,108 @@ def load_streamed_model(
         hidden_size=_input_size(rows[0].switch[2]) if rows else 0,
         trimmable_cache=can_trim_prompt_cache(make_prompt_cache(model)),
     )
+
+
+def _streamed_rows(model: nn.Module, index: CheckpointIndex) -> tuple[list[MoERow], str]:
+    """The expert layers that stream, and a notice for the user when some or all cannot."""
+    switches = _find_switches(model)
+    rows, kept = _match_layers(switches, index)
+    notice = _resident_notice(kept, len(switches))
+    if not switches and (index.unstacked_experts or expected_num_experts(index.config)):
+        notice = (
+            "This model's experts are not in a SwitchGLU/SwitchMLP layer, so they cannot "
+            "stream: the whole model loads fully resident."
+        )
+    if rows and index.model_type in CHUNK_BY_CHUNK_ONLY:
+        notice = " ".join(n for n in (notice, FALLBACK_NOTICE) if n)
+    return rows, notice
+
+
+def _plan_experts(rows: list[MoERow], config: dict, compute_dtype: mx.Dtype | None) -> _ExpertPlan:
+    top_k = experts_per_token(config) if rows else 0
+    specs, groups = _shape_groups(rows, compute_dtype)
+    return _ExpertPlan(
+        rows,
+        specs,
+        groups,
+        top_k,
+        max((row.files.num_experts for row in rows), default=0),
+        pool_plan.total_bytes(groups),
+        pool_plan.minimum_budget(groups, top_k),
+    )
+
+
+def _load_resident(model: nn.Module, rows: list[MoERow], progress: Callable[[float, str], None]) -> int:
+    """Read everything the model holds once its expert layers are swapped out; its bytes."""
+    for _, (parent, attr, _switch), _ in rows:
+        setattr(parent, attr, _Placeholder())
+    resident_bytes = tree_reduce(lambda total, v: total + v.nbytes, model.parameters(), 0)
+    progress(0.25, f"loading {resident_bytes / MB:.0f} MB of resident weights")
+    try:
+        mx.eval(model.parameters())
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"Reading resident weights failed ({exc}); the checkpoint may be corrupt.") from None
+    return resident_bytes
+
+
+def _budget(plan: _ExpertPlan, cache_bytes: int | None, resident_bytes: int, device) -> int:
+    """The expert cache's bytes: as asked, or from free memory; never under one layer's top-k."""
+    if cache_bytes is None:
+        free = metal_memory.budget_memory(device, psutil.virtual_memory().available)
+        budget = default_cache_budget(plan.total_bytes, plan.minimum_bytes, resident_bytes, free)
+    else:
+        budget = cache_bytes
+    if budget < plan.minimum_bytes:
+        need = math.ceil(plan.minimum_bytes / MB)
+        raise BudgetError(
+            f"A cache of {budget / MB:.1f} MB cannot hold one layer's {plan.top_k} experts; "
+            f"use at least {need} MB (--cache-mb {need})."
+        )
+    return budget
+
+
+def _router_guesses(model: nn.Module, plan: _ExpertPlan) -> list[RouterGuess | None]:
+    """Per streamed layer, its router run on a hidden state (None where it cannot be found):
+    the next layer's guess for prefetch, and the router scores a RouterScorePolicy reads."""
+    scopes_of = _scope_finder(model)
+    return [
+        RouterGuess.find(scopes_of(parent), files.num_experts, _input_size(switch), plan.top_k)
+        for _, (parent, _, switch), files in plan.rows
+    ]
+
+
+def _pool_groups(
+    plan: _ExpertPlan, slots_per_group: list[int], options: LoadOptions, router_scores: bool
+) -> list[PoolGroup]:
+    """One slot pool and cache per shape group, each with its own policy object; a policy that
+    reads router scores becomes LRU where some layer's router cannot be found."""
+    out = []
+    for i, (specs, group, slots) in enumerate(zip(plan.specs, plan.groups, slots_per_group)):
+        policy = options.policy
+        own = make_policy(policy) if isinstance(policy, str) else (policy if i == 0 else copy.deepcopy(policy))
+        if isinstance(own, RouterScorePolicy) and not router_scores:
+            own = LRUPolicy()
+        cache = ExpertCache(slots, own, record_trace=options.record_trace)
+        out.append(PoolGroup(SlotPool(specs, slots), cache, group.rows))
+    return out
+
+
+def _swap_in_streamed_experts(rows: list[MoERow], streamer: ExpertStreamer, routers: list[RouterGuess | None]) -> None:
+    """Each expert layer becomes a StreamedExperts over the streamer's pools, with the next
+    layer's router as its prefetch guess."""
+    for row, (_, (parent, attr, switch), _) in enumerate(rows):
+        predict = routers[row + 1] if row + 1 < len(rows) else None
+        own = routers[row]
+        streamed = StreamedExperts(
+            row,
+            streamer,
+            _projections(switch),
+            switch.activation,
+            predict,
+            row + 1 if predict is not None else None,
+            router_probs=own.probs if own is not None else None,
+        )
+        setattr(parent, attr, streamed)
 
 
 class _Placeholder(nn.Module):

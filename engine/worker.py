@@ -191,14 +191,14 @@ class Engine:
     # ---- on the MLX thread --------------------------------------------------------
 
     def _load(self, path: str, cache_bytes: int | None, on_progress) -> ModelInfo:
-        from engine.loader import load_streamed_model
+        from engine.loader import LoadOptions, load_streamed_model
 
         self._unload()
         self.telemetry.set_state(EngineState.LOADING)
 
         try:
             self._loaded = load_streamed_model(
-                path, cache_bytes, telemetry=self.telemetry, on_progress=on_progress, **self._options
+                path, cache_bytes, LoadOptions(**self._options), telemetry=self.telemetry, on_progress=on_progress
             )
         except Exception as exc:
             self.telemetry.set_state(EngineState.ERROR, _one_line(exc))

@@ -375,10 +375,10 @@ def record(model: str, tokens: int, out: str | Path, long_prompt: bool = False) 
     every expert resident (nothing to evict, so the routing is the model's own), each decode
     token's per-layer calls (every layer's top_k) one row."""
     from engine.generation import PromptCacheStore, generate
-    from engine.loader import load_streamed_model
+    from engine.loader import LoadOptions, load_streamed_model
     from outlier_tui.bench import workload
 
-    loaded = load_streamed_model(model, cache_bytes=None, prefetch=False, record_trace=True)
+    loaded = load_streamed_model(model, None, LoadOptions(prefetch=False, record_trace=True))
     try:
         streamer = loaded.streamer
         if streamer is None:

@@ -102,7 +102,7 @@ def _probe(args) -> dict:
 
 
 def _streamed(args) -> dict:
-    from engine.loader import load_streamed_model
+    from engine.loader import LoadOptions, load_streamed_model
     from outlier_tui.bench import optimal
 
     files = measure.model_files(args.model)
@@ -110,14 +110,16 @@ def _streamed(args) -> dict:
     start = time.perf_counter()
     loaded = load_streamed_model(
         args.model,
-        cache_bytes=args.cache_bytes,
-        prefetch=_prefetch(args),
-        policy=args.policy,
-        prompt_favourites=not args.no_prompt_favourites,
-        record_trace=True,
-        uncached_reads=args.uncached_reads,
-        reader_threads=args.reader_threads,
-        compute_dtype=args.compute_dtype,
+        args.cache_bytes,
+        LoadOptions(
+            prefetch=_prefetch(args),
+            policy=args.policy,
+            prompt_favourites=not args.no_prompt_favourites,
+            record_trace=True,
+            uncached_reads=args.uncached_reads,
+            reader_threads=args.reader_threads,
+            compute_dtype=args.compute_dtype,
+        ),
         telemetry=telemetry,
     )
     load_s = time.perf_counter() - start

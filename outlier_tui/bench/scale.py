@@ -145,12 +145,12 @@ def _resident(path: Path):
 
 def decode_race(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
     """Streamed with every expert cached vs mlx-lm resident, same generate loop, rounds alternating."""
-    from engine.loader import load_streamed_model
+    from engine.loader import LoadOptions, load_streamed_model
     from outlier_tui.bench.measure import StepTelemetry, run_pass
 
     telemetry = StepTelemetry()
     start = time.perf_counter()
-    probe = load_streamed_model(path, prefetch=False)
+    probe = load_streamed_model(path, None, LoadOptions(prefetch=False))
     default_load_s = time.perf_counter() - start
     total = probe.info.total_expert_bytes
     probe.close()
@@ -210,7 +210,7 @@ def host_and_telemetry(path: Path, tokens: int) -> tuple[dict[str, Any], list]:
     """At a 25% budget (misses, the full per-layer host path), warm pass: host time per MoE
     layer per decode token; the snapshots after every step, for the wire and the heatmap."""
     from engine.api import EngineState
-    from engine.loader import load_streamed_model
+    from engine.loader import LoadOptions, load_streamed_model
     from outlier_tui.bench.measure import StepTelemetry, run_pass
 
     snapshots: list = []
@@ -222,11 +222,11 @@ def host_and_telemetry(path: Path, tokens: int) -> tuple[dict[str, Any], list]:
             return step
 
     telemetry = Recording()
-    probe = load_streamed_model(path, prefetch=False)
+    probe = load_streamed_model(path, None, LoadOptions(prefetch=False))
     budget = probe.info.total_expert_bytes // 4
     probe.close()
     # prefetch off: its load-time decision is timed, so the measured path would vary by run
-    loaded = load_streamed_model(path, cache_bytes=budget, telemetry=telemetry, prefetch=False)
+    loaded = load_streamed_model(path, budget, LoadOptions(prefetch=False), telemetry=telemetry)
     try:
         layers = len(loaded.info.moe_layers)
         run_pass(loaded, telemetry, tokens)  # cold

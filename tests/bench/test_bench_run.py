@@ -56,17 +56,14 @@ def test_lru_replay_reproduces_the_engines_live_lru_hits(checkpoint_factory):
     no prefetch) it reproduces the live hits exactly."""
     from oracle import greedy_run
 
-    from engine.loader import load_streamed_model
+    from engine.loader import LoadOptions, load_streamed_model
 
     path = checkpoint_factory("mixtral")
-    info = load_streamed_model(path, prefetch=False).info
+    info = load_streamed_model(path, None, LoadOptions(prefetch=False)).info
     loaded = load_streamed_model(
         path,
-        cache_bytes=info.expert_bytes * (info.top_k + 3),
-        prefetch=False,
-        policy="lru",
-        prompt_favourites=False,
-        record_trace=True,
+        info.expert_bytes * (info.top_k + 3),
+        LoadOptions(prefetch=False, policy="lru", prompt_favourites=False, record_trace=True),
     )
     try:
         greedy_run(loaded.model, loaded.tokenizer, steps=12)

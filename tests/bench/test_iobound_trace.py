@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.generation import PromptCacheStore, generate
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 from outlier_tui.bench import iobound_trace, replay, throttle, trace_model, workload
 
 
@@ -26,10 +26,10 @@ def tiny_trace(tmp_path_factory):
 def test_the_engine_is_routed_by_the_trace(tiny_trace, tmp_path):
     path, routing = tiny_trace
     model_dir = trace_model.write_checkpoint(tmp_path / "m", routing, hidden=64, expert_hidden=64)
-    info = load_streamed_model(model_dir, cache_bytes=None, prefetch=False).info
+    info = load_streamed_model(model_dir, None, LoadOptions(prefetch=False)).info
     assert (len(info.moe_layers), info.num_experts, info.top_k) == (2, 8, 2)
     # a budget that evicts: the cache sees every call (the all-resident path records after the fact)
-    loaded = load_streamed_model(model_dir, cache_bytes=info.expert_bytes * 6, prefetch=False, record_trace=True)
+    loaded = load_streamed_model(model_dir, info.expert_bytes * 6, LoadOptions(prefetch=False, record_trace=True))
     try:
         start = trace_model.install(loaded.model, path)
         assert start == routing.middle()

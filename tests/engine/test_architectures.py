@@ -16,7 +16,7 @@ from oracle import greedy_run
 from support_matrix import RESIDENT, STREAMED, all_cases, architecture_cases, backend_cannot_run
 
 from engine.cache_policy import NextUsePolicy
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 
 STEPS = 16
@@ -75,7 +75,7 @@ def test_streamed_matches_mlx_lm(reference, case, budget):
     cache_bytes = _budget(info, budget)
     # prefetch forced on below "all": the next layer's router found in every architecture,
     # and speculative reads never change what is computed
-    loaded = load_streamed_model(path, cache_bytes=cache_bytes, prefetch=budget != "all")
+    loaded = load_streamed_model(path, cache_bytes, LoadOptions(prefetch=budget != "all"))
     try:
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=STEPS)
         assert got_tokens == want_tokens
@@ -121,7 +121,7 @@ def test_a_prompt_of_several_chunks_runs_layer_by_layer_with_the_resident_logits
     cache = make_prompt_cache(model)
     for start in range(0, len(ids), LAYER_MAJOR_STEP):
         want = model(mx.array([ids[start : start + LAYER_MAJOR_STEP]]), cache=cache)[:, -1, :]
-    loaded = load_streamed_model(path, cache_bytes=_budget(info, "half"), prefetch=True)
+    loaded = load_streamed_model(path, _budget(info, "half"), LoadOptions(prefetch=True))
     try:
         assert not loaded.streamer.all_resident
         result = prefill_module.prefill(
@@ -199,7 +199,7 @@ def test_per_expert_tensors_are_read_where_they_are(reference):
     its load-time measurement and its guesses read experts too)."""
     case = next(c for c in CASES if c.fmt == "per-expert-tensors" and c.arch == "mixtral")
     path, _, _, info = reference(case)
-    loaded = load_streamed_model(path, cache_bytes=info.min_cache_bytes, prefetch=False)
+    loaded = load_streamed_model(path, info.min_cache_bytes, LoadOptions(prefetch=False))
     try:
         assert not any(files.stacked for files in loaded.streamer.layers)
         assert loaded.telemetry.totals()["bytes_read"] == 0

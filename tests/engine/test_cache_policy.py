@@ -335,13 +335,13 @@ def test_loader_falls_back_to_lru_where_a_router_cannot_be_found(checkpoint_fact
     from engine.router_guess import RouterGuess
 
     path = checkpoint_factory("mixtral")
-    info = loader.load_streamed_model(path, prefetch=False).info
+    info = loader.load_streamed_model(path, None, loader.LoadOptions(prefetch=False)).info
     budget = info.expert_bytes * (info.top_k + 2)
-    found = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
+    found = loader.load_streamed_model(path, budget, loader.LoadOptions(prefetch=False, policy="router-score"))
     assert isinstance(found.streamer.sole_group().cache.policy, RouterScorePolicy)
     found.close()
     monkeypatch.setattr(RouterGuess, "find", classmethod(lambda cls, *args: None))
-    fallback = loader.load_streamed_model(path, cache_bytes=budget, prefetch=False, policy="router-score")
+    fallback = loader.load_streamed_model(path, budget, loader.LoadOptions(prefetch=False, policy="router-score"))
     assert isinstance(fallback.streamer.sole_group().cache.policy, LRUPolicy)
     fallback.close()
 

@@ -13,7 +13,7 @@ from checkpoints import resident_oracle, write_checkpoint
 from oracle import greedy_run
 
 from engine.compute_dtype import CHOICES, name_of, resolve
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 
 STEPS = 6
 FAMILIES = ("mixtral", "qwen3_moe", "qwen3_5_moe", "deepseek_v3", "gpt_oss", "glm4_moe", "minimax")
@@ -25,10 +25,10 @@ def _compare(path, dtype_name: str) -> None:
     oracle, tokenizer = resident_oracle(path, dtype)
     want_tokens, want_logits = greedy_run(oracle, tokenizer, steps=STEPS)
     assert want_logits.dtype == dtype  # the oracle really computes in the half dtype
-    probe = load_streamed_model(path, compute_dtype=dtype_name, prefetch=False)
+    probe = load_streamed_model(path, None, LoadOptions(compute_dtype=dtype_name, prefetch=False))
     minimum = probe.info.min_cache_bytes
     probe.close()
-    loaded = load_streamed_model(path, cache_bytes=minimum, compute_dtype=dtype_name, prefetch=True)
+    loaded = load_streamed_model(path, minimum, LoadOptions(compute_dtype=dtype_name, prefetch=True))
     try:
         assert all(a.dtype != mx.float32 for g in loaded.streamer.groups for a in g.pool.arrays.values())
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=STEPS)

@@ -9,7 +9,7 @@ from checkpoints import resident_oracle
 from oracle import greedy_run
 
 from engine.decode_prefetch import DecodePrefetchJudge
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 
 
 def feed(judge, tokens, token_s, io_wait_s, wasted):
@@ -77,8 +77,8 @@ def test_switching_decode_prefetch_per_token_keeps_logits_identical(checkpoint_f
     path = checkpoint_factory("mixtral")
     oracle_model, tokenizer = resident_oracle(path)
     want_tokens, want_logits = greedy_run(oracle_model, tokenizer, steps=16)
-    info = load_streamed_model(path, prefetch=False).info
-    loaded = load_streamed_model(path, cache_bytes=info.expert_bytes * (info.top_k + 3), prefetch=True)
+    info = load_streamed_model(path, None, LoadOptions(prefetch=False)).info
+    loaded = load_streamed_model(path, info.expert_bytes * (info.top_k + 3), LoadOptions(prefetch=True))
     streamer = loaded.streamer
     judge = streamer.decode_judge = ScriptedJudge()
     seen = []

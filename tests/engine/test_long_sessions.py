@@ -15,7 +15,7 @@ from thinking_checkpoint import add_think_tokens
 from engine import prefill as prefill_module
 from engine.api import GenerationParams
 from engine.generation import PromptCacheStore, encode_prompt, generate, message_boundary, prompt_text
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 from engine.prompt_cache import PromptCacheFiles
 from engine.prompt_cache import PromptCacheStore as Store
 
@@ -95,7 +95,7 @@ def test_a_layer_over_budget_serves_its_experts_in_groups_over_the_whole_prompt(
     probe = load_streamed_model(path)
     minimum = probe.info.min_cache_bytes
     probe.close()
-    loaded = load_streamed_model(path, cache_bytes=minimum, prefetch=True)
+    loaded = load_streamed_model(path, minimum, LoadOptions(prefetch=True))
     try:
         ids = loaded.tokenizer.encode(PROMPT)
         result = _prefill(loaded, ids)

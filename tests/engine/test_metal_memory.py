@@ -7,7 +7,7 @@ import mlx.core as mx
 import pytest
 
 from engine import metal_memory
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 from engine.metal_memory import DeviceMemory, WiredLimit, budget_memory, device_memory
 from engine.pool_plan import default_cache_budget
 
@@ -78,12 +78,12 @@ def fake_mac(monkeypatch):
 
 def test_loader_budget_and_wired_limit_on_a_faked_mac(checkpoint_factory, fake_mac):
     path = checkpoint_factory("qwen3_moe")
-    plain = load_streamed_model(path, prefetch=False)
+    plain = load_streamed_model(path, None, LoadOptions(prefetch=False))
     info = plain.info
     plain.close()
     working_set = info.resident_bytes + info.total_expert_bytes // 2  # far below this machine's free memory
     fake = fake_mac(working_set)
-    loaded = load_streamed_model(path, prefetch=False)
+    loaded = load_streamed_model(path, None, LoadOptions(prefetch=False))
     want = default_cache_budget(info.total_expert_bytes, info.min_cache_bytes, info.resident_bytes, working_set)
     assert loaded.info.cache_budget_bytes == want < info.cache_budget_bytes
     assert fake.calls == [working_set] and not loaded.info.notice
@@ -94,7 +94,7 @@ def test_loader_budget_and_wired_limit_on_a_faked_mac(checkpoint_factory, fake_m
 def test_loader_says_when_the_cache_cannot_be_wired(checkpoint_factory, fake_mac):
     path = checkpoint_factory("qwen3_moe")
     fake_mac(1024)  # a working set smaller than the backbone
-    loaded = load_streamed_model(path, prefetch=False, cache_bytes=None)
+    loaded = load_streamed_model(path, None, LoadOptions(prefetch=False))
     try:
         assert "wired" in loaded.info.notice and "--cache-mb" in loaded.info.notice
     finally:

@@ -6,13 +6,13 @@ from checkpoints import resident_oracle
 from oracle import greedy_run
 
 from engine import page_cache
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 
 
 def test_forced_choices_are_obeyed_and_reported(checkpoint_factory):
     path = checkpoint_factory("qwen3_moe")
-    off = load_streamed_model(path, page_cache=False, prefetch=False)
-    on = load_streamed_model(path, page_cache=True, prefetch=False)
+    off = load_streamed_model(path, None, LoadOptions(page_cache=False, prefetch=False))
+    on = load_streamed_model(path, None, LoadOptions(page_cache=True, prefetch=False))
     try:
         assert off.reader.uncached and not on.reader.uncached
         assert off.info.page_cache == "page cache off (--page-cache)"
@@ -24,7 +24,7 @@ def test_forced_choices_are_obeyed_and_reported(checkpoint_factory):
 
 def test_auto_measures_and_reports(checkpoint_factory):
     path = checkpoint_factory("qwen3_moe")
-    loaded = load_streamed_model(path, prefetch=False)
+    loaded = load_streamed_model(path, None, LoadOptions(prefetch=False))
     try:
         layers = [loaded.index.moe_layers[layer] for layer in loaded.info.moe_layers]
         ranges = page_cache.expert_ranges(layers)
@@ -46,8 +46,8 @@ def test_reads_past_the_page_cache_are_exact(checkpoint_factory):
     path = checkpoint_factory("mixtral")
     model, tokenizer = resident_oracle(path)
     want_tokens, want_logits = greedy_run(model, tokenizer, steps=8)
-    info = load_streamed_model(path, prefetch=False, page_cache=False).info
-    loaded = load_streamed_model(path, cache_bytes=info.min_cache_bytes, page_cache=False)
+    info = load_streamed_model(path, None, LoadOptions(prefetch=False, page_cache=False)).info
+    loaded = load_streamed_model(path, info.min_cache_bytes, LoadOptions(page_cache=False))
     try:
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=8)
         assert got_tokens == want_tokens

@@ -11,7 +11,7 @@ from checkpoints import resident_oracle
 from oracle import PROMPT, greedy_run
 
 from engine.expert_streamer import PrefetchMode
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 
 FULL = PrefetchMode(enabled=True)
 MODES = {
@@ -28,7 +28,7 @@ MODES = {
 
 
 def _budget(path, extra_slots):
-    info = load_streamed_model(path, prefetch=False).info
+    info = load_streamed_model(path, None, LoadOptions(prefetch=False)).info
     if extra_slots is None:
         return info.total_expert_bytes // 2
     return info.expert_bytes * (info.top_k + extra_slots)
@@ -48,7 +48,7 @@ def oracle(checkpoint_factory):
 @pytest.mark.parametrize("extra_slots", [0, 1, 3, None])  # None: half of all experts
 def test_full_prefetch_matches_resident_at_every_budget(oracle, arch, extra_slots):
     path, want_tokens, want_logits = oracle[arch]
-    loaded = load_streamed_model(path, cache_bytes=_budget(path, extra_slots), prefetch=FULL)
+    loaded = load_streamed_model(path, _budget(path, extra_slots), LoadOptions(prefetch=FULL))
     try:
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=24)
         assert got_tokens == want_tokens
@@ -64,7 +64,7 @@ def test_full_prefetch_matches_resident_at_every_budget(oracle, arch, extra_slot
 @pytest.mark.parametrize("name", list(MODES))
 def test_every_prefetch_variant_matches_resident(oracle, name):
     path, want_tokens, want_logits = oracle["mixtral"]
-    loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=MODES[name])
+    loaded = load_streamed_model(path, _budget(path, 2), LoadOptions(prefetch=MODES[name]))
     try:
         got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=24)
         assert got_tokens == want_tokens
@@ -79,7 +79,7 @@ def test_prefill_reads_the_next_layer_ahead(checkpoint_factory):
     path = checkpoint_factory("mixtral")
     budget = _budget(path, None)
     for mode, expect in ((FULL, True), (PrefetchMode(enabled=True, prefill=False), False)):
-        loaded = load_streamed_model(path, cache_bytes=budget, prefetch=mode)
+        loaded = load_streamed_model(path, budget, LoadOptions(prefetch=mode))
         try:
             ids = mx.array([loaded.tokenizer.encode(PROMPT)])
             mx.eval(loaded.model(ids))
@@ -106,7 +106,7 @@ def test_auto_prefetch_is_decided_at_load_from_measurements(checkpoint_factory):
     finally:
         loaded.close()
     for fixed in (True, False):  # an explicit choice is not second-guessed
-        loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=fixed)
+        loaded = load_streamed_model(path, _budget(path, 2), LoadOptions(prefetch=fixed))
         assert loaded.streamer.prefetch_decision is None and loaded.streamer.prefetch_enabled == fixed
         assert loaded.streamer.decode_judge is None
         loaded.close()
@@ -124,7 +124,7 @@ def test_prefetch_decision_follows_the_measured_read_and_guess_times(checkpoint_
     """Reads and guesses slowed by known amounts (sleeps around the real ones): prefetch is on
     where a read takes clearly over twice a guess, off where it does not."""
     path = checkpoint_factory("mixtral")
-    loaded = load_streamed_model(path, cache_bytes=_budget(path, 2), prefetch=False)
+    loaded = load_streamed_model(path, _budget(path, 2), LoadOptions(prefetch=False))
     try:
         streamer = loaded.streamer
         submit = streamer.reader.submit_units

@@ -11,7 +11,7 @@ import pytest
 from checkpoints import resident_oracle
 from oracle import greedy_run
 
-from engine.loader import load_streamed_model
+from engine.loader import LoadOptions, load_streamed_model
 
 
 def test_dense_model_runs_fully_resident(checkpoint_factory):
@@ -29,7 +29,7 @@ def test_expert_tensors_are_never_read_whole(checkpoint_factory):
     """Loading reads no expert bytes; only routed experts are read, one slice each.
     (prefetch off: its load-time measurement and its guesses read experts too)"""
     path = checkpoint_factory("qwen3_moe")
-    loaded = load_streamed_model(path, cache_bytes=None, prefetch=False)
+    loaded = load_streamed_model(path, None, LoadOptions(prefetch=False))
     assert loaded.telemetry.totals()["bytes_read"] == 0
     greedy_run(loaded.model, loaded.tokenizer, steps=2, prompt="hi")
     totals = loaded.telemetry.totals()
@@ -50,7 +50,7 @@ def test_prefetch_keeps_output_and_counts_accuracy(checkpoint_factory, extra_slo
     want_tokens, want_logits = greedy_run(oracle_model, tokenizer, steps=40)
     info = load_streamed_model(path).info
     budget = info.expert_bytes * (info.top_k + extra_slots)
-    loaded = load_streamed_model(path, cache_bytes=budget, prefetch=True)
+    loaded = load_streamed_model(path, budget, LoadOptions(prefetch=True))
     got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=40)
     assert got_tokens == want_tokens
     np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
@@ -67,8 +67,8 @@ def test_checkpoint_dtypes_path_matches_resident(checkpoint_factory):
     path = checkpoint_factory("qwen3_moe")
     oracle_model, tokenizer = load(str(path))
     want_tokens, want_logits = greedy_run(oracle_model, tokenizer, steps=8)
-    info = load_streamed_model(path, compute_dtype=None).info
-    loaded = load_streamed_model(path, cache_bytes=info.expert_bytes * info.top_k, compute_dtype=None)
+    info = load_streamed_model(path, None, LoadOptions(compute_dtype=None)).info
+    loaded = load_streamed_model(path, info.expert_bytes * info.top_k, LoadOptions(compute_dtype=None))
     assert loaded.streamer.sole_group().pool.arrays["gate_proj.scales"].dtype == mx.bfloat16
     got_tokens, got_logits = greedy_run(loaded.model, loaded.tokenizer, steps=8)
     assert got_tokens == want_tokens
