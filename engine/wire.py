@@ -2,10 +2,11 @@
 
 One codec for both ends, so the remote heatmap and memory panes see exactly the
 snapshot the server's engine took. The five layer x expert arrays (30,720 cells
-each for Qwen3.5-397B's 60 x 512; ~0.5 MB as JSON lists) travel as one base64
+each for Qwen3.5-397B's 60 x 512; ~0.5 MB as JSON lists) travel as one base85
 zlib blob under "grid", exact: counts in the narrowest unsigned width that holds
 them, bytes shuffled into planes (high bytes compress together), residency as
-bits, last-use and last-miss steps as distances back from `step`.
+bits, the last use as a distance back from `step` and the last miss as one back
+from the last use.
 
 A stream (`TelemetryEncoder` on the server, `TelemetryDecoder` on the client)
 sends one whole grid (a key frame), then only the cells that changed since the
@@ -37,7 +38,7 @@ _ARRAYS = {
 }
 _COUNTS = ("hits", "misses")
 _STEPS = ("last_use_step", "last_miss_step")
-GRID_VERSION = 1
+GRID_VERSION = 2  # 1: base64, the last miss counted back from `step` (still decoded)
 _WIDTHS = (np.uint8, np.uint16, np.uint32, np.uint64)
 
 
@@ -137,9 +138,11 @@ def _pack(arrays: dict[str, np.ndarray], step: int, cells: np.ndarray | None) ->
     if cells is not None:
         columns.append(np.diff(cells, prepend=-1))  # gaps >= 1
     columns += [pick(arrays[n]) for n in _COUNTS]
-    for name in _STEPS:  # 0: never; else how many steps back, plus one
-        last = pick(arrays[name]).astype(np.int64)
-        columns.append(np.where(last > 0, np.maximum(step - last, 0) + 1, 0))
+    # 0: never; last use: how many steps back, plus one; last miss: how many steps before
+    # the last use (a miss is a use, and it is most often the same step), plus one
+    used, missed = (pick(arrays[name]).astype(np.int64) for name in _STEPS)
+    columns.append(np.where(used > 0, np.maximum(step - used, 0) + 1, 0))
+    columns.append(np.where(missed > 0, np.maximum(used - missed, 0) + 1, 0))
     parts = [_narrow(np.asarray(c, np.int64)) for c in columns]
     if min((int(c.min()) for c in columns if c.size), default=0) < 0:
         raise ValueError("telemetry counts must not be negative")
@@ -150,20 +153,23 @@ def _pack(arrays: dict[str, np.ndarray], step: int, cells: np.ndarray | None) ->
         "shape": list(arrays["hits"].shape),
         "cells": None if cells is None else len(cells),
         "widths": [p.itemsize for p in parts],
-        "data": base64.b64encode(blob).decode("ascii"),
+        "data": base64.b85encode(blob).decode("ascii"),  # JSON-safe, 5 chars per 4 bytes
     }
 
 
 def _unpack(grid: dict[str, Any], step: int, base: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """The arrays of a frame; a delta's over a copy of `base`. ValueError if malformed."""
     try:
-        if grid["v"] != GRID_VERSION:
-            raise ValueError(f"telemetry grid version {grid['v']} is not {GRID_VERSION}")
+        version = grid["v"]
+        if version not in (1, GRID_VERSION):
+            raise ValueError(f"telemetry grid version {version} is not {GRID_VERSION}")
         layers, experts = (int(n) for n in grid["shape"])
         widths = [int(w) for w in grid["widths"]]
         count = layers * experts if base is None else int(grid["cells"])
-        raw = zlib.decompress(base64.b64decode(grid["data"], validate=True))
-    except (KeyError, TypeError, zlib.error, binascii.Error) as exc:
+        text = grid["data"]
+        blob = base64.b64decode(text, validate=True) if version == 1 else base64.b85decode(text)
+        raw = zlib.decompress(blob)
+    except (KeyError, TypeError, zlib.error, binascii.Error, ValueError) as exc:
         raise ValueError(f"malformed telemetry grid ({exc})") from None
     columns = len(_COUNTS) + len(_STEPS) + (base is not None)
     total = layers * experts
@@ -193,8 +199,13 @@ def _unpack(grid: dict[str, Any], step: int, base: dict[str, np.ndarray] | None)
         out = {n: base[n].reshape(-1).copy() for n in _ARRAYS}
     for name, values in zip(_COUNTS, parts):
         out[name][cells] = values
-    for name, back in zip(_STEPS, parts[len(_COUNTS) :]):
-        out[name][cells] = np.where(back > 0, step - back + 1, 0)
+    used_back, missed_back = parts[len(_COUNTS) :]
+    used = np.where(used_back > 0, step - used_back + 1, 0)
+    out["last_use_step"][cells] = used
+    if version == 1:  # an older server: the last miss counted back from `step` too
+        out["last_miss_step"][cells] = np.where(missed_back > 0, step - missed_back + 1, 0)
+    else:
+        out["last_miss_step"][cells] = np.where(missed_back > 0, used - missed_back + 1, 0)
     out["resident"][cells] = resident
     return {n: a.reshape(layers, experts) for n, a in out.items()}
 

@@ -120,10 +120,31 @@ def test_empty_and_old_format_snapshots_decode():
     assert snap.hits.tolist() == [[1, 0]] and snap.resident.tolist() == [[True, False]]
 
 
+def test_an_older_servers_version_1_key_frame_decodes():
+    """Version 1 (base64; the last miss counted back from `step`), written here by hand."""
+    import base64
+    import zlib
+
+    snap = scale_snapshot(30, layers=3, experts=16, top_k=3)
+    step = snap.step
+
+    def back(last):
+        return np.where(last > 0, step - last + 1, 0).astype(np.uint8).reshape(-1)
+
+    columns = [snap.hits.astype(np.uint8).reshape(-1), snap.misses.astype(np.uint8).reshape(-1)]
+    columns += [back(snap.last_use_step), back(snap.last_miss_step)]
+    raw = b"".join(c.tobytes() for c in columns) + np.packbits(snap.resident.reshape(-1)).tobytes()
+    grid = {"v": 1, "shape": [3, 16], "cells": None, "widths": [1, 1, 1, 1], "seq": 1}
+    grid["data"] = base64.b64encode(zlib.compress(raw)).decode()
+    frame = snapshot_to_json(snap) | {"grid": grid}
+    _same(snapshot_from_json(json.loads(_text(frame))), snap)
+
+
 @pytest.mark.parametrize(
     "grid",
     [
-        {"v": 2, "shape": [1, 1], "widths": [1, 1, 1, 1], "data": ""},
+        {"v": 3, "shape": [1, 1], "widths": [1, 1, 1, 1], "data": ""},
+        {"v": 2, "shape": [1, 1], "widths": [1, 1, 1, 1], "data": "not base85\\"},
         {"v": 1, "shape": [1, 1], "widths": [1, 1, 1, 1], "data": "not base64!"},
         {"v": 1, "shape": [9, 9], "widths": [1, 1, 1, 1], "data": "eJwDAAAAAAE="},
         {"v": 1, "shape": [1, 1], "widths": [3, 1, 1, 1], "data": "eJwDAAAAAAE="},
