@@ -194,6 +194,8 @@ class TelemetrySnapshot:
     cache_bytes: int = 0
     cache_peak_bytes: int = 0
     cache_budget_bytes: int = 0
+    # why the budget is below the load's: free memory ran low and the cache shrank ("": it is not)
+    budget_notice: str = ""
     resident_weight_bytes: int = 0
     kv_cache_bytes: int = 0  # prompt caches of every chat and client (engine.prompt_cache)
     kv_budget_bytes: int = 0

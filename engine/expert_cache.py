@@ -183,6 +183,38 @@ class ExpertCache:
                 self._free.append(slot)
                 self.policy.on_evict(key)
 
+    def in_flight(self) -> list[tuple[Key, Any]]:
+        """(key, read ticket) of every read that may still be writing a slot."""
+        return [(key, ticket) for key, ticket in self._loading.items() if ticket is not None]
+
+    def shrink(self, num_slots: int) -> list[tuple[int, int]]:
+        """Hold num_slots slots from now on: the policy's victims go until the rest fit, then
+        experts in slots past the new end move down. Returns those moves (from, to) for the
+        pool to copy. No read may be in flight (the streamer settles them first)."""
+        if num_slots < 1:
+            raise BudgetError("the expert cache needs at least one slot")
+        if num_slots >= self.num_slots:
+            return []
+        self._protected, self._last_prefetch, self._shadow = set(), set(), set()
+        self._loading.clear()
+        while self.used > num_slots:
+            victim = self.policy.choose_victim(self._evictable)
+            if victim is None:  # what the policy still shields (the call just made) goes last
+                victim = next(key for key in reversed(self._key_of) if key is not None)
+            self._free.append(self._evict(victim))
+        free = [slot for slot in range(num_slots) if self._key_of[slot] is None]
+        moves = []
+        for slot in range(num_slots, self.num_slots):
+            key = self._key_of[slot]
+            if key is not None:
+                dst = free.pop()
+                moves.append((slot, dst))
+                self._slot_of[key], self._key_of[dst] = dst, key
+        self._key_of = self._key_of[:num_slots]
+        self._free = [slot for slot in range(num_slots - 1, -1, -1) if self._key_of[slot] is None]
+        self.num_slots = num_slots
+        return moves
+
     # ---- internals ---------------------------------------------------------
 
     def _cancel(self, keys: Iterable[Key]) -> None:
@@ -208,6 +240,9 @@ class ExpertCache:
             if allow_fail:
                 return None
             raise BudgetError("no evictable slot: every slot holds an expert in use")
+        return self._evict(victim)
+
+    def _evict(self, victim: Key) -> int:
         slot = self._slot_of.pop(victim)
         self._key_of[slot] = None
         self._loading.pop(victim, None)

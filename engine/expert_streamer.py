@@ -147,8 +147,14 @@ class ExpertStreamer:
                     for name, spec in specs.items()
                 }
             )
-        # per row and tensor: what a read job needs, looked up once (hot path)
-        self._parts = [
+        self._parts = self._read_parts()
+        self._slot_bytes = [(g.cache, g.slot_bytes) for g in groups]
+        # bytes of one expert on disk (the first row's): the decode judge prices a read by them
+        self._expert_bytes = layers[0].disk_bytes_per_expert
+
+    def _read_parts(self) -> list[list[_Part]]:
+        """Per row and tensor: what a read job needs, looked up once (hot path)."""
+        return [
             [
                 _Part(
                     t,
@@ -160,11 +166,34 @@ class ExpertStreamer:
                 )
                 for name, t in files.tensors.items()
             ]
-            for row, files in enumerate(layers)
+            for row, files in enumerate(self.layers)
         ]
-        self._slot_bytes = [(g.cache, g.slot_bytes) for g in groups]
-        # bytes of one expert on disk (the first row's): the decode judge prices a read by them
-        self._expert_bytes = layers[0].disk_bytes_per_expert
+
+    @property
+    def pool_bytes(self) -> int:
+        """Bytes the slot pools hold allocated (the budget in use)."""
+        return sum(g.pool.nbytes for g in self.groups)
+
+    def shrink(self, budget_bytes: int, min_slots: int) -> int:
+        """Give memory back: each pool keeps its share of budget_bytes, at least min_slots
+        slots (one layer's experts), the policy choosing what stays. Waits for reads in
+        flight first (a slot being written must not move). Returns the pools' bytes after."""
+        before = self.pool_bytes
+        if budget_bytes >= before:
+            return before
+        for group in self.groups:
+            for key, ticket in group.cache.in_flight():
+                try:
+                    ticket.wait()
+                except ExpertReadError:
+                    group.cache.drop([key])  # a later call reads it again, and reports the error then
+            slots = max(min_slots, group.pool.num_slots * budget_bytes // before)
+            if slots < group.pool.num_slots:
+                group.pool.shrink(slots, group.cache.shrink(slots))
+        self._parts = self._read_parts()
+        self.all_resident = False  # slots no longer sit at base + expert
+        mx.clear_cache()  # hand the freed arrays back to the system, not to MLX's cache
+        return self.pool_bytes
 
     def sole_group(self) -> PoolGroup:
         """The one pool and cache of a model whose experts share one shape. A routing trace or

@@ -148,6 +148,8 @@ def generate(
         mx.random.seed(params.seed)
     sampler = make_sampler(params.temperature, params.top_p if params.top_p < 1.0 else 0.0)
 
+    if loaded.memory_guard is not None:
+        loaded.memory_guard.check()
     start = time.perf_counter()
     prompt = _prefill(loaded, store, messages, params, tokens, cancel)
     cache, skip, result = prompt.cache, prompt.skip, prompt.result
@@ -188,6 +190,8 @@ def generate(
         mx.eval(logits)
         if streamer is not None:
             streamer.after_decode_token(time.perf_counter() - step_start)
+        if loaded.memory_guard is not None:
+            loaded.memory_guard.check()
         elapsed = time.perf_counter() - first_token_at
         if elapsed > 0:
             telemetry.record_speed(generation_tps=(len(generated)) / elapsed)

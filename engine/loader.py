@@ -37,6 +37,7 @@ from engine.dtypes import TensorSpec, tag_of_mx
 from engine.errors import BudgetError, CheckpointError, UnsupportedModelError
 from engine.expert_cache import ExpertCache
 from engine.expert_streamer import ExpertStreamer, PoolGroup, PrefetchMode
+from engine.memory_guard import MemoryGuard
 from engine.model_classes import model_classes
 from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget  # noqa: F401 (re-exported)
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
@@ -83,6 +84,7 @@ class LoadedModel:
     wired: metal_memory.WiredLimit | None = None  # Metal: the wired limit held while loaded
     hidden_size: int = 0  # width of the hidden state at the MoE layers (0: no streamed layer)
     trimmable_cache: bool = True  # False: hybrid (linear-attention state), restored from snapshots
+    memory_guard: MemoryGuard | None = None  # shrinks the expert cache when free memory runs low
 
     def expert_disk_bytes(self, experts: Iterable[tuple[int, int]]) -> int:
         """Bytes on disk of these (row, expert) pairs."""
@@ -116,6 +118,7 @@ class LoadOptions:
     prefetch: bool | PrefetchMode | None = None  # None: decided at load from a measurement
     prompt_favourites: bool = True  # keep a prompt's most used experts hot for decoding
     record_trace: bool = False  # the caches record every access (bench: Belady replays)
+    memory_floor_bytes: int | None = None  # free memory below this shrinks the cache (None: engine.memory_guard's)
 
 
 class _ExpertPlan(NamedTuple):
@@ -239,6 +242,7 @@ def load_streamed_model(
         wired,
         hidden_size=_input_size(rows[0].switch[2]) if rows else 0,
         trimmable_cache=can_trim_prompt_cache(make_prompt_cache(model)),
+        memory_guard=MemoryGuard(streamer, plan.top_k, telemetry, options.memory_floor_bytes) if streamer else None,
     )
 
 

@@ -92,9 +92,8 @@ class StreamedExperts(nn.Module):
         self._streamer = streamer
         self._pool = streamer.pool_of(row)
         self._cache = streamer.cache_of(row)
-        linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in projections.items()}
-        # a plain attribute: nn.Module keeps dicts as children, found through its slow __getattr__
-        object.__setattr__(self, "_linears", linears)
+        object.__setattr__(self, "_projections", projections)  # plain, as _linears below
+        self._bind_pool()
         self._glu_form = "gate_proj" in projections  # SwitchGLU; else SwitchMLP (fc1, fc2)
         self._act = activation
         self._predict_next = predict_next
@@ -107,6 +106,13 @@ class StreamedExperts(nn.Module):
         # one decoded token's host needs, one array each way (with and without the next layer's
         # guess), compiled: the fewer ops built between compute and sync, the less host time
         self._probes = {guess: mx.compile(self._probe_graph(guess)) for guess in (False, True)}
+
+    def _bind_pool(self) -> None:
+        """Bind the pool's arrays into the projections (again after the pool shrank)."""
+        linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in self._projections.items()}
+        # a plain attribute: nn.Module keeps dicts as children, found through its slow __getattr__
+        object.__setattr__(self, "_linears", linears)
+        self._bound_generation = self._pool.generation
 
     def _probe_graph(self, guess: bool) -> Callable[[mx.array, mx.array], mx.array]:
         """One token's routing (ids), the policy's scores (every expert's router probability)
@@ -267,6 +273,8 @@ class StreamedExperts(nn.Module):
             inv_order = mx.argsort(order)
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
+        if self._bound_generation != self._pool.generation:
+            self._bind_pool()
         linear = self._linears
         if self._glu_form:
             up = linear["up_proj"](x, idx, do_sort)

@@ -53,6 +53,7 @@ class Telemetry:
             self._cache_bytes = 0
             self._cache_peak_bytes = 0
             self._budget = 0
+            self._budget_notice = ""
             self._resident_weights = 0
 
     # ---- writers (engine thread, reader threads) ------------------------------
@@ -63,6 +64,12 @@ class Telemetry:
             self._budget = info.cache_budget_bytes if info else 0
             self._resident_weights = info.resident_bytes if info else 0
             self._read_stats = read_stats
+
+    def record_budget(self, budget_bytes: int, notice: str) -> None:
+        """The expert cache's budget changed while running (engine.memory_guard), and why."""
+        with self._lock:
+            self._budget = budget_bytes
+            self._budget_notice = notice
 
     def set_state(self, state: EngineState, error: str | None = None) -> None:
         with self._lock:
@@ -195,6 +202,7 @@ class Telemetry:
                 cache_bytes=self._cache_bytes,
                 cache_peak_bytes=self._cache_peak_bytes,
                 cache_budget_bytes=self._budget,
+                budget_notice=self._budget_notice,
                 resident_weight_bytes=self._resident_weights,
                 kv_cache_bytes=self._kv[0],
                 kv_budget_bytes=self._kv[1],

@@ -99,6 +99,8 @@ class MemoryPane(Vertical):
             _row("Decode", f"{view.generation_tps:.1f}", "tok/s"),
             _row("SSD", f"{view.read_bytes_per_s / 2**20:.1f} MB/s", f"wait {view.io_wait_seconds:.2f}s"),
         ]
+        if view.budget_notice:
+            lines.append(Content.styled(view.budget_notice, "$warning"))
         rows.update(Content("\n").join(lines))
 
 

@@ -34,6 +34,7 @@ class MemoryView:
     kv_budget_bytes: int = 0
     kv_entries: int = 0
     note: str | None = None  # why there is no memory telemetry (a server that sends none)
+    budget_notice: str = ""  # the expert cache shrank: free memory ran low (engine.memory_guard)
     compute_dtype: str = ""  # what the model computes in (ModelInfo.compute_dtype)
     page_cache: str = ""  # "on", "off" or "" (unknown): expert reads through the OS page cache
 
@@ -72,6 +73,7 @@ class MemoryHistory:
             kv_budget_bytes=snap.kv_budget_bytes,
             kv_entries=snap.kv_entries,
             note=snap.telemetry_note,
+            budget_notice=snap.budget_notice,
             compute_dtype=snap.model.compute_dtype if snap.model else "",
             page_cache=_on_off(snap.model.page_cache) if snap.model else "",
         )

@@ -73,6 +73,18 @@ async def test_memory_pane_shows_rates_from_snapshots(make_app):
         assert "6.00 GiB/8.00 GiB" in text and "2.1" in text and "wait 2.50s" in text
 
 
+async def test_memory_pane_says_when_the_expert_cache_shrank(make_app):
+    notice = "Free memory fell to 900 MB (floor 1,000 MB): the expert cache shrank from 8,192 to 4,096 MB."
+    snap = replace(synthetic_snapshot(), cache_budget_bytes=4 << 30, budget_notice=notice)
+    app = make_app(snapshot_source=lambda: snap)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await ready(pilot)
+        app.refresh_telemetry(now=0.5)
+        await pilot.pause()
+        text = " ".join(app.query_one(MemoryPane).text.split())
+        assert "/4.00 GiB" in text and "the expert cache shrank from 8,192 to 4,096 MB" in text
+
+
 async def test_memory_pane_plots_the_latest_rss_samples(make_app):
     base = synthetic_snapshot()
     current = [base]
