@@ -260,6 +260,10 @@ class NextUsePolicy:
         self._row = -1
         self._this_call: set[Key] = set()
         self._stale: set[int] = set()  # rows whose victims entries need recomputing
+        # per row: the largest of its victims entries, for rows not in _unranked: the victim
+        # search looks at one entry per row, then one row, not at every expert of the model
+        self._row_best = np.zeros(0)
+        self._unranked: set[int] = set()
         # the current call's row, once it ends: its keys in this call are protected until then
         self._stale_after_call = False
 
@@ -296,6 +300,7 @@ class NextUsePolicy:
         # in use by this call, so not victims until it ends: the row is scored again then
         # (rescoring it at every miss of the call costs more than the rest of the policy)
         self._victims[row, idx] = -np.inf
+        self._unranked.add(row)
         self._stale_after_call = True
 
     def on_access(self, key: Key, bulk: bool = False) -> None:
@@ -309,6 +314,7 @@ class NextUsePolicy:
         self._resident[row, expert] = True
         if row == self._row:  # a miss of the current call: in use until it ends
             self._victims[row, expert] = -np.inf
+            self._unranked.add(row)
             self._stale_after_call = True
         else:  # a speculative read of another row
             self._stale.add(row)
@@ -318,6 +324,7 @@ class NextUsePolicy:
         if row < self._resident.shape[0] and expert < self._resident.shape[1]:
             self._resident[row, expert] = False
             self._victims[row, expert] = -np.inf
+            self._unranked.add(row)
 
     def expected_next_use(self, row: int) -> np.ndarray:
         """Per expert of `row`: its expected next use in tokens, up to a constant shared by
@@ -333,27 +340,36 @@ class NextUsePolicy:
         victims = self._victims
         for row in self._stale:  # only the rows called or changed since the last choice moved
             victims[row] = np.where(self._resident[row], self.expected_next_use(row), -np.inf)
+        self._unranked |= self._stale
         self._stale = set()
         return victims
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
+        """The largest victims entry, the first in row-major order on ties (as one argmax over
+        the table would pick), found through the per-row bests."""
         victims = self.victim_scores()
         if victims.size == 0:
             return None
+        best = self._row_best
+        for row in self._unranked:
+            best[row] = victims[row].max()
+        self._unranked = set()
         passed: list[tuple[int, int, float]] = []  # in use by this call: masked while we look
         victim = None
         while True:
-            row, expert = divmod(int(victims.argmax()), victims.shape[1])
-            score = victims[row, expert]
-            if score == -np.inf:
+            row = int(best.argmax())
+            if best[row] == -np.inf:
                 break
+            expert = int(victims[row].argmax())
             if can_evict((row, expert)):
                 victim = (row, expert)
                 break
-            passed.append((row, expert, score))
+            passed.append((row, expert, victims[row, expert]))
             victims[row, expert] = -np.inf
+            best[row] = victims[row].max()
         for row, expert, score in passed:
             victims[row, expert] = score
+            best[row] = max(best[row], score)
         return victim
 
     def _fit(self, row: int, expert: int) -> None:
@@ -371,6 +387,8 @@ class NextUsePolicy:
         self._fast, self._slow = grown(self._fast, self.PRIOR), grown(self._slow, self.PRIOR)
         self._stamp, self._resident = grown(self._stamp, 0), grown(self._resident, False)
         self._victims = grown(self._victims, -np.inf)
+        self._row_best = np.full(rows, -np.inf)
+        self._unranked = set(range(rows))
         calls, last = np.zeros(rows, dtype=np.int64), np.zeros(rows)
         calls[: len(self._calls)], last[: len(self._last_call)] = self._calls, self._last_call
         self._calls, self._last_call = calls, last

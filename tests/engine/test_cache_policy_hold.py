@@ -4,7 +4,7 @@ search) must choose exactly the victims the plain search chooses."""
 import numpy as np
 import pytest
 
-from engine.cache_policy import RouterScorePolicy
+from engine.cache_policy import NextUsePolicy, RouterScorePolicy
 from engine.expert_cache import ExpertCache
 
 
@@ -39,3 +39,56 @@ def test_hold_changes_no_decision(seed):
         assert seen[0] == seen[1], step
         np.testing.assert_array_equal(caches[0].policy._victims, caches[1].policy._victims)
     assert not caches[0].policy._held
+
+
+class WholeTableSearch(NextUsePolicy):
+    """The next-use policy's victim search as one argmax over the whole table per try (its
+    first form): the per-row search must choose exactly what this chooses."""
+
+    def choose_victim(self, can_evict):
+        victims = self.victim_scores()
+        if victims.size == 0:
+            return None
+        passed, victim = [], None
+        while True:
+            row, expert = divmod(int(victims.argmax()), victims.shape[1])
+            score = victims[row, expert]
+            if score == -np.inf:
+                break
+            if can_evict((row, expert)):
+                victim = (row, expert)
+                break
+            passed.append((row, expert, score))
+            victims[row, expert] = -np.inf
+        for row, expert, score in passed:
+            victims[row, expert] = score
+        return victim
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_next_use_per_row_search_chooses_what_a_whole_table_search_does(seed):
+    rng = np.random.default_rng(seed)
+    rows, experts, slots = 8, 32, 40
+    caches = [ExpertCache(slots, NextUsePolicy()), ExpertCache(slots, WholeTableSearch())]
+    reading: dict[int, list] = {}
+    for step in range(600):
+        row = step % rows
+        bulk = rng.random() < 0.1
+        hot = rng.integers(0, 4, 6)  # some experts far more popular: ties and repeats both occur
+        keys = sorted({(row, int(e)) for e in (rng.integers(0, experts, 20) if bulk else hot)})
+        ahead = [(int((row + 1) % rows), int(e)) for e in rng.choice(experts, 3, replace=False)]
+        # a prefetch still in flight during the next call: not evictable, passed over
+        still_reading = rng.random() < 0.5
+        seen = []
+        for cache in caches:
+            plan = cache.plan(keys, bulk)
+            cache.loaded(keys)
+            cache.loaded(reading.pop(id(cache), []))
+            prefetched = cache.plan_prefetch(ahead)  # inserts of another row, and more evictions
+            if still_reading:
+                reading[id(cache)] = [key for key, _ in prefetched]
+            else:
+                cache.loaded([key for key, _ in prefetched])
+            seen.append((plan.loads, plan.slots, prefetched, sorted(cache.resident_keys())))
+        assert seen[0] == seen[1], step
+    assert caches[0].policy is not caches[1].policy
