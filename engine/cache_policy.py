@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -246,6 +246,10 @@ class NextUsePolicy:
     """
 
     FAST, SLOW, MIX, PRIOR = 0.5, 0.95, 0.5, 0.05
+    # FAST**gap and SLOW**gap by table (hot path): both are exactly 0.0 from the last entry on
+    _GAPS = 16384
+    _FAST_POW = FAST ** np.arange(_GAPS, dtype=np.float64)
+    _SLOW_POW = SLOW ** np.arange(_GAPS, dtype=np.float64)
 
     def __init__(self) -> None:
         self._fast = np.zeros((0, 0))  # [row, expert]: moving averages as of `_stamp`
@@ -259,7 +263,9 @@ class NextUsePolicy:
         self._rows_seen: set[int] = set()
         self._row = -1
         self._this_call: set[Key] = set()
+        self._inserted: list[int] = []  # experts of the current call's row read during the call
         self._stale: set[int] = set()  # rows whose victims entries need recomputing
+        self._rescore: list[tuple[int, list[int]]] = []  # (row, experts): only these entries
         # per row: the largest of its victims entries, for rows not in _unranked: the victim
         # search looks at one entry per row, then one row, not at every expert of the model
         self._row_best = np.zeros(0)
@@ -285,17 +291,25 @@ class NextUsePolicy:
         self._clock += 1
         self._calls[row] += 1
         self._last_call[row] = self._clock
+        new_row = row not in self._rows_seen
         self._rows_seen.add(row)
         self._stale.add(row)
         if self._stale_after_call:
-            self._stale.add(self._row)
+            # the last call's row: where it was scored during its call, only what it read since
+            # lacks a score (nothing else of that row has changed), unless a row was just seen
+            # for the first time (every score's constant moved)
+            if new_row or self._row in self._stale:
+                self._stale.add(self._row)
+            elif self._inserted:
+                self._rescore.append((self._row, self._inserted))
+        self._inserted = []
         self._row = row
         self._this_call = set(keys)
         idx = np.array(experts)
-        gap = self._calls[row] - self._stamp[row, idx]
+        gap = np.minimum(self._calls[row] - self._stamp[row, idx], self._GAPS - 1)
         fast, slow = self._fast[row], self._slow[row]
-        fast[idx] = fast[idx] * self.FAST**gap + (1 - self.FAST)
-        slow[idx] = slow[idx] * self.SLOW**gap + (1 - self.SLOW)
+        fast[idx] = fast[idx] * self._FAST_POW[gap] + (1 - self.FAST)
+        slow[idx] = slow[idx] * self._SLOW_POW[gap] + (1 - self.SLOW)
         self._stamp[row, idx] = self._calls[row]
         # in use by this call, so not victims until it ends: the row is scored again then
         # (rescoring it at every miss of the call costs more than the rest of the policy)
@@ -315,6 +329,7 @@ class NextUsePolicy:
         if row == self._row:  # a miss of the current call: in use until it ends
             self._victims[row, expert] = -np.inf
             self._unranked.add(row)
+            self._inserted.append(expert)
             self._stale_after_call = True
         else:  # a speculative read of another row
             self._stale.add(row)
@@ -326,11 +341,12 @@ class NextUsePolicy:
             self._victims[row, expert] = -np.inf
             self._unranked.add(row)
 
-    def expected_next_use(self, row: int) -> np.ndarray:
-        """Per expert of `row`: its expected next use in tokens, up to a constant shared by
-        every row (the larger, the sooner it goes)."""
-        gap = self._calls[row] - self._stamp[row]
-        p = self.MIX * self._fast[row] * self.FAST**gap + (1 - self.MIX) * self._slow[row] * self.SLOW**gap
+    def expected_next_use(self, row: int, experts: Any = slice(None)) -> np.ndarray:
+        """Per expert of `row` (or of `experts` only): its expected next use in tokens, up to
+        a constant shared by every row (the larger, the sooner it goes)."""
+        gap = np.minimum(self._calls[row] - self._stamp[row, experts], self._GAPS - 1)
+        fast, slow = self._fast[row, experts], self._slow[row, experts]
+        p = self.MIX * fast * self._FAST_POW[gap] + (1 - self.MIX) * slow * self._SLOW_POW[gap]
         return self._last_call[row] / max(len(self._rows_seen), 1) + 1.0 / np.maximum(p, 1e-12)
 
     def victim_scores(self) -> np.ndarray:
@@ -340,37 +356,47 @@ class NextUsePolicy:
         victims = self._victims
         for row in self._stale:  # only the rows called or changed since the last choice moved
             victims[row] = np.where(self._resident[row], self.expected_next_use(row), -np.inf)
+        for row, experts in self._rescore:
+            if row not in self._stale:
+                idx = np.array(experts)
+                victims[row, idx] = np.where(self._resident[row, idx], self.expected_next_use(row, idx), -np.inf)
+                self._unranked.add(row)
         self._unranked |= self._stale
-        self._stale = set()
+        self._stale, self._rescore = set(), []
         return victims
 
     def choose_victim(self, can_evict: Callable[[Key], bool]) -> Key | None:
-        """The largest victims entry, the first in row-major order on ties (as one argmax over
-        the table would pick), found through the per-row bests."""
+        victims = self.choose_victims(1, can_evict)
+        return victims[0] if victims else None
+
+    def choose_victims(self, count: int, can_evict: Callable[[Key], bool]) -> list[Key]:
+        """The victims `count` choose_victim calls in a row would pick (each eviction only
+        masks its own entry), in that order: one table refresh for a call's misses instead
+        of one per miss. Each is the largest victims entry left, the first in row-major
+        order on ties, found through the per-row bests."""
         victims = self.victim_scores()
         if victims.size == 0:
-            return None
+            return []
         best = self._row_best
         for row in self._unranked:
             best[row] = victims[row].max()
         self._unranked = set()
-        passed: list[tuple[int, int, float]] = []  # in use by this call: masked while we look
-        victim = None
-        while True:
+        masked: list[tuple[int, int, float]] = []  # looked at: in use, or chosen; masked while we look
+        chosen: list[Key] = []
+        while len(chosen) < count:
             row = int(best.argmax())
             if best[row] == -np.inf:
                 break
             expert = int(victims[row].argmax())
             if can_evict((row, expert)):
-                victim = (row, expert)
-                break
-            passed.append((row, expert, victims[row, expert]))
+                chosen.append((row, expert))
+            masked.append((row, expert, victims[row, expert]))
             victims[row, expert] = -np.inf
             best[row] = victims[row].max()
-        for row, expert, score in passed:
+        for row, expert, score in masked:  # the evictions (on_evict) mask the chosen for good
             victims[row, expert] = score
             best[row] = max(best[row], score)
-        return victim
+        return chosen
 
     def _fit(self, row: int, expert: int) -> None:
         """Grow the tables to hold (row, expert)."""

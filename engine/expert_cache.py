@@ -117,6 +117,12 @@ class ExpertCache:
         return self._plan_keys(keys, bulk, plan, slot_of, loading, on_access, slots)
 
     def _plan_keys(self, keys, bulk, plan, slot_of, loading, on_access, slots) -> Plan:
+        choose_victims = getattr(self.policy, "choose_victims", None)
+        if choose_victims is not None:  # the call's evictions in one search, taken in order below
+            short = sum(key not in slot_of for key in keys) - len(self._free)
+            if short > 0:
+                freed = [self._evict(victim) for victim in choose_victims(short, self._evictable)]
+                self._free[:0] = reversed(freed)  # free slots first, then these in order, as one by one
         for key in keys:
             slot = slot_of.get(key)
             if slot is None:

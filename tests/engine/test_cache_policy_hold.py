@@ -45,6 +45,15 @@ class WholeTableSearch(NextUsePolicy):
     """The next-use policy's victim search as one argmax over the whole table per try (its
     first form): the per-row search must choose exactly what this chooses."""
 
+    def choose_victims(self, count, can_evict):  # one at a time, each a whole-table search
+        chosen = []
+        for _ in range(count):
+            victim = self.choose_victim(lambda key: key not in chosen and can_evict(key))
+            if victim is None:
+                break
+            chosen.append(victim)
+        return chosen
+
     def choose_victim(self, can_evict):
         victims = self.victim_scores()
         if victims.size == 0:
