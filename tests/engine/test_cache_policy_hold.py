@@ -42,8 +42,8 @@ def test_hold_changes_no_decision(seed):
 
 
 class WholeTableSearch(NextUsePolicy):
-    """The next-use policy's victim search as one argmax over the whole table per try (its
-    first form): the per-row search must choose exactly what this chooses."""
+    """The next-use policy's victim search in its first form: one argmax over the whole table
+    per victim, the last call's row rescored whole. The fast search must choose exactly this."""
 
     def choose_victims(self, count, can_evict):  # one at a time, each a whole-table search
         chosen = []
@@ -53,6 +53,11 @@ class WholeTableSearch(NextUsePolicy):
                 break
             chosen.append(victim)
         return chosen
+
+    def victim_scores(self):  # the last call's row scored again whole, not only where it read
+        self._stale |= {row for row, _ in self._rescore}
+        self._rescore = []
+        return super().victim_scores()
 
     def choose_victim(self, can_evict):
         victims = self.victim_scores()
