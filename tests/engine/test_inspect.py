@@ -180,7 +180,9 @@ def test_prediction_matches_what_the_loader_does(checkpoint_factory, tmp_path, m
     full = load_streamed_model(path).info
     halfway = (full.min_cache_bytes + full.total_expert_bytes // 4) // 2
     memory = full.resident_bytes + 4 * halfway
-    monkeypatch.setattr(engine.loader.psutil, "virtual_memory", lambda: SimpleNamespace(available=memory))
+    monkeypatch.setattr(
+        engine.loader.psutil, "virtual_memory", lambda: SimpleNamespace(available=memory, total=64 << 30)
+    )
     loaded = load_streamed_model(path)
     info = loaded.info
     loaded.close()
