@@ -393,11 +393,8 @@ def _io_bound_trace(args: argparse.Namespace, budget_text: str | None) -> int:
 
 def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
     """`--replay TRACE`: every cache policy on a recorded routing (outlier_tui.bench.replay)."""
-    import json
-
     from outlier_tui.bench import replay
     from outlier_tui.bench.workload import parse_budgets
-    from outlier_tui.commands.failure import os_error_line
 
     try:
         budgets = parse_budgets(budget_text) if budget_text else replay.DEFAULT_BUDGETS
@@ -414,19 +411,16 @@ def _replay(args: argparse.Namespace, budget_text: str | None) -> int:
     result = replay.run(routing, budgets, jobs=args.jobs, progress=_say, done_file=done_file)
     result["command"] = _command()
     sys.stdout.write(replay.markdown(result))
+    prefetch_table = ""
     if routing.layers > 1:
         from outlier_tui.bench import prefetch_replay
 
         result["prefetch"] = prefetch_replay.run(routing, progress=_say)
-        sys.stdout.write("\n" + prefetch_replay.markdown(result["prefetch"]))
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-        except OSError as exc:
-            return _fail(f"--json: cannot write {args.json}: {os_error_line(exc)}")
-        if done_file is not None:
-            done_file.unlink(missing_ok=True)
-    return 0
+        prefetch_table = "\n" + prefetch_replay.markdown(result["prefetch"])
+    status = _report(prefetch_table, result, args.json)
+    if status == 0 and done_file is not None:
+        done_file.unlink(missing_ok=True)  # the JSON holds every replay now
+    return status
 
 
 def _host_overhead(args: argparse.Namespace, model_dir: Path) -> int:
