@@ -250,6 +250,8 @@ class NextUsePolicy:
     _GAPS = 16384
     _FAST_POW = FAST ** np.arange(_GAPS, dtype=np.float64)
     _SLOW_POW = SLOW ** np.arange(_GAPS, dtype=np.float64)
+    _FAST_POW_LIST, _SLOW_POW_LIST = _FAST_POW.tolist(), _SLOW_POW.tolist()
+    _FEW = 32  # up to this many experts, a call's updates run in Python floats, not numpy
 
     def __init__(self) -> None:
         self._fast = np.zeros((0, 0))  # [row, expert]: moving averages as of `_stamp`
@@ -257,6 +259,7 @@ class NextUsePolicy:
         self._stamp = np.zeros((0, 0), dtype=np.int64)  # the row's call count at that update
         self._resident = np.zeros((0, 0), dtype=bool)
         self._victims = np.zeros((0, 0))  # score where resident and fresh, -inf elsewhere
+        self._scratch: tuple[np.ndarray, ...] = ()  # one row's gaps and three float rows (_score_row)
         self._calls = np.zeros(0, dtype=np.int64)  # per row: calls so far
         self._last_call = np.zeros(0)  # per row: the clock at its latest call
         self._clock = 0
@@ -305,17 +308,34 @@ class NextUsePolicy:
         self._inserted = []
         self._row = row
         self._this_call = set(keys)
-        idx = np.array(experts)
-        gap = np.minimum(self._calls[row] - self._stamp[row, idx], self._GAPS - 1)
-        fast, slow = self._fast[row], self._slow[row]
-        fast[idx] = fast[idx] * self._FAST_POW[gap] + (1 - self.FAST)
-        slow[idx] = slow[idx] * self._SLOW_POW[gap] + (1 - self.SLOW)
-        self._stamp[row, idx] = self._calls[row]
-        # in use by this call, so not victims until it ends: the row is scored again then
-        # (rescoring it at every miss of the call costs more than the rest of the policy)
-        self._victims[row, idx] = -np.inf
+        if len(experts) <= self._FEW:
+            self._count_few(row, experts)
+        else:
+            idx = np.array(experts)
+            gap = np.minimum(self._calls[row] - self._stamp[row, idx], self._GAPS - 1)
+            fast, slow = self._fast[row], self._slow[row]
+            fast[idx] = fast[idx] * self._FAST_POW[gap] + (1 - self.FAST)
+            slow[idx] = slow[idx] * self._SLOW_POW[gap] + (1 - self.SLOW)
+            self._stamp[row, idx] = self._calls[row]
+            # in use by this call, so not victims until it ends: the row is scored again then
+            # (rescoring it at every miss of the call costs more than the rest of the policy)
+            self._victims[row, idx] = -np.inf
         self._unranked.add(row)
         self._stale_after_call = True
+
+    def _count_few(self, row: int, experts: list[int]) -> None:
+        """begin_call's update for a decode step's few experts: the same arithmetic, element
+        by element in Python floats (numpy's per-call cost is most of the time at ~10)."""
+        calls, last = self._calls.item(row), self._GAPS - 1
+        fast, slow, stamp, victims = self._fast[row], self._slow[row], self._stamp[row], self._victims[row]
+        fast_pow, slow_pow = self._FAST_POW_LIST, self._SLOW_POW_LIST
+        keep_fast, keep_slow = 1 - self.FAST, 1 - self.SLOW
+        for e in experts:
+            gap = min(calls - stamp.item(e), last)
+            fast[e] = fast.item(e) * fast_pow[gap] + keep_fast
+            slow[e] = slow.item(e) * slow_pow[gap] + keep_slow
+            stamp[e] = calls
+            victims[e] = -np.inf
 
     def on_access(self, key: Key, bulk: bool = False) -> None:
         if key not in self._this_call:  # a caller other than ExpertCache.plan: a call of its own
@@ -349,17 +369,38 @@ class NextUsePolicy:
         p = self.MIX * fast * self._FAST_POW[gap] + (1 - self.MIX) * slow * self._SLOW_POW[gap]
         return self._last_call[row] / max(len(self._rows_seen), 1) + 1.0 / np.maximum(p, 1e-12)
 
+    def _score_row(self, row: int) -> None:
+        """victim_scores' row: expected_next_use where resident, -inf elsewhere, the same
+        values, computed in scratch arrays. Allocation-free on purpose: here the first numpy
+        array of 1 KB or more allocated after MLX has run costs 50-100 us in glibc's malloc
+        (its fast bins are consolidated), more than the whole row's arithmetic."""
+        gap, a, b, t = self._scratch
+        np.subtract(self._calls[row], self._stamp[row], out=gap)
+        np.minimum(gap, self._GAPS - 1, out=gap)
+        np.take(self._FAST_POW, gap, out=t, mode="clip")  # in range: clip only skips a copy
+        np.multiply(self.MIX, self._fast[row], out=a)
+        np.multiply(a, t, out=a)
+        np.take(self._SLOW_POW, gap, out=t, mode="clip")
+        np.multiply(1 - self.MIX, self._slow[row], out=b)
+        np.multiply(b, t, out=b)
+        np.add(a, b, out=a)
+        np.maximum(a, 1e-12, out=a)
+        np.divide(1.0, a, out=a)
+        np.add(self._last_call[row] / max(len(self._rows_seen), 1), a, out=a)
+        victims = self._victims[row]
+        victims.fill(-np.inf)
+        np.copyto(victims, a, where=self._resident[row])
+
     def victim_scores(self) -> np.ndarray:
         """[row, expert]: the expected next use of every resident expert not in use by the
         current call (-inf elsewhere); the largest goes first. The policy's own table: read it,
         do not keep it."""
         victims = self._victims
         for row in self._stale:  # only the rows called or changed since the last choice moved
-            victims[row] = np.where(self._resident[row], self.expected_next_use(row), -np.inf)
+            self._score_row(row)
         for row, experts in self._rescore:
             if row not in self._stale:
-                idx = np.array(experts)
-                victims[row, idx] = np.where(self._resident[row, idx], self.expected_next_use(row, idx), -np.inf)
+                self._score_few(row, experts)
                 self._unranked.add(row)
         self._unranked |= self._stale
         self._stale, self._rescore = set(), []
@@ -369,17 +410,35 @@ class NextUsePolicy:
         victims = self.choose_victims(1, can_evict)
         return victims[0] if victims else None
 
+    def _score_few(self, row: int, experts: list[int]) -> None:
+        """victim_scores' entries for a few experts of one row (those read during its last
+        call): expected_next_use's arithmetic in Python floats, the same values."""
+        calls, last = self._calls.item(row), self._GAPS - 1
+        base = self._last_call.item(row) / max(len(self._rows_seen), 1)
+        fast, slow, stamp = self._fast[row], self._slow[row], self._stamp[row]
+        resident, victims = self._resident[row], self._victims[row]
+        fast_pow, slow_pow, mix = self._FAST_POW_LIST, self._SLOW_POW_LIST, self.MIX
+        for e in experts:
+            if resident.item(e):
+                gap = min(calls - stamp.item(e), last)
+                p = mix * fast.item(e) * fast_pow[gap] + (1 - mix) * slow.item(e) * slow_pow[gap]
+                victims[e] = base + 1.0 / max(p, 1e-12)
+            else:
+                victims[e] = -np.inf
+
     def choose_victims(self, count: int, can_evict: Callable[[Key], bool]) -> list[Key]:
         """The victims `count` choose_victim calls in a row would pick (each eviction only
         masks its own entry), in that order: one table refresh for a call's misses instead
         of one per miss. Each is the largest victims entry left, the first in row-major
-        order on ties, found through the per-row bests."""
+        order on ties, found through the per-row bests. (A row's largest is read at its
+        argmax: numpy's max costs several argmaxes on a row this short.)"""
         victims = self.victim_scores()
         if victims.size == 0:
             return []
         best = self._row_best
         for row in self._unranked:
-            best[row] = victims[row].max()
+            scores = victims[row]
+            best[row] = scores[scores.argmax()]
         self._unranked = set()
         masked: list[tuple[int, int, float]] = []  # looked at: in use, or chosen; masked while we look
         chosen: list[Key] = []
@@ -387,12 +446,13 @@ class NextUsePolicy:
             row = int(best.argmax())
             if best[row] == -np.inf:
                 break
-            expert = int(victims[row].argmax())
+            scores = victims[row]
+            expert = int(scores.argmax())
             if can_evict((row, expert)):
                 chosen.append((row, expert))
-            masked.append((row, expert, victims[row, expert]))
-            victims[row, expert] = -np.inf
-            best[row] = victims[row].max()
+            masked.append((row, expert, scores[expert]))
+            scores[expert] = -np.inf
+            best[row] = scores[scores.argmax()]
         for row, expert, score in masked:  # the evictions (on_evict) mask the chosen for good
             victims[row, expert] = score
             best[row] = max(best[row], score)
@@ -413,6 +473,7 @@ class NextUsePolicy:
         self._fast, self._slow = grown(self._fast, self.PRIOR), grown(self._slow, self.PRIOR)
         self._stamp, self._resident = grown(self._stamp, 0), grown(self._resident, False)
         self._victims = grown(self._victims, -np.inf)
+        self._scratch = (np.zeros(experts, dtype=np.int64), *(np.zeros(experts) for _ in range(3)))
         self._row_best = np.full(rows, -np.inf)
         self._unranked = set(range(rows))
         calls, last = np.zeros(rows, dtype=np.int64), np.zeros(rows)

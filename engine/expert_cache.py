@@ -141,6 +141,18 @@ class ExpertCache:
             slots.append(slot)
         return plan
 
+    def note_use(self, keys: list[Key]) -> None:
+        """A call whose keys are all resident and none loading (a budget that holds every
+        expert): the policy learns of it as plan() would tell it, without the planning."""
+        if self._begin_call is not None:
+            self._begin_call(keys, False)
+        if self.trace is not None:
+            self.trace.extend(keys)
+            self.trace_calls.append((len(keys), False))  # type: ignore[union-attr]
+        on_access = self.policy.on_access
+        for key in keys:
+            on_access(key, False)
+
     def plan_prefetch(self, keys: Iterable[Key]) -> list[tuple[Key, int]]:
         """Slots for speculative loads; skips keys already cached and never evicts
         what the current call uses."""

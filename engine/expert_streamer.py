@@ -310,9 +310,15 @@ class ExpertStreamer:
     def flush_routing(self) -> None:
         """Record the routing of forwards already evaluated (the next forward needs them)."""
         pending, self._unrecorded = self._unrecorded, []
+        if not pending:
+            return
+        # one host copy for the whole forward, not one per layer (hot path: every token)
+        flat = np.array(mx.concatenate([indices.reshape(-1) for _, indices in pending])).tolist()
+        at = 0
         for row, indices in pending:
-            experts = unique_sorted(np.array(indices))
-            self.cache_of(row).plan([(row, e) for e in experts])
+            experts = sorted(set(flat[at : at + indices.size]))
+            at += indices.size
+            self.cache_of(row).note_use([(row, e) for e in experts])
             self.telemetry.record_access(row, experts, ())
 
     def keep_hot(self, row: int, inds: np.ndarray) -> None:

@@ -45,11 +45,22 @@ class _Unit:
     """Reads one reader thread does in a row (one expert's tensors): one queue entry, one
     wake-up, instead of one per tensor."""
 
-    __slots__ = ("jobs", "priority", "state", "error")
+    __slots__ = ("jobs", "priority", "state", "error", "waiters")
 
     def __init__(self, jobs: Iterable[ReadJob], priority: int) -> None:
         self.jobs, self.priority, self.state = jobs, priority, _PENDING
         self.error: BaseException | None = None
+        self.waiters: list[_Waiter] = []  # whoever waits for this unit among others
+
+
+class _Waiter:
+    """One wait() in progress: how many of its units have not finished. The waiting thread
+    is woken once, by the last of them, not at every unit's end."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
 
 
 class ReadTicket:
@@ -167,7 +178,9 @@ class ExpertReader:
             st = os.fstat(fd)
             self._fds[f] = fd
             self._ident[f] = (st.st_dev, st.st_ino)
-        self._cond = threading.Condition()  # guards the queue and every unit's state
+        lock = threading.Lock()  # guards the queue and every unit's state
+        self._queued = threading.Condition(lock)  # reader threads wait here for units
+        self._finished = threading.Condition(lock)  # wait() waits here for its units
         self._heap: list[tuple[int, int, _Unit]] = []
         self._order = itertools.count()  # FIFO within one priority
         self._closing = False
@@ -191,20 +204,20 @@ class ExpertReader:
         """Each unit's jobs read in a row by one thread (one expert); units run concurrently.
         A unit may be lazy (a generator): the thread that runs it builds its jobs."""
         batch = [_Unit(jobs, priority) for jobs in units]
-        with self._cond:
+        with self._queued:
             for unit in batch:
                 heapq.heappush(self._heap, (priority, next(self._order), unit))
-            self._cond.notify(len(batch))
+            self._queued.notify(len(batch))
         return ReadTicket(self, batch)
 
     def _work(self) -> None:
         while True:
-            with self._cond:
+            with self._queued:
                 while True:
                     if not self._heap:
                         if self._closing:
                             return
-                        self._cond.wait()
+                        self._queued.wait()
                         continue
                     priority, _, unit = heapq.heappop(self._heap)
                     if unit.state == _PENDING and unit.priority == priority:  # else a stale entry
@@ -215,25 +228,40 @@ class ExpertReader:
                     self._run(job)
             except BaseException as exc:  # handed to whoever waits on the ticket
                 unit.error = exc
-            with self._cond:
+            with self._finished:
                 unit.state = _DONE
-                self._cond.notify_all()
+                self._finish(unit)
+
+    def _finish(self, unit: _Unit) -> None:
+        """A unit has ended (read, failed or cancelled): wake whoever waited for it last."""
+        for waiter in unit.waiters:
+            waiter.left -= 1
+            if waiter.left == 0:
+                self._finished.notify_all()
+        unit.waiters = []
 
     def _wait(self, units: list[_Unit]) -> None:
-        with self._cond:
-            while not all(u.state >= _DONE for u in units):
-                self._cond.wait()
+        with self._finished:
+            pending = [u for u in units if u.state < _DONE]
+            if not pending:
+                return
+            waiter = _Waiter(len(pending))
+            for u in pending:
+                u.waiters.append(waiter)
+            while waiter.left:
+                self._finished.wait()
 
     def _cancel(self, units: list[_Unit]) -> bool:
-        with self._cond:
+        with self._finished:
             if any(u.state != _PENDING for u in units):
                 return False
             for u in units:
                 u.state = _CANCELLED
+                self._finish(u)
             return True
 
     def _promote(self, units: list[_Unit]) -> None:
-        with self._cond:
+        with self._queued:
             for u in units:
                 if u.state == _PENDING and u.priority != DEMAND:
                     u.priority = DEMAND  # its old queue entry is now stale
@@ -285,13 +313,14 @@ class ExpertReader:
             os.posix_fadvise(fd, job.offset, job.nbytes, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
-        with self._cond:
+        with self._queued:
             for _, _, unit in self._heap:  # reads nobody will use
                 if unit.state == _PENDING:
                     unit.state = _CANCELLED
+                    self._finish(unit)
             self._heap.clear()
             self._closing = True
-            self._cond.notify_all()
+            self._queued.notify_all()
         for worker in self._workers:
             worker.join()
         for fd in self._fds.values():

@@ -4,7 +4,7 @@ search) must choose exactly the victims the plain search chooses."""
 import numpy as np
 import pytest
 
-from engine.cache_policy import NextUsePolicy, RouterScorePolicy
+from engine.cache_policy import LRUPolicy, NextUsePolicy, RouterScorePolicy
 from engine.expert_cache import ExpertCache
 
 
@@ -106,3 +106,52 @@ def test_next_use_per_row_search_chooses_what_a_whole_table_search_does(seed):
             seen.append((plan.loads, plan.slots, prefetched, sorted(cache.resident_keys())))
         assert seen[0] == seen[1], step
     assert caches[0].policy is not caches[1].policy
+
+
+class NumpyOnly(NextUsePolicy):
+    """Every call's update and every rescore through numpy, as before the Python-float paths."""
+
+    _FEW = -1
+
+    def _score_few(self, row, experts):
+        idx = np.array(experts)
+        scores = np.where(self._resident[row, idx], self.expected_next_use(row, idx), -np.inf)
+        self._victims[row, idx] = scores
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_next_use_python_float_paths_match_numpy_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    rows, experts, slots = 6, 48, 50
+    caches = [ExpertCache(slots, NextUsePolicy()), ExpertCache(slots, NumpyOnly())]
+    for step in range(500):
+        row = step % rows
+        keys = sorted({(row, int(e)) for e in rng.integers(0, experts, rng.integers(1, 40))})
+        bulk = len(keys) > 20
+        seen = []
+        for cache in caches:
+            plan = cache.plan(keys, bulk)
+            cache.loaded(keys)
+            seen.append((plan.loads, plan.slots))
+        assert seen[0] == seen[1], step
+        for table in ("_fast", "_slow", "_stamp", "_victims"):
+            np.testing.assert_array_equal(getattr(caches[0].policy, table), getattr(caches[1].policy, table))
+
+
+@pytest.mark.parametrize("policy", [NextUsePolicy, LRUPolicy])
+def test_note_use_teaches_the_policy_what_plan_does(policy):
+    """A budget that holds every expert records each call with note_use (no planning): the
+    policy must end where plan() would have left it, so a later shrink evicts the same."""
+    rng = np.random.default_rng(3)
+    rows, experts = 4, 16
+    planned, noted = ExpertCache(rows * experts, policy()), ExpertCache(rows * experts, policy())
+    every = [(r, e) for r in range(rows) for e in range(experts)]
+    for cache in (planned, noted):
+        cache.plan(every, True)
+        cache.loaded(every)
+    for step in range(200):
+        keys = sorted({(step % rows, int(e)) for e in rng.integers(0, experts, 5)})
+        assert not planned.plan(keys).loads
+        noted.note_use(keys)
+    assert planned.shrink(20) == noted.shrink(20)
+    assert sorted(planned.resident_keys()) == sorted(noted.resident_keys())
