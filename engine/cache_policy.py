@@ -260,6 +260,7 @@ class NextUsePolicy:
         self._resident = np.zeros((0, 0), dtype=bool)
         self._victims = np.zeros((0, 0))  # score where resident and fresh, -inf elsewhere
         self._scratch: tuple[np.ndarray, ...] = ()  # one row's gaps and three float rows (_score_row)
+        self._shape = (0, 0)  # the tables' (rows, experts), as plain ints (hot path)
         self._calls = np.zeros(0, dtype=np.int64)  # per row: calls so far
         self._last_call = np.zeros(0)  # per row: the clock at its latest call
         self._clock = 0
@@ -343,7 +344,8 @@ class NextUsePolicy:
 
     def on_insert(self, key: Key, bulk: bool = False) -> None:
         row, expert = key
-        if row >= self._fast.shape[0] or expert >= self._fast.shape[1]:
+        rows, experts = self._shape
+        if row >= rows or expert >= experts:
             self._fit(row, expert)
         self._resident[row, expert] = True
         if row == self._row:  # a miss of the current call: in use until it ends
@@ -356,7 +358,8 @@ class NextUsePolicy:
 
     def on_evict(self, key: Key) -> None:
         row, expert = key
-        if row < self._resident.shape[0] and expert < self._resident.shape[1]:
+        rows, experts = self._shape
+        if row < rows and expert < experts:
             self._resident[row, expert] = False
             self._victims[row, expert] = -np.inf
             self._unranked.add(row)
@@ -474,6 +477,7 @@ class NextUsePolicy:
         self._stamp, self._resident = grown(self._stamp, 0), grown(self._resident, False)
         self._victims = grown(self._victims, -np.inf)
         self._scratch = (np.zeros(experts, dtype=np.int64), *(np.zeros(experts) for _ in range(3)))
+        self._shape = (rows, experts)
         self._row_best = np.full(rows, -np.inf)
         self._unranked = set(range(rows))
         calls, last = np.zeros(rows, dtype=np.int64), np.zeros(rows)

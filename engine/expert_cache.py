@@ -139,6 +139,7 @@ class ExpertCache:
                 plan.pending.append(ticket)
             on_access(key, bulk)
             slots.append(slot)
+        self.peak_used = max(self.peak_used, self.used)  # once: a call only adds after it evicts
         return plan
 
     def note_use(self, keys: list[Key]) -> None:
@@ -168,6 +169,7 @@ class ExpertCache:
             self._last_prefetch.add(key)
             self.prefetch_issued += 1
             loads.append((key, slot))
+        self.peak_used = max(self.peak_used, self.used)
         return loads
 
     def shadow_prefetch(self, keys: Iterable[Key]) -> None:
@@ -248,7 +250,6 @@ class ExpertCache:
         self._slot_of[key] = slot
         self._key_of[slot] = key
         self.policy.on_insert(key, bulk)
-        self.peak_used = max(self.peak_used, self.used)
 
     def _take_slot(self, allow_fail: bool = False) -> int | None:
         if self._free:

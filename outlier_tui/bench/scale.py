@@ -9,7 +9,8 @@ headless by Textual's pilot with the real engine. It prints, and writes as JSON:
 
 - load time, and the checkpoint index's Python memory (tracemalloc);
 - decode tok/s with a budget holding every expert / mlx-lm resident (median of rounds);
-- the engine's host time per MoE layer per decode token, at a 25% budget (warm);
+- the engine's host time per MoE layer per decode token, at a 25% budget (warm), with the
+  default reader threads and with the engine alone (one reader, reads from the page cache);
 - telemetry bytes per SSE frame (engine/wire.py): the key frame and the deltas;
 - the heatmap's time per frame in the app (ExpertHeatmap._build, each frame drawn).
 
@@ -206,9 +207,13 @@ def decode_race(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def host_and_telemetry(path: Path, tokens: int) -> tuple[dict[str, Any], list]:
+def host_and_telemetry(path: Path, tokens: int, alone: bool = False) -> tuple[dict[str, Any], list]:
     """At a 25% budget (misses, the full per-layer host path), warm pass: host time per MoE
-    layer per decode token; the snapshots after every step, for the wire and the heatmap."""
+    layer per decode token; the snapshots after every step, for the wire and the heatmap.
+    alone: one reader thread and reads through the page cache (memory copies), so the
+    engine thread shares the cores with as little reading as can be: at 7.7 KB per expert
+    the default 4 reader threads spend more CPU than the engine thread (GIL hand-offs), and
+    on 2 cores that CPU is taken from it."""
     from engine.api import EngineState
     from engine.loader import LoadOptions, load_streamed_model
     from outlier_tui.bench.measure import StepTelemetry, run_pass
@@ -226,7 +231,8 @@ def host_and_telemetry(path: Path, tokens: int) -> tuple[dict[str, Any], list]:
     budget = probe.info.total_expert_bytes // 4
     probe.close()
     # prefetch off: its load-time decision is timed, so the measured path would vary by run
-    loaded = load_streamed_model(path, budget, LoadOptions(prefetch=False), telemetry=telemetry)
+    options = LoadOptions(prefetch=False, reader_threads=1, page_cache=True) if alone else LoadOptions(prefetch=False)
+    loaded = load_streamed_model(path, budget, options, telemetry=telemetry)
     try:
         layers = len(loaded.info.moe_layers)
         run_pass(loaded, telemetry, tokens)  # cold
@@ -390,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         result["decode"] = decode_race(path, args.tokens, args.rounds)
         host, snapshots = host_and_telemetry(path, args.tokens)
         result["host"] = host
+        result["host_engine_alone"] = host_and_telemetry(path, args.tokens, alone=True)[0]
         result["wire"] = wire_sizes(snapshots)
         result["generate"] = through_generate(path, args.tokens, result["decode"].pop("resident_tokens"))
         columns, lines = (int(v) for v in args.size.split("x"))
