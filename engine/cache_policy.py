@@ -287,6 +287,51 @@ class NextUsePolicy:
         once per MoE layer per token)."""
         if not keys:
             return
+        row, experts = self._start_call(keys)
+        if len(experts) <= self._FEW:
+            self._count_few(row, experts)
+        else:
+            idx = np.array(experts)
+            gap = np.minimum(self._calls[row] - self._stamp[row, idx], self._GAPS - 1)
+            fast, slow = self._fast[row], self._slow[row]
+            fast[idx] = fast[idx] * self._FAST_POW[gap] + (1 - self.FAST)
+            slow[idx] = slow[idx] * self._SLOW_POW[gap] + (1 - self.SLOW)
+            self._stamp[row, idx] = self._calls[row]
+            # in use by this call, so not victims until it ends: the row is scored again then
+            # (rescoring it at every miss of the call costs more than the rest of the policy)
+            self._victims[row, idx] = -np.inf
+        self._unranked.add(row)
+        self._stale_after_call = True
+
+    def begin_calls(self, calls: Sequence[Sequence[Key]]) -> None:
+        """begin_call for each of a forward's calls in turn (a budget that holds every expert,
+        ExpertCache.note_uses): the same state, every call's experts updated in one pass."""
+        calls = [keys for keys in calls if keys]
+        rows = [keys[0][0] for keys in calls]
+        if len(set(rows)) < len(rows):  # a row twice: its second update depends on its first
+            for keys in calls:
+                self.begin_call(keys)
+            return
+        at_rows: list[int] = []
+        at_experts: list[int] = []
+        for keys in calls:
+            row, experts = self._start_call(keys)
+            at_rows += [row] * len(experts)
+            at_experts += experts
+        if not calls:
+            return
+        r, e = np.array(at_rows), np.array(at_experts)
+        now = self._calls[r]
+        gap = np.minimum(now - self._stamp[r, e], self._GAPS - 1)
+        self._fast[r, e] = self._fast[r, e] * self._FAST_POW[gap] + (1 - self.FAST)
+        self._slow[r, e] = self._slow[r, e] * self._SLOW_POW[gap] + (1 - self.SLOW)
+        self._stamp[r, e] = now
+        self._victims[r, e] = -np.inf
+        self._unranked.update(rows)
+        self._stale_after_call = True
+
+    def _start_call(self, keys: Sequence[Key]) -> tuple[int, list[int]]:
+        """begin_call's bookkeeping of the row and the clocks; returns (row, experts)."""
         row = keys[0][0]
         experts = [e for _, e in keys]
         top = max(experts)
@@ -309,20 +354,7 @@ class NextUsePolicy:
         self._inserted = []
         self._row = row
         self._this_call = set(keys)
-        if len(experts) <= self._FEW:
-            self._count_few(row, experts)
-        else:
-            idx = np.array(experts)
-            gap = np.minimum(self._calls[row] - self._stamp[row, idx], self._GAPS - 1)
-            fast, slow = self._fast[row], self._slow[row]
-            fast[idx] = fast[idx] * self._FAST_POW[gap] + (1 - self.FAST)
-            slow[idx] = slow[idx] * self._SLOW_POW[gap] + (1 - self.SLOW)
-            self._stamp[row, idx] = self._calls[row]
-            # in use by this call, so not victims until it ends: the row is scored again then
-            # (rescoring it at every miss of the call costs more than the rest of the policy)
-            self._victims[row, idx] = -np.inf
-        self._unranked.add(row)
-        self._stale_after_call = True
+        return row, experts
 
     def _count_few(self, row: int, experts: list[int]) -> None:
         """begin_call's update for a decode step's few experts: the same arithmetic, element

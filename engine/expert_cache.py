@@ -142,17 +142,24 @@ class ExpertCache:
         self.peak_used = max(self.peak_used, self.used)  # once: a call only adds after it evicts
         return plan
 
-    def note_use(self, keys: list[Key]) -> None:
-        """A call whose keys are all resident and none loading (a budget that holds every
-        expert): the policy learns of it as plan() would tell it, without the planning."""
-        if self._begin_call is not None:
-            self._begin_call(keys, False)
+    def note_uses(self, calls: list[list[Key]]) -> None:
+        """Calls whose keys are all resident and none loading (a budget that holds every
+        expert), in order: the policy learns of them as plan() would tell it, without the
+        planning; a policy that counts calls takes a forward's calls in one go."""
         if self.trace is not None:
-            self.trace.extend(keys)
-            self.trace_calls.append((len(keys), False))  # type: ignore[union-attr]
+            for keys in calls:
+                self.trace.extend(keys)
+                self.trace_calls.append((len(keys), False))  # type: ignore[union-attr]
+        begin_calls = getattr(self.policy, "begin_calls", None)
+        if begin_calls is not None:  # its begin_call already counts every key as used
+            begin_calls(calls)
+            return
         on_access = self.policy.on_access
-        for key in keys:
-            on_access(key, False)
+        for keys in calls:
+            if self._begin_call is not None:
+                self._begin_call(keys, False)
+            for key in keys:
+                on_access(key, False)
 
     def plan_prefetch(self, keys: Iterable[Key]) -> list[tuple[Key, int]]:
         """Slots for speculative loads; skips keys already cached and never evicts

@@ -134,7 +134,9 @@ class ExpertStreamer:
         self.layer_major: Any = None
         # Set by engine.prefill for one prompt: every (row, expert) it routes to is added.
         self.prompt_experts: set[tuple[int, int]] | None = None
+        # all-resident mode: the routing of the forward being built, and of the one before it
         self._unrecorded: list[tuple[int, mx.array]] = []
+        self._in_flight: list[tuple[int, mx.array]] = []
         # residency changes telemetry has not been told of yet (the cache's evictions land here)
         self._changes: list[tuple[tuple[int, int], bool]] = []
         # per row: on-disk dtype tag where it differs from the slot's dtype (the reader converts)
@@ -181,6 +183,8 @@ class ExpertStreamer:
         before = self.pool_bytes
         if budget_bytes >= before:
             return before
+        if self.all_resident:  # the policy picks what stays: it must know every forward so far
+            self.flush_routing(everything=True)
         for group in self.groups:
             for key, ticket in group.cache.in_flight():
                 try:
@@ -302,24 +306,29 @@ class ExpertStreamer:
         )
 
     def note_routing(self, row: int, indices: mx.array) -> None:
-        """All-resident mode: remember the router's choice; record it once computed."""
+        """All-resident mode: remember the router's choice, and record it one forward later.
+        A decode builds the next forward while the last one computes (mlx-lm's pipelining):
+        reading that one's routing now would wait for it, and the two would no longer overlap
+        (measured: 3 ms of a 100 ms token here); the forward before it has been computed."""
         if row == 0:
             self.flush_routing()
         self._unrecorded.append((row, indices))
 
-    def flush_routing(self) -> None:
-        """Record the routing of forwards already evaluated (the next forward needs them)."""
-        pending, self._unrecorded = self._unrecorded, []
+    def flush_routing(self, everything: bool = False) -> None:
+        """Record the routing of the forward before the last (everything: of the last too)."""
+        if everything:
+            self.flush_routing()
+        pending, self._in_flight, self._unrecorded = self._in_flight, self._unrecorded, []
         if not pending:
             return
-        # one host copy for the whole forward, not one per layer (hot path: every token)
-        flat = np.array(mx.concatenate([indices.reshape(-1) for _, indices in pending])).tolist()
-        at = 0
+        # copies of computed arrays: no MLX op, which would queue behind the forward in flight
+        calls: dict[int, list[list[tuple[int, int]]]] = {}  # per pool group: its rows' calls, in order
         for row, indices in pending:
-            experts = sorted(set(flat[at : at + indices.size]))
-            at += indices.size
-            self.cache_of(row).note_use([(row, e) for e in experts])
+            experts = sorted(set(np.array(indices).reshape(-1).tolist()))
+            calls.setdefault(id(self._group_of[row]), []).append([(row, e) for e in experts])
             self.telemetry.record_access(row, experts, ())
+        for group_calls in calls.values():
+            self.cache_of(group_calls[0][0][0]).note_uses(group_calls)
 
     def keep_hot(self, row: int, inds: np.ndarray) -> None:
         """After a prompt's call: its favourite experts of this row (most used by its last

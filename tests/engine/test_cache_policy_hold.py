@@ -140,8 +140,8 @@ def test_next_use_python_float_paths_match_numpy_bit_for_bit(seed):
 
 @pytest.mark.parametrize("policy", [NextUsePolicy, LRUPolicy])
 def test_note_use_teaches_the_policy_what_plan_does(policy):
-    """A budget that holds every expert records each call with note_use (no planning): the
-    policy must end where plan() would have left it, so a later shrink evicts the same."""
+    """A budget that holds every expert records a forward's calls with note_uses (no planning):
+    the policy must end where plan() would have left it, so a later shrink evicts the same."""
     rng = np.random.default_rng(3)
     rows, experts = 4, 16
     planned, noted = ExpertCache(rows * experts, policy()), ExpertCache(rows * experts, policy())
@@ -149,9 +149,14 @@ def test_note_use_teaches_the_policy_what_plan_does(policy):
     for cache in (planned, noted):
         cache.plan(every, True)
         cache.loaded(every)
-    for step in range(200):
-        keys = sorted({(step % rows, int(e)) for e in rng.integers(0, experts, 5)})
-        assert not planned.plan(keys).loads
-        noted.note_use(keys)
+    for step in range(0, 200, rows):  # a forward: every row once, then (rarely) a row again
+        calls = [sorted({(row, int(e)) for e in rng.integers(0, experts, 5)}) for row in range(rows)]
+        calls += [[(1, 2), (1, 3)]] if step % 40 == 0 else []
+        for keys in calls:
+            assert not planned.plan(keys).loads
+        noted.note_uses(calls)
+    if policy is NextUsePolicy:
+        for table in ("_fast", "_slow", "_stamp", "_calls", "_last_call"):
+            np.testing.assert_array_equal(getattr(planned.policy, table), getattr(noted.policy, table))
     assert planned.shrink(20) == noted.shrink(20)
     assert sorted(planned.resident_keys()) == sorted(noted.resident_keys())
