@@ -226,11 +226,12 @@ class Turn:
 
     async def run_async(self) -> TurnResult:
         """Stream the answer in the event loop. If the task is cancelled (the app
-        closes) the engine is told to stop and what came so far is saved."""
+        closes), or SIGTERM/SIGHUP's Terminated (a KeyboardInterrupt) is raised while this
+        task runs, the engine is told to stop and what came so far is saved as stopped."""
         try:
             async for event in self.engine.generate(self.messages, self.params):  # type: ignore[attr-defined]
                 self.handle(event)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt):
             self.engine.cancel()
             self.cancel()
             self.finish()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 
 import pytest
 
@@ -123,6 +124,27 @@ def test_async_run_cancelled_by_the_app_closing_saves(store):
     asyncio.run(main())
     answer = store.messages(session.chat_id)[-1]
     assert answer.status == "cancelled" and answer.content.startswith("w0")
+
+
+def test_a_signal_raised_inside_the_async_answer_saves_it_as_stopped(store):
+    """termination.install() raises Terminated in whatever the main thread runs: in the app
+    that can be the answer's own task, which must save the text as stopped, not partial."""
+    from outlier_tui.termination import Terminated
+
+    engine = _engine([" ".join(f"w{i}" for i in range(2000))], token_delay=0.001)
+    session = ChatSession(engine, store)
+
+    def on_part(kind, text):
+        if text.strip() == "w20":
+            raise Terminated(signal.SIGTERM)
+
+    async def main():
+        await session.send("q", on_part).run_async()
+
+    with pytest.raises(Terminated):
+        asyncio.run(main())
+    answer = store.messages(session.chat_id)[-1]
+    assert answer.status == "cancelled" and answer.content.startswith("w0 w1 ")
 
 
 def test_retry_replaces_the_last_answer(store):
