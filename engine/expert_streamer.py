@@ -323,10 +323,10 @@ class ExpertStreamer:
             return
         # copies of computed arrays: no MLX op, which would queue behind the forward in flight
         calls: dict[int, list[list[tuple[int, int]]]] = {}  # per pool group: its rows' calls, in order
-        for row, indices in pending:
-            experts = sorted(set(np.array(indices).reshape(-1).tolist()))
+        used = [(row, sorted(set(np.array(indices).reshape(-1).tolist()))) for row, indices in pending]
+        for row, experts in used:
             calls.setdefault(id(self._group_of[row]), []).append([(row, e) for e in experts])
-            self.telemetry.record_access(row, experts, ())
+        self.telemetry.record_hits(used)
         for group_calls in calls.values():
             self.cache_of(group_calls[0][0][0]).note_uses(group_calls)
 

@@ -49,3 +49,21 @@ def test_residency_changes_apply_in_order():
     assert snap.resident[1, 0] and not snap.resident[2, 3]
     t.set_resident([(1, 0)], False)  # applied on the next read, after the earlier ones
     assert not t.snapshot().resident.any()
+
+
+def test_a_forwards_hits_in_one_go_are_those_of_each_call():
+    """record_hits (a forward at a budget that holds every expert) must leave exactly what
+    record_access call by call leaves, a row seen twice included."""
+    calls = [(0, [1, 3]), (1, [0]), (2, [0, 1, 2]), (0, [3])]
+    one_by_one, batched = _telemetry(), _telemetry()
+    for t in (one_by_one, batched):
+        t.begin_step()
+        t.record_access(1, [2], [2])
+        t.begin_step()
+    for row, experts in calls:
+        one_by_one.record_access(row, experts, [])
+    batched.record_hits(calls)
+    a, b = one_by_one.snapshot(), batched.snapshot()
+    for name in ("hits", "misses", "last_use_step", "last_miss_step"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert b.hits[0, 3] == 2
