@@ -260,7 +260,6 @@ class NextUsePolicy:
         self._resident = np.zeros((0, 0), dtype=bool)
         self._victims = np.zeros((0, 0))  # score where resident and fresh, -inf elsewhere
         self._scratch: tuple[np.ndarray, ...] = ()  # one row's gaps and three float rows (_score_row)
-        self._shape = (0, 0)  # the tables' (rows, experts), as plain ints (hot path)
         self._calls = np.zeros(0, dtype=np.int64)  # per row: calls so far
         self._last_call = np.zeros(0)  # per row: the clock at its latest call
         self._clock = 0
@@ -291,15 +290,7 @@ class NextUsePolicy:
         if len(experts) <= self._FEW:
             self._count_few(row, experts)
         else:
-            idx = np.array(experts)
-            gap = np.minimum(self._calls[row] - self._stamp[row, idx], self._GAPS - 1)
-            fast, slow = self._fast[row], self._slow[row]
-            fast[idx] = fast[idx] * self._FAST_POW[gap] + (1 - self.FAST)
-            slow[idx] = slow[idx] * self._SLOW_POW[gap] + (1 - self.SLOW)
-            self._stamp[row, idx] = self._calls[row]
-            # in use by this call, so not victims until it ends: the row is scored again then
-            # (rescoring it at every miss of the call costs more than the rest of the policy)
-            self._victims[row, idx] = -np.inf
+            self._count_many(row, np.array(experts))
         self._unranked.add(row)
         self._stale_after_call = True
 
@@ -320,13 +311,7 @@ class NextUsePolicy:
             at_experts += experts
         if not calls:
             return
-        r, e = np.array(at_rows), np.array(at_experts)
-        now = self._calls[r]
-        gap = np.minimum(now - self._stamp[r, e], self._GAPS - 1)
-        self._fast[r, e] = self._fast[r, e] * self._FAST_POW[gap] + (1 - self.FAST)
-        self._slow[r, e] = self._slow[r, e] * self._SLOW_POW[gap] + (1 - self.SLOW)
-        self._stamp[r, e] = now
-        self._victims[r, e] = -np.inf
+        self._count_many(np.array(at_rows), np.array(at_experts))
         self._unranked.update(rows)
         self._stale_after_call = True
 
@@ -356,6 +341,18 @@ class NextUsePolicy:
         self._this_call = set(keys)
         return row, experts
 
+    def _count_many(self, rows: int | np.ndarray, experts: np.ndarray) -> None:
+        """The experts' use counted in one numpy update (a row, or one row per expert; each
+        (row, expert) once): their averages decay to now and take the use, and they are in
+        use until the call ends, so not victims (the row is scored again then: rescoring it
+        at every miss of the call costs more than the rest of the policy)."""
+        now = self._calls[rows]
+        gap = np.minimum(now - self._stamp[rows, experts], self._GAPS - 1)
+        self._fast[rows, experts] = self._fast[rows, experts] * self._FAST_POW[gap] + (1 - self.FAST)
+        self._slow[rows, experts] = self._slow[rows, experts] * self._SLOW_POW[gap] + (1 - self.SLOW)
+        self._stamp[rows, experts] = now
+        self._victims[rows, experts] = -np.inf
+
     def _count_few(self, row: int, experts: list[int]) -> None:
         """begin_call's update for a decode step's few experts: the same arithmetic, element
         by element in Python floats (numpy's per-call cost is most of the time at ~10)."""
@@ -376,8 +373,7 @@ class NextUsePolicy:
 
     def on_insert(self, key: Key, bulk: bool = False) -> None:
         row, expert = key
-        rows, experts = self._shape
-        if row >= rows or expert >= experts:
+        if row >= self._fast.shape[0] or expert >= self._fast.shape[1]:
             self._fit(row, expert)
         self._resident[row, expert] = True
         if row == self._row:  # a miss of the current call: in use until it ends
@@ -390,8 +386,7 @@ class NextUsePolicy:
 
     def on_evict(self, key: Key) -> None:
         row, expert = key
-        rows, experts = self._shape
-        if row < rows and expert < experts:
+        if row < self._resident.shape[0] and expert < self._resident.shape[1]:
             self._resident[row, expert] = False
             self._victims[row, expert] = -np.inf
             self._unranked.add(row)
@@ -509,7 +504,6 @@ class NextUsePolicy:
         self._stamp, self._resident = grown(self._stamp, 0), grown(self._resident, False)
         self._victims = grown(self._victims, -np.inf)
         self._scratch = (np.zeros(experts, dtype=np.int64), *(np.zeros(experts) for _ in range(3)))
-        self._shape = (rows, experts)
         self._row_best = np.full(rows, -np.inf)
         self._unranked = set(range(rows))
         calls, last = np.zeros(rows, dtype=np.int64), np.zeros(rows)

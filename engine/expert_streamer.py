@@ -322,13 +322,13 @@ class ExpertStreamer:
         if not pending:
             return
         # copies of computed arrays: no MLX op, which would queue behind the forward in flight
-        calls: dict[int, list[list[tuple[int, int]]]] = {}  # per pool group: its rows' calls, in order
         used = [(row, sorted(set(np.array(indices).reshape(-1).tolist()))) for row, indices in pending]
+        calls: dict[ExpertCache, list[list[tuple[int, int]]]] = {}  # per cache: its rows' calls, in order
         for row, experts in used:
-            calls.setdefault(id(self._group_of[row]), []).append([(row, e) for e in experts])
+            calls.setdefault(self.cache_of(row), []).append([(row, e) for e in experts])
         self.telemetry.record_hits(used)
-        for group_calls in calls.values():
-            self.cache_of(group_calls[0][0][0]).note_uses(group_calls)
+        for cache, cache_calls in calls.items():
+            cache.note_uses(cache_calls)
 
     def keep_hot(self, row: int, inds: np.ndarray) -> None:
         """After a prompt's call: its favourite experts of this row (most used by its last
