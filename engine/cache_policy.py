@@ -303,15 +303,27 @@ class NextUsePolicy:
             for keys in calls:
                 self.begin_call(keys)
             return
-        at_rows: list[int] = []
-        at_experts: list[int] = []
-        for keys in calls:
-            row, experts = self._start_call(keys)
-            at_rows += [row] * len(experts)
-            at_experts += experts
         if not calls:
             return
-        self._count_many(np.array(at_rows), np.array(at_experts))
+        experts = [[e for _, e in keys] for keys in calls]
+        top_row, top = max(rows), max(max(row_experts) for row_experts in experts)
+        if top_row >= self._fast.shape[0] or top >= self._fast.shape[1]:
+            self._fit(top_row, top)
+        # _start_call's bookkeeping, call by call: only the first call can find the row before
+        # the batch unscored (each later one finds the batch's previous row stale already)
+        if self._stale_after_call:
+            if rows[0] not in self._rows_seen or self._row in self._stale:
+                self._stale.add(self._row)
+            elif self._inserted:
+                self._rescore.append((self._row, self._inserted))
+        self._rows_seen.update(rows)
+        self._stale.update(rows)
+        at = np.array(rows)
+        self._calls[at] += 1
+        self._last_call[at] = np.arange(self._clock + 1, self._clock + 1 + len(rows))
+        self._clock += len(rows)
+        self._inserted, self._row, self._this_call = [], rows[-1], set(calls[-1])
+        self._count_many(np.repeat(at, [len(e) for e in experts]), np.array([e for row_e in experts for e in row_e]))
         self._unranked.update(rows)
         self._stale_after_call = True
 

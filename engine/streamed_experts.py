@@ -110,9 +110,25 @@ class StreamedExperts(nn.Module):
     def _bind_pool(self) -> None:
         """Bind the pool's arrays into the projections (again after the pool shrank)."""
         linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in self._projections.items()}
-        # a plain attribute: nn.Module keeps dicts as children, found through its slow __getattr__
+        # plain attributes: nn.Module keeps dicts as children, found through its slow __getattr__
         object.__setattr__(self, "_linears", linears)
+        object.__setattr__(self, "_row_linears", None)
         self._bound_generation = self._pool.generation
+
+    def _resident_linears(self) -> dict[str, _PoolLinear]:
+        """With every expert resident (expert e in slot base + e): the projections over this
+        row's slice of the pool, so the router's ids index it as they are, with no op added
+        to mlx-lm's (views: evaluated once, they share the pool's memory)."""
+        if self._bound_generation != self._pool.generation:
+            self._bind_pool()
+        if self._row_linears is None:
+            base = self._streamer.resident_slot_base(self._row)
+            end = base + self._streamer.layers[self._row].num_experts
+            arrays = {name: array[base:end] for name, array in self._pool.arrays.items()}
+            mx.eval(list(arrays.values()))
+            linears = {name: _PoolLinear(proj, arrays) for name, proj in self._projections.items()}
+            object.__setattr__(self, "_row_linears", linears)
+        return self._row_linears
 
     def _probe_graph(self, guess: bool) -> Callable[[mx.array, mx.array], mx.array]:
         """One token's routing (ids), the policy's scores (every expert's router probability)
@@ -137,8 +153,7 @@ class StreamedExperts(nn.Module):
         streamer = self._streamer
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
-            base = streamer.resident_slot_base(self._row)
-            return self._experts(x, indices.astype(mx.uint32) + base)
+            return self._experts(x, indices, self._resident_linears())
         if streamer.layer_major is not None:  # a prompt's chunks meet here (engine.prefill)
             return streamer.layer_major.park(self, x, indices)
         # host work is counted in this thread's CPU time: on a shared machine wall time also
@@ -261,8 +276,9 @@ class StreamedExperts(nn.Module):
             outs.append((mx.concatenate(piece)[mx.array(inverse)]).reshape(*inds.shape, dim))
         return outs
 
-    def _experts(self, x: mx.array, idx: mx.array) -> mx.array:
-        """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule)."""
+    def _experts(self, x: mx.array, idx: mx.array, linears: dict[str, _PoolLinear] | None = None) -> mx.array:
+        """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule);
+        linears: other projections than the whole pool's (_resident_linears)."""
         x = mx.expand_dims(x, (-2, -3))
         do_sort = idx.size >= 64
         inv_order = None
@@ -273,15 +289,16 @@ class StreamedExperts(nn.Module):
             inv_order = mx.argsort(order)
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
-        if self._bound_generation != self._pool.generation:
-            self._bind_pool()
-        linear = self._linears
+        if linears is None:
+            if self._bound_generation != self._pool.generation:
+                self._bind_pool()
+            linears = self._linears
         if self._glu_form:
-            up = linear["up_proj"](x, idx, do_sort)
-            gate = linear["gate_proj"](x, idx, do_sort)
-            y = linear["down_proj"](self._act(up, gate), idx, do_sort)
+            up = linears["up_proj"](x, idx, do_sort)
+            gate = linears["gate_proj"](x, idx, do_sort)
+            y = linears["down_proj"](self._act(up, gate), idx, do_sort)
         else:
-            y = linear["fc2"](self._act(linear["fc1"](x, idx, do_sort)), idx, do_sort)
+            y = linears["fc2"](self._act(linears["fc1"](x, idx, do_sort)), idx, do_sort)
         if do_sort:
             y = mx.unflatten(y[inv_order], 0, shape)
         return y.squeeze(-2)

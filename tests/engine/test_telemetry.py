@@ -63,6 +63,13 @@ def test_a_forwards_hits_in_one_go_are_those_of_each_call():
     for row, experts in calls:
         one_by_one.record_access(row, experts, [])
     batched.record_hits(calls)
+    distinct = _telemetry()
+    distinct.begin_step()
+    distinct.record_access(1, [2], [2])
+    distinct.begin_step()
+    distinct.record_hits([(0, [1, 3]), (2, [0])], distinct=True)
+    d = distinct.snapshot()
+    assert d.hits[0, 1] == d.hits[0, 3] == d.hits[2, 0] == 1 and d.hits.sum() == 3 and d.last_use_step[0, 3] == 2
     a, b = one_by_one.snapshot(), batched.snapshot()
     for name in ("hits", "misses", "last_use_step", "last_miss_step"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
