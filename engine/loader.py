@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,8 @@ class LoadedModel:
         if self.streamer is None:
             return 0
         layers = self.streamer.layers
-        return sum(layers[row].disk_bytes_per_expert for row, _ in experts)
+        per_row = Counter(row for row, _ in experts)  # a long prompt routes to thousands
+        return sum(layers[row].disk_bytes_per_expert * count for row, count in per_row.items())
 
     def close(self) -> None:
         if self.reader is not None:
