@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from engine.dtypes import elements
+
 Key = tuple[int, int]  # (moe_row, expert)
 
 
@@ -370,9 +372,8 @@ class NextUsePolicy:
         """begin_call's update for a decode step's few experts: the same arithmetic, element
         by element in Python floats (numpy's per-call cost is most of the time at ~10)."""
         calls, last = self._calls.item(row), self._GAPS - 1
-        # memoryviews: their elements are read and written twice as fast as through numpy's
-        fast, slow, stamp = memoryview(self._fast[row]), memoryview(self._slow[row]), memoryview(self._stamp[row])
-        victims = memoryview(self._victims[row])
+        fast, slow, stamp = elements(self._fast[row]), elements(self._slow[row]), elements(self._stamp[row])
+        victims = elements(self._victims[row])
         fast_pow, slow_pow = self._FAST_POW_LIST, self._SLOW_POW_LIST
         keep_fast, keep_slow = 1 - self.FAST, 1 - self.SLOW
         for e in experts:
@@ -460,8 +461,8 @@ class NextUsePolicy:
         call): expected_next_use's arithmetic in Python floats, the same values."""
         calls, last = self._calls.item(row), self._GAPS - 1
         base = self._last_call.item(row) / max(len(self._rows_seen), 1)
-        fast, slow, stamp = memoryview(self._fast[row]), memoryview(self._slow[row]), memoryview(self._stamp[row])
-        resident, victims = memoryview(self._resident[row]), memoryview(self._victims[row])
+        fast, slow, stamp = elements(self._fast[row]), elements(self._slow[row]), elements(self._stamp[row])
+        resident, victims = elements(self._resident[row]), elements(self._victims[row])
         fast_pow, slow_pow, mix = self._FAST_POW_LIST, self._SLOW_POW_LIST, self.MIX
         for e in experts:
             if resident[e]:

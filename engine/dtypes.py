@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,3 +87,10 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         return math.prod(self.shape) * ITEMSIZE[self.dtype]
+
+
+def elements(array: np.ndarray) -> Any:
+    """A C-contiguous array's elements as Python scalars, through a memoryview: read and
+    written about twice as fast as through numpy's scalar indexing (hot loops over a few
+    elements: the cache policy's and telemetry's per-call updates)."""
+    return memoryview(array)  # type: ignore[arg-type]  # numpy arrays export the buffer protocol

@@ -437,7 +437,7 @@ class ExpertStreamer:
 
 def _flat_list(array: mx.array) -> list[int]:
     """An evaluated array's values, flattened (tolist reads it; reshape would be an MLX op)."""
-    values = array.tolist()
+    values: Any = array.tolist()
     while values and isinstance(values[0], list):
         values = [v for part in values for v in part]
     return values

@@ -15,6 +15,7 @@ import numpy as np
 import psutil
 
 from engine.api import EngineState, ModelInfo, TelemetrySnapshot
+from engine.dtypes import elements
 
 
 def peak_rss_bytes() -> int:
@@ -40,7 +41,7 @@ class Telemetry:
             self._hits = np.zeros(shape, np.int64)
             self._misses = np.zeros(shape, np.int64)
             self._resident = np.zeros(shape, bool)
-            self._resident_cells = memoryview(self._resident)  # [row, expert] set as in numpy, faster
+            self._resident_cells = elements(self._resident)  # [row, expert], set faster than in numpy
             self._last_use = np.zeros(shape, np.int64)
             self._last_miss = np.zeros(shape, np.int64)
             self._step = 0
@@ -117,13 +118,12 @@ class Telemetry:
         experts, missed = list(experts), list(missed)
         with self._lock:
             step = self._step
-            # memoryviews: their elements are read and written twice as fast as through numpy's
-            hits, last_use = memoryview(self._hits[row]), memoryview(self._last_use[row])
+            hits, last_use = elements(self._hits[row]), elements(self._last_use[row])
             for e in experts:
                 hits[e] += 1
                 last_use[e] = step
             if missed:
-                misses, last_miss = memoryview(self._misses[row]), memoryview(self._last_miss[row])
+                misses, last_miss = elements(self._misses[row]), elements(self._last_miss[row])
                 for e in missed:
                     hits[e] -= 1
                     misses[e] += 1
