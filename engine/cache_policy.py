@@ -275,6 +275,7 @@ class NextUsePolicy:
         # per row: the largest of its victims entries, for rows not in _unranked: the victim
         # search looks at one entry per row, then one row, not at every expert of the model
         self._row_best = np.zeros(0)
+        self._row_best_at: list[int] = []  # where in the row its largest entry is (the first)
         self._unranked: set[int] = set()
         # the current call's row, once it ends: its keys in this call are protected until then
         self._stale_after_call = False
@@ -476,32 +477,36 @@ class NextUsePolicy:
         """The victims `count` choose_victim calls in a row would pick (each eviction only
         masks its own entry), in that order: one table refresh for a call's misses instead
         of one per miss. Each is the largest victims entry left, the first in row-major
-        order on ties, found through the per-row bests. (A row's largest is read at its
-        argmax: numpy's max costs several argmaxes on a row this short.)"""
+        order on ties, found through the per-row bests and where they are (one argmax of a
+        row per victim; numpy's max costs several argmaxes on a row this short)."""
         victims = self.victim_scores()
         if victims.size == 0:
             return []
-        best = self._row_best
+        best, best_at = self._row_best, self._row_best_at
         for row in self._unranked:
             scores = victims[row]
-            best[row] = scores[scores.argmax()]
+            best_at[row] = at = int(scores.argmax())
+            best[row] = scores[at]
         self._unranked = set()
         masked: list[tuple[int, int, float]] = []  # looked at: in use, or chosen; masked while we look
         chosen: list[Key] = []
         while len(chosen) < count:
             row = int(best.argmax())
-            if best[row] == -np.inf:
+            score = best.item(row)
+            if score == -math.inf:
                 break
-            scores = victims[row]
-            expert = int(scores.argmax())
+            expert = best_at[row]
             if can_evict((row, expert)):
                 chosen.append((row, expert))
-            masked.append((row, expert, scores[expert]))
+            masked.append((row, expert, score))
+            scores = victims[row]
             scores[expert] = -np.inf
-            best[row] = scores[scores.argmax()]
+            best_at[row] = at = int(scores.argmax())
+            best[row] = scores[at]
         for row, expert, score in masked:  # the evictions (on_evict) mask the chosen for good
             victims[row, expert] = score
-            best[row] = max(best[row], score)
+            if score > best[row] or (score == best[row] and expert < best_at[row]):  # the first on ties
+                best[row], best_at[row] = score, expert
         return chosen
 
     def _fit(self, row: int, expert: int) -> None:
@@ -521,6 +526,7 @@ class NextUsePolicy:
         self._victims = grown(self._victims, -np.inf)
         self._scratch = (np.zeros(experts, dtype=np.int64), *(np.zeros(experts) for _ in range(3)))
         self._row_best = np.full(rows, -np.inf)
+        self._row_best_at = [0] * rows
         self._unranked = set(range(rows))
         calls, last = np.zeros(rows, dtype=np.int64), np.zeros(rows)
         calls[: len(self._calls)], last[: len(self._last_call)] = self._calls, self._last_call
