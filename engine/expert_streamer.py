@@ -355,7 +355,7 @@ class ExpertStreamer:
             priority = PREFETCH if self.mode.demand_first else DEMAND
             for load in loads:
                 self._submit([load], priority)
-            self.telemetry.record_fetch(row, (), (), self._take_changes(), self.cache_bytes, self._prefetch_counts())
+            self.telemetry.record_fetch(row, [], [], self._take_changes(), self.cache_bytes, self._prefetch_counts())
 
     def decide_prefetch(self, predict: Callable[[mx.array], mx.array], hidden_size: int, samples: int = 4) -> None:
         """Turn prefetch on for prompts where one expert read takes longer than twice the

@@ -1,7 +1,10 @@
 """Counters the engine and reader update and any UI polls.
 
 Updates happen a few times per MoE layer per token under one lock; readers
-take a consistent copy with `snapshot()` (the UI polls at <= 10 Hz).
+take a consistent copy with `snapshot()` (the UI polls at <= 10 Hz). A layer
+call's per-expert counts are queued as they come and folded into the layer x
+expert arrays in bulk when read (or when many are queued): element by element
+they cost the decoder more than the rest of its bookkeeping for the call.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import resource
 import sys
 import threading
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -34,6 +38,8 @@ class Telemetry:
         self._model: ModelInfo | None = None
         self._read_stats = None
 
+    FOLD_AT = 4096  # queued layer calls folded in by the writer: memory stays bounded unread
+
     def reset_layout(self, moe_layers: tuple[int, ...], num_experts: int) -> None:
         shape = (len(moe_layers), num_experts)
         with self._lock:
@@ -44,6 +50,11 @@ class Telemetry:
             self._resident_cells = elements(self._resident)  # [row, expert], set faster than in numpy
             self._last_use = np.zeros(shape, np.int64)
             self._last_miss = np.zeros(shape, np.int64)
+            # layer calls not yet in the arrays: (step, row, experts, missed, residency changes)
+            self._unfolded: list[tuple[int, int, list[int], list[int], list]] = []
+            self._hit_count = 0
+            self._miss_count = 0
+            self._fold_seconds = 0.0
             self._step = 0
             self._io_wait = 0.0
             self._host = 0.0
@@ -85,7 +96,7 @@ class Telemetry:
 
     def record_access(self, row: int, experts: Iterable[int], missed: Iterable[int]) -> None:
         """One layer call's experts and which of them missed."""
-        self.record_fetch(row, experts, missed, ())
+        self.record_fetch(row, list(experts), list(missed), [])
 
     def record_hits(self, calls: list[tuple[int, list[int]]], distinct: bool = False) -> None:
         """Several layer calls' experts, all hits (a forward at a budget that holds every
@@ -96,48 +107,75 @@ class Telemetry:
         rows = np.array([row for row, experts in calls for _ in experts], dtype=np.intp)
         experts = np.array([e for _, experts in calls for e in experts], dtype=np.intp)
         with self._lock:
+            self._fold()
             if distinct:
                 self._hits[rows, experts] += 1
             else:
                 np.add.at(self._hits, (rows, experts), 1)
             self._last_use[rows, experts] = self._step
+            self._hit_count += len(rows)
 
     def record_fetch(
         self,
         row: int,
-        experts: Iterable[int],
-        missed: Iterable[int],
-        resident: Iterable[tuple[tuple[int, int], bool]],
+        experts: list[int],
+        missed: list[int],
+        resident: list[tuple[tuple[int, int], bool]],
         cache_bytes: tuple[int, int] | None = None,
         prefetch: tuple[int, int] | None = None,
     ) -> None:
         """One layer call's update in one go: its experts and misses (as record_access), the
         residency changes since the last update, in order ((row, expert), resident), and
-        where given the cache's (used, peak) bytes and prefetch (issued, used) counts.
-        A few experts per call: plain loops beat numpy's fancy indexing here."""
-        experts, missed = list(experts), list(missed)
+        where given the cache's (used, peak) bytes and prefetch (issued, used) counts. The
+        lists are kept as given (queued until read): the caller hands them over."""
         with self._lock:
-            step = self._step
-            hits, last_use = elements(self._hits[row]), elements(self._last_use[row])
-            for e in experts:
-                hits[e] += 1
-                last_use[e] = step
-            if missed:
-                misses, last_miss = elements(self._misses[row]), elements(self._last_miss[row])
-                for e in missed:
-                    hits[e] -= 1
-                    misses[e] += 1
-                    last_miss[e] = step
-            flags = self._resident_cells
-            for key, flag in resident:
-                flags[key] = flag
+            self._unfolded.append((self._step, row, experts, missed, resident))
+            self._hit_count += len(experts) - len(missed)
+            self._miss_count += len(missed)
             if cache_bytes is not None:
                 self._cache_bytes, self._cache_peak_bytes = cache_bytes
             if prefetch is not None:
                 self._prefetch_issued, self._prefetch_used = prefetch
+            if len(self._unfolded) >= self.FOLD_AT:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Apply the queued layer calls to the arrays, in bulk (under the lock). The reader
+        that needs the arrays pays: the app's poller at <= 10 Hz, not the decoder per call."""
+        unfolded, self._unfolded = self._unfolded, []
+        if not unfolded:
+            return
+        start = time.thread_time()
+        used_at: list[int] = []
+        used_rows: list[int] = []
+        used: list[int] = []
+        missed_at: list[int] = []
+        missed_rows: list[int] = []
+        missed: list[int] = []
+        flags = self._resident_cells
+        for step, row, experts, misses, resident in unfolded:
+            used_at += [step] * len(experts)
+            used_rows += [row] * len(experts)
+            used += experts
+            if misses:
+                missed_at += [step] * len(misses)
+                missed_rows += [row] * len(misses)
+                missed += misses
+            for key, flag in resident:  # in order: a slot may change hands twice
+                flags[key] = flag
+        where = (np.array(used_rows, dtype=np.intp), np.array(used, dtype=np.intp))
+        np.add.at(self._hits, where, 1)
+        np.maximum.at(self._last_use, where, np.array(used_at))  # steps only grow: the last
+        if missed:
+            where = (np.array(missed_rows, dtype=np.intp), np.array(missed, dtype=np.intp))
+            np.add.at(self._hits, where, -1)
+            np.add.at(self._misses, where, 1)
+            np.maximum.at(self._last_miss, where, np.array(missed_at))
+        self._fold_seconds += time.thread_time() - start
 
     def set_resident(self, keys: Iterable[tuple[int, int]], resident: bool) -> None:
         with self._lock:
+            self._fold()  # after the changes queued before it
             for row, expert in keys:
                 self._resident[row, expert] = resident
 
@@ -181,8 +219,8 @@ class Telemetry:
         with self._lock:
             stats = self._read_stats
             return {
-                "hits": int(self._hits.sum()),
-                "misses": int(self._misses.sum()),
+                "hits": self._hit_count,
+                "misses": self._miss_count,
                 "io_wait_seconds": self._io_wait,
                 "host_seconds": self._host,
                 "bytes_read": stats.bytes_read if stats else 0,
@@ -190,11 +228,13 @@ class Telemetry:
                 "prefetch_issued": self._prefetch_issued,
                 "prefetch_used": self._prefetch_used,
                 "step": self._step,
+                "fold_seconds": self._fold_seconds,
             }
 
     def snapshot(self, mlx_active_bytes: int = 0) -> TelemetrySnapshot:
         rss = self._process.memory_info().rss
         with self._lock:
+            self._fold()
             stats = self._read_stats
             return TelemetrySnapshot(
                 state=self._state,

@@ -74,3 +74,42 @@ def test_a_forwards_hits_in_one_go_are_those_of_each_call():
     for name in ("hits", "misses", "last_use_step", "last_miss_step"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert b.hits[0, 3] == 2
+
+
+def test_queued_layer_calls_fold_into_the_arrays_as_applied_one_by_one():
+    """record_fetch queues a call's counts; whoever reads folds them in bulk. The arrays must
+    be what applying each call in turn leaves (residency flips in order, last use the latest
+    step), the totals must agree without a fold, and an unread queue stays bounded."""
+    rng = np.random.default_rng(0)
+    t = _telemetry()
+    t.FOLD_AT = 50
+    hits, misses, resident = np.zeros((3, 4), int), np.zeros((3, 4), int), np.zeros((3, 4), bool)
+    last_use, last_miss = np.zeros((3, 4), int), np.zeros((3, 4), int)
+    for _ in range(120):
+        step = t.begin_step()
+        for _ in range(int(rng.integers(1, 4))):
+            row = int(rng.integers(0, 3))
+            used = sorted({int(e) for e in rng.integers(0, 4, 3)})
+            missed = [e for e in used if rng.random() < 0.4]
+            changes = [((int(rng.integers(0, 3)), int(rng.integers(0, 4))), bool(rng.random() < 0.5)) for _ in range(3)]
+            t.record_fetch(row, list(used), list(missed), list(changes))
+            for e in used:
+                hits[row, e] += e not in missed
+                last_use[row, e] = step
+            for e in missed:
+                misses[row, e] += 1
+                last_miss[row, e] = step
+            for key, flag in changes:
+                resident[key] = flag
+            assert len(t._unfolded) < t.FOLD_AT
+    totals = t.totals()
+    assert (totals["hits"], totals["misses"]) == (hits.sum(), misses.sum())
+    snap = t.snapshot()
+    for name, want in [
+        ("hits", hits),
+        ("misses", misses),
+        ("resident", resident),
+        ("last_use_step", last_use),
+        ("last_miss_step", last_miss),
+    ]:
+        np.testing.assert_array_equal(getattr(snap, name), want, err_msg=name)
