@@ -76,13 +76,16 @@ def run_pass(loaded, telemetry: StepTelemetry, tokens: int, long_prompt: bool = 
     if len(telemetry.steps) > prefill_steps and decode_tokens:
         start_time, start = telemetry.steps[prefill_steps]
         decode_s = end_time - start_time
-        d = {k: end[k] - start[k] for k in ("hits", "misses", "bytes_read", "io_wait_seconds", "host_seconds")}
+        keys = ("hits", "misses", "bytes_read", "io_wait_seconds", "host_seconds", "fold_seconds")
+        d = {k: end[k] - start[k] for k in keys}
         fig.update(
             {
                 "decode_tokens": decode_tokens,
                 "trace_decode_offset": start["trace_len"],
                 "decode_host_s": d["host_seconds"],
                 "host_ms_per_token": 1000 * d["host_seconds"] / decode_tokens,
+                # telemetry's per-expert counts folded into its arrays, by whoever read them
+                "telemetry_fold_ms_per_token": 1000 * d["fold_seconds"] / decode_tokens,
                 "decode_s": decode_s,
                 "decode_hits": d["hits"],
                 "decode_misses": d["misses"],
