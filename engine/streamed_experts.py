@@ -112,23 +112,29 @@ class StreamedExperts(nn.Module):
         linears = {name: _PoolLinear(proj, self._pool.arrays) for name, proj in self._projections.items()}
         # plain attributes: nn.Module keeps dicts as children, found through its slow __getattr__
         object.__setattr__(self, "_linears", linears)
-        object.__setattr__(self, "_row_linears", None)
+        object.__setattr__(self, "_token_graph", self._compiled(linears))
+        object.__setattr__(self, "_row_graph", None)
         self._bound_generation = self._pool.generation
 
-    def _resident_linears(self) -> dict[str, _PoolLinear]:
-        """With every expert resident (expert e in slot base + e): the projections over this
-        row's slice of the pool, so the router's ids index it as they are, with no op added
-        to mlx-lm's (views: evaluated once, they share the pool's memory)."""
+    def _compiled(self, linears: dict[str, _PoolLinear]) -> Callable[[mx.array, mx.array], mx.array]:
+        """One decoded token's expert graph over these projections, compiled: one call in
+        place of six ops built at every layer of every token (shapes fixed: traced once)."""
+        return mx.compile(lambda x, idx: self._graph(linears, mx.expand_dims(x, (-2, -3)), idx, False).squeeze(-2))
+
+    def _resident(self) -> tuple[dict[str, _PoolLinear], Callable[[mx.array, mx.array], mx.array]]:
+        """With every expert resident (expert e in slot base + e): the projections and the
+        token graph over this row's slice of the pool, so the router's ids index it as they
+        are, with no op added to mlx-lm's (views: evaluated once, they share its memory)."""
         if self._bound_generation != self._pool.generation:
             self._bind_pool()
-        if self._row_linears is None:
+        if self._row_graph is None:
             base = self._streamer.resident_slot_base(self._row)
             end = base + self._streamer.layers[self._row].num_experts
             arrays = {name: array[base:end] for name, array in self._pool.arrays.items()}
             mx.eval(list(arrays.values()))
             linears = {name: _PoolLinear(proj, arrays) for name, proj in self._projections.items()}
-            object.__setattr__(self, "_row_linears", linears)
-        return self._row_linears
+            object.__setattr__(self, "_row_graph", (linears, self._compiled(linears)))
+        return self._row_graph
 
     def _probe_graph(self, guess: bool) -> Callable[[mx.array, mx.array], mx.array]:
         """One token's routing (ids), the policy's scores (every expert's router probability)
@@ -153,7 +159,10 @@ class StreamedExperts(nn.Module):
         streamer = self._streamer
         if streamer.all_resident:  # nothing can miss: no host sync needed
             streamer.note_routing(self._row, indices)
-            return self._experts(x, indices, self._resident_linears())
+            linears, token_graph = self._resident()
+            if indices.size == indices.shape[-1] < 64:  # one token, unsorted as in SwitchGLU
+                return token_graph(x, indices)
+            return self._experts(x, indices, linears)
         if streamer.layer_major is not None:  # a prompt's chunks meet here (engine.prefill)
             return streamer.layer_major.park(self, x, indices)
         # host work is counted in this thread's CPU time: on a shared machine wall time also
@@ -194,7 +203,10 @@ class StreamedExperts(nn.Module):
         slots: Any = [slot_of[unique.index(e)] for e in ids]
         for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
             slots = [slots]
-        y = self._experts(x, mx.array(slots, dtype=mx.uint32))
+        if self._bound_generation != self._pool.generation:
+            self._bind_pool()
+        slot_ids = mx.array(slots, dtype=mx.uint32)
+        y = self._token_graph(x, slot_ids) if k < 64 else self._experts(x, slot_ids)  # unsorted as in SwitchGLU
         # start computing this layer now: what follows (bookkeeping, the next layer's graph)
         # overlaps it. Scheduling it is MLX's work, like a sync's, not host overhead.
         sync = time.thread_time()
@@ -278,7 +290,7 @@ class StreamedExperts(nn.Module):
 
     def _experts(self, x: mx.array, idx: mx.array, linears: dict[str, _PoolLinear] | None = None) -> mx.array:
         """SwitchGLU/SwitchMLP.__call__ with pool arrays and slot ids (same sorting rule);
-        linears: other projections than the whole pool's (_resident_linears)."""
+        linears: other projections than the whole pool's (_resident)."""
         x = mx.expand_dims(x, (-2, -3))
         do_sort = idx.size >= 64
         inv_order = None
@@ -293,12 +305,15 @@ class StreamedExperts(nn.Module):
             if self._bound_generation != self._pool.generation:
                 self._bind_pool()
             linears = self._linears
-        if self._glu_form:
-            up = linears["up_proj"](x, idx, do_sort)
-            gate = linears["gate_proj"](x, idx, do_sort)
-            y = linears["down_proj"](self._act(up, gate), idx, do_sort)
-        else:
-            y = linears["fc2"](self._act(linears["fc1"](x, idx, do_sort)), idx, do_sort)
+        y = self._graph(linears, x, idx, do_sort)
         if do_sort:
             y = mx.unflatten(y[inv_order], 0, shape)
         return y.squeeze(-2)
+
+    def _graph(self, linears: dict[str, _PoolLinear], x: mx.array, idx: mx.array, do_sort: bool) -> mx.array:
+        """The projections of SwitchGLU/SwitchMLP over x, expanded as they expand it."""
+        if self._glu_form:
+            up = linears["up_proj"](x, idx, do_sort)
+            gate = linears["gate_proj"](x, idx, do_sort)
+            return linears["down_proj"](self._act(up, gate), idx, do_sort)
+        return linears["fc2"](self._act(linears["fc1"](x, idx, do_sort)), idx, do_sort)
