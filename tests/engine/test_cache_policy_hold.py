@@ -109,7 +109,8 @@ def test_next_use_per_row_search_chooses_what_a_whole_table_search_does(seed):
 
 
 class NumpyOnly(NextUsePolicy):
-    """Every call's update and every rescore through numpy, as before the Python-float paths."""
+    """Every call's update and every rescore through numpy, as before the Python-float paths,
+    and every row scored with expected_next_use's own arithmetic (_score_row takes fewer ops)."""
 
     _FEW = -1
 
@@ -117,6 +118,9 @@ class NumpyOnly(NextUsePolicy):
         idx = np.array(experts)
         scores = np.where(self._resident[row, idx], self.expected_next_use(row, idx), -np.inf)
         self._victims[row, idx] = scores
+
+    def _score_row(self, row):
+        self._victims[row] = np.where(self._resident[row], self.expected_next_use(row), -np.inf)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
