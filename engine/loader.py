@@ -113,7 +113,7 @@ class LoadOptions:
     end up here (engine.Engine holds one)."""
 
     compute_dtype: mx.Dtype | None | str = "auto"  # "auto": float32 on the CPU, the checkpoint's on GPUs
-    reader_threads: int = 4
+    reader_threads: int | None = None  # None: engine.reader.default_reader_threads()
     uncached_reads: bool = False  # force reads past the page cache (else page_cache decides)
     page_cache: bool | None = None  # None: measured at load (engine.page_cache)
     policy: str | EvictionPolicy = DEFAULT_POLICY

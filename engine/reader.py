@@ -164,8 +164,18 @@ def convert_into(dest: np.ndarray, raw: np.ndarray, tag: str) -> None:
         flat[...] = values
 
 
+def default_reader_threads() -> int:
+    """4 concurrent reads, or one per core where there are fewer: on 2 cores with small
+    experts 4 reader threads halve decoding (their GIL hand-offs take the decoder's core:
+    4.5-5.5 vs 7.8 tok/s with 2, outlier_tui/bench/RESULTS.md), and a disk read waits
+    off the CPU, so more threads than cores add no bandwidth there."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 class ExpertReader:
-    def __init__(self, files: list[Path], threads: int = 4, uncached: bool = False) -> None:
+    def __init__(self, files: list[Path], threads: int | None = None, uncached: bool = False) -> None:
+        threads = default_reader_threads() if threads is None else threads
         if threads < 1:
             raise ValueError("reader threads must be >= 1")
         self._fds: dict[Path, int] = {}

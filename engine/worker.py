@@ -95,7 +95,7 @@ class Engine:
     def __init__(
         self,
         *,
-        reader_threads: int = 4,
+        reader_threads: int | None = None,
         prefetch: bool | None = None,
         policy: str = DEFAULT_POLICY,
         compute_dtype: Any = "auto",

@@ -91,12 +91,14 @@ def add_page_cache(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_reader_threads(parser: argparse.ArgumentParser) -> None:
-    """--reader-threads, the same flag wherever a command reads experts."""
+def add_reader_threads(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """--reader-threads, the same flag wherever a command reads experts (default None: the
+    engine's, engine.reader.default_reader_threads)."""
+    said = "4, or one per core where there are fewer" if default is None else str(default)
     parser.add_argument(
         "--reader-threads",
         type=reader_threads,
-        default=4,
+        default=default,
         metavar="N",
-        help=f"concurrent SSD reads, 1 to {MAX_READER_THREADS} (default 4)",
+        help=f"concurrent SSD reads, 1 to {MAX_READER_THREADS} (default {said})",
     )

@@ -212,8 +212,8 @@ def host_and_telemetry(path: Path, tokens: int, alone: bool = False) -> tuple[di
     layer per decode token; the snapshots after every step, for the wire and the heatmap.
     alone: one reader thread and reads through the page cache (memory copies), so the
     engine thread shares the cores with as little reading as can be: at 7.7 KB per expert
-    the default 4 reader threads spend more CPU than the engine thread (GIL hand-offs), and
-    on 2 cores that CPU is taken from it."""
+    each reader thread's GIL hand-offs take CPU from the engine thread (the default is one
+    thread per core up to 4)."""
     from engine.api import EngineState
     from engine.loader import LoadOptions, load_streamed_model
     from outlier_tui.bench.measure import StepTelemetry, run_pass

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="repeat every configuration N times round-robin; report medians "
         f"(default {orchestrate.Options.rounds}, --quick {QUICK['rounds']})",
     )
-    arg_types.add_reader_threads(parser)
+    arg_types.add_reader_threads(parser, default=4)  # as every recorded figure was measured
     arg_types.add_compute_dtype(parser)
     parser.add_argument(
         "--memcap-mb",

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+import engine.reader as reader_module
 from engine.errors import ExpertReadError
 from engine.reader import ExpertReader, ReadJob, ReadStats
 
@@ -234,3 +235,18 @@ def test_reads_bring_no_neighbours_bytes_through_the_page_cache(tmp_path):
     assert all(resident[first:last])  # the page cache still holds what was read
     assert sum(resident) - (last - first) <= 2  # and nothing else (a boundary page at most)
     assert dest.tobytes() == path.read_bytes()[offset : offset + nbytes]
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 2), (3, 3), (16, 4)])
+def test_default_reader_threads_are_four_or_one_per_core(monkeypatch, tmp_path, cores, threads):
+    """More reader threads than cores take the decoder's core (GIL hand-offs) and add no
+    bandwidth: the default is 4, or the cores this process may run on where fewer."""
+    monkeypatch.setattr(reader_module.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert reader_module.default_reader_threads() == threads
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"\0" * 64)
+    reader = reader_module.ExpertReader([path])
+    try:
+        assert reader.threads == threads
+    finally:
+        reader.close()
