@@ -166,9 +166,8 @@ def convert_into(dest: np.ndarray, raw: np.ndarray, tag: str) -> None:
 
 def default_reader_threads() -> int:
     """4 concurrent reads, or one per core where there are fewer: on 2 cores with small
-    experts 4 reader threads halve decoding (their GIL hand-offs take the decoder's core:
-    4.5-5.5 vs 7.8 tok/s with 2, outlier_tui/bench/RESULTS.md), and a disk read waits
-    off the CPU, so more threads than cores add no bandwidth there."""
+    experts, 4 reader threads took the decoder's core with their GIL hand-offs (4.5-5.5 vs
+    7.8 tok/s with 2, outlier_tui/bench/RESULTS.md). A Mac, with 8 cores or more, keeps 4."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(4, cores))
 

@@ -116,6 +116,10 @@ class StreamedExperts(nn.Module):
         object.__setattr__(self, "_row_graph", None)
         self._bound_generation = self._pool.generation
 
+    def _rebind_if_shrunk(self) -> None:
+        if self._bound_generation != self._pool.generation:
+            self._bind_pool()
+
     def _compiled(self, linears: dict[str, _PoolLinear]) -> Callable[[mx.array, mx.array], mx.array]:
         """One decoded token's expert graph over these projections, compiled: one call in
         place of six ops built at every layer of every token (shapes fixed: traced once)."""
@@ -125,8 +129,7 @@ class StreamedExperts(nn.Module):
         """With every expert resident (expert e in slot base + e): the projections and the
         token graph over this row's slice of the pool, so the router's ids index it as they
         are, with no op added to mlx-lm's (views: evaluated once, they share its memory)."""
-        if self._bound_generation != self._pool.generation:
-            self._bind_pool()
+        self._rebind_if_shrunk()
         if self._row_graph is None:
             base = self._streamer.resident_slot_base(self._row)
             end = base + self._streamer.layers[self._row].num_experts
@@ -203,8 +206,7 @@ class StreamedExperts(nn.Module):
         slots: Any = [slot_of[unique.index(e)] for e in ids]
         for _ in range(indices.ndim - 1):  # the router's shape, (1, 1, k) for one sequence
             slots = [slots]
-        if self._bound_generation != self._pool.generation:
-            self._bind_pool()
+        self._rebind_if_shrunk()
         slot_ids = mx.array(slots, dtype=mx.uint32)
         y = self._token_graph(x, slot_ids) if k < 64 else self._experts(x, slot_ids)  # unsorted as in SwitchGLU
         # start computing this layer now: what follows (bookkeeping, the next layer's graph)
@@ -302,8 +304,7 @@ class StreamedExperts(nn.Module):
             x = x.flatten(0, -3)[order // shape[-1]]
             idx = flat[order]
         if linears is None:
-            if self._bound_generation != self._pool.generation:
-                self._bind_pool()
+            self._rebind_if_shrunk()
             linears = self._linears
         y = self._graph(linears, x, idx, do_sort)
         if do_sort:
