@@ -315,13 +315,10 @@ class NextUsePolicy:
             self._fit(top_row, top)
         # _start_call's bookkeeping, call by call: only the first call can find the row before
         # the batch unscored (each later one finds the batch's previous row stale already)
-        if self._stale_after_call:
-            if rows[0] not in self._rows_seen or self._row in self._stale:
-                self._stale.add(self._row)
-            elif self._inserted:
-                self._rescore.append((self._row, self._inserted))
+        new_row = rows[0] not in self._rows_seen
         self._rows_seen.update(rows)
         self._stale.update(rows)
+        self._end_last_call(new_row)
         at = np.array(rows)
         self._calls[at] += 1
         self._last_call[at] = np.arange(self._clock + 1, self._clock + 1 + len(rows))
@@ -344,18 +341,21 @@ class NextUsePolicy:
         new_row = row not in self._rows_seen
         self._rows_seen.add(row)
         self._stale.add(row)
-        if self._stale_after_call:
-            # the last call's row: where it was scored during its call, only what it read since
-            # lacks a score (nothing else of that row has changed), unless a row was just seen
-            # for the first time (every score's constant moved)
-            if new_row or self._row in self._stale:
-                self._stale.add(self._row)
-            elif self._inserted:
-                self._rescore.append((self._row, self._inserted))
+        self._end_last_call(new_row)
         self._inserted = []
         self._row = row
         self._this_call = set(keys)
         return row, experts
+
+    def _end_last_call(self, new_row: bool) -> None:
+        """A call starts: the last call's row, where it was scored during its call, lacks a
+        score only for what it read since (nothing else of that row has changed), unless a
+        row was just seen for the first time (every score's constant moved)."""
+        if self._stale_after_call:
+            if new_row or self._row in self._stale:
+                self._stale.add(self._row)
+            elif self._inserted:
+                self._rescore.append((self._row, self._inserted))
 
     def _count_many(self, rows: int | np.ndarray, experts: np.ndarray) -> None:
         """The experts' use counted in one numpy update (a row, or one row per expert; each

@@ -92,5 +92,5 @@ class TensorSpec:
 def elements(array: np.ndarray) -> Any:
     """A C-contiguous array's elements as Python scalars, through a memoryview: read and
     written about twice as fast as through numpy's scalar indexing (hot loops over a few
-    elements: the cache policy's and telemetry's per-call updates)."""
+    elements: the cache policy's per-call updates)."""
     return memoryview(array)  # type: ignore[arg-type]  # numpy arrays export the buffer protocol

@@ -19,7 +19,6 @@ import numpy as np
 import psutil
 
 from engine.api import EngineState, ModelInfo, TelemetrySnapshot
-from engine.dtypes import elements
 
 
 def peak_rss_bytes() -> int:
@@ -47,7 +46,6 @@ class Telemetry:
             self._hits = np.zeros(shape, np.int64)
             self._misses = np.zeros(shape, np.int64)
             self._resident = np.zeros(shape, bool)
-            self._resident_cells = elements(self._resident)  # [row, expert], set faster than in numpy
             self._last_use = np.zeros(shape, np.int64)
             self._last_miss = np.zeros(shape, np.int64)
             # layer calls not yet in the arrays: (step, row, experts, missed, residency changes)
@@ -152,7 +150,7 @@ class Telemetry:
         missed_at: list[int] = []
         missed_rows: list[int] = []
         missed: list[int] = []
-        flags = self._resident_cells
+        flags = self._resident
         for step, row, experts, misses, resident in unfolded:
             used_at += [step] * len(experts)
             used_rows += [row] * len(experts)
