@@ -44,6 +44,7 @@ from engine.pool_plan import ShapeGroup, auto_cache_bytes, default_cache_budget 
 from engine.prefill import CHUNK_BY_CHUNK_ONLY, FALLBACK_NOTICE
 from engine.reader import ExpertReader
 from engine.reasoning import reasoning_fields
+from engine.resident_block import compile_when_resident
 from engine.router_guess import RouterGuess
 from engine.slot_pool import SlotPool
 from engine.streamed_experts import Projection, StreamedExperts
@@ -195,7 +196,7 @@ def load_streamed_model(
                 prefetch=PrefetchMode.of(options.prefetch),
                 prompt_favourites=options.prompt_favourites,
             )
-            _swap_in_streamed_experts(rows, streamer, routers)
+            _swap_in_streamed_experts(model, rows, streamer, routers)
             if all(n == g.capacity for n, g in zip(slots_per_group, plan.groups)):
                 progress(0.8, f"the budget holds every expert: reading all {sum(slots_per_group)} of them")
                 streamer.preload_all()
@@ -332,9 +333,13 @@ def _pool_groups(
     return out
 
 
-def _swap_in_streamed_experts(rows: list[MoERow], streamer: ExpertStreamer, routers: list[RouterGuess | None]) -> None:
+def _swap_in_streamed_experts(
+    model: nn.Module, rows: list[MoERow], streamer: ExpertStreamer, routers: list[RouterGuess | None]
+) -> None:
     """Each expert layer becomes a StreamedExperts over the streamer's pools, with the next
-    layer's router as its prefetch guess."""
+    layer's router as its prefetch guess; the MoE block around it gets a compiled decode step
+    for when every expert is resident (engine.resident_block)."""
+    block_of = _block_finder(model)
     for row, (_, (parent, attr, switch), _) in enumerate(rows):
         predict = routers[row + 1] if row + 1 < len(rows) else None
         own = routers[row]
@@ -348,6 +353,7 @@ def _swap_in_streamed_experts(rows: list[MoERow], streamer: ExpertStreamer, rout
             router_probs=own.probs if own is not None else None,
         )
         setattr(parent, attr, streamed)
+        compile_when_resident(block_of(parent), streamed)
 
 
 class _Placeholder(nn.Module):
@@ -507,6 +513,19 @@ def _scope_finder(model: nn.Module) -> Callable[[nn.Module], list[nn.Module]]:
         return found
 
     return scopes
+
+
+def _block_finder(model: nn.Module) -> Callable[[nn.Module], nn.Module]:
+    """parent -> the module its decoder layer calls for the MoE (the outermost of `parent` and
+    the modules above it below the decoder layer): mlx-lm's MoE block, router included."""
+    scopes_of = _scope_finder(model)
+    names = {id(module): name for name, module in model.named_modules()}
+
+    def block(parent: nn.Module) -> nn.Module:
+        below = [m for m in scopes_of(parent) if not names.get(id(m), "").rsplit(".", 1)[-1].isdigit()]
+        return below[-1] if below else parent
+
+    return block
 
 
 def _input_size(switch: nn.Module) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,31 @@ class StreamedExperts(nn.Module):
         # one decoded token's host needs, one array each way (with and without the next layer's
         # guess), compiled: the fewer ops built between compute and sync, the less host time
         self._probes = {guess: mx.compile(self._probe_graph(guess)) for guess in (False, True)}
+        object.__setattr__(self, "_captured", None)  # the router's ids, while a whole block is traced
+
+    @property
+    def all_resident(self) -> bool:
+        return self._streamer.all_resident
+
+    def resident_token(self, x: mx.array) -> bool:
+        """Whether a block's input x is one token and every expert is resident: the case a
+        compiled whole block serves (engine.resident_block)."""
+        return self._streamer.all_resident and x.size == x.shape[-1]
+
+    @contextmanager
+    def capture_routing(self) -> Iterator[list[mx.array]]:
+        """While a whole block is traced: the router's ids this layer is called with are kept
+        in the list yielded (a traced value cannot be recorded), not noted."""
+        captured: list[mx.array] = []
+        object.__setattr__(self, "_captured", captured)
+        try:
+            yield captured
+        finally:
+            object.__setattr__(self, "_captured", None)
+
+    def note_routing(self, indices: mx.array) -> None:
+        """The router's ids of a call made every expert resident (a compiled block's output)."""
+        self._streamer.note_routing(self._row, indices)
 
     def _bind_pool(self) -> None:
         """Bind the pool's arrays into the projections (again after the pool shrank)."""
@@ -161,7 +187,10 @@ class StreamedExperts(nn.Module):
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
         streamer = self._streamer
         if streamer.all_resident:  # nothing can miss: no host sync needed
-            streamer.note_routing(self._row, indices)
+            if self._captured is not None:
+                self._captured.append(indices)
+            else:
+                streamer.note_routing(self._row, indices)
             linears, token_graph = self._resident()
             if indices.size == indices.shape[-1] < 64:  # one token, unsorted as in SwitchGLU
                 return token_graph(x, indices)

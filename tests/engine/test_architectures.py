@@ -96,6 +96,10 @@ def test_streamed_matches_mlx_lm(reference, case, budget):
             assert all(g.cache.num_slots == info.top_k for g in streamer.groups)
         if budget == "all":
             assert streamer.all_resident
+            # every decoded token ran each MoE block as one compiled call (engine.resident_block)
+            blocks = [m._whole_block for _, m in loaded.model.named_modules() if hasattr(m, "_whole_block")]
+            assert len(blocks) == len(info.moe_layers)
+            assert [b.failed for b in blocks if not b.traced] == []
     finally:
         loaded.close()
 
