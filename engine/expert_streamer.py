@@ -311,7 +311,9 @@ class ExpertStreamer:
         reading that one's routing now would wait for it, and the two would no longer overlap
         (measured: 3 ms of a 100 ms token here); the forward before it has been computed."""
         if row == 0:
+            start = time.thread_time()
             self.flush_routing()
+            self.telemetry.add_host_time(time.thread_time() - start)  # the engine's own work here
         self._unrecorded.append((row, indices))
 
     def flush_routing(self, everything: bool = False) -> None:

@@ -183,6 +183,8 @@ def decode_race(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
                 "streamed_cpu_s": s_cpu,
                 "resident_cpu_s": r_cpu,
                 "cpu_ratio": r_cpu / s_cpu,
+                # the engine's own work per decoded token (the routing's bookkeeping), CPU time
+                "streamed_host_ms_per_token": s.figures["host_ms_per_token"],
             }
         )
     info = streamed.info
@@ -203,6 +205,7 @@ def decode_race(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
         "rounds": per_round,
         "ratio_median": statistics.median(x["ratio"] for x in per_round),
         "cpu_ratio_median": statistics.median(x["cpu_ratio"] for x in per_round),
+        "streamed_host_ms_per_token_median": statistics.median(x["streamed_host_ms_per_token"] for x in per_round),
         "resident_tokens": r.tokens if r is not None else [],
     }
 
