@@ -212,8 +212,7 @@ class ExpertHeatmap(Widget):
         lines: list[Strip] = []
         if chrome:
             lines.append(self._summary(grid, layers, experts, width))
-        for r in range(grid.heat.shape[0]):
-            lines.append(self._row(grid, r, label_w, cell_w, width))
+        lines.extend(self._rows(grid, label_w, cell_w, width))
         if chrome:
             lines.extend(Strip.blank(width, pal.base) for _ in range(height - 1 - len(lines)))
             lines.append(self._legend(width))  # always on the pane's last line
@@ -233,22 +232,44 @@ class ExpertHeatmap(Widget):
             text = " ".join(parts)
         return Strip([Segment(text[:width], pal.label)]).adjust_cell_length(width, pal.base)
 
-    def _row(self, grid: HeatGrid, r: int, label_w: int, cell_w: int, width: int) -> Strip:
+    def _rows(self, grid: HeatGrid, label_w: int, cell_w: int, width: int) -> list[Strip]:
+        """One strip per grid row: its label, one Segment per run of equal cells (~10x fewer
+        objects than one per cell), its hit rate. The codes and runs of every row come from
+        one numpy pass, and a row that fits is built at its exact width (no measuring)."""
         pal = self._palette
         assert pal is not None
-        first, _last = grid.row_layers[r]
-        segments = [Segment(f"L{first}".ljust(label_w), pal.label)]
-        codes = cell_codes(grid.heat[r], grid.resident[r], grid.missed[r], grid.used[r])
-        # One Segment per run of equal cells, not per cell: ~10x fewer objects per frame.
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(codes)) + 1))
-        ends = np.append(starts[1:], len(codes))
+        codes = cell_codes(grid.heat, grid.resident, grid.missed, grid.used)
+        cols = codes.shape[1]
+        changed = np.ones(codes.shape, dtype=bool)  # a run starts at each row's first cell
+        changed[:, 1:] = codes[:, 1:] != codes[:, :-1]
+        row_runs = np.cumsum(np.count_nonzero(changed, axis=1)).tolist()
+        starts = np.flatnonzero(changed)
+        run_codes = codes.reshape(-1)[starts].tolist()
+        ends = np.append(starts[1:], codes.size)
+        lengths = (ends - starts).tolist()
         pad = " " * (cell_w - 1)
-        for start, end in zip(starts.tolist(), ends.tolist()):
-            glyph, style = pal.cell(int(codes[start]))
-            segments.append(Segment((glyph + pad) * (end - start), style))
-        rate = grid.hit_rate[r]
-        segments.append(Segment("   --" if np.isnan(rate) else f"{rate:5.0%}", pal.rate))
-        return Strip(segments).adjust_cell_length(width, pal.base)
+        units: dict[int, tuple[str, Style]] = {}  # code -> (one cell's text, style)
+        for code in set(run_codes):
+            glyph, style = pal.cell(code)
+            units[code] = (glyph + pad, style)
+        used = label_w + cols * cell_w + 5
+        fill = [Segment(" " * (width - used), pal.base)] if used < width else []
+        strips, begin = [], 0
+        for r, rate in enumerate(grid.hit_rate.tolist()):
+            first, _last = grid.row_layers[r]
+            segments = [Segment(f"L{first}".ljust(label_w), pal.label)]
+            end = row_runs[r]
+            segments += [
+                Segment(units[code][0] * length, units[code][1])
+                for code, length in zip(run_codes[begin:end], lengths[begin:end])
+            ]
+            begin = end
+            segments.append(Segment("   --" if math.isnan(rate) else f"{rate:5.0%}", pal.rate))
+            if used <= width and len(segments[0].text) == label_w:
+                strips.append(Strip(segments + fill, width))
+            else:  # a label or a pane too narrow for the row: measured and cut
+                strips.append(Strip(segments).adjust_cell_length(width, pal.base))
+        return strips
 
     def _legend(self, width: int) -> Strip:
         pal = self._palette

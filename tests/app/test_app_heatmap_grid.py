@@ -104,3 +104,42 @@ def test_even_bins_mean_the_same_number_of_experts_per_column():
     snap = synthetic_snapshot(layers=30, experts=64)
     grid = compute_grid(snap, rows=30, cols=54, since_step=0)
     assert grid.heat.shape == (30, 32) and grid.experts_per_col == 2
+
+
+@pytest.mark.parametrize("width", [12, 30, 80, 200])
+@pytest.mark.parametrize("cell_w", [1, 3])
+def test_heatmap_rows_show_every_cell_as_the_palette_draws_it(width, cell_w):
+    """ExpertHeatmap._rows builds runs of equal cells from one numpy pass: each row must read,
+    cell by cell, as the palette's glyph and style for that cell's code, at the pane's width."""
+    from outlier_tui.app.heatmap import ExpertHeatmap, HeatPalette, cell_codes
+    from outlier_tui.app.heatmap_grid import HeatGrid
+
+    rng = np.random.default_rng(width + cell_w)
+    rows, cols = 7, 40
+    grid = HeatGrid(
+        heat=rng.random((rows, cols)),
+        resident=np.where(rng.random((rows, cols)) < 0.5, rng.random((rows, cols)), 0.0),
+        missed=rng.random((rows, cols)) < 0.2,
+        used=rng.random((rows, cols)) < 0.7,
+        hit_rate=np.array([np.nan, *rng.random(rows - 1)]),
+        row_layers=tuple((i * 9, i * 9 + 8) for i in range(rows)),
+        experts_per_col=3,
+        layers_per_row=9,
+        total_hit_rate=0.5,
+    )
+    heatmap = ExpertHeatmap()
+    heatmap._palette = pal = HeatPalette({})
+    label_w = 5
+    strips = heatmap._rows(grid, label_w, cell_w, width)
+    codes = cell_codes(grid.heat, grid.resident, grid.missed, grid.used)
+    for r, strip in enumerate(strips):
+        assert strip.cell_length == width
+        cells = [(ch, seg.style) for seg in strip for ch in seg.text]
+        want = [(ch, pal.label) for ch in f"L{grid.row_layers[r][0]}".ljust(label_w)]
+        for code in codes[r].tolist():
+            glyph, style = pal.cell(code)
+            want += [(glyph, style)] + [(" ", style)] * (cell_w - 1)
+        rate = "   --" if np.isnan(grid.hit_rate[r]) else f"{grid.hit_rate[r]:5.0%}"
+        want += [(ch, pal.rate) for ch in rate]
+        want += [(" ", pal.base)] * (width - len(want))
+        assert cells == want[:width]
