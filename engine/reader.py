@@ -319,7 +319,7 @@ class ExpertReader:
                 )
             done += n
         if self.uncached and hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, job.offset, job.nbytes, os.POSIX_FADV_DONTNEED)
+            page_cache.forget(fd, job.offset, job.nbytes)
 
     def close(self) -> None:
         with self._queued:

@@ -1,7 +1,10 @@
 """--page-cache: forced on/off is obeyed, auto measures the model's own experts and says
 what it found; reads past the page cache still fill slots exactly."""
 
+import sys
+
 import numpy as np
+import pytest
 from checkpoints import resident_oracle
 from oracle import greedy_run
 
@@ -54,3 +57,58 @@ def test_reads_past_the_page_cache_are_exact(checkpoint_factory):
         np.testing.assert_array_equal(np.array(got_logits), np.array(want_logits))
     finally:
         loaded.close()
+
+
+def _cached_pages(path, size: int) -> list[bool]:
+    """Which pages of the file's first `size` bytes are in the page cache (Linux mincore)."""
+    import ctypes
+    import mmap
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+        buf = (ctypes.c_char * size).from_buffer(mapped)
+        pages = -(-size // mmap.PAGESIZE)
+        vec = (ctypes.c_ubyte * pages)()
+        rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(buf)), ctypes.c_size_t(size), vec)
+        del buf
+        mapped.close()
+        assert rc == 0, os.strerror(ctypes.get_errno())
+        return [bool(v & 1) for v in vec]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and POSIX_FADV_DONTNEED: Linux")
+def test_a_range_smaller_than_a_page_is_dropped_from_the_page_cache(tmp_path):
+    """Expert tensors can be smaller than a page: dropping one must drop the pages it is in
+    (the kernel drops only whole pages inside the range given), else reads 'past the page
+    cache' hit it and the load-time measurement compares the page cache with itself."""
+    import mmap
+    import os
+
+    page = mmap.PAGESIZE
+    path = tmp_path / "experts.bin"
+    path.write_bytes(os.urandom(8 * page))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages are not dropped
+        # read back as the reader reads (no readahead), not as written: a kernel may keep
+        # written pages in large folios, which a range inside them cannot drop
+        page_cache.forget(fd, 0, 8 * page)
+        page_cache.no_readahead(fd)
+        for i in range(8):
+            os.pread(fd, page, i * page)
+        if not all(_cached_pages(path, 8 * page)):
+            pytest.skip("this filesystem does not keep the file in the page cache")
+        page_cache.forget(fd, 6 * page, page)  # exactly page 6: what any kernel drops
+        if _cached_pages(path, 8 * page)[6]:
+            pytest.skip("this filesystem ignores POSIX_FADV_DONTNEED")
+        page_cache.forget(fd, page + 100, 200)  # inside page 1
+        page_cache.forget(fd, 3 * page + page // 2, page)  # across pages 3 and 4
+        cached = _cached_pages(path, 8 * page)
+    finally:
+        os.close(fd)
+    assert cached == [True, False, True, False, False, True, False, True]
