@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -43,22 +44,28 @@ class PageCacheDecision:
         )
 
 
-def expert_ranges(layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES) -> list[tuple[Path, int, int]]:
-    """(file, offset, size) of every tensor of experts taken from the last layers, about nbytes."""
+def expert_ranges(layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES, seed: int = 0) -> list[tuple[Path, int, int]]:
+    """(file, offset, size) of every tensor of about nbytes of experts, as a decode reads them:
+    experts picked at random over every layer, in random order, each expert's tensors in a
+    row. Contiguous experts read in file order would measure the disk at its sequential
+    speed, which decoding never sees (here: 1.3x for the page cache that way, while decode
+    ran 3x faster with it)."""
+    rng = random.Random(seed)
+    picks = [(files, expert) for files in layers for expert in range(files.num_experts)]
+    rng.shuffle(picks)
     ranges: list[tuple[Path, int, int]] = []
     total = 0
-    for files in reversed(layers):
-        for expert in range(files.num_experts):
-            for tensor in files.tensors.values():
-                if tensor.stacked:
-                    offset, size = tensor.location.offset + expert * tensor.expert_nbytes, tensor.expert_nbytes
-                    ranges.append((tensor.location.file, offset, size))
-                else:
-                    offset, size = tensor.expert_range(expert)
-                    ranges.append((tensor.expert_file(expert), offset, size))
-                total += size
-            if total >= nbytes:
-                return ranges
+    for files, expert in picks:
+        for tensor in files.tensors.values():
+            if tensor.stacked:
+                offset, size = tensor.location.offset + expert * tensor.expert_nbytes, tensor.expert_nbytes
+                ranges.append((tensor.location.file, offset, size))
+            else:
+                offset, size = tensor.expert_range(expert)
+                ranges.append((tensor.expert_file(expert), offset, size))
+            total += size
+        if total >= nbytes:
+            break
     return ranges
 
 

@@ -32,6 +32,9 @@ def test_auto_measures_and_reports(checkpoint_factory):
         layers = [loaded.index.moe_layers[layer] for layer in loaded.info.moe_layers]
         ranges = page_cache.expert_ranges(layers)
         assert ranges and all(size > 0 for _, _, size in ranges)
+        # as a decode reads: experts of every layer, not in file order (the disk's sequential
+        # speed is not what a decode sees)
+        assert ranges != sorted(ranges)
         text = loaded.info.page_cache
         assert text.startswith(("page cache on:", "page cache off:")) and "x a read from disk" in text
         assert loaded.reader.uncached == text.startswith("page cache off")
