@@ -44,7 +44,9 @@ class PageCacheDecision:
         )
 
 
-def expert_ranges(layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES, seed: int = 0) -> list[tuple[Path, int, int]]:
+def expert_ranges(
+    layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES, seed: int = 0
+) -> list[tuple[Path, int, int]]:
     """(file, offset, size) of every tensor of about nbytes of experts, as a decode reads them:
     experts picked at random over every layer, in random order, each expert's tensors in a
     row. Contiguous experts read in file order would measure the disk at its sequential
