@@ -22,7 +22,8 @@ from pathlib import Path
 
 from engine.checkpoint import MoELayerFiles
 
-SAMPLE_BYTES = 8 * 1024 * 1024  # a short measurement: a few experts of the last layers
+SAMPLE_BYTES = 8 * 1024 * 1024  # a short measurement: a few large experts,
+SAMPLE_EXPERTS = 128  # or this many small ones (each a random read: tiny ones cost latency, not bytes)
 MARGIN = 2.0  # a page-cache hit must be this much faster than a disk read to be worth memory
 
 
@@ -45,19 +46,19 @@ class PageCacheDecision:
 
 
 def expert_ranges(
-    layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES, seed: int = 0
+    layers: list[MoELayerFiles], nbytes: int = SAMPLE_BYTES, experts: int = SAMPLE_EXPERTS, seed: int = 0
 ) -> list[tuple[Path, int, int]]:
-    """(file, offset, size) of every tensor of about nbytes of experts, as a decode reads them:
-    experts picked at random over every layer, in random order, each expert's tensors in a
-    row. Contiguous experts read in file order would measure the disk at its sequential
-    speed, which decoding never sees (here: 1.3x for the page cache that way, while decode
-    ran 3x faster with it)."""
+    """(file, offset, size) of every tensor of about nbytes of experts, or of `experts` of them
+    if fewer, as a decode reads them: experts picked at random over every layer, in random
+    order, each expert's tensors in a row. Contiguous experts read in file order would
+    measure the disk at its sequential speed, which decoding never sees (here: 1.3x for the
+    page cache that way, while decode ran 3x faster with it)."""
     rng = random.Random(seed)
     picks = [(files, expert) for files in layers for expert in range(files.num_experts)]
     rng.shuffle(picks)
     ranges: list[tuple[Path, int, int]] = []
     total = 0
-    for files, expert in picks:
+    for files, expert in picks[:experts]:
         for tensor in files.tensors.values():
             if tensor.stacked:
                 offset, size = tensor.location.offset + expert * tensor.expert_nbytes, tensor.expert_nbytes

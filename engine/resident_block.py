@@ -30,17 +30,19 @@ class WholeBlock:
     def __init__(self, call: Callable[..., Any], experts: StreamedExperts) -> None:
         self._call = call  # the block class's own __call__
         self._experts = experts
-        self._graph: Callable[[mx.array], tuple[Any, mx.array]] | None = None
+        self._graph: Callable[..., tuple[Any, mx.array]] | None = None
         self.traced = False
         self.failed: str | None = None  # why compile could not take the block: it runs uncompiled
 
     def __call__(self, block: nn.Module, *args: Any, **kwargs: Any) -> Any:
         experts = self._experts
-        if (
-            kwargs
-            or self.failed is not None
-            or not all(isinstance(a, mx.array) for a in args)
+        if (  # the cheap tests first: this runs at every layer of every token, streamed too
+            self.failed is not None
+            or not args
+            or not isinstance(args[0], mx.array)
             or not experts.resident_token(args[0])
+            or kwargs
+            or not all(isinstance(a, mx.array) for a in args[1:])
         ):
             if self._graph is not None and not experts.all_resident:
                 self._graph = None  # it holds the pool as it was: let a shrunk pool's memory go

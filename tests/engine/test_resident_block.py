@@ -4,14 +4,13 @@ against mlx-lm in test_architectures.py (budget "all"); these use a small block 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
 
 from engine.resident_block import compile_when_resident
+from engine.streamed_experts import StreamedExperts
 
 DIM, EXPERTS, TOP_K = 8, 6, 2
 
@@ -30,14 +29,7 @@ class FakeExperts(nn.Module):
     def resident_token(self, x: mx.array) -> bool:
         return self.all_resident and x.size == x.shape[-1]
 
-    @contextmanager
-    def capture_routing(self):
-        captured: list = []
-        object.__setattr__(self, "_captured", captured)
-        try:
-            yield captured
-        finally:
-            object.__setattr__(self, "_captured", None)
+    capture_routing = StreamedExperts.capture_routing  # the real one: it sets _captured
 
     def note_routing(self, indices: mx.array) -> None:
         self.noted.append(np.array(indices).tolist())
