@@ -81,6 +81,9 @@ def test_a_shrink_mid_answer_keeps_the_answer_exact_and_frees_the_pool(checkpoin
     assert snap.cache_budget_bytes == pool.nbytes
     assert "expert cache shrank" in snap.budget_notice and "Free memory fell" in guard.notice
     assert snap.resident.sum() == streamer.sole_group().cache.used  # the heatmap sees the evictions
+    if budget_experts == "all":  # each MoE block ran compiled, then let go of the old pool's arrays
+        blocks = [m._whole_block for _, m in loaded.model.named_modules() if hasattr(m, "_whole_block")]
+        assert blocks and all(b.traced and b._graph is None for b in blocks)
     loaded.close()
 
 
