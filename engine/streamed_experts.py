@@ -190,7 +190,7 @@ class StreamedExperts(nn.Module):
             if self._captured is not None:
                 self._captured.append(indices)
             else:
-                streamer.note_routing(self._row, indices)
+                self.note_routing(indices)
             linears, token_graph = self._resident()
             if indices.size == indices.shape[-1] < 64:  # one token, unsorted as in SwitchGLU
                 return token_graph(x, indices)
