@@ -138,7 +138,7 @@ def test_next_use_python_float_paths_match_numpy_bit_for_bit(seed):
             cache.loaded(keys)
             seen.append((plan.loads, plan.slots))
         assert seen[0] == seen[1], step
-        for table in ("_fast", "_slow", "_stamp", "_victims"):
+        for table in ("_fast", "_slow", "_victims"):
             np.testing.assert_array_equal(getattr(caches[0].policy, table), getattr(caches[1].policy, table))
 
 
@@ -160,7 +160,7 @@ def test_note_use_teaches_the_policy_what_plan_does(policy):
             assert not planned.plan(keys).loads
         noted.note_uses(calls)
     if policy is NextUsePolicy:
-        for table in ("_fast", "_slow", "_stamp", "_calls", "_last_call"):
+        for table in ("_fast", "_slow", "_calls", "_last_call"):
             np.testing.assert_array_equal(getattr(planned.policy, table), getattr(noted.policy, table))
     assert planned.shrink(20) == noted.shrink(20)
     assert sorted(planned.resident_keys()) == sorted(noted.resident_keys())
