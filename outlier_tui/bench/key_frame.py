@@ -5,9 +5,9 @@ layer x expert grid exactly. This replays skewed (Zipf-like, exponent 0.8) top-k
 Qwen3.5-397B-A17B's shape, with 30% of uses missing and the most recently used quarter
 resident, and prints the key frame's JSON bytes after each of `--steps` decode steps: as
 sent, with the ages capped at 255 steps back, and with no ages at all (the counts and the
-residency alone). The last column is the floor of any exact encoding of the counts that
-uses this codec. `floor_bytes` estimates what any exact encoding needs (as base85 text, as
-the codec sends it): the entropy of the hit and miss counts (binomial) and of the last use's
+residency alone: what this codec cannot go below while the counts stay exact), and
+`floor_bytes`, an estimate of what any exact encoding needs (as base85 text, as the codec
+sends it): the entropy of the hit and miss counts (binomial) and of the last use's
 age (geometric), from each expert's use rate, every cell taken as independent, plus one bit
 of residency per cell; the last miss is left out, so the true floor is higher.
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.api import EngineState, TelemetrySnapshot
 from engine.wire import snapshot_to_json
+from outlier_tui.bench.scale import frame_bytes
 
 
 def key_frame_growth(
@@ -39,8 +40,7 @@ def key_frame_growth(
     rows = np.arange(layers)[:, None]
     out = []
 
-    def size(step: int, used: np.ndarray, missed: np.ndarray) -> int:
-        resident = np.argsort(np.argsort(-last_use, axis=1, kind="stable"), axis=1) < experts // 4
+    def size(step: int, resident: np.ndarray, used: np.ndarray, missed: np.ndarray) -> int:
         snapshot = TelemetrySnapshot(
             state=EngineState.GENERATING,
             step=step,
@@ -51,9 +51,10 @@ def key_frame_growth(
             last_use_step=used,
             last_miss_step=missed,
         )
-        return len(json.dumps(snapshot_to_json(snapshot), separators=(",", ":")))
+        return frame_bytes(snapshot_to_json(snapshot))
 
     uses = np.zeros(experts)
+    marks = set(steps)
     for step in range(1, max(steps) + 1):
         # top-k without replacement in proportion to popularity (the Gumbel top-k trick)
         chosen = np.argpartition(-(log_popularity + rng.gumbel(size=(layers, experts))), top_k, axis=1)[:, :top_k]
@@ -64,23 +65,23 @@ def key_frame_growth(
         np.add.at(uses, chosen.reshape(-1), 1)
         at, k = np.nonzero(missed)
         last_miss[at, chosen[at, k]] = step
-        if step in steps:
-            oldest = step - 255
+        if step in marks:
+            resident = np.argsort(np.argsort(-last_use, axis=1, kind="stable"), axis=1) < experts // 4
             out.append(
                 {
                     "steps": step,
-                    "exact_bytes": size(step, last_use, last_miss),
-                    "ages_capped_255_bytes": size(step, _capped(last_use, oldest), _capped(last_miss, oldest)),
-                    "counts_and_residency_bytes": size(step, grid, grid),
+                    "exact_bytes": size(step, resident, last_use, last_miss),
+                    "ages_capped_255_bytes": size(step, resident, *_capped(last_use, last_miss, oldest=step - 255)),
+                    "counts_and_residency_bytes": size(step, resident, grid, grid),
                     "floor_bytes": floor_bytes(step, uses / (step * layers), layers),
                 }
             )
     return out
 
 
-def _capped(steps: np.ndarray, oldest: int) -> np.ndarray:
+def _capped(*steps: np.ndarray, oldest: int) -> list[np.ndarray]:
     """Steps older than `oldest` moved up to it (0, never, stays 0)."""
-    return np.where(steps > 0, np.maximum(steps, oldest), 0)
+    return [np.where(s > 0, np.maximum(s, oldest), 0) for s in steps]
 
 
 def floor_bytes(steps: int, rates: np.ndarray, layers: int) -> int:

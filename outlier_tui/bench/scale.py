@@ -258,24 +258,26 @@ def host_and_telemetry(path: Path, tokens: int, alone: bool = False) -> tuple[di
     }, snapshots
 
 
+def frame_bytes(frame: dict) -> int:
+    """An SSE event's size: its JSON as the server writes it (no spaces)."""
+    return len(json.dumps(frame, separators=(",", ":")))
+
+
 def wire_sizes(snapshots: list) -> dict[str, Any]:
     """Bytes per SSE frame: the key frame, deltas of every step, and deltas at the server's 10 Hz."""
     import dataclasses
 
     from engine.wire import TelemetryEncoder
 
-    def size(frame: dict) -> int:
-        return len(json.dumps(frame, separators=(",", ":")))
-
     last = snapshots[-1][1]
     lists = {f.name: getattr(last, f.name) for f in dataclasses.fields(last)}
     as_lists = sum(len(json.dumps(v.tolist())) for v in lists.values() if hasattr(v, "tolist"))
     encoder = TelemetryEncoder()
-    every = [size(encoder.encode(s)) for _, s in snapshots]
+    every = [frame_bytes(encoder.encode(s)) for _, s in snapshots]
     encoder, paced, sent_at = TelemetryEncoder(), [], -1.0
     for t, s in snapshots:
         if t - sent_at >= 0.1:
-            paced.append(size(encoder.encode(s)))
+            paced.append(frame_bytes(encoder.encode(s)))
             sent_at = t
     start = time.perf_counter()
     for _, s in snapshots[-20:]:
@@ -283,7 +285,7 @@ def wire_sizes(snapshots: list) -> dict[str, Any]:
     encode_ms = (time.perf_counter() - start) * 1000 / min(20, len(snapshots))
     return {
         "arrays_as_json_lists_bytes": as_lists,
-        "key_frame_bytes_last": size(TelemetryEncoder().encode(last)),
+        "key_frame_bytes_last": frame_bytes(TelemetryEncoder().encode(last)),
         "key_frame_ms": encode_ms,
         "delta_bytes_per_step_median": statistics.median(every[1:]),
         "delta_bytes_per_step_max": max(every[1:]),
